@@ -1,0 +1,54 @@
+//! The built-in formats, one per file. Each file registers itself; nothing here lists them.
+
+mod gzip;
+mod tar;
+mod zip;
+mod zstd;
+
+/// Sizes at or above this may not fit zip's and gzip's 32-bit fields once deflate has added
+/// its few bytes per stored block, so zip switches to zip64 records well before 4 GiB.
+pub(crate) const ZIP64_THRESHOLD: u64 = 0xFFFF_FFFF - 64 * 1024 * 1024;
+
+/// Deflate levels as `gzip` and `zip` number them; 0 (store) is left out because storing is
+/// never what a compression worker is for.
+pub(crate) const DEFLATE_LEVELS: crate::Levels = crate::Levels {
+    min: 1,
+    max: 9,
+    default: 6,
+};
+
+/// zstd's own range without the negative "fast" levels; 3 is the zstd CLI's default.
+pub(crate) const ZSTD_LEVELS: crate::Levels = crate::Levels {
+    min: 1,
+    max: 22,
+    default: 3,
+};
+
+/// The level a format with levels was built with.
+///
+/// [`Registration::settings`](crate::Registration::settings) always fills it in for such formats,
+/// so the fallback only guards against a registration that declares no levels yet asks for one.
+pub(crate) fn level_or(settings: &crate::Settings, levels: crate::Levels) -> i32 {
+    settings.level.unwrap_or(levels.default)
+}
+
+/// Starts a zstd encoder the way every zstd-based format here wants it: checksummed, with the
+/// content size recorded when known, and on up to `threads` worker threads.
+pub(crate) fn zstd_encoder<W: std::io::Write>(
+    dst: W,
+    level: i32,
+    threads: std::num::NonZeroUsize,
+    pledged_size: Option<u64>,
+) -> std::io::Result<::zstd::stream::write::Encoder<'static, W>> {
+    let mut encoder = ::zstd::stream::write::Encoder::new(dst, level)?;
+    encoder.include_checksum(true)?;
+    if let Some(size) = pledged_size {
+        encoder.include_contentsize(true)?;
+        encoder.set_pledged_src_size(Some(size))?;
+    }
+    let workers = u32::try_from(threads.get()).unwrap_or(u32::MAX);
+    if workers > 1 {
+        encoder.multithread(workers)?;
+    }
+    Ok(encoder)
+}

@@ -1,0 +1,150 @@
+//! tar (`.tar`, `.tar.gz`, `.tar.zst`): for teams whose tooling expects tarballs. One entry
+//! per archive, mode 0644; names longer than 100 bytes use GNU long-name records.
+
+use std::io::{self, Read, Write};
+use std::num::NonZeroUsize;
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+
+use super::{level_or, zstd_encoder, DEFLATE_LEVELS, ZSTD_LEVELS};
+use crate::{Entry, Format, Kind, Registration};
+
+inventory::submit! {
+    Registration {
+        name: "tar",
+        extension: "tar",
+        content_type: "application/x-tar",
+        kind: Kind::Archive,
+        levels: None,
+        crate_name: env!("CARGO_PKG_NAME"),
+        build: |_| Box::new(Tar { outer: Outer::Plain }),
+    }
+}
+
+inventory::submit! {
+    Registration {
+        name: "tar.gz",
+        extension: "tar.gz",
+        content_type: "application/gzip",
+        kind: Kind::Archive,
+        levels: Some(DEFLATE_LEVELS),
+        crate_name: env!("CARGO_PKG_NAME"),
+        build: |settings| Box::new(Tar { outer: Outer::Gzip { level: level_or(settings, DEFLATE_LEVELS) } }),
+    }
+}
+
+inventory::submit! {
+    Registration {
+        name: "tar.zst",
+        extension: "tar.zst",
+        content_type: "application/zstd",
+        kind: Kind::Archive,
+        levels: Some(ZSTD_LEVELS),
+        crate_name: env!("CARGO_PKG_NAME"),
+        build: |settings| Box::new(Tar {
+            outer: Outer::Zstd { level: level_or(settings, ZSTD_LEVELS), threads: settings.threads },
+        }),
+    }
+}
+
+/// The compression wrapped around the tar stream.
+#[derive(Debug)]
+enum Outer {
+    Plain,
+    Gzip { level: i32 },
+    Zstd { level: i32, threads: NonZeroUsize },
+}
+
+#[derive(Debug)]
+struct Tar {
+    outer: Outer,
+}
+
+impl Format for Tar {
+    fn write_compressed(
+        &self,
+        src: &mut dyn Read,
+        dst: &mut dyn Write,
+        entry: &Entry,
+    ) -> io::Result<()> {
+        let size = entry.size().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "tar records the size before the data, so the input size must be known",
+            )
+        })?;
+        match self.outer {
+            Outer::Plain => write_tar(src, dst, entry, size),
+            Outer::Gzip { level } => {
+                let mut gzip = GzEncoder::new(dst, Compression::new(level.unsigned_abs()));
+                write_tar(src, &mut gzip, entry, size)?;
+                gzip.try_finish()
+            }
+            Outer::Zstd { level, threads } => {
+                // The tar stream's size is not the entry's, so no size is pledged here.
+                let mut zstd = zstd_encoder(dst, level, threads, None)?;
+                write_tar(src, &mut zstd, entry, size)?;
+                zstd.finish().map(drop)
+            }
+        }
+    }
+}
+
+fn write_tar(src: &mut dyn Read, dst: &mut dyn Write, entry: &Entry, size: u64) -> io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_mtime(entry.modified_unix_seconds());
+    header.set_entry_type(tar::EntryType::Regular);
+    let mut builder = tar::Builder::new(dst);
+    builder.append_data(&mut header, entry.name(), ExactSize::new(src, size))?;
+    builder.into_inner()?;
+    Ok(())
+}
+
+/// Fails the read when the source is not exactly the size written in the tar header, which
+/// would otherwise yield an archive that silently truncates or misaligns the data.
+struct ExactSize<'a> {
+    inner: &'a mut dyn Read,
+    remaining: u64,
+}
+
+impl<'a> ExactSize<'a> {
+    fn new(inner: &'a mut dyn Read, size: u64) -> Self {
+        Self {
+            inner,
+            remaining: size,
+        }
+    }
+}
+
+impl Read for ExactSize<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the input is longer than its announced size",
+                )),
+            };
+        }
+        let limit = usize::try_from(self.remaining)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = self.inner.read(&mut buf[..limit])?;
+        if n == 0 && limit > 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the input ended {} bytes short of its announced size",
+                    self.remaining
+                ),
+            ));
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}

@@ -1,0 +1,42 @@
+//! zstd (`.zst`): checksummed frames with the content size when known, on every core allowed.
+
+use std::io::{self, Read, Write};
+use std::num::NonZeroUsize;
+
+use super::{level_or, zstd_encoder, ZSTD_LEVELS};
+use crate::{Entry, Format, Kind, Registration};
+
+inventory::submit! {
+    Registration {
+        name: "zstd",
+        extension: "zst",
+        content_type: "application/zstd",
+        kind: Kind::Stream,
+        levels: Some(ZSTD_LEVELS),
+        crate_name: env!("CARGO_PKG_NAME"),
+        build: |settings| Box::new(Zstd {
+            level: level_or(settings, ZSTD_LEVELS),
+            threads: settings.threads,
+        }),
+    }
+}
+
+#[derive(Debug)]
+struct Zstd {
+    level: i32,
+    threads: NonZeroUsize,
+}
+
+impl Format for Zstd {
+    fn write_compressed(
+        &self,
+        src: &mut dyn Read,
+        dst: &mut dyn Write,
+        entry: &Entry,
+    ) -> io::Result<()> {
+        let mut encoder = zstd_encoder(dst, self.level, self.threads, entry.size())?;
+        io::copy(src, &mut encoder)?;
+        encoder.finish()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,166 @@
+use std::fmt;
+use std::io::{Read, Write};
+use std::num::NonZeroUsize;
+
+use crate::measure::{CountingWriter, HashingReader};
+use crate::{Entry, FormatError};
+
+/// A compression format, configured and ready to run.
+///
+/// Implementations must stream: memory use may not grow with the input, and everything the
+/// format needs to write (trailers, central directories, checksums) is written before
+/// `write_compressed` returns, so an error is reported here rather than lost in a `Drop`.
+pub trait Format: Send + Sync + fmt::Debug {
+    /// Reads `src` to its end and writes its compressed form to `dst`.
+    fn write_compressed(
+        &self,
+        src: &mut dyn Read,
+        dst: &mut dyn Write,
+        entry: &Entry,
+    ) -> std::io::Result<()>;
+}
+
+/// How the output key is formed from the source key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A container that names its entries (zip, tar): its extension replaces the source's,
+    /// because the original name survives inside the archive.
+    Archive,
+    /// A compressed byte stream (gzip, zstd): its extension is appended, so decompressing
+    /// `report.csv.gz` gives back `report.csv`.
+    Stream,
+}
+
+/// The compression levels a format accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Levels {
+    pub min: i32,
+    pub max: i32,
+    pub default: i32,
+}
+
+/// What a backend announces about itself with `inventory::submit!`.
+///
+/// Every field is `const`-constructible so a registration is a plain static.
+#[derive(Debug)]
+pub struct Registration {
+    /// The name used in config files (`format = "zip"`).
+    pub name: &'static str,
+    /// File extension without the leading dot (`zip`, `tar.zst`).
+    pub extension: &'static str,
+    pub content_type: &'static str,
+    pub kind: Kind,
+    /// `None` for formats that take no level.
+    pub levels: Option<Levels>,
+    /// Which crate registered the format, to name both sides of a duplicate.
+    pub crate_name: &'static str,
+    /// Builds the format from options that [`Registration::compressor`] has validated.
+    pub build: fn(&Settings) -> Box<dyn Format>,
+}
+
+/// Options as a user writes them; anything left out gets the format's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    pub level: Option<i32>,
+    /// Upper bound on the cores the format may use. `None`: every available core.
+    pub threads: Option<usize>,
+}
+
+/// Validated options handed to a backend's constructor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// The level to use; `None` only for formats without levels.
+    pub level: Option<i32>,
+    pub threads: NonZeroUsize,
+}
+
+impl Registration {
+    /// Checks `options` against what this format accepts, without building anything.
+    ///
+    /// Levels are validated, never clamped: a user who asked for level 30 of a format that
+    /// stops at 22 should hear about it rather than silently get 22.
+    pub fn settings(&self, options: &Options) -> Result<Settings, FormatError> {
+        let level = match (self.levels, options.level) {
+            (None, None) => None,
+            (None, Some(_)) => return Err(FormatError::LevelNotAccepted { format: self.name }),
+            (Some(levels), None) => Some(levels.default),
+            (Some(levels), Some(level)) if (levels.min..=levels.max).contains(&level) => {
+                Some(level)
+            }
+            (Some(levels), Some(level)) => {
+                return Err(FormatError::LevelOutOfRange {
+                    format: self.name,
+                    level,
+                    min: levels.min,
+                    max: levels.max,
+                })
+            }
+        };
+        let threads = match options.threads {
+            Some(threads) => NonZeroUsize::new(threads).ok_or(FormatError::ZeroThreads)?,
+            None => std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN),
+        };
+        Ok(Settings { level, threads })
+    }
+
+    /// Validates `options` and builds a ready-to-run compressor.
+    pub fn compressor(&'static self, options: &Options) -> Result<Compressor, FormatError> {
+        let settings = self.settings(options)?;
+        Ok(Compressor {
+            registration: self,
+            settings,
+            format: (self.build)(&settings),
+        })
+    }
+}
+
+/// What one compression did, measured outside the backend so every format reports alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// CRC-32 (IEEE) of the uncompressed input.
+    pub crc32: u32,
+}
+
+/// A configured format together with its registration.
+#[derive(Debug)]
+pub struct Compressor {
+    registration: &'static Registration,
+    settings: Settings,
+    format: Box<dyn Format>,
+}
+
+impl Compressor {
+    pub fn registration(&self) -> &'static Registration {
+        self.registration
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.settings
+    }
+
+    /// Compresses all of `src` into `dst` and measures what went through.
+    pub fn compress(
+        &self,
+        src: &mut dyn Read,
+        dst: &mut dyn Write,
+        entry: &Entry,
+    ) -> Result<Stats, FormatError> {
+        let mut reader = HashingReader::new(src);
+        let mut writer = CountingWriter::new(dst);
+        self.format
+            .write_compressed(&mut reader, &mut writer, entry)
+            .and_then(|()| writer.flush())
+            .map_err(|source| FormatError::Compress {
+                format: self.registration.name,
+                source,
+            })?;
+        let (bytes_in, crc32) = reader.finish();
+        Ok(Stats {
+            bytes_in,
+            bytes_out: writer.count(),
+            crc32,
+        })
+    }
+}
