@@ -1,0 +1,133 @@
+//! The offline commands: everything here works without S3.
+
+use std::io::Write;
+use std::path::Path;
+
+use s3_compressor_config::Rule;
+use s3_compressor_formats::{Compressor, Kind, Registry};
+
+use crate::{Decision, Routes};
+
+pub(crate) fn formats(registry: &Registry, out: &mut dyn Write) -> anyhow::Result<()> {
+    let header = ["NAME", "EXTENSION", "CONTENT TYPE", "LEVELS", "OUTPUT NAME"];
+    let rows: Vec<[String; 5]> = registry
+        .iter()
+        .map(|format| {
+            let levels = format.levels.map_or_else(
+                || "-".to_owned(),
+                |levels| format!("{}-{} (default {})", levels.min, levels.max, levels.default),
+            );
+            let naming = match format.kind {
+                Kind::Archive => format!("report.csv -> report.{}", format.extension),
+                Kind::Stream => format!("report.csv -> report.csv.{}", format.extension),
+            };
+            [
+                format.name.to_owned(),
+                format!(".{}", format.extension),
+                format.content_type.to_owned(),
+                levels,
+                naming,
+            ]
+        })
+        .collect();
+    write_table(out, header, &rows)?;
+    Ok(())
+}
+
+pub(crate) fn check_config(
+    path: Option<&Path>,
+    registry: &Registry,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let routes = Routes::load(path, registry)?;
+    let rule_count = routes.config().rules().len();
+    writeln!(
+        out,
+        "{}: OK, {} rule{}",
+        routes.config().origin(),
+        rule_count,
+        if rule_count == 1 { "" } else { "s" }
+    )?;
+    let rows: Vec<[String; 4]> = routes
+        .rules()
+        .map(|(rule, compressor)| {
+            [
+                rule.prefix.clone(),
+                format!("-> {}", rule.output_prefix),
+                describe_compression(compressor),
+                describe_source_handling(rule).to_owned(),
+            ]
+        })
+        .collect();
+    write_table(
+        out,
+        ["SOURCE", "OUTPUT", "FORMAT", "SOURCE AFTERWARDS"],
+        &rows,
+    )?;
+    Ok(())
+}
+
+pub(crate) fn explain(
+    key: &str,
+    config: Option<&Path>,
+    registry: &Registry,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let routes = Routes::load(config, registry)?;
+    writeln!(out, "key:     {key}")?;
+    writeln!(out, "config:  {}", routes.config().origin())?;
+    match routes.decide(key) {
+        Decision::Compress(plan) => {
+            writeln!(
+                out,
+                "rule:    {} -> {}",
+                plan.rule.prefix, plan.rule.output_prefix
+            )?;
+            writeln!(out, "format:  {}", describe_compression(plan.compressor))?;
+            writeln!(out, "output:  {}", plan.output_key)?;
+            writeln!(out, "source:  {}", describe_source_handling(plan.rule))?;
+        }
+        Decision::Skip(reason) => writeln!(out, "skipped: {reason}")?,
+    }
+    Ok(())
+}
+
+fn describe_compression(compressor: &Compressor) -> String {
+    let name = compressor.registration().name;
+    match compressor.settings().level {
+        Some(level) => format!("{name}, level {level}"),
+        None => name.to_owned(),
+    }
+}
+
+fn describe_source_handling(rule: &Rule) -> &'static str {
+    if rule.delete_source {
+        "deleted once the output is verified"
+    } else {
+        "kept"
+    }
+}
+
+/// Writes left-aligned columns sized to their widest cell.
+fn write_table<const N: usize>(
+    out: &mut dyn Write,
+    header: [&str; N],
+    rows: &[[String; N]],
+) -> std::io::Result<()> {
+    let mut widths = header.map(|cell| cell.chars().count());
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let header = header.map(str::to_owned);
+    for row in std::iter::once(&header).chain(rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        writeln!(out, "{}", line.join("  ").trim_end())?;
+    }
+    Ok(())
+}

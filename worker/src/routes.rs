@@ -1,0 +1,114 @@
+use std::path::Path;
+
+use s3_compressor_config::{Config, FormatCatalog, Naming, Routing, Rule, SkipReason};
+use s3_compressor_formats::{Compressor, Kind, Options, Registry};
+
+use crate::Error;
+
+/// The config with every rule's format resolved against the registry.
+///
+/// Built once at start-up, so a config naming an unknown format or a bad level stops the
+/// process with the config's own error before any object is touched.
+#[derive(Debug)]
+pub struct Routes {
+    config: Config,
+    /// One per rule, in the config's order.
+    compressors: Vec<Compressor>,
+}
+
+/// What the worker will do with one key.
+#[derive(Debug)]
+pub enum Decision<'a> {
+    Compress(Plan<'a>),
+    Skip(SkipReason),
+}
+
+/// How one key is compressed and where the result goes.
+#[derive(Debug)]
+pub struct Plan<'a> {
+    pub rule: &'a Rule,
+    pub compressor: &'a Compressor,
+    pub output_key: String,
+}
+
+impl Routes {
+    /// Loads the config at `path`, or the built-in default when there is none.
+    pub fn load(path: Option<&Path>, registry: &Registry) -> Result<Self, Error> {
+        let catalog = RegistryCatalog(registry);
+        let config = match path {
+            Some(path) => Config::load(path, &catalog)?,
+            None => Config::builtin_default(),
+        };
+        Self::resolve(config, registry)
+    }
+
+    fn resolve(config: Config, registry: &Registry) -> Result<Self, Error> {
+        let compressors = config
+            .rules()
+            .iter()
+            .map(|rule| {
+                let options = Options {
+                    level: rule.level,
+                    threads: rule.threads,
+                };
+                Ok(registry.get(&rule.format)?.compressor(&options)?)
+            })
+            .collect::<Result<_, Error>>()?;
+        Ok(Self {
+            config,
+            compressors,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Each rule with the compressor it resolved to.
+    pub fn rules(&self) -> impl Iterator<Item = (&Rule, &Compressor)> {
+        self.config.rules().iter().zip(&self.compressors)
+    }
+
+    pub fn decide(&self, key: &str) -> Decision<'_> {
+        let rule = match self.config.route(key) {
+            Routing::Matched(rule) => rule,
+            Routing::Skipped(reason) => return Decision::Skip(reason),
+        };
+        let Some((rule, compressor)) = self
+            .rules()
+            .find(|(candidate, _)| std::ptr::eq(*candidate, rule))
+        else {
+            // `route` only returns rules of this config, each of which has a compressor.
+            return Decision::Skip(SkipReason::NoMatchingRule);
+        };
+        let registration = compressor.registration();
+        let naming = match registration.kind {
+            Kind::Archive => Naming::ReplaceExtension,
+            Kind::Stream => Naming::AppendExtension,
+        };
+        Decision::Compress(Plan {
+            rule,
+            compressor,
+            output_key: rule.output_key(key, registration.extension, naming),
+        })
+    }
+}
+
+/// Lets the config check format names and options against the linked-in formats, without the
+/// config crate knowing any of them.
+struct RegistryCatalog<'a>(&'a Registry);
+
+impl FormatCatalog for RegistryCatalog<'_> {
+    fn check(
+        &self,
+        format: &str,
+        level: Option<i32>,
+        threads: Option<usize>,
+    ) -> Result<(), String> {
+        self.0
+            .get(format)
+            .and_then(|registration| registration.settings(&Options { level, threads }))
+            .map(drop)
+            .map_err(|error| error.to_string())
+    }
+}
