@@ -1,0 +1,250 @@
+//! The offline commands, run as a user would: `formats`, `check-config`, `explain`.
+
+use std::fs;
+use std::process::Output;
+
+use s3_compressor_tests::{s3_compressor, workspace_root};
+
+fn run(args: &[&str]) -> Output {
+    s3_compressor()
+        .args(args)
+        .output()
+        .expect("the s3-compressor binary runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn shipped_config() -> String {
+    workspace_root()
+        .join("config/compressor.toml")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Writes `text` as a config file and returns the directory keeping it alive with its path.
+fn config_file(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("compressor.toml");
+    fs::write(&path, text).expect("write config");
+    (dir, path.to_string_lossy().into_owned())
+}
+
+#[test]
+fn formats_lists_every_linked_format_sorted() {
+    let output = run(&["formats"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let names: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        names,
+        ["brotli", "gzip", "tar", "tar.gz", "tar.zst", "zip", "zstd"]
+    );
+    let zip = text
+        .lines()
+        .find(|line| line.starts_with("zip "))
+        .expect("zip row");
+    assert!(zip.contains(".zip") && zip.contains("application/zip") && zip.contains("1-9"));
+    assert!(zip.contains("report.csv -> report.zip"), "{zip}");
+    let gzip = text
+        .lines()
+        .find(|line| line.starts_with("gzip "))
+        .expect("gzip row");
+    assert!(gzip.contains("report.csv -> report.csv.gz"), "{gzip}");
+}
+
+#[test]
+fn check_config_accepts_the_shipped_config_and_summarises_it() {
+    let config = shipped_config();
+    let output = run(&["check-config", &config]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("OK"), "{text}");
+    assert!(
+        text.contains("incoming/logs/") && text.contains("gzip"),
+        "{text}"
+    );
+    assert!(text.contains("tar.zst"), "{text}");
+}
+
+#[test]
+fn check_config_without_a_file_describes_the_builtin_default() {
+    let output = run(&["check-config"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("built-in default"), "{text}");
+    assert!(
+        text.contains("incoming/") && text.contains("processed/"),
+        "{text}"
+    );
+    assert!(text.contains("zip, level 6"), "{text}");
+}
+
+#[test]
+fn check_config_reports_every_problem_with_line_and_column() {
+    let (_dir, path) = config_file(
+        r#"[defaults]
+format = "zip"
+
+[[rule]]
+prefix = "incoming/"
+output_prefix = "processed/"
+format = "zipp"
+
+[[rule]]
+prefix = "incoming/archives/"
+output_prefix = "processed/archives/"
+format = "zstd"
+level = 30
+"#,
+    );
+    let output = run(&["check-config", &path]);
+    assert!(!output.status.success(), "a bad config must fail");
+    let errors = stderr(&output);
+    assert!(
+        errors.contains(&format!("{path}:7:10")) && errors.contains("unknown format \"zipp\""),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("brotli, gzip, tar"),
+        "lists known formats: {errors}"
+    );
+    assert!(
+        errors.contains(&format!("{path}:13:9")) && errors.contains("from 1 to 22"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn check_config_rejects_an_output_prefix_inside_a_source_prefix() {
+    let (_dir, path) = config_file(
+        r#"[[rule]]
+prefix = "incoming/"
+output_prefix = "incoming/done/"
+"#,
+    );
+    let output = run(&["check-config", &path]);
+    assert!(!output.status.success());
+    let errors = stderr(&output);
+    assert!(errors.contains(&format!("{path}:3:")), "{errors}");
+    assert!(errors.contains("incoming/done/"), "{errors}");
+}
+
+#[test]
+fn check_config_reports_a_missing_file() {
+    let output = run(&["check-config", "/nonexistent/compressor.toml"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("/nonexistent/compressor.toml"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn explain_with_the_builtin_default_zips_into_processed() {
+    let output = run(&["explain", "incoming/a/b/report.csv"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("output:  processed/a/b/report.zip"), "{text}");
+    assert!(text.contains("format:  zip, level 6"), "{text}");
+    assert!(
+        text.contains("deleted once the output is verified"),
+        "{text}"
+    );
+}
+
+#[test]
+fn explain_follows_the_longest_prefix_of_the_shipped_config() {
+    let config = shipped_config();
+    let output = run(&["explain", "--config", &config, "incoming/logs/app 1+2.log"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.contains("rule:    incoming/logs/ -> processed/logs/"),
+        "{text}"
+    );
+    assert!(
+        text.contains("output:  processed/logs/app 1+2.log.gz"),
+        "{text}"
+    );
+
+    let output = run(&[
+        "explain",
+        "--config",
+        &config,
+        "incoming/bundles/日本/site.html",
+    ]);
+    let text = stdout(&output);
+    assert!(
+        text.contains("output:  processed/bundles/日本/site.tar.zst"),
+        "{text}"
+    );
+}
+
+#[test]
+fn explain_reads_the_config_from_the_environment_and_the_flag_wins() {
+    let (_dir, path) = config_file(
+        r#"[[rule]]
+prefix = "in/"
+output_prefix = "out/"
+format = "zstd"
+"#,
+    );
+    let output = s3_compressor()
+        .env("S3_COMPRESSOR_CONFIG", &path)
+        .args(["explain", "in/x.csv"])
+        .output()
+        .expect("runs");
+    assert!(
+        stdout(&output).contains("output:  out/x.csv.zst"),
+        "{}",
+        stdout(&output)
+    );
+
+    let shipped = shipped_config();
+    let output = s3_compressor()
+        .env("S3_COMPRESSOR_CONFIG", &path)
+        .args(["explain", "--config", &shipped, "in/x.csv"])
+        .output()
+        .expect("runs");
+    assert!(stdout(&output).contains("skipped"), "{}", stdout(&output));
+}
+
+#[test]
+fn explain_says_why_a_key_is_skipped() {
+    for (key, reason) in [
+        ("processed/report.zip", "processed/"),
+        ("elsewhere/report.csv", "no rule"),
+        ("incoming/folder/", "folder"),
+    ] {
+        let output = run(&["explain", key]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let text = stdout(&output);
+        assert!(text.contains("skipped:"), "{key}: {text}");
+        assert!(text.contains(reason), "{key}: {text}");
+    }
+}
+
+#[test]
+fn a_bad_config_stops_explain_before_anything_else() {
+    let (_dir, path) =
+        config_file("[[rule]]\nprefix = \"incoming\"\noutput_prefix = \"processed/\"\n");
+    let output = run(&["explain", "--config", &path, "incoming/x.csv"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains(&format!("{path}:2:10")),
+        "{}",
+        stderr(&output)
+    );
+    assert!(stdout(&output).is_empty());
+}
