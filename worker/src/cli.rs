@@ -1,5 +1,6 @@
 //! The command line, as clap sees it.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -12,8 +13,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "S3_COMPRESSOR_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
 
+    /// Without a command, the binary serves the Lambda Runtime API if AWS_LAMBDA_RUNTIME_API
+    /// is set (so it can be an image's entry point as it is).
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -33,20 +36,100 @@ pub enum Command {
         /// The object key as stored in S3, e.g. incoming/reports/2024.csv
         key: String,
     },
+
+    /// Run as an AWS Lambda function (the Lambda Runtime API loop).
+    Lambda,
+
+    /// Run the handler once on an event JSON file against the S3 endpoint of the environment
+    /// (AWS_ENDPOINT_URL, AWS_PROFILE, ...) and print its response, like `sam local invoke`.
+    Invoke {
+        /// An S3 notification, SQS batch, EventBridge event or S3 test event.
+        #[arg(long, value_name = "FILE")]
+        event: PathBuf,
+    },
+
+    /// Compress one object with the same rules and pipeline as the Lambda function.
+    Compress {
+        /// s3://BUCKET/KEY
+        url: String,
+        /// A specific version of the object (versioned buckets).
+        #[arg(long)]
+        version_id: Option<String>,
+    },
+
+    /// Run an S3-compatible endpoint backed by a folder, and compress every upload to it.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        addr: SocketAddr,
+        /// The folder holding the buckets.
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+        /// The bucket to create and watch.
+        #[arg(long, default_value = "files")]
+        bucket: String,
+        #[arg(
+            long,
+            env = "S3_COMPRESSOR_ACCESS_KEY",
+            default_value = "s3-compressor"
+        )]
+        access_key: String,
+        #[arg(
+            long,
+            env = "S3_COMPRESSOR_SECRET_KEY",
+            default_value = "s3-compressor-secret"
+        )]
+        secret_key: String,
+    },
 }
 
 impl Cli {
     /// Runs the chosen command, writing its report to `out`.
     pub fn run(self, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
         let registry = s3_compressor_formats::Registry::from_inventory()?;
-        match self.command {
+        let config = self.config.as_deref();
+        let command = match self.command {
+            Some(command) => command,
+            None if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() => Command::Lambda,
+            None => anyhow::bail!(
+                "no command given; run `s3-compressor --help` for the list (without a command the \
+                 binary only runs as a Lambda function, when AWS_LAMBDA_RUNTIME_API is set)"
+            ),
+        };
+        match command {
             Command::Formats => crate::commands::formats(&registry, out),
             Command::CheckConfig { path } => {
-                crate::commands::check_config(path.or(self.config).as_deref(), &registry, out)
+                crate::commands::check_config(path.as_deref().or(config), &registry, out)
             }
-            Command::Explain { key } => {
-                crate::commands::explain(&key, self.config.as_deref(), &registry, out)
+            Command::Explain { key } => crate::commands::explain(&key, config, &registry, out),
+            Command::Lambda => runtime()?.block_on(crate::online::lambda(config, &registry)),
+            Command::Invoke { event } => {
+                runtime()?.block_on(crate::online::invoke(&event, config, &registry, out))
+            }
+            Command::Compress { url, version_id } => runtime()?.block_on(crate::online::compress(
+                &url, version_id, config, &registry, out,
+            )),
+            Command::Serve {
+                addr,
+                data,
+                bucket,
+                access_key,
+                secret_key,
+            } => {
+                let options = s3_compressor_serve::ServeOptions {
+                    addr,
+                    data_dir: data,
+                    bucket,
+                    access_key,
+                    secret_key,
+                };
+                runtime()?.block_on(crate::online::serve(options, config, &registry, out))
             }
         }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

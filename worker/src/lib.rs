@@ -5,9 +5,18 @@
 pub mod cli;
 mod commands;
 mod error;
+pub mod handler;
+mod lambda;
+mod online;
+mod outcome;
+mod pipeline;
 mod routes;
+pub mod store;
+pub mod telemetry;
 
 pub use error::Error;
+pub use outcome::{Outcome, SourceFate};
+pub use pipeline::{Tuning, Worker};
 pub use routes::{Decision, Plan, Routes};
 
 // Add-on formats are linked in here, one line each; their `inventory::submit!` does the rest.

@@ -1,4 +1,5 @@
 use std::path::Path;
+use std::sync::Arc;
 
 use s3_compressor_config::{Config, FormatCatalog, Naming, Routing, Rule, SkipReason};
 use s3_compressor_formats::{Compressor, Kind, Options, Registry};
@@ -13,7 +14,7 @@ use crate::Error;
 pub struct Routes {
     config: Config,
     /// One per rule, in the config's order.
-    compressors: Vec<Compressor>,
+    compressors: Vec<Arc<Compressor>>,
 }
 
 /// What the worker will do with one key.
@@ -27,7 +28,7 @@ pub enum Decision<'a> {
 #[derive(Debug)]
 pub struct Plan<'a> {
     pub rule: &'a Rule,
-    pub compressor: &'a Compressor,
+    pub compressor: &'a Arc<Compressor>,
     pub output_key: String,
 }
 
@@ -51,7 +52,7 @@ impl Routes {
                     level: rule.level,
                     threads: rule.threads,
                 };
-                Ok(registry.get(&rule.format)?.compressor(&options)?)
+                Ok(Arc::new(registry.get(&rule.format)?.compressor(&options)?))
             })
             .collect::<Result<_, Error>>()?;
         Ok(Self {
@@ -65,7 +66,7 @@ impl Routes {
     }
 
     /// Each rule with the compressor it resolved to.
-    pub fn rules(&self) -> impl Iterator<Item = (&Rule, &Compressor)> {
+    pub fn rules(&self) -> impl Iterator<Item = (&Rule, &Arc<Compressor>)> {
         self.config.rules().iter().zip(&self.compressors)
     }
 

@@ -1,0 +1,56 @@
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Why the embedded endpoint could not start. Each message says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(
+        "\"{bucket}\" is not a valid S3 bucket name; use 3 to 63 lowercase letters, digits, \
+         dots and hyphens, starting and ending with a letter or a digit"
+    )]
+    InvalidBucketName { bucket: String },
+
+    #[error("the {which} key is empty; give both an access key and a secret key")]
+    EmptyCredential { which: &'static str },
+
+    #[error(
+        "cannot create the data directory {}: {source}; choose a directory you can write to",
+        path.display()
+    )]
+    CreateDataDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error(
+        "cannot create the folder of bucket \"{bucket}\" at {}: {source}; \
+         remove whatever is in the way or choose another data directory",
+        path.display()
+    )]
+    CreateBucket {
+        bucket: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// `s3s-fs` refused the directory (it canonicalizes it and sweeps leftover temporary files);
+    /// its error type is not a `std::error::Error`, so only its text is kept.
+    #[error("cannot serve objects from {}: {reason}; check the directory's permissions", path.display())]
+    OpenStore { path: PathBuf, reason: String },
+
+    #[error(
+        "address {addr} is already in use; stop whatever listens there or choose another port \
+         (port 0 picks a free one)"
+    )]
+    AddrInUse { addr: SocketAddr },
+
+    #[error("cannot listen on {addr}: {source}; choose an address of this machine and a port you may open")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+}

@@ -1,0 +1,451 @@
+//! `s3s_fs::FileSystem`, plus what the worker needs from S3 and `s3s-fs` does not do.
+//!
+//! Every operation a normal client uses is handed to `s3s-fs`. Around that:
+//! - every successful PutObject and CompleteMultipartUpload is announced as an [`Upload`];
+//! - reads, writes and deletes of one key are serialized (see [`crate::locks`]);
+//! - DeleteObject and DeleteObjects honour `If-Match` (and `x-amz-if-match-size`), GetObject and
+//!   HeadObject honour `If-Match`, `If-None-Match` and the date conditions;
+//! - keys a directory cannot hold faithfully are refused (see [`crate::keys`]);
+//! - stale checksums and metadata are not inherited by a new object (see [`crate::sidecar`]);
+//! - ListMultipartUploads, which `s3s-fs` lacks, is answered from its records.
+
+use std::sync::Arc;
+
+use s3s::dto::*;
+use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
+use s3s_fs::FileSystem;
+use tokio::sync::mpsc;
+
+use crate::conditions::{etag_matches, ReadConditions};
+use crate::keys::check_key;
+use crate::locks::KeyLocks;
+use crate::sidecar::Sidecars;
+use crate::Upload;
+
+/// MD5 of nothing: the ETag S3 gives a folder marker (`incoming/`).
+const EMPTY_ETAG: &str = "d41d8cd98f00b204e9800998ecf8427e";
+
+#[derive(Debug)]
+pub(crate) struct Store {
+    fs: FileSystem,
+    sidecars: Sidecars,
+    locks: Arc<KeyLocks>,
+    uploads: mpsc::Sender<Upload>,
+}
+
+impl Store {
+    pub(crate) fn new(fs: FileSystem, sidecars: Sidecars, uploads: mpsc::Sender<Upload>) -> Self {
+        Self {
+            fs,
+            sidecars,
+            locks: Arc::default(),
+            uploads,
+        }
+    }
+
+    /// Size and ETag of the object as stored now, read through `s3s-fs` itself so they are
+    /// exactly what a HeadObject would answer. Call with the key's lock held.
+    async fn stat<T>(&self, req: &S3Request<T>, bucket: &str, key: &str) -> S3Result<HeadObjectOutput> {
+        let input = HeadObjectInput {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            ..Default::default()
+        };
+        Ok(self.fs.head_object(sibling(req, input)).await?.output)
+    }
+
+    /// Hands `upload` to the receiver, waiting while its queue is full: a notice is never
+    /// dropped, and the client's request completes only once the notice is queued.
+    async fn announce(&self, upload: Upload) {
+        tracing::debug!(bucket = %upload.bucket, key = %upload.key, size = ?upload.size, etag = ?upload.etag, "upload completed");
+        if let Err(unsent) = self.uploads.send(upload).await {
+            tracing::debug!(key = %unsent.0.key, "no one is listening for uploads; notice not delivered");
+        }
+    }
+}
+
+/// A request for another operation on behalf of `req`: same caller, same identity, no headers
+/// (`s3s-fs` reads only the typed input and the credentials).
+fn sibling<T, U>(req: &S3Request<T>, input: U) -> S3Request<U> {
+    S3Request {
+        input,
+        method: req.method.clone(),
+        uri: req.uri.clone(),
+        headers: Default::default(),
+        extensions: Default::default(),
+        credentials: req.credentials.clone(),
+        region: req.region.clone(),
+        service: req.service.clone(),
+        trailing_headers: None,
+    }
+}
+
+fn size_of(head: &HeadObjectOutput) -> Option<u64> {
+    head.content_length.and_then(|n| u64::try_from(n).ok())
+}
+
+fn copy_source_object(source: &CopySource) -> Option<(&str, &str)> {
+    match source {
+        CopySource::Bucket { bucket, key, .. } => Some((bucket, key)),
+        _ => None,
+    }
+}
+
+/// Why an object of a DeleteObjects request may not be deleted, as S3 reports it per key.
+fn delete_refusal(key: &str, code: S3ErrorCode, message: &str) -> Error {
+    Error {
+        code: Some(code.as_str().to_owned()),
+        key: Some(key.to_owned()),
+        message: Some(message.to_owned()),
+        version_id: None,
+    }
+}
+
+#[async_trait::async_trait]
+impl S3 for Store {
+    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+        self.fs.create_bucket(req).await
+    }
+
+    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.fs.head_bucket(req).await
+    }
+
+    async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+        self.fs.list_buckets(req).await
+    }
+
+    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+        self.fs.delete_bucket(req).await
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.fs.get_bucket_location(req).await
+    }
+
+    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
+        self.fs.list_objects(req).await
+    }
+
+    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
+        self.fs.list_objects_v2(req).await
+    }
+
+    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+        check_key(&req.input.key)?;
+        let bucket = req.input.bucket.clone();
+        let key = req.input.key.clone();
+        let guard = self.locks.lock(&bucket, &key).await;
+        let head_req = sibling(&req, ());
+        let response = self.fs.put_object(req).await?;
+        let (size, etag) = if key.ends_with('/') {
+            (Some(0), Some(EMPTY_ETAG.to_owned()))
+        } else {
+            let etag = response.output.e_tag.clone().map(ETag::into_value);
+            match self.stat(&head_req, &bucket, &key).await {
+                Ok(head) => (size_of(&head), etag),
+                Err(error) => {
+                    tracing::warn!(%bucket, %key, %error, "stored object could not be read back");
+                    (None, etag)
+                }
+            }
+        };
+        // Released before announcing: a full queue must not keep readers of this key waiting.
+        drop(guard);
+        self.announce(Upload { bucket, key, size, etag }).await;
+        Ok(response)
+    }
+
+    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+        check_key(&req.input.key)?;
+        // Held until the file is open and its ETag read, not while the body streams: an open
+        // file keeps its bytes even if a new upload replaces it.
+        let _guard = self.locks.lock(&req.input.bucket, &req.input.key).await;
+        let input = &req.input;
+        let conditions = ReadConditions {
+            if_match: input.if_match.as_ref(),
+            if_none_match: input.if_none_match.as_ref(),
+            if_modified_since: input.if_modified_since.as_ref(),
+            if_unmodified_since: input.if_unmodified_since.as_ref(),
+        };
+        if !conditions.is_empty() {
+            let head = self.stat(&req, &input.bucket, &input.key).await?;
+            conditions.check(head.e_tag.as_ref(), head.last_modified.as_ref())?;
+        }
+        self.fs.get_object(req).await
+    }
+
+    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+        check_key(&req.input.key)?;
+        let _guard = self.locks.lock(&req.input.bucket, &req.input.key).await;
+        let input = req.input.clone();
+        let response = self.fs.head_object(req).await?;
+        let conditions = ReadConditions {
+            if_match: input.if_match.as_ref(),
+            if_none_match: input.if_none_match.as_ref(),
+            if_modified_since: input.if_modified_since.as_ref(),
+            if_unmodified_since: input.if_unmodified_since.as_ref(),
+        };
+        conditions.check(response.output.e_tag.as_ref(), response.output.last_modified.as_ref())?;
+        Ok(response)
+    }
+
+    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+        check_key(&req.input.key)?;
+        if req.input.if_match_last_modified_time.is_some() {
+            return Err(s3_error!(
+                NotImplemented,
+                "the embedded S3 server does not support x-amz-if-match-last-modified-time; use If-Match"
+            ));
+        }
+        let bucket = req.input.bucket.clone();
+        let key = req.input.key.clone();
+        let _guard = self.locks.lock(&bucket, &key).await;
+
+        if req.input.if_match.is_some() || req.input.if_match_size.is_some() {
+            // As S3: a conditional delete of a missing object is 404, not the usual 204.
+            let head = self.stat(&req, &bucket, &key).await?;
+            if let Some(condition) = &req.input.if_match {
+                if !etag_matches(condition, head.e_tag.as_ref()) {
+                    return Err(s3_error!(
+                        PreconditionFailed,
+                        "the object's ETag does not match If-Match; it was not deleted"
+                    ));
+                }
+            }
+            if let Some(expected) = req.input.if_match_size {
+                if head.content_length != Some(expected) {
+                    return Err(s3_error!(
+                        PreconditionFailed,
+                        "the object's size does not match x-amz-if-match-size; it was not deleted"
+                    ));
+                }
+            }
+        }
+
+        let response = self.fs.delete_object(req).await?;
+        if !key.ends_with('/') {
+            self.sidecars.forget_object(&bucket, &key).await;
+        }
+        Ok(response)
+    }
+
+    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let mut req = req;
+        let bucket = req.input.bucket.clone();
+        let requested = std::mem::take(&mut req.input.delete.objects);
+        let _guards = self
+            .locks
+            .lock_all(&bucket, requested.iter().map(|o| o.key.as_str()))
+            .await;
+
+        let mut refused = Vec::new();
+        let mut allowed = Vec::with_capacity(requested.len());
+        for object in requested {
+            if let Err(error) = check_key(&object.key) {
+                let message = error.message().unwrap_or_default().to_owned();
+                refused.push(delete_refusal(&object.key, error.code().clone(), &message));
+                continue;
+            }
+            if object.last_modified_time.is_some() {
+                refused.push(delete_refusal(
+                    &object.key,
+                    S3ErrorCode::NotImplemented,
+                    "the embedded S3 server does not support LastModifiedTime conditions; use ETag",
+                ));
+                continue;
+            }
+            if object.e_tag.is_some() || object.size.is_some() {
+                let head = match self.stat(&req, &bucket, &object.key).await {
+                    Ok(head) => head,
+                    Err(error) => {
+                        let message = error.message().unwrap_or("the object does not exist").to_owned();
+                        refused.push(delete_refusal(&object.key, error.code().clone(), &message));
+                        continue;
+                    }
+                };
+                let etag_ok = object
+                    .e_tag
+                    .as_ref()
+                    .is_none_or(|expected| head.e_tag.as_ref().is_some_and(|e| e.strong_cmp(expected)));
+                let size_ok = object.size.is_none_or(|size| head.content_length == Some(size));
+                if !(etag_ok && size_ok) {
+                    refused.push(delete_refusal(
+                        &object.key,
+                        S3ErrorCode::PreconditionFailed,
+                        "the object does not match the given ETag or size; it was not deleted",
+                    ));
+                    continue;
+                }
+            }
+            allowed.push(object);
+        }
+
+        let keys: Vec<String> = allowed.iter().map(|o| o.key.clone()).collect();
+        req.input.delete.objects = allowed;
+        let mut response = self.fs.delete_objects(req).await?;
+        for key in keys.iter().filter(|k| !k.ends_with('/')) {
+            self.sidecars.forget_object(&bucket, key).await;
+        }
+        if !refused.is_empty() {
+            response.output.errors.get_or_insert_with(Vec::new).extend(refused);
+        }
+        Ok(response)
+    }
+
+    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+        check_key(&req.input.key)?;
+        let Some((src_bucket, src_key)) = copy_source_object(&req.input.copy_source) else {
+            return self.fs.copy_object(req).await;
+        };
+        check_key(src_key)?;
+        let mut ids = [
+            (src_bucket.to_owned(), src_key.to_owned()),
+            (req.input.bucket.clone(), req.input.key.clone()),
+        ];
+        ids.sort();
+        let _first = self.locks.lock(&ids[0].0, &ids[0].1).await;
+        let _second = if ids[0] == ids[1] {
+            None
+        } else {
+            Some(self.locks.lock(&ids[1].0, &ids[1].1).await)
+        };
+        self.fs.copy_object(req).await
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        check_key(&req.input.key)?;
+        self.fs.create_multipart_upload(req).await
+    }
+
+    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+        self.fs.upload_part(req).await
+    }
+
+    async fn upload_part_copy(&self, req: S3Request<UploadPartCopyInput>) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let Some((src_bucket, src_key)) = copy_source_object(&req.input.copy_source) else {
+            return self.fs.upload_part_copy(req).await;
+        };
+        check_key(src_key)?;
+        let _guard = self.locks.lock(src_bucket, src_key).await;
+        self.fs.upload_part_copy(req).await
+    }
+
+    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+        self.fs.list_parts(req).await
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        self.fs.abort_multipart_upload(req).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        check_key(&req.input.key)?;
+        let bucket = req.input.bucket.clone();
+        let key = req.input.key.clone();
+        let guard = self.locks.lock(&bucket, &key).await;
+        let head_req = sibling(&req, ());
+        let mut response = self.fs.complete_multipart_upload(req).await?;
+        // `s3s-fs` has finished the object when it returns and puts the result in a future that
+        // s3s would await while writing the response. Resolve it here, so the upload is announced
+        // whether or not the client stays to read the answer.
+        if let Some(future) = response.output.future.take() {
+            response.output = future.await?;
+        }
+        let etag = response.output.e_tag.clone().map(ETag::into_value);
+        if let Some(etag) = &etag {
+            if let Err(error) = self.sidecars.reset_internal_info(&bucket, &key, etag).await {
+                tracing::warn!(%bucket, %key, %error, "could not clear the checksums the key's previous object left");
+            }
+        }
+        let size = match self.stat(&head_req, &bucket, &key).await {
+            Ok(head) => size_of(&head),
+            Err(error) => {
+                tracing::warn!(%bucket, %key, %error, "completed object could not be read back");
+                None
+            }
+        };
+        drop(guard);
+        self.announce(Upload { bucket, key, size, etag }).await;
+        Ok(response)
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let head_bucket = HeadBucketInput {
+            bucket: req.input.bucket.clone(),
+            expected_bucket_owner: None,
+        };
+        // Answers NoSuchBucket exactly as s3s-fs does everywhere else.
+        self.fs.head_bucket(sibling(&req, head_bucket)).await?;
+        let input = req.input;
+        if input.delimiter.as_deref().is_some_and(|d| !d.is_empty()) {
+            return Err(s3_error!(
+                NotImplemented,
+                "the embedded S3 server lists multipart uploads without a delimiter only"
+            ));
+        }
+
+        let mut uploads = self
+            .sidecars
+            .pending_uploads(&input.bucket)
+            .await
+            .map_err(S3Error::internal_error)?;
+        let prefix = input.prefix.as_deref().unwrap_or("");
+        uploads.retain(|u| u.key.starts_with(prefix));
+        if let Some(key_marker) = input.key_marker.as_deref() {
+            let id_marker = input.upload_id_marker.as_deref();
+            uploads.retain(|u| match id_marker {
+                Some(id) => (u.key.as_str(), u.upload_id.as_str()) > (key_marker, id),
+                None => u.key.as_str() > key_marker,
+            });
+        }
+        // By key, then by upload ID, so that the markers above resume exactly where a page ended.
+        uploads.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
+
+        let max_uploads = input.max_uploads.unwrap_or(1000).clamp(0, 1000);
+        let page_len = usize::try_from(max_uploads).unwrap_or(0);
+        let is_truncated = uploads.len() > page_len;
+        uploads.truncate(page_len);
+        let (next_key_marker, next_upload_id_marker) = match (is_truncated, uploads.last()) {
+            (true, Some(last)) => (Some(last.key.clone()), Some(last.upload_id.clone())),
+            _ => (None, None),
+        };
+
+        let uploads = uploads
+            .into_iter()
+            .map(|u| MultipartUpload {
+                key: Some(u.key),
+                upload_id: Some(u.upload_id),
+                initiated: u.initiated.map(Timestamp::from),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            prefix: input.prefix,
+            key_marker: input.key_marker,
+            upload_id_marker: input.upload_id_marker,
+            max_uploads: Some(max_uploads),
+            is_truncated: Some(is_truncated),
+            next_key_marker,
+            next_upload_id_marker,
+            uploads: Some(uploads),
+            ..Default::default()
+        }))
+    }
+}

@@ -1,0 +1,107 @@
+//! What happened to one object, in terms every entry point can map to its protocol.
+
+use std::fmt;
+
+/// What became of the source object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceFate {
+    Deleted,
+    /// The rule keeps sources.
+    Kept,
+    /// A newer upload replaced the source while it was being compressed; that upload stays
+    /// (and gets its own event).
+    KeptNewerUpload,
+    /// An earlier delivery had already deleted it.
+    AlreadyGone,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Compressed {
+        output_key: String,
+        bytes_in: u64,
+        bytes_out: u64,
+        source: SourceFate,
+    },
+    /// The output from this very source existed already: a repeated or concurrent delivery.
+    AlreadyDone {
+        output_key: String,
+        source: SourceFate,
+    },
+    /// Nothing to do, with the reason.
+    Skipped(String),
+    /// `retry`: whether trying again later may succeed (throttling, 5xx, timeouts), as opposed
+    /// to a failure that would repeat forever (access denied, a collision).
+    Failed { retry: bool, error: String },
+}
+
+impl Outcome {
+    pub fn transient(error: impl Into<String>) -> Self {
+        Self::Failed {
+            retry: true,
+            error: error.into(),
+        }
+    }
+
+    pub fn permanent(error: impl Into<String>) -> Self {
+        Self::Failed {
+            retry: false,
+            error: error.into(),
+        }
+    }
+
+    pub fn should_retry(&self) -> bool {
+        matches!(self, Self::Failed { retry: true, .. })
+    }
+
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Self::Failed { .. })
+    }
+
+    /// A short name for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Compressed { .. } => "compressed",
+            Self::AlreadyDone { .. } => "already_done",
+            Self::Skipped(_) => "skipped",
+            Self::Failed { retry: true, .. } => "failed_transient",
+            Self::Failed { retry: false, .. } => "failed_permanent",
+        }
+    }
+}
+
+impl fmt::Display for SourceFate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Deleted => "source deleted",
+            Self::Kept => "source kept (rule)",
+            Self::KeptNewerUpload => "source kept: a newer upload replaced it meanwhile",
+            Self::AlreadyGone => "source already deleted",
+        })
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Compressed {
+                output_key,
+                bytes_in,
+                bytes_out,
+                source,
+            } => write!(
+                f,
+                "compressed to {output_key} ({bytes_in} -> {bytes_out} bytes); {source}"
+            ),
+            Self::AlreadyDone { output_key, source } => {
+                write!(f, "already compressed to {output_key}; {source}")
+            }
+            Self::Skipped(reason) => write!(f, "skipped: {reason}"),
+            Self::Failed { retry: true, error } => write!(f, "failed (will be retried): {error}"),
+            Self::Failed {
+                retry: false,
+                error,
+            } => write!(f, "failed (not retried): {error}"),
+        }
+    }
+}

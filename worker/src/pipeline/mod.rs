@@ -1,0 +1,464 @@
+//! One object, top to bottom: route → read → compress → write → verify → delete.
+//!
+//! Every entry point (Lambda, `invoke`, `compress`, `serve`) hands objects to [`Worker::process`]
+//! and maps the [`Outcome`] to its own protocol.
+
+mod identity;
+mod transfer;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use s3_compressor_events::ObjectRef;
+use s3_compressor_formats::{Entry, FormatError, Stats};
+use tokio::sync::mpsc;
+
+use crate::outcome::{Outcome, SourceFate};
+use crate::store::{
+    Download, ErrorClass, Location, ObjectInfo, ObjectStore, OutputSpec, StoreError, WriteCondition,
+};
+use crate::{Decision, Plan, Routes};
+use identity::SourceIdentity;
+use transfer::{PartWriter, UploadError, Uploaded};
+
+/// Knobs that trade memory for throughput.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// The smallest part of a multipart upload, and the most a single PutObject carries.
+    pub min_part_size: usize,
+    /// Parts uploading at once.
+    pub parts_in_flight: usize,
+    /// Chunks of the download buffered ahead of the compressor.
+    pub read_ahead_chunks: usize,
+}
+
+impl Default for Tuning {
+    /// About 40 MiB of buffers at most: 8 MiB parts, three on the wire, one queued, one filling.
+    fn default() -> Self {
+        Self {
+            min_part_size: 8 * 1024 * 1024,
+            parts_in_flight: 3,
+            read_ahead_chunks: 16,
+        }
+    }
+}
+
+/// Processes objects with one store and one set of routes.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    store: Arc<dyn ObjectStore>,
+    routes: Arc<Routes>,
+    tuning: Tuning,
+}
+
+/// A reason to stop processing one object, already turned into its outcome.
+type Stop = Box<Outcome>;
+
+impl Worker {
+    pub fn new(store: Arc<dyn ObjectStore>, routes: Arc<Routes>, tuning: Tuning) -> Self {
+        Self {
+            store,
+            routes,
+            tuning,
+        }
+    }
+
+    pub fn routes(&self) -> &Routes {
+        &self.routes
+    }
+
+    /// Processes one object; never panics and never returns early without an outcome.
+    ///
+    /// `deadline` is when the caller must have an answer (the Lambda deadline less a margin):
+    /// work still running then is abandoned, with any multipart upload aborted and the source
+    /// left alone.
+    pub async fn process(&self, object: &ObjectRef, deadline: Option<Instant>) -> Outcome {
+        let started = Instant::now();
+        let plan = match self.routes.decide(&object.key) {
+            Decision::Compress(plan) => plan,
+            Decision::Skip(reason) => {
+                let outcome = Outcome::Skipped(reason.to_string());
+                report(object, None, &outcome, started);
+                return outcome;
+            }
+        };
+        let work = self.compress_object(object, &plan);
+        let outcome = match deadline {
+            None => work.await,
+            Some(deadline) => tokio::time::timeout_at(deadline.into(), work)
+                .await
+                .unwrap_or_else(|_| {
+                    Outcome::transient(
+                        "stopped at the invocation deadline before the output was verified; \
+                         the source is untouched and the next attempt starts over",
+                    )
+                }),
+        };
+        report(object, Some(&plan), &outcome, started);
+        outcome
+    }
+
+    async fn compress_object(&self, object: &ObjectRef, plan: &Plan<'_>) -> Outcome {
+        match self.try_compress_object(object, plan).await {
+            Ok(outcome) | Err(outcome) => *outcome,
+        }
+    }
+
+    async fn try_compress_object(
+        &self,
+        object: &ObjectRef,
+        plan: &Plan<'_>,
+    ) -> Result<Box<Outcome>, Stop> {
+        let source = Location {
+            bucket: object.bucket.clone(),
+            key: object.key.clone(),
+        };
+        let output = Location {
+            bucket: object.bucket.clone(),
+            key: plan.output_key.clone(),
+        };
+
+        // Read: the exact version the event names, so a newer upload is never mixed in.
+        let existing_output = self.store.head(&output, None).await.map_err(failed)?;
+        let download = match self.store.get(&source, object.version_id.as_deref()).await {
+            Ok(download) => download,
+            Err(error) if error.is(ErrorClass::NotFound) => {
+                return Err(Box::new(source_gone(
+                    &source,
+                    &output,
+                    existing_output.as_ref(),
+                )))
+            }
+            Err(error) => return Err(failed(error)),
+        };
+        let identity = SourceIdentity::of(&source.key, &download.info);
+
+        // An output already made from this very source: a repeated or concurrent delivery.
+        let condition = match &existing_output {
+            None => WriteCondition::Absent,
+            Some(info) if identity.made(info) => {
+                return self
+                    .finish_duplicate(plan, &source, &output, &identity)
+                    .await
+            }
+            Some(info) if identity.same_key(info) => {
+                // An older upload of the same key was compressed before: replace that output,
+                // and only that one.
+                WriteCondition::Matches(info.etag.clone().unwrap_or_default())
+            }
+            Some(info) => return Err(Box::new(collision(&output, info))),
+        };
+
+        // Compress and write.
+        let spec = OutputSpec {
+            location: output.clone(),
+            content_type: plan.compressor.registration().content_type,
+            metadata: identity.metadata(),
+            condition,
+        };
+        let (stats, uploaded) = match self
+            .compress_and_upload(plan, &source, download, &spec)
+            .await
+        {
+            Ok(done) => done,
+            Err(WriteFailure::Stop(stop)) => return Err(stop),
+            Err(WriteFailure::Raced) => {
+                // Someone wrote the output while we compressed: most often a concurrent
+                // delivery of the same event, which is then simply done.
+                return match self.store.head(&output, None).await.map_err(failed)? {
+                    Some(info) if identity.made(&info) => {
+                        self.finish_duplicate(plan, &source, &output, &identity)
+                            .await
+                    }
+                    Some(info) if !identity.same_key(&info) => {
+                        Err(Box::new(collision(&output, &info)))
+                    }
+                    _ => Err(Box::new(Outcome::transient(
+                        "the output was replaced while it was being written; the next attempt starts over",
+                    ))),
+                };
+            }
+        };
+
+        // Verify before anything is deleted.
+        self.verify(&output, &uploaded, &identity).await?;
+
+        // Delete the source: exactly what was read, never a newer upload.
+        let fate = self.delete_source(plan, &source, &identity).await?;
+        Ok(Box::new(Outcome::Compressed {
+            output_key: output.key,
+            bytes_in: stats.bytes_in,
+            bytes_out: uploaded.bytes,
+            source: fate,
+        }))
+    }
+
+    /// Runs the compressor on a blocking thread between the download and the upload.
+    async fn compress_and_upload(
+        &self,
+        plan: &Plan<'_>,
+        source: &Location,
+        download: Download,
+        spec: &OutputSpec,
+    ) -> Result<(Stats, Uploaded), WriteFailure> {
+        let info = &download.info;
+        let mut entry = Entry::new(base_name(&source.key)).with_size(info.size);
+        if let Some(modified) = info.last_modified {
+            entry = entry.with_modified(modified);
+        }
+        let part_size = transfer::part_size(info.size, self.tuning.min_part_size);
+        let mut reader = transfer::spawn_download(download.body, self.tuning.read_ahead_chunks);
+        let (parts, chunks) = mpsc::channel(1);
+        let compressor = Arc::clone(plan.compressor);
+        let compressing = tokio::task::spawn_blocking(move || {
+            let mut writer = PartWriter::new(parts, part_size);
+            let stats = compressor.compress(&mut reader, &mut writer, &entry)?;
+            writer.finish().map_err(|source| FormatError::Compress {
+                format: compressor.registration().name,
+                source,
+            })?;
+            Ok::<_, FormatError>(stats)
+        });
+
+        let pending = transfer::PendingUpload::default();
+        // Dropped at the deadline, mid-upload, this guard aborts what is open.
+        let _abort_on_drop = transfer::AbortOnDrop {
+            store: Arc::clone(&self.store),
+            location: spec.location.clone(),
+            pending: pending.clone(),
+        };
+        let uploaded = transfer::upload_output(
+            Arc::clone(&self.store),
+            spec,
+            chunks,
+            self.tuning.parts_in_flight,
+            &pending,
+        )
+        .await;
+        let compressed = compressing.await;
+
+        let stop = |outcome: Outcome| Err(WriteFailure::Stop(Box::new(outcome)));
+        match (compressed, uploaded) {
+            (Ok(Ok(stats)), Ok(uploaded)) => Ok((stats, uploaded)),
+            // The upload's own failure explains a compressor that could not write.
+            (_, Err(UploadError::Store(error))) if error.is(ErrorClass::PreconditionFailed) => {
+                Err(WriteFailure::Raced)
+            }
+            (_, Err(UploadError::Store(error))) => stop(*failed(error)),
+            (Ok(Err(error)), _) => stop(compression_failed(error)),
+            (Err(panic), _) => stop(Outcome::permanent(format!(
+                "the compressor crashed: {panic}"
+            ))),
+            (Ok(Ok(_)), Err(UploadError::Incomplete)) => stop(Outcome::transient(
+                "the upload ended before the compressor finished",
+            )),
+        }
+    }
+
+    /// Reads the output back before anything is deleted: it must be there, as large as what
+    /// was written, with the checksum that was sent, made from this source.
+    async fn verify(
+        &self,
+        output: &Location,
+        uploaded: &Uploaded,
+        identity: &SourceIdentity,
+    ) -> Result<(), Stop> {
+        let version = uploaded.written.version_id.as_deref();
+        let Some(stored) = self.store.head(output, version).await.map_err(failed)? else {
+            return Err(Box::new(Outcome::transient(
+                "the output was not found right after it was written; the source is kept",
+            )));
+        };
+        let problem = if stored.size != uploaded.bytes {
+            Some(format!(
+                "is {} bytes but {} were written",
+                stored.size, uploaded.bytes
+            ))
+        } else if stored
+            .crc64nvme
+            .as_ref()
+            .is_some_and(|crc| *crc != uploaded.crc64nvme)
+        {
+            Some(format!(
+                "has CRC-64/NVME {} but {} was written",
+                stored.crc64nvme.as_deref().unwrap_or_default(),
+                uploaded.crc64nvme
+            ))
+        } else if !identity.made(&stored) {
+            Some("does not carry this source's identity in its metadata".to_owned())
+        } else {
+            None
+        };
+        match problem {
+            None => {
+                tracing::debug!(
+                    key = %output.key,
+                    checksum_checked = stored.crc64nvme.is_some(),
+                    "output verified"
+                );
+                Ok(())
+            }
+            Some(problem) => Err(Box::new(Outcome::permanent(format!(
+                "verification failed: s3://{}/{} {problem}; the source is kept",
+                output.bucket, output.key
+            )))),
+        }
+    }
+
+    /// Deletes exactly what was compressed, if the rule says so.
+    async fn delete_source(
+        &self,
+        plan: &Plan<'_>,
+        source: &Location,
+        identity: &SourceIdentity,
+    ) -> Result<SourceFate, Stop> {
+        if !plan.rule.delete_source {
+            return Ok(SourceFate::Kept);
+        }
+        let Some(condition) = identity.delete_condition() else {
+            tracing::warn!(key = %source.key, "the source has neither a version id nor an ETag; it is kept");
+            return Ok(SourceFate::Kept);
+        };
+        match self.store.delete(source, &condition).await {
+            Ok(()) => Ok(SourceFate::Deleted),
+            Err(error) if error.is(ErrorClass::PreconditionFailed) => {
+                Ok(SourceFate::KeptNewerUpload)
+            }
+            Err(error) => Err(failed(error)),
+        }
+    }
+
+    /// The output already exists and was made from this source: finish what the earlier
+    /// delivery may not have (deleting the source).
+    async fn finish_duplicate(
+        &self,
+        plan: &Plan<'_>,
+        source: &Location,
+        output: &Location,
+        identity: &SourceIdentity,
+    ) -> Result<Box<Outcome>, Stop> {
+        let fate = self.delete_source(plan, source, identity).await?;
+        Ok(Box::new(Outcome::AlreadyDone {
+            output_key: output.key.clone(),
+            source: fate,
+        }))
+    }
+}
+
+/// One log line per object, with the fields a dashboard filters on.
+fn report(object: &ObjectRef, plan: Option<&Plan<'_>>, outcome: &Outcome, started: Instant) {
+    let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let rule = plan.map(|plan| plan.rule.prefix.as_str());
+    let format = plan.map(|plan| plan.compressor.registration().name);
+    let (bytes_in, bytes_out) = match outcome {
+        Outcome::Compressed {
+            bytes_in,
+            bytes_out,
+            ..
+        } => (Some(*bytes_in), Some(*bytes_out)),
+        _ => (None, None),
+    };
+    // Output size as a fraction of the input: 0.25 means four times smaller.
+    let ratio = match (bytes_in, bytes_out) {
+        (Some(bytes_in), Some(bytes_out)) if bytes_in > 0 => {
+            Some((bytes_out as f64 / bytes_in as f64 * 1000.0).round() / 1000.0)
+        }
+        _ => None,
+    };
+    macro_rules! line {
+        ($level:ident) => {
+            tracing::$level!(
+                bucket = %object.bucket,
+                key = %object.key,
+                rule,
+                format,
+                bytes_in,
+                bytes_out,
+                ratio,
+                ms,
+                outcome = outcome.label(),
+                "{outcome}"
+            )
+        };
+    }
+    match outcome {
+        Outcome::Failed { .. } => line!(error),
+        _ => line!(info),
+    }
+}
+
+/// Why writing the output did not succeed.
+enum WriteFailure {
+    /// A conditional write lost: the output changed since it was inspected.
+    Raced,
+    Stop(Stop),
+}
+
+/// The source is gone: fine if its output exists (an earlier delivery finished), otherwise
+/// nothing can be done and retrying would not change that.
+fn source_gone(
+    source: &Location,
+    output: &Location,
+    existing_output: Option<&ObjectInfo>,
+) -> Outcome {
+    match existing_output {
+        Some(info) if identity::made_from_key(info, &source.key) => Outcome::AlreadyDone {
+            output_key: output.key.clone(),
+            source: SourceFate::AlreadyGone,
+        },
+        _ => Outcome::Skipped(
+            "the source no longer exists and no output was made from it".to_owned(),
+        ),
+    }
+}
+
+fn collision(output: &Location, existing: &ObjectInfo) -> Outcome {
+    let origin = identity::source_key_of(existing).map_or_else(
+        || "not by s3-compressor".to_owned(),
+        |key| format!("from {key}"),
+    );
+    Outcome::permanent(format!(
+        "s3://{}/{} already exists, made {origin}; it is not overwritten and the source is kept \
+         (two sources map to the same output key: rename one, or route them differently)",
+        output.bucket, output.key
+    ))
+}
+
+fn failed(error: StoreError) -> Stop {
+    let retry = error.is(ErrorClass::Transient);
+    Box::new(Outcome::Failed {
+        retry,
+        error: error.to_string(),
+    })
+}
+
+/// A failed read surfaces inside the compressor as an I/O error; its class decides.
+fn compression_failed(error: FormatError) -> Outcome {
+    let FormatError::Compress { source, .. } = &error else {
+        return Outcome::permanent(error.to_string());
+    };
+    match source
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<StoreError>())
+    {
+        Some(read_error) => Outcome::Failed {
+            retry: read_error.is(ErrorClass::Transient),
+            error: read_error.to_string(),
+        },
+        None => Outcome::permanent(error.to_string()),
+    }
+}
+
+/// The CRC-64/NVME of `bytes` as S3 reports it, for the in-memory store of the unit tests.
+#[cfg(test)]
+pub(crate) fn crc64nvme_of(bytes: &[u8]) -> String {
+    transfer::encode_crc(crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, bytes))
+}
+
+#[cfg(test)]
+mod tests;
+
+/// The last path component: the name a user gave the file.
+fn base_name(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
+}

@@ -1,0 +1,292 @@
+//! The pipeline's decisions against an in-memory store. The same paths run against real S3
+//! servers in the end-to-end tests; these stage what a server cannot be made to do on cue.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use s3_compressor_events::ObjectRef;
+use s3_compressor_formats::Registry;
+
+use super::{Tuning, Worker};
+use crate::store::memory::MemoryStore;
+use crate::store::ErrorClass;
+use crate::{Outcome, Routes, SourceFate};
+
+const BUCKET: &str = "files";
+
+fn worker(store: &Arc<MemoryStore>, tuning: Tuning) -> Worker {
+    let registry = Registry::from_inventory().unwrap();
+    let routes = Arc::new(Routes::load(None, &registry).unwrap());
+    Worker::new(store.clone(), routes, tuning)
+}
+
+/// Tiny parts, so a few hundred KiB already take the multipart path.
+fn small_parts() -> Tuning {
+    Tuning {
+        min_part_size: 64 * 1024,
+        parts_in_flight: 2,
+        read_ahead_chunks: 4,
+    }
+}
+
+fn object(key: &str) -> ObjectRef {
+    ObjectRef {
+        bucket: BUCKET.to_owned(),
+        key: key.to_owned(),
+        version_id: None,
+        size: None,
+        etag: None,
+        sequencer: None,
+    }
+}
+
+/// Bytes deflate cannot shrink, so the output spans several parts.
+fn noise(len: usize) -> Vec<u8> {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_small_object_is_compressed_verified_and_its_source_deleted() {
+    let store = Arc::new(MemoryStore::default());
+    store.insert(BUCKET, "incoming/a/report.csv", b"a,b,c\n1,2,3\n");
+    let outcome = worker(&store, Tuning::default())
+        .process(&object("incoming/a/report.csv"), None)
+        .await;
+    let Outcome::Compressed {
+        output_key,
+        bytes_in,
+        source,
+        ..
+    } = &outcome
+    else {
+        panic!("{outcome}");
+    };
+    assert_eq!(output_key, "processed/a/report.zip");
+    assert_eq!(*bytes_in, 12);
+    assert_eq!(*source, SourceFate::Deleted);
+    let output = store.current(BUCKET, "processed/a/report.zip").unwrap();
+    assert_eq!(&output.body[..2], b"PK");
+    assert_eq!(output.info.metadata["source-key"], "incoming/a/report.csv");
+    assert!(store.current(BUCKET, "incoming/a/report.csv").is_none());
+}
+
+#[tokio::test]
+async fn a_large_object_goes_up_in_parts_and_leaves_no_upload_open() {
+    let store = Arc::new(MemoryStore::default());
+    let body = noise(700 * 1024);
+    store.insert(BUCKET, "incoming/noise.bin", &body);
+    let outcome = worker(&store, small_parts())
+        .process(&object("incoming/noise.bin"), None)
+        .await;
+    let Outcome::Compressed { bytes_out, .. } = outcome else {
+        panic!("{outcome}");
+    };
+    assert!(bytes_out > 10 * 64 * 1024, "several parts: {bytes_out}");
+    assert_eq!(store.completed_multipart(), 1);
+    let output = store.current(BUCKET, "processed/noise.zip").unwrap();
+    assert_eq!(output.body.len() as u64, bytes_out);
+    assert_eq!(store.open_uploads(), 0);
+}
+
+#[tokio::test]
+async fn a_repeated_delivery_is_already_done_and_so_is_one_whose_source_is_gone() {
+    let store = Arc::new(MemoryStore::default());
+    store.insert(BUCKET, "incoming/r.csv", b"x");
+    let worker = worker(&store, Tuning::default());
+    let first = worker.process(&object("incoming/r.csv"), None).await;
+    assert!(matches!(first, Outcome::Compressed { .. }), "{first}");
+    let second = worker.process(&object("incoming/r.csv"), None).await;
+    assert_eq!(
+        second,
+        Outcome::AlreadyDone {
+            output_key: "processed/r.zip".to_owned(),
+            source: SourceFate::AlreadyGone
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_duplicate_that_finds_the_output_but_not_the_delete_finishes_the_delete() {
+    let store = Arc::new(MemoryStore::default());
+    store.insert(BUCKET, "incoming/r.csv", b"x");
+    let worker = worker(&store, Tuning::default());
+    store.fail_once("DeleteObject", ErrorClass::Transient);
+    let first = worker.process(&object("incoming/r.csv"), None).await;
+    assert!(first.should_retry(), "{first}");
+    assert!(store.current(BUCKET, "incoming/r.csv").is_some());
+    let retry = worker.process(&object("incoming/r.csv"), None).await;
+    assert!(
+        matches!(
+            retry,
+            Outcome::AlreadyDone {
+                source: SourceFate::Deleted,
+                ..
+            }
+        ),
+        "{retry}"
+    );
+    assert!(store.current(BUCKET, "incoming/r.csv").is_none());
+}
+
+#[tokio::test]
+async fn a_missing_source_without_output_is_skipped_not_retried() {
+    let store = Arc::new(MemoryStore::default());
+    let outcome = worker(&store, Tuning::default())
+        .process(&object("incoming/never.csv"), None)
+        .await;
+    assert!(
+        matches!(outcome, Outcome::Skipped(ref reason) if reason.contains("no longer exists")),
+        "{outcome}"
+    );
+}
+
+#[tokio::test]
+async fn an_output_from_another_source_is_never_overwritten() {
+    let store = Arc::new(MemoryStore::default());
+    store.insert(BUCKET, "incoming/report.csv", b"csv");
+    store.insert(BUCKET, "incoming/report.txt", b"txt");
+    let worker = worker(&store, Tuning::default());
+    let first = worker.process(&object("incoming/report.csv"), None).await;
+    assert!(matches!(first, Outcome::Compressed { .. }), "{first}");
+    let second = worker.process(&object("incoming/report.txt"), None).await;
+    let Outcome::Failed {
+        retry: false,
+        error,
+    } = &second
+    else {
+        panic!("{second}");
+    };
+    assert!(error.contains("incoming/report.csv"), "{error}");
+    assert!(
+        store.current(BUCKET, "incoming/report.txt").is_some(),
+        "source kept"
+    );
+    let output = store.current(BUCKET, "processed/report.zip").unwrap();
+    assert_eq!(output.info.metadata["source-key"], "incoming/report.csv");
+}
+
+#[tokio::test]
+async fn a_newer_upload_during_processing_survives_without_versioning() {
+    let store = Arc::new(MemoryStore::default());
+    store.insert(BUCKET, "incoming/live.csv", b"old");
+    store.replace_after_get("incoming/live.csv", b"new");
+    let outcome = worker(&store, Tuning::default())
+        .process(&object("incoming/live.csv"), None)
+        .await;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Compressed {
+                source: SourceFate::KeptNewerUpload,
+                ..
+            }
+        ),
+        "{outcome}"
+    );
+    assert_eq!(
+        &store.current(BUCKET, "incoming/live.csv").unwrap().body[..],
+        b"new"
+    );
+}
+
+#[tokio::test]
+async fn a_versioned_bucket_loses_exactly_the_compressed_version() {
+    let store = Arc::new(MemoryStore::versioned());
+    let first = store.insert(BUCKET, "incoming/live.csv", b"old");
+    store.replace_after_get("incoming/live.csv", b"new");
+    let mut event = object("incoming/live.csv");
+    event.version_id = first.version_id.clone();
+    let outcome = worker(&store, Tuning::default())
+        .process(&event, None)
+        .await;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Compressed {
+                source: SourceFate::Deleted,
+                ..
+            }
+        ),
+        "{outcome}"
+    );
+    assert_eq!(store.versions(BUCKET, "incoming/live.csv"), 1);
+    let current = store.current(BUCKET, "incoming/live.csv").unwrap();
+    assert_eq!(&current.body[..], b"new");
+    let output = store.current(BUCKET, "processed/live.zip").unwrap();
+    assert_eq!(
+        output.info.metadata["source-version-id"],
+        first.version_id.unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_failed_part_aborts_the_upload_and_keeps_the_source() {
+    let store = Arc::new(MemoryStore::default());
+    store.insert(BUCKET, "incoming/noise.bin", &noise(700 * 1024));
+    store.fail_once("UploadPart", ErrorClass::Transient);
+    let outcome = worker(&store, small_parts())
+        .process(&object("incoming/noise.bin"), None)
+        .await;
+    assert!(outcome.should_retry(), "{outcome}");
+    assert_eq!(store.open_uploads(), 0);
+    assert_eq!(store.aborted(), 1);
+    assert!(store.current(BUCKET, "incoming/noise.bin").is_some());
+    assert!(store.current(BUCKET, "processed/noise.zip").is_none());
+}
+
+#[tokio::test]
+async fn access_denied_is_permanent() {
+    let store = Arc::new(MemoryStore::default());
+    store.insert(BUCKET, "incoming/secret.csv", b"x");
+    store.fail_once("GetObject", ErrorClass::Permanent);
+    let outcome = worker(&store, Tuning::default())
+        .process(&object("incoming/secret.csv"), None)
+        .await;
+    assert!(
+        matches!(outcome, Outcome::Failed { retry: false, .. }),
+        "{outcome}"
+    );
+}
+
+#[tokio::test]
+async fn the_deadline_stops_the_work_aborts_the_upload_and_keeps_the_source() {
+    let store = Arc::new(MemoryStore::default());
+    store.insert(BUCKET, "incoming/noise.bin", &noise(4 * 1024 * 1024));
+    let deadline = Instant::now() + Duration::from_millis(30);
+    let outcome = worker(&store, small_parts())
+        .process(&object("incoming/noise.bin"), Some(deadline))
+        .await;
+    let Outcome::Failed { retry: true, error } = &outcome else {
+        panic!("{outcome}");
+    };
+    assert!(error.contains("deadline"), "{error}");
+    // The abort runs on its own task once the upload's future is dropped.
+    for _ in 0..100 {
+        if store.open_uploads() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.open_uploads(), 0);
+    assert!(store.current(BUCKET, "incoming/noise.bin").is_some());
+}
+
+#[tokio::test]
+async fn keys_under_an_output_prefix_are_skipped() {
+    let store = Arc::new(MemoryStore::default());
+    store.insert(BUCKET, "processed/x.zip", b"PK");
+    let outcome = worker(&store, Tuning::default())
+        .process(&object("processed/x.zip"), None)
+        .await;
+    assert!(matches!(outcome, Outcome::Skipped(_)), "{outcome}");
+    assert!(store.current(BUCKET, "processed/x.zip").is_some());
+}

@@ -1,0 +1,401 @@
+//! An in-memory [`ObjectStore`] for unit tests: S3's conditional semantics, without a server.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::{
+    DeleteCondition, Download, ErrorClass, Location, ObjectInfo, ObjectStore, OutputSpec, Part,
+    StoreError, WriteCondition, Written,
+};
+
+#[derive(Debug, Clone)]
+pub(crate) struct StoredObject {
+    pub body: Bytes,
+    pub info: ObjectInfo,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Every version of every key, oldest first; the last is current.
+    objects: HashMap<(String, String), Vec<StoredObject>>,
+    uploads: HashMap<String, (OutputSpec, Vec<(i32, Bytes)>)>,
+    next_id: u64,
+    /// Bytes uploaded under this key right after the next GET of it: a newer upload arriving
+    /// while the worker compresses.
+    replace_after_get: Option<(String, Bytes)>,
+    /// Operations that fail once, with this class.
+    fail: HashMap<&'static str, ErrorClass>,
+    aborted: Vec<String>,
+    completed: usize,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct MemoryStore {
+    versioned: bool,
+    state: Mutex<State>,
+}
+
+impl MemoryStore {
+    pub(crate) fn versioned() -> Self {
+        Self {
+            versioned: true,
+            ..Self::default()
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn insert(&self, bucket: &str, key: &str, body: &[u8]) -> ObjectInfo {
+        let mut state = self.lock();
+        Self::store(
+            &mut state,
+            self.versioned,
+            bucket,
+            key,
+            Bytes::copy_from_slice(body),
+            HashMap::new(),
+        )
+    }
+
+    pub(crate) fn current(&self, bucket: &str, key: &str) -> Option<StoredObject> {
+        self.lock()
+            .objects
+            .get(&(bucket.to_owned(), key.to_owned()))
+            .and_then(|versions| versions.last().cloned())
+    }
+
+    pub(crate) fn versions(&self, bucket: &str, key: &str) -> usize {
+        self.lock()
+            .objects
+            .get(&(bucket.to_owned(), key.to_owned()))
+            .map_or(0, Vec::len)
+    }
+
+    pub(crate) fn replace_after_get(&self, key: &str, body: &[u8]) {
+        self.lock().replace_after_get = Some((key.to_owned(), Bytes::copy_from_slice(body)));
+    }
+
+    pub(crate) fn fail_once(&self, operation: &'static str, class: ErrorClass) {
+        self.lock().fail.insert(operation, class);
+    }
+
+    pub(crate) fn open_uploads(&self) -> usize {
+        self.lock().uploads.len()
+    }
+
+    pub(crate) fn completed_multipart(&self) -> usize {
+        self.lock().completed
+    }
+
+    pub(crate) fn aborted(&self) -> usize {
+        self.lock().aborted.len()
+    }
+
+    fn store(
+        state: &mut State,
+        versioned: bool,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        metadata: HashMap<String, String>,
+    ) -> ObjectInfo {
+        state.next_id += 1;
+        let info = ObjectInfo {
+            size: body.len() as u64,
+            etag: Some(format!("etag-{}", state.next_id)),
+            version_id: versioned.then(|| format!("v{}", state.next_id)),
+            last_modified: Some(std::time::SystemTime::UNIX_EPOCH),
+            metadata,
+            crc64nvme: Some(crate::pipeline::crc64nvme_of(&body)),
+        };
+        let versions = state
+            .objects
+            .entry((bucket.to_owned(), key.to_owned()))
+            .or_default();
+        if !versioned {
+            versions.clear();
+        }
+        versions.push(StoredObject {
+            body,
+            info: info.clone(),
+        });
+        info
+    }
+
+    fn check_failure(
+        &self,
+        operation: &'static str,
+        location: &Location,
+    ) -> Result<(), StoreError> {
+        match self.lock().fail.remove(operation) {
+            Some(class) => Err(error(class, operation, location, "injected failure")),
+            None => Ok(()),
+        }
+    }
+
+    fn find(&self, location: &Location, version_id: Option<&str>) -> Option<StoredObject> {
+        let state = self.lock();
+        let versions = state
+            .objects
+            .get(&(location.bucket.clone(), location.key.clone()))?;
+        match version_id {
+            Some(id) => versions
+                .iter()
+                .find(|object| object.info.version_id.as_deref() == Some(id))
+                .cloned(),
+            None => versions.last().cloned(),
+        }
+    }
+
+    fn write(
+        &self,
+        spec: &OutputSpec,
+        body: Bytes,
+        operation: &'static str,
+    ) -> Result<Written, StoreError> {
+        let location = &spec.location;
+        let current = self.find(location, None);
+        let allowed = match (&spec.condition, &current) {
+            (WriteCondition::Absent, None) => true,
+            (WriteCondition::Absent, Some(_)) => false,
+            (WriteCondition::Matches(etag), Some(object)) => {
+                object.info.etag.as_ref() == Some(etag)
+            }
+            (WriteCondition::Matches(_), None) => false,
+        };
+        if !allowed {
+            return Err(error(
+                ErrorClass::PreconditionFailed,
+                operation,
+                location,
+                "condition not met",
+            ));
+        }
+        let mut state = self.lock();
+        let info = Self::store(
+            &mut state,
+            self.versioned,
+            &location.bucket,
+            &location.key,
+            body,
+            spec.metadata.clone(),
+        );
+        Ok(Written {
+            etag: info.etag,
+            version_id: info.version_id,
+        })
+    }
+}
+
+fn error(
+    class: ErrorClass,
+    operation: &'static str,
+    location: &Location,
+    message: &str,
+) -> StoreError {
+    StoreError {
+        class,
+        operation,
+        bucket: location.bucket.clone(),
+        key: location.key.clone(),
+        message: message.to_owned(),
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for MemoryStore {
+    async fn get(
+        &self,
+        location: &Location,
+        version_id: Option<&str>,
+    ) -> Result<Download, StoreError> {
+        self.check_failure("GetObject", location)?;
+        let object = self
+            .find(location, version_id)
+            .ok_or_else(|| error(ErrorClass::NotFound, "GetObject", location, "NoSuchKey"))?;
+        let replacement = {
+            let mut state = self.lock();
+            match state.replace_after_get.take() {
+                Some((key, body)) if key == location.key => Some(body),
+                other => {
+                    state.replace_after_get = other;
+                    None
+                }
+            }
+        };
+        if let Some(body) = replacement {
+            let mut state = self.lock();
+            Self::store(
+                &mut state,
+                self.versioned,
+                &location.bucket,
+                &location.key,
+                body,
+                HashMap::new(),
+            );
+        }
+        // Small chunks, so the reader's reassembly is exercised.
+        let chunks: Vec<Result<Bytes, StoreError>> = object
+            .body
+            .chunks(1000)
+            .map(|chunk| Ok(Bytes::copy_from_slice(chunk)))
+            .collect();
+        Ok(Download {
+            info: object.info,
+            body: futures::stream::iter(chunks).boxed(),
+        })
+    }
+
+    async fn head(
+        &self,
+        location: &Location,
+        version_id: Option<&str>,
+    ) -> Result<Option<ObjectInfo>, StoreError> {
+        self.check_failure("HeadObject", location)?;
+        Ok(self.find(location, version_id).map(|object| object.info))
+    }
+
+    async fn put(
+        &self,
+        spec: &OutputSpec,
+        body: Bytes,
+        crc64nvme: &str,
+    ) -> Result<Written, StoreError> {
+        self.check_failure("PutObject", &spec.location)?;
+        if crate::pipeline::crc64nvme_of(&body) != crc64nvme {
+            return Err(error(
+                ErrorClass::Permanent,
+                "PutObject",
+                &spec.location,
+                "BadDigest",
+            ));
+        }
+        self.write(spec, body, "PutObject")
+    }
+
+    async fn create_multipart(&self, spec: &OutputSpec) -> Result<String, StoreError> {
+        self.check_failure("CreateMultipartUpload", &spec.location)?;
+        let mut state = self.lock();
+        state.next_id += 1;
+        let id = format!("upload-{}", state.next_id);
+        state.uploads.insert(id.clone(), (spec.clone(), Vec::new()));
+        Ok(id)
+    }
+
+    async fn upload_part(
+        &self,
+        location: &Location,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> Result<Part, StoreError> {
+        self.check_failure("UploadPart", location)?;
+        let mut state = self.lock();
+        let (_, parts) = state
+            .uploads
+            .get_mut(upload_id)
+            .ok_or_else(|| error(ErrorClass::NotFound, "UploadPart", location, "NoSuchUpload"))?;
+        parts.push((number, body));
+        Ok(Part {
+            number,
+            etag: format!("part-{number}"),
+            crc64nvme: None,
+        })
+    }
+
+    async fn complete_multipart(
+        &self,
+        spec: &OutputSpec,
+        upload_id: &str,
+        parts: Vec<Part>,
+        crc64nvme: &str,
+    ) -> Result<Written, StoreError> {
+        self.check_failure("CompleteMultipartUpload", &spec.location)?;
+        let (_, mut uploaded) = self.lock().uploads.remove(upload_id).ok_or_else(|| {
+            error(
+                ErrorClass::NotFound,
+                "CompleteMultipartUpload",
+                &spec.location,
+                "NoSuchUpload",
+            )
+        })?;
+        uploaded.sort_by_key(|(number, _)| *number);
+        let numbers: Vec<i32> = parts.iter().map(|part| part.number).collect();
+        let expected: Vec<i32> = uploaded.iter().map(|(number, _)| *number).collect();
+        if numbers != expected {
+            return Err(error(
+                ErrorClass::Permanent,
+                "CompleteMultipartUpload",
+                &spec.location,
+                "InvalidPart",
+            ));
+        }
+        let body: Vec<u8> = uploaded
+            .iter()
+            .flat_map(|(_, bytes)| bytes.iter().copied())
+            .collect();
+        let body = Bytes::from(body);
+        if crate::pipeline::crc64nvme_of(&body) != crc64nvme {
+            return Err(error(
+                ErrorClass::Permanent,
+                "CompleteMultipartUpload",
+                &spec.location,
+                "BadDigest",
+            ));
+        }
+        let written = self.write(spec, body, "CompleteMultipartUpload")?;
+        self.lock().completed += 1;
+        Ok(written)
+    }
+
+    async fn abort_multipart(
+        &self,
+        location: &Location,
+        upload_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        state.uploads.remove(upload_id);
+        state.aborted.push(upload_id.to_owned());
+        let _ = location;
+        Ok(())
+    }
+
+    async fn delete(
+        &self,
+        location: &Location,
+        condition: &DeleteCondition,
+    ) -> Result<(), StoreError> {
+        self.check_failure("DeleteObject", location)?;
+        let mut state = self.lock();
+        let Some(versions) = state
+            .objects
+            .get_mut(&(location.bucket.clone(), location.key.clone()))
+        else {
+            return Ok(());
+        };
+        match condition {
+            DeleteCondition::Version(id) => {
+                versions.retain(|object| object.info.version_id.as_deref() != Some(id))
+            }
+            DeleteCondition::Matches(etag) => {
+                if versions.last().and_then(|object| object.info.etag.as_ref()) != Some(etag) {
+                    return Err(error(
+                        ErrorClass::PreconditionFailed,
+                        "DeleteObject",
+                        location,
+                        "PreconditionFailed",
+                    ));
+                }
+                versions.clear();
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,157 @@
+//! The seam between the pipeline and S3: the few calls the pipeline makes, nothing more.
+//!
+//! Production uses [`S3Store`] over `aws-sdk-s3`, for AWS and any S3-compatible endpoint alike;
+//! unit tests use an in-memory store so they can stage the awkward cases (a collision, an
+//! object replaced mid-flight) without a server.
+
+mod error;
+#[cfg(test)]
+pub(crate) mod memory;
+mod s3;
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+pub use error::{ErrorClass, StoreError};
+pub use s3::S3Store;
+
+/// Which object a request is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub bucket: String,
+    pub key: String,
+}
+
+/// What HEAD (or GET) says about an object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub size: u64,
+    /// Without quotes.
+    pub etag: Option<String>,
+    /// `None` in a bucket without versioning.
+    pub version_id: Option<String>,
+    pub last_modified: Option<SystemTime>,
+    /// User metadata, keys lower-case without the `x-amz-meta-` prefix.
+    pub metadata: HashMap<String, String>,
+    /// The full-object CRC-64/NVME, base64 as S3 sends it, when the store keeps one.
+    pub crc64nvme: Option<String>,
+}
+
+/// An object being read: what it is, and its bytes as they arrive.
+pub struct Download {
+    pub info: ObjectInfo,
+    pub body: BoxStream<'static, Result<Bytes, StoreError>>,
+}
+
+impl std::fmt::Debug for Download {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Download")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A write that must not clobber what another writer put there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteCondition {
+    /// Only if no object has the key (`If-None-Match: *`).
+    Absent,
+    /// Only if the object still has this ETag (`If-Match`): replaces one we have inspected.
+    Matches(String),
+}
+
+/// How an output object is described when it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputSpec {
+    pub location: Location,
+    pub content_type: &'static str,
+    pub metadata: HashMap<String, String>,
+    pub condition: WriteCondition,
+}
+
+/// What a completed write reports back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub etag: Option<String>,
+    pub version_id: Option<String>,
+}
+
+/// An uploaded part, as `complete_multipart` needs it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// From 1.
+    pub number: i32,
+    pub etag: String,
+    /// The part's CRC-64/NVME as the store computed it, when it reports one.
+    pub crc64nvme: Option<String>,
+}
+
+/// Which version of a source a delete may remove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteCondition {
+    /// Exactly this version (versioned buckets): newer versions are untouched by construction.
+    Version(String),
+    /// The current object, only while it still has this ETag (unversioned buckets), so an
+    /// upload that replaced it during compression survives.
+    Matches(String),
+}
+
+/// The S3 calls the pipeline makes.
+#[async_trait::async_trait]
+pub trait ObjectStore: Send + Sync + std::fmt::Debug {
+    /// Starts reading an object, or a given version of it.
+    async fn get(
+        &self,
+        location: &Location,
+        version_id: Option<&str>,
+    ) -> Result<Download, StoreError>;
+
+    /// `Ok(None)` when there is no such object (or version).
+    async fn head(
+        &self,
+        location: &Location,
+        version_id: Option<&str>,
+    ) -> Result<Option<ObjectInfo>, StoreError>;
+
+    /// A single-request write, with the full-object CRC-64/NVME for the store to check.
+    async fn put(
+        &self,
+        spec: &OutputSpec,
+        body: Bytes,
+        crc64nvme: &str,
+    ) -> Result<Written, StoreError>;
+
+    /// Starts a multipart upload whose parts carry CRC-64/NVME checksums; returns its id.
+    async fn create_multipart(&self, spec: &OutputSpec) -> Result<String, StoreError>;
+
+    /// Uploads part `number` (from 1).
+    async fn upload_part(
+        &self,
+        location: &Location,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> Result<Part, StoreError>;
+
+    /// Completes an upload from its parts in order, under the spec's write condition.
+    async fn complete_multipart(
+        &self,
+        spec: &OutputSpec,
+        upload_id: &str,
+        parts: Vec<Part>,
+        crc64nvme: &str,
+    ) -> Result<Written, StoreError>;
+
+    async fn abort_multipart(&self, location: &Location, upload_id: &str)
+        -> Result<(), StoreError>;
+
+    /// Deletes under `condition`. An object that is already gone counts as deleted.
+    async fn delete(
+        &self,
+        location: &Location,
+        condition: &DeleteCondition,
+    ) -> Result<(), StoreError>;
+}

@@ -1,0 +1,388 @@
+//! [`ObjectStore`] over `aws-sdk-s3`: AWS itself, or any S3-compatible endpoint.
+
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart,
+};
+use aws_sdk_s3::Client;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::{
+    DeleteCondition, Download, ErrorClass, Location, ObjectInfo, ObjectStore, OutputSpec, Part,
+    StoreError, WriteCondition, Written,
+};
+
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+}
+
+impl S3Store {
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    /// A client configured the way the AWS CLI would be: environment, profile, or the Lambda
+    /// role. With a custom endpoint (`AWS_ENDPOINT_URL`), requests are path-style, because
+    /// local S3 servers rarely resolve bucket subdomains.
+    pub async fn from_environment() -> Self {
+        let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let path_style = shared.endpoint_url().is_some();
+        let config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(path_style)
+            .build();
+        Self::new(Client::from_conf(config))
+    }
+}
+
+impl S3Store {
+    /// A client for one endpoint with fixed credentials, such as `serve`'s own.
+    pub fn for_endpoint(endpoint: &str, access_key: &str, secret_key: &str) -> Self {
+        let credentials = aws_sdk_s3::config::Credentials::new(
+            access_key,
+            secret_key,
+            None,
+            None,
+            "s3-compressor",
+        );
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(credentials)
+            .force_path_style(true)
+            .build();
+        Self::new(Client::from_conf(config))
+    }
+}
+
+/// GetObject's and HeadObject's outputs are different types with the same getters.
+macro_rules! object_info {
+    ($output:expr) => {
+        ObjectInfo {
+            size: $output
+                .content_length()
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(0),
+            etag: $output.e_tag().map(unquoted),
+            version_id: version($output.version_id()),
+            last_modified: $output
+                .last_modified()
+                .and_then(|time| std::time::SystemTime::try_from(*time).ok()),
+            metadata: $output.metadata().cloned().unwrap_or_default(),
+            crc64nvme: $output.checksum_crc64_nvme().map(str::to_owned),
+        }
+    };
+}
+
+/// `If-Match` and `If-None-Match` take HTTP entity tags, which are quoted.
+fn quoted(etag: &str) -> String {
+    format!("\"{etag}\"")
+}
+
+fn unquoted(etag: &str) -> String {
+    etag.trim_matches('"').to_owned()
+}
+
+/// S3 reports "no version" as an absent id or the string "null".
+fn version(id: Option<&str>) -> Option<String> {
+    id.filter(|id| !id.is_empty() && *id != "null")
+        .map(str::to_owned)
+}
+
+fn classify<E>(
+    error: &SdkError<E, HttpResponse>,
+    operation: &'static str,
+    location: &Location,
+) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let (class, message) = match error {
+        SdkError::ServiceError(service) => {
+            let status = service_status(error);
+            let code = service.err().code().unwrap_or("");
+            let class = match (status, code) {
+                (_, "NoSuchKey" | "NoSuchVersion" | "NotFound") | (Some(404), _) => {
+                    ErrorClass::NotFound
+                }
+                (Some(412), _) | (_, "PreconditionFailed") => ErrorClass::PreconditionFailed,
+                (_, "RequestTimeout" | "SlowDown" | "Throttling" | "ThrottlingException")
+                | (Some(408 | 409 | 429), _) => ErrorClass::Transient,
+                (Some(status), _) if status >= 500 => ErrorClass::Transient,
+                _ => ErrorClass::Permanent,
+            };
+            let message = match (service.err().code(), service.err().message()) {
+                (Some(code), Some(message)) => format!("{code}: {message}"),
+                (Some(code), None) => code.to_owned(),
+                _ => format!("HTTP {}", status.map_or("?".to_owned(), |s| s.to_string())),
+            };
+            (class, message)
+        }
+        SdkError::ConstructionFailure(_) => (ErrorClass::Permanent, error_chain(error)),
+        // Timeouts, connection failures and unreadable responses: the network, not the request.
+        _ => (ErrorClass::Transient, error_chain(error)),
+    };
+    StoreError {
+        class,
+        operation,
+        bucket: location.bucket.clone(),
+        key: location.key.clone(),
+        message,
+    }
+}
+
+fn service_status<E>(error: &SdkError<E, HttpResponse>) -> Option<u16> {
+    error
+        .raw_response()
+        .map(|response| response.status().as_u16())
+}
+
+/// The SDK's top-level messages ("dispatch failure") say little; the causes say what happened.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for S3Store {
+    async fn get(
+        &self,
+        location: &Location,
+        version_id: Option<&str>,
+    ) -> Result<Download, StoreError> {
+        let output = self
+            .client
+            .get_object()
+            .bucket(&location.bucket)
+            .key(&location.key)
+            .set_version_id(version_id.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|error| classify(&error, "GetObject", location))?;
+        let info = object_info!(output);
+        let failed_read = location.clone();
+        let body = futures::stream::unfold(output.body, |mut body: ByteStream| async move {
+            body.next().await.map(|chunk| (chunk, body))
+        })
+        .map(move |chunk| {
+            chunk.map_err(|error| StoreError {
+                class: ErrorClass::Transient,
+                operation: "GetObject (reading the body)",
+                bucket: failed_read.bucket.clone(),
+                key: failed_read.key.clone(),
+                message: error_chain(&error),
+            })
+        })
+        .boxed();
+        Ok(Download { info, body })
+    }
+
+    async fn head(
+        &self,
+        location: &Location,
+        version_id: Option<&str>,
+    ) -> Result<Option<ObjectInfo>, StoreError> {
+        let result = self
+            .client
+            .head_object()
+            .bucket(&location.bucket)
+            .key(&location.key)
+            .set_version_id(version_id.map(str::to_owned))
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await;
+        let output = match result {
+            Ok(output) => output,
+            Err(error) => {
+                let error = classify(&error, "HeadObject", location);
+                return if error.is(ErrorClass::NotFound) {
+                    Ok(None)
+                } else {
+                    Err(error)
+                };
+            }
+        };
+        Ok(Some(object_info!(output)))
+    }
+
+    async fn put(
+        &self,
+        spec: &OutputSpec,
+        body: Bytes,
+        crc64nvme: &str,
+    ) -> Result<Written, StoreError> {
+        let location = &spec.location;
+        let request = self
+            .client
+            .put_object()
+            .bucket(&location.bucket)
+            .key(&location.key)
+            .content_type(spec.content_type)
+            .set_metadata(Some(spec.metadata.clone()))
+            .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+            .checksum_crc64_nvme(crc64nvme)
+            .body(ByteStream::from(body));
+        let request = match &spec.condition {
+            WriteCondition::Absent => request.if_none_match("*"),
+            WriteCondition::Matches(etag) => request.if_match(quoted(etag)),
+        };
+        let output = request
+            .send()
+            .await
+            .map_err(|error| classify(&error, "PutObject", location))?;
+        Ok(Written {
+            etag: output.e_tag().map(unquoted),
+            version_id: version(output.version_id()),
+        })
+    }
+
+    async fn create_multipart(&self, spec: &OutputSpec) -> Result<String, StoreError> {
+        let location = &spec.location;
+        let output = self
+            .client
+            .create_multipart_upload()
+            .bucket(&location.bucket)
+            .key(&location.key)
+            .content_type(spec.content_type)
+            .set_metadata(Some(spec.metadata.clone()))
+            .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+            .checksum_type(ChecksumType::FullObject)
+            .send()
+            .await
+            .map_err(|error| classify(&error, "CreateMultipartUpload", location))?;
+        output
+            .upload_id()
+            .map(str::to_owned)
+            .ok_or_else(|| StoreError {
+                class: ErrorClass::Transient,
+                operation: "CreateMultipartUpload",
+                bucket: location.bucket.clone(),
+                key: location.key.clone(),
+                message: "the response carried no upload id".to_owned(),
+            })
+    }
+
+    async fn upload_part(
+        &self,
+        location: &Location,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> Result<Part, StoreError> {
+        let output = self
+            .client
+            .upload_part()
+            .bucket(&location.bucket)
+            .key(&location.key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|error| classify(&error, "UploadPart", location))?;
+        Ok(Part {
+            number,
+            etag: output.e_tag().map(unquoted).unwrap_or_default(),
+            crc64nvme: output.checksum_crc64_nvme().map(str::to_owned),
+        })
+    }
+
+    async fn complete_multipart(
+        &self,
+        spec: &OutputSpec,
+        upload_id: &str,
+        parts: Vec<Part>,
+        crc64nvme: &str,
+    ) -> Result<Written, StoreError> {
+        let location = &spec.location;
+        let parts = parts
+            .into_iter()
+            .map(|part| {
+                CompletedPart::builder()
+                    .part_number(part.number)
+                    .e_tag(quoted(&part.etag))
+                    .set_checksum_crc64_nvme(part.crc64nvme)
+                    .build()
+            })
+            .collect();
+        let request = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&location.bucket)
+            .key(&location.key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .checksum_type(ChecksumType::FullObject)
+            .checksum_crc64_nvme(crc64nvme);
+        let request = match &spec.condition {
+            WriteCondition::Absent => request.if_none_match("*"),
+            WriteCondition::Matches(etag) => request.if_match(quoted(etag)),
+        };
+        let output = request
+            .send()
+            .await
+            .map_err(|error| classify(&error, "CompleteMultipartUpload", location))?;
+        Ok(Written {
+            etag: output.e_tag().map(unquoted),
+            version_id: version(output.version_id()),
+        })
+    }
+
+    async fn abort_multipart(
+        &self,
+        location: &Location,
+        upload_id: &str,
+    ) -> Result<(), StoreError> {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&location.bucket)
+            .key(&location.key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map_err(|error| classify(&error, "AbortMultipartUpload", location))?;
+        Ok(())
+    }
+
+    async fn delete(
+        &self,
+        location: &Location,
+        condition: &DeleteCondition,
+    ) -> Result<(), StoreError> {
+        let request = self
+            .client
+            .delete_object()
+            .bucket(&location.bucket)
+            .key(&location.key);
+        let request = match condition {
+            DeleteCondition::Version(id) => request.version_id(id),
+            DeleteCondition::Matches(etag) => request.if_match(quoted(etag)),
+        };
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                let error = classify(&error, "DeleteObject", location);
+                if error.is(ErrorClass::NotFound) {
+                    Ok(())
+                } else {
+                    Err(error)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! Logs and metrics: `tracing` for people, CloudWatch Embedded Metric Format for dashboards.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::json;
+use tracing_subscriber::EnvFilter;
+
+use crate::handler::Totals;
+
+/// Logs go to stderr, as JSON when Lambda asks for it (`AWS_LAMBDA_LOG_FORMAT=JSON`, set by
+/// the function's JSON logging config) and as compact text otherwise. The level comes from
+/// `RUST_LOG`, else Lambda's `AWS_LAMBDA_LOG_LEVEL`, else `info`.
+pub fn init_logging() {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .or_else(|| std::env::var("AWS_LAMBDA_LOG_LEVEL").ok())
+        .and_then(|level| EnvFilter::try_new(level.to_lowercase()).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT")
+        .is_ok_and(|format| format.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests) keeps the first subscriber, which is what we want.
+    let _ = if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .without_time()
+            .try_init()
+    } else {
+        builder.compact().try_init()
+    };
+}
+
+/// One EMF line for an invocation: CloudWatch turns it into metrics without any API call.
+pub fn metrics_line(totals: &Totals, duration: Duration, function: &str) -> String {
+    let timestamp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis());
+    json!({
+        "_aws": {
+            "Timestamp": timestamp,
+            "CloudWatchMetrics": [{
+                "Namespace": "s3-compressor",
+                "Dimensions": [["FunctionName"]],
+                "Metrics": [
+                    { "Name": "Objects", "Unit": "Count" },
+                    { "Name": "Compressed", "Unit": "Count" },
+                    { "Name": "Failures", "Unit": "Count" },
+                    { "Name": "BytesIn", "Unit": "Bytes" },
+                    { "Name": "BytesOut", "Unit": "Bytes" },
+                    { "Name": "Duration", "Unit": "Milliseconds" }
+                ]
+            }]
+        },
+        "FunctionName": function,
+        "Objects": totals.objects,
+        "Compressed": totals.compressed,
+        "Failures": totals.failures,
+        "BytesIn": totals.bytes_in,
+        "BytesOut": totals.bytes_out,
+        "Duration": duration.as_millis(),
+    })
+    .to_string()
+}
