@@ -56,7 +56,10 @@ pub(crate) fn event(event: &Located<'_>) -> Result<Notice, EventError> {
             event_name: detail_type.to_owned(),
         });
     }
-    let bucket = detail.required("bucket")?.required("name")?.non_empty_str()?;
+    let bucket = detail
+        .required("bucket")?
+        .required("name")?
+        .non_empty_str()?;
     let object = detail.required("object")?;
     let key = object.required("key")?.non_empty_str()?.to_owned();
     Ok(Notice::Created(object_ref(bucket, key, &object, &FIELDS)?))
@@ -122,7 +125,11 @@ mod tests {
         });
         assert!(matches!(
             &direct(&payload)[..],
-            [Notice::Created(ObjectRef { version_id: None, size: Some(5), .. })]
+            [Notice::Created(ObjectRef {
+                version_id: None,
+                size: Some(5),
+                ..
+            })]
         ));
     }
 
@@ -142,9 +149,9 @@ mod tests {
 
     #[test]
     fn a_created_object_must_name_bucket_and_key() {
-        let event = |detail: serde_json::Value| {
+        fn event(detail: serde_json::Value) -> serde_json::Value {
             json!({"source": "aws.s3", "detail-type": "Object Created", "detail": detail})
-        };
+        }
         for (payload, message) in [
             (
                 json!({"source": "aws.s3", "detail-type": "Object Created"}),

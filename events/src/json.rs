@@ -195,7 +195,10 @@ mod tests {
         assert_eq!(quote("two\nlines"), "\"two\\nlines\"");
         assert_eq!(quote("it's \"x\""), "\"it's \\\"x\\\"\"");
         // Escapes count towards the cut.
-        assert_eq!(quote(&"\u{1b}".repeat(50)), format!("\"{}\"...", "\\u{1b}".repeat(13)));
+        assert_eq!(
+            quote(&"\u{1b}".repeat(50)),
+            format!("\"{}\"...", "\\u{1b}".repeat(13))
+        );
         // Cut on a character boundary, never inside one.
         let wide = "日".repeat(100);
         assert_eq!(quote(&wide), format!("\"{}\"...", "日".repeat(80)));

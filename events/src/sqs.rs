@@ -126,7 +126,10 @@ mod tests {
     fn sns_envelopes_are_opened() {
         let messages = batch(&fixture!("sqs-sns.json"));
         assert_eq!(messages.len(), 1);
-        assert_eq!(messages[0].message_id, "d7a3e6c1-0b2f-4e8d-9c5a-3f1e2d4c6b8a");
+        assert_eq!(
+            messages[0].message_id,
+            "d7a3e6c1-0b2f-4e8d-9c5a-3f1e2d4c6b8a"
+        );
         assert_eq!(
             messages[0].notices.as_ref().ok(),
             Some(&vec![Notice::Created(ObjectRef {
@@ -161,11 +164,11 @@ mod tests {
     #[test]
     fn bad_bodies_say_where_and_what() {
         for (body, message) in [
-            ("[1, 2]", "body: expected an object, received an array of 2 items"),
             (
-                r#"{"Records": []}"#,
-                "body.Records is empty",
+                "[1, 2]",
+                "body: expected an object, received an array of 2 items",
             ),
+            (r#"{"Records": []}"#, "body.Records is empty"),
             (
                 r#"{"Type": "Notification", "Message": "not json"}"#,
                 "body.Message is not JSON (expected ident at line 1 column 2); \
@@ -182,7 +185,8 @@ mod tests {
             ),
             (
                 r#"{"Records": [{"eventSource": "aws:sqs", "messageId": "x", "body": "{}"}]}"#,
-                "body.Records[0].eventSource is \"aws:sqs\"; expected \"aws:s3\" (an S3 notification)",
+                "body.Records[0].eventSource is \"aws:sqs\"; \
+                 expected \"aws:s3\" (an S3 notification)",
             ),
             (
                 r#"{"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",

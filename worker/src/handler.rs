@@ -21,6 +21,16 @@ pub enum HandlerError {
     },
 }
 
+impl HandlerError {
+    /// The error type Lambda reports (and on-failure destinations record).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::UnrecognisedEvent(_) => "UnrecognisedEvent",
+            Self::Retry { .. } => "RetryableFailure",
+        }
+    }
+}
+
 /// What one notice came to.
 #[derive(Debug, Clone)]
 pub struct ObjectResult {

@@ -2,13 +2,14 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use lambda_runtime::{service_fn, LambdaEvent};
+use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use serde_json::Value;
 
 use crate::handler::Handler;
 use crate::telemetry::metrics_line;
 
-/// Time kept back from the invocation deadline to abort uploads and answer cleanly.
+/// Time kept back from the invocation deadline to abort uploads and answer cleanly: a tenth
+/// of the time left, at most this much.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(3);
 
 pub async fn run(handler: Handler) -> Result<(), lambda_runtime::Error> {
@@ -18,23 +19,36 @@ pub async fn run(handler: Handler) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let started = Instant::now();
         let deadline = instant_of(event.context.deadline);
-        let (response, totals) = handler.handle(&event.payload, Some(deadline)).await;
+        let (response, totals) = handler.handle(&event.payload, deadline).await;
         // EMF lines go to stdout, where Lambda's log capture picks them up as they are.
         println!("{}", metrics_line(&totals, started.elapsed(), function));
         response.map_err(|error| {
             tracing::error!(%error, "invocation failed");
-            lambda_runtime::Error::from(error.to_string())
+            Diagnostic {
+                error_type: error.kind().to_owned(),
+                error_message: error.to_string(),
+            }
         })
     }))
     .await
 }
 
 /// Lambda gives the deadline as milliseconds since the epoch.
-fn instant_of(deadline_ms: u64) -> Instant {
+///
+/// A deadline that has passed before the work starts cannot be Lambda's (it would not have
+/// started the invocation): it comes from a clock problem or an emulator that sends the
+/// timeout instead (cargo-lambda sends 600000). Working without a deadline then is better than
+/// failing every object at once; Lambda still stops the function at its real timeout.
+fn instant_of(deadline_ms: u64) -> Option<Instant> {
     let deadline = SystemTime::UNIX_EPOCH + Duration::from_millis(deadline_ms);
-    let remaining = deadline
-        .duration_since(SystemTime::now())
-        .unwrap_or_default()
-        .saturating_sub(DEADLINE_MARGIN);
-    Instant::now() + remaining
+    match deadline.duration_since(SystemTime::now()) {
+        Ok(remaining) => Some(Instant::now() + remaining - DEADLINE_MARGIN.min(remaining / 10)),
+        Err(_) => {
+            tracing::warn!(
+                deadline_ms,
+                "the invocation deadline is already past; working without one"
+            );
+            None
+        }
+    }
 }

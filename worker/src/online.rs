@@ -33,11 +33,37 @@ fn handler(
 
 pub(crate) async fn lambda(config: Option<&Path>, registry: &Registry) -> anyhow::Result<()> {
     crate::telemetry::init_logging();
+    check_lambda_environment()?;
     let store = Arc::new(S3Store::from_environment().await);
     let handler = handler(store, config, registry)?;
     crate::lambda::run(handler)
         .await
         .map_err(|error| anyhow::anyhow!("the Lambda runtime loop stopped: {error}"))
+}
+
+/// Lambda always sets these; `lambda_runtime` panics without them, so say what is missing
+/// instead (it happens when the binary is started by hand against an emulator).
+fn check_lambda_environment() -> anyhow::Result<()> {
+    let missing: Vec<&str> = [
+        "AWS_LAMBDA_RUNTIME_API",
+        "AWS_LAMBDA_FUNCTION_NAME",
+        "AWS_LAMBDA_FUNCTION_VERSION",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    ]
+    .into_iter()
+    .filter(|name| std::env::var_os(name).is_none())
+    .collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "not running on Lambda: {} not set (Lambda sets them; an emulator run needs them too)",
+        missing.join(", ")
+    );
+    let memory = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").unwrap_or_default();
+    anyhow::ensure!(
+        memory.parse::<i32>().is_ok(),
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE must be a number of megabytes, got {memory:?}"
+    );
+    Ok(())
 }
 
 pub(crate) async fn invoke(

@@ -118,7 +118,11 @@ where
             let message = match (service.err().code(), service.err().message()) {
                 (Some(code), Some(message)) => format!("{code}: {message}"),
                 (Some(code), None) => code.to_owned(),
-                _ => format!("HTTP {}", status.map_or("?".to_owned(), |s| s.to_string())),
+                _ => format!(
+                    "HTTP {}: {}",
+                    status.map_or("?".to_owned(), |s| s.to_string()),
+                    error_chain(error)
+                ),
             };
             (class, message)
         }
