@@ -15,7 +15,9 @@ pub fn init_logging() {
         .ok()
         .or_else(|| std::env::var("AWS_LAMBDA_LOG_LEVEL").ok())
         .and_then(|level| EnvFilter::try_new(level.to_lowercase()).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        // The SDK warns on every read of an object uploaded in parts that its per-part checksum
+        // cannot be validated; that is how S3 works, not something an operator can act on.
+        .unwrap_or_else(|| EnvFilter::new("info,aws_sdk_s3::http_response_checksum=error"));
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT")
         .is_ok_and(|format| format.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt()
