@@ -28,7 +28,11 @@ impl ReadConditions<'_> {
     /// S3's rules (RFC 9110 §13.2.2): `If-Match` decides and `If-Unmodified-Since` is ignored
     /// when both are sent; likewise `If-None-Match` over `If-Modified-Since`. A failed
     /// `If-Match`/`If-Unmodified-Since` is 412, a failed `If-None-Match`/`If-Modified-Since` 304.
-    pub(crate) fn check(&self, etag: Option<&ETag>, last_modified: Option<&Timestamp>) -> S3Result<()> {
+    pub(crate) fn check(
+        &self,
+        etag: Option<&ETag>,
+        last_modified: Option<&Timestamp>,
+    ) -> S3Result<()> {
         if let Some(condition) = self.if_match {
             if !etag_matches(condition, etag) {
                 return Err(s3_error!(
@@ -156,13 +160,19 @@ mod tests {
             if_unmodified_since: Some(&header),
             ..Default::default()
         };
-        assert_eq!(code(unmodified_since_earlier.check(Some(&current), Some(&later))), Some(S3ErrorCode::PreconditionFailed));
+        assert_eq!(
+            code(unmodified_since_earlier.check(Some(&current), Some(&later))),
+            Some(S3ErrorCode::PreconditionFailed)
+        );
 
         let if_match_wins = ReadConditions {
             if_match: Some(&any),
             if_unmodified_since: Some(&header),
             ..Default::default()
         };
-        assert_eq!(code(if_match_wins.check(Some(&current), Some(&later))), None);
+        assert_eq!(
+            code(if_match_wins.check(Some(&current), Some(&later))),
+            None
+        );
     }
 }

@@ -13,9 +13,10 @@
 mod conditions;
 mod error;
 mod keys;
+mod layout;
+mod listing;
 mod locks;
 mod server;
-mod sidecar;
 mod store;
 mod upload;
 

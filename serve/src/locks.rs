@@ -17,7 +17,8 @@ type Id = (String, String);
 #[derive(Debug, Default)]
 pub(crate) struct KeyLocks {
     /// Only keys someone holds or waits for are present, so this stays as small as the number
-    /// of requests in flight.
+    /// of requests in flight. (A waiter whose request is cancelled just after the holder
+    /// released can leave its key's entry behind; the next lock of that key removes it.)
     held: Mutex<HashMap<Id, Arc<AsyncMutex<()>>>>,
 }
 
@@ -56,7 +57,10 @@ impl KeyLocks {
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.held.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
 

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::sidecar::Sidecars;
+use crate::layout::Layout;
 use crate::store::Store;
 use crate::{ServeError, Upload};
 
@@ -76,7 +76,9 @@ impl EmbeddedS3 {
     /// The receiver gets one [`Upload`] per successful PutObject or CompleteMultipartUpload. Keep
     /// draining it (or drop it): while its queue is full, uploads wait (see [`UPLOAD_QUEUE`]).
     /// It ends (`recv` gives `None`) once the server has shut down and every notice was taken.
-    pub async fn start(options: ServeOptions) -> Result<(EmbeddedS3, mpsc::Receiver<Upload>), ServeError> {
+    pub async fn start(
+        options: ServeOptions,
+    ) -> Result<(EmbeddedS3, mpsc::Receiver<Upload>), ServeError> {
         let ServeOptions {
             addr,
             data_dir,
@@ -100,7 +102,7 @@ impl EmbeddedS3 {
             reason: format!("{error:?}"),
         })?;
         let (uploads, received) = mpsc::channel(UPLOAD_QUEUE);
-        let store = Store::new(fs, Sidecars::new(root.clone()), uploads);
+        let store = Store::new(fs, Layout::new(root.clone()), uploads);
         let service = {
             let mut builder = S3ServiceBuilder::new(store);
             builder.set_auth(SimpleAuth::from_single(access_key, secret_key));
@@ -171,8 +173,12 @@ async fn prepare_dirs(data_dir: &Path, bucket: &str) -> Result<PathBuf, ServeErr
         path: data_dir.to_owned(),
         source,
     };
-    tokio::fs::create_dir_all(data_dir).await.map_err(data_dir_error)?;
-    let root = tokio::fs::canonicalize(data_dir).await.map_err(data_dir_error)?;
+    tokio::fs::create_dir_all(data_dir)
+        .await
+        .map_err(data_dir_error)?;
+    let root = tokio::fs::canonicalize(data_dir)
+        .await
+        .map_err(data_dir_error)?;
     let bucket_dir = root.join(bucket);
     tokio::fs::create_dir_all(&bucket_dir)
         .await

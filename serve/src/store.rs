@@ -5,8 +5,10 @@
 //! - reads, writes and deletes of one key are serialized (see [`crate::locks`]);
 //! - DeleteObject and DeleteObjects honour `If-Match` (and `x-amz-if-match-size`), GetObject and
 //!   HeadObject honour `If-Match`, `If-None-Match` and the date conditions;
-//! - keys a directory cannot hold faithfully are refused (see [`crate::keys`]);
-//! - stale checksums and metadata are not inherited by a new object (see [`crate::sidecar`]);
+//! - keys a directory cannot hold faithfully are refused (see [`crate::keys`]), and so is a key
+//!   that would be both an object and a folder (see [`crate::layout`]);
+//! - stale checksums and metadata are not inherited by a new object (see [`crate::layout`]);
+//! - listings honour `encoding-type=url` (see [`crate::listing`]);
 //! - ListMultipartUploads, which `s3s-fs` lacks, is answered from its records.
 
 use std::sync::Arc;
@@ -18,8 +20,9 @@ use tokio::sync::mpsc;
 
 use crate::conditions::{etag_matches, ReadConditions};
 use crate::keys::check_key;
+use crate::layout::Layout;
+use crate::listing;
 use crate::locks::KeyLocks;
-use crate::sidecar::Sidecars;
 use crate::Upload;
 
 /// MD5 of nothing: the ETag S3 gives a folder marker (`incoming/`).
@@ -28,16 +31,16 @@ const EMPTY_ETAG: &str = "d41d8cd98f00b204e9800998ecf8427e";
 #[derive(Debug)]
 pub(crate) struct Store {
     fs: FileSystem,
-    sidecars: Sidecars,
+    layout: Layout,
     locks: Arc<KeyLocks>,
     uploads: mpsc::Sender<Upload>,
 }
 
 impl Store {
-    pub(crate) fn new(fs: FileSystem, sidecars: Sidecars, uploads: mpsc::Sender<Upload>) -> Self {
+    pub(crate) fn new(fs: FileSystem, layout: Layout, uploads: mpsc::Sender<Upload>) -> Self {
         Self {
             fs,
-            sidecars,
+            layout,
             locks: Arc::default(),
             uploads,
         }
@@ -45,7 +48,12 @@ impl Store {
 
     /// Size and ETag of the object as stored now, read through `s3s-fs` itself so they are
     /// exactly what a HeadObject would answer. Call with the key's lock held.
-    async fn stat<T>(&self, req: &S3Request<T>, bucket: &str, key: &str) -> S3Result<HeadObjectOutput> {
+    async fn stat<T>(
+        &self,
+        req: &S3Request<T>,
+        bucket: &str,
+        key: &str,
+    ) -> S3Result<HeadObjectOutput> {
         let input = HeadObjectInput {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
@@ -61,6 +69,26 @@ impl Store {
         if let Err(unsent) = self.uploads.send(upload).await {
             tracing::debug!(key = %unsent.0.key, "no one is listening for uploads; notice not delivered");
         }
+    }
+
+    /// Refuses to write `key` where the directory tree cannot hold it (see [`Layout::make_room`]).
+    async fn check_writable(&self, bucket: &str, key: &str) -> S3Result<()> {
+        match self.layout.make_room(bucket, key).await {
+            None => Ok(()),
+            Some(why) => Err(s3_error!(
+                InvalidRequest,
+                "the embedded S3 server stores objects as files and cannot write {key:?}: {why}"
+            )),
+        }
+    }
+
+    /// `s3s-fs` would answer a key naming a folder of objects with an internal error, or open
+    /// the directory and fail while streaming; on S3 there is simply no such object.
+    async fn check_not_folder(&self, bucket: &str, key: &str) -> S3Result<()> {
+        if self.layout.is_folder(bucket, key).await {
+            return Err(s3_error!(NoSuchKey));
+        }
+        Ok(())
     }
 }
 
@@ -80,14 +108,36 @@ fn sibling<T, U>(req: &S3Request<T>, input: U) -> S3Request<U> {
     }
 }
 
+/// The bucket is not versioned: every object's version is `null`. `s3s-fs` ignores `versionId`,
+/// so a GET would return, and a DELETE remove, the current object whatever version was named.
+fn names_another_version(version_id: Option<&str>) -> bool {
+    version_id.is_some_and(|v| v != "null")
+}
+
+fn no_such_version() -> S3Error {
+    s3_error!(
+        NoSuchVersion,
+        "the embedded S3 server keeps no versions; only versionId \"null\" (the current object) exists"
+    )
+}
+
 fn size_of(head: &HeadObjectOutput) -> Option<u64> {
     head.content_length.and_then(|n| u64::try_from(n).ok())
 }
 
-fn copy_source_object(source: &CopySource) -> Option<(&str, &str)> {
+fn copy_source_object(source: &CopySource) -> S3Result<Option<(&str, &str)>> {
     match source {
-        CopySource::Bucket { bucket, key, .. } => Some((bucket, key)),
-        _ => None,
+        CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } => {
+            if names_another_version(version_id.as_deref()) {
+                return Err(no_such_version());
+            }
+            Ok(Some((bucket, key)))
+        }
+        _ => Ok(None),
     }
 }
 
@@ -103,19 +153,31 @@ fn delete_refusal(key: &str, code: S3ErrorCode, message: &str) -> Error {
 
 #[async_trait::async_trait]
 impl S3 for Store {
-    async fn create_bucket(&self, req: S3Request<CreateBucketInput>) -> S3Result<S3Response<CreateBucketOutput>> {
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
         self.fs.create_bucket(req).await
     }
 
-    async fn head_bucket(&self, req: S3Request<HeadBucketInput>) -> S3Result<S3Response<HeadBucketOutput>> {
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
         self.fs.head_bucket(req).await
     }
 
-    async fn list_buckets(&self, req: S3Request<ListBucketsInput>) -> S3Result<S3Response<ListBucketsOutput>> {
+    async fn list_buckets(
+        &self,
+        req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
         self.fs.list_buckets(req).await
     }
 
-    async fn delete_bucket(&self, req: S3Request<DeleteBucketInput>) -> S3Result<S3Response<DeleteBucketOutput>> {
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
         self.fs.delete_bucket(req).await
     }
 
@@ -126,21 +188,46 @@ impl S3 for Store {
         self.fs.get_bucket_location(req).await
     }
 
-    async fn list_objects(&self, req: S3Request<ListObjectsInput>) -> S3Result<S3Response<ListObjectsOutput>> {
-        self.fs.list_objects(req).await
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        let mut response = self.fs.list_objects(req).await?;
+        listing::encode_v1(&mut response.output);
+        Ok(response)
     }
 
-    async fn list_objects_v2(&self, req: S3Request<ListObjectsV2Input>) -> S3Result<S3Response<ListObjectsV2Output>> {
-        self.fs.list_objects_v2(req).await
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let mut response = self.fs.list_objects_v2(req).await?;
+        listing::encode_v2(&mut response.output);
+        Ok(response)
     }
 
-    async fn put_object(&self, req: S3Request<PutObjectInput>) -> S3Result<S3Response<PutObjectOutput>> {
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
         check_key(&req.input.key)?;
         let bucket = req.input.bucket.clone();
         let key = req.input.key.clone();
         let guard = self.locks.lock(&bucket, &key).await;
+        self.check_writable(&bucket, &key).await?;
         let head_req = sibling(&req, ());
-        let response = self.fs.put_object(req).await?;
+        let previous = self.layout.keep_previous(&bucket, &key).await;
+        let response = match self.fs.put_object(req).await {
+            Ok(response) => {
+                previous.discard().await;
+                response
+            }
+            Err(error) => {
+                // s3s-fs checks Content-MD5 and the checksums after the file is in place.
+                previous.restore().await;
+                return Err(error);
+            }
+        };
         let (size, etag) = if key.ends_with('/') {
             (Some(0), Some(EMPTY_ETAG.to_owned()))
         } else {
@@ -155,15 +242,29 @@ impl S3 for Store {
         };
         // Released before announcing: a full queue must not keep readers of this key waiting.
         drop(guard);
-        self.announce(Upload { bucket, key, size, etag }).await;
+        self.announce(Upload {
+            bucket,
+            key,
+            size,
+            etag,
+        })
+        .await;
         Ok(response)
     }
 
-    async fn get_object(&self, req: S3Request<GetObjectInput>) -> S3Result<S3Response<GetObjectOutput>> {
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
         check_key(&req.input.key)?;
+        if names_another_version(req.input.version_id.as_deref()) {
+            return Err(no_such_version());
+        }
         // Held until the file is open and its ETag read, not while the body streams: an open
         // file keeps its bytes even if a new upload replaces it.
         let _guard = self.locks.lock(&req.input.bucket, &req.input.key).await;
+        self.check_not_folder(&req.input.bucket, &req.input.key)
+            .await?;
         let input = &req.input;
         let conditions = ReadConditions {
             if_match: input.if_match.as_ref(),
@@ -178,9 +279,17 @@ impl S3 for Store {
         self.fs.get_object(req).await
     }
 
-    async fn head_object(&self, req: S3Request<HeadObjectInput>) -> S3Result<S3Response<HeadObjectOutput>> {
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
         check_key(&req.input.key)?;
+        if names_another_version(req.input.version_id.as_deref()) {
+            return Err(no_such_version());
+        }
         let _guard = self.locks.lock(&req.input.bucket, &req.input.key).await;
+        self.check_not_folder(&req.input.bucket, &req.input.key)
+            .await?;
         let input = req.input.clone();
         let response = self.fs.head_object(req).await?;
         let conditions = ReadConditions {
@@ -189,11 +298,17 @@ impl S3 for Store {
             if_modified_since: input.if_modified_since.as_ref(),
             if_unmodified_since: input.if_unmodified_since.as_ref(),
         };
-        conditions.check(response.output.e_tag.as_ref(), response.output.last_modified.as_ref())?;
+        conditions.check(
+            response.output.e_tag.as_ref(),
+            response.output.last_modified.as_ref(),
+        )?;
         Ok(response)
     }
 
-    async fn delete_object(&self, req: S3Request<DeleteObjectInput>) -> S3Result<S3Response<DeleteObjectOutput>> {
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
         check_key(&req.input.key)?;
         if req.input.if_match_last_modified_time.is_some() {
             return Err(s3_error!(
@@ -204,8 +319,24 @@ impl S3 for Store {
         let bucket = req.input.bucket.clone();
         let key = req.input.key.clone();
         let _guard = self.locks.lock(&bucket, &key).await;
+        let conditional = req.input.if_match.is_some() || req.input.if_match_size.is_some();
+        if names_another_version(req.input.version_id.as_deref()) {
+            // As S3 for a version that does not exist: nothing to delete, and certainly not
+            // the current object.
+            if conditional {
+                return Err(no_such_version());
+            }
+            return Ok(S3Response::new(DeleteObjectOutput::default()));
+        }
+        if self.layout.is_folder(&bucket, &key).await {
+            // No object has this key; S3 answers 204, or 404 to a conditional delete.
+            if conditional {
+                return Err(s3_error!(NoSuchKey));
+            }
+            return Ok(S3Response::new(DeleteObjectOutput::default()));
+        }
 
-        if req.input.if_match.is_some() || req.input.if_match_size.is_some() {
+        if conditional {
             // As S3: a conditional delete of a missing object is 404, not the usual 204.
             let head = self.stat(&req, &bucket, &key).await?;
             if let Some(condition) = &req.input.if_match {
@@ -228,12 +359,15 @@ impl S3 for Store {
 
         let response = self.fs.delete_object(req).await?;
         if !key.ends_with('/') {
-            self.sidecars.forget_object(&bucket, &key).await;
+            self.layout.forget_object(&bucket, &key).await;
         }
         Ok(response)
     }
 
-    async fn delete_objects(&self, req: S3Request<DeleteObjectsInput>) -> S3Result<S3Response<DeleteObjectsOutput>> {
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
         let mut req = req;
         let bucket = req.input.bucket.clone();
         let requested = std::mem::take(&mut req.input.delete.objects);
@@ -243,6 +377,7 @@ impl S3 for Store {
             .await;
 
         let mut refused = Vec::new();
+        let mut absent = Vec::new();
         let mut allowed = Vec::with_capacity(requested.len());
         for object in requested {
             if let Err(error) = check_key(&object.key) {
@@ -258,20 +393,42 @@ impl S3 for Store {
                 ));
                 continue;
             }
-            if object.e_tag.is_some() || object.size.is_some() {
+            let conditional = object.e_tag.is_some() || object.size.is_some();
+            let folder = self.layout.is_folder(&bucket, &object.key).await;
+            if names_another_version(object.version_id.as_deref()) || folder {
+                if conditional {
+                    refused.push(delete_refusal(
+                        &object.key,
+                        S3ErrorCode::NoSuchKey,
+                        "the object (or that version of it) does not exist",
+                    ));
+                } else {
+                    absent.push(DeletedObject {
+                        key: Some(object.key),
+                        version_id: object.version_id,
+                        ..Default::default()
+                    });
+                }
+                continue;
+            }
+            if conditional {
                 let head = match self.stat(&req, &bucket, &object.key).await {
                     Ok(head) => head,
                     Err(error) => {
-                        let message = error.message().unwrap_or("the object does not exist").to_owned();
+                        let message = error
+                            .message()
+                            .unwrap_or("the object does not exist")
+                            .to_owned();
                         refused.push(delete_refusal(&object.key, error.code().clone(), &message));
                         continue;
                     }
                 };
-                let etag_ok = object
-                    .e_tag
-                    .as_ref()
-                    .is_none_or(|expected| head.e_tag.as_ref().is_some_and(|e| e.strong_cmp(expected)));
-                let size_ok = object.size.is_none_or(|size| head.content_length == Some(size));
+                let etag_ok = object.e_tag.as_ref().is_none_or(|expected| {
+                    head.e_tag.as_ref().is_some_and(|e| e.strong_cmp(expected))
+                });
+                let size_ok = object
+                    .size
+                    .is_none_or(|size| head.content_length == Some(size));
                 if !(etag_ok && size_ok) {
                     refused.push(delete_refusal(
                         &object.key,
@@ -288,31 +445,51 @@ impl S3 for Store {
         req.input.delete.objects = allowed;
         let mut response = self.fs.delete_objects(req).await?;
         for key in keys.iter().filter(|k| !k.ends_with('/')) {
-            self.sidecars.forget_object(&bucket, key).await;
+            self.layout.forget_object(&bucket, key).await;
+        }
+        if !absent.is_empty() {
+            response
+                .output
+                .deleted
+                .get_or_insert_with(Vec::new)
+                .extend(absent);
         }
         if !refused.is_empty() {
-            response.output.errors.get_or_insert_with(Vec::new).extend(refused);
+            response
+                .output
+                .errors
+                .get_or_insert_with(Vec::new)
+                .extend(refused);
         }
         Ok(response)
     }
 
-    async fn copy_object(&self, req: S3Request<CopyObjectInput>) -> S3Result<S3Response<CopyObjectOutput>> {
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
         check_key(&req.input.key)?;
-        let Some((src_bucket, src_key)) = copy_source_object(&req.input.copy_source) else {
+        let Some((src_bucket, src_key)) = copy_source_object(&req.input.copy_source)? else {
             return self.fs.copy_object(req).await;
         };
         check_key(src_key)?;
-        let mut ids = [
-            (src_bucket.to_owned(), src_key.to_owned()),
-            (req.input.bucket.clone(), req.input.key.clone()),
-        ];
-        ids.sort();
-        let _first = self.locks.lock(&ids[0].0, &ids[0].1).await;
-        let _second = if ids[0] == ids[1] {
+        // Both keys, in (bucket, key) order like every other multi-key lock, so none deadlock.
+        let source = (src_bucket, src_key);
+        let target = (req.input.bucket.as_str(), req.input.key.as_str());
+        let (first, second) = if source <= target {
+            (source, target)
+        } else {
+            (target, source)
+        };
+        let _first = self.locks.lock(first.0, first.1).await;
+        let _second = if first == second {
             None
         } else {
-            Some(self.locks.lock(&ids[1].0, &ids[1].1).await)
+            Some(self.locks.lock(second.0, second.1).await)
         };
+        self.check_not_folder(src_bucket, src_key).await?;
+        self.check_writable(&req.input.bucket, &req.input.key)
+            .await?;
         self.fs.copy_object(req).await
     }
 
@@ -321,23 +498,36 @@ impl S3 for Store {
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         check_key(&req.input.key)?;
+        // Checked again on completion; refusing now spares uploading every part first.
+        self.check_writable(&req.input.bucket, &req.input.key)
+            .await?;
         self.fs.create_multipart_upload(req).await
     }
 
-    async fn upload_part(&self, req: S3Request<UploadPartInput>) -> S3Result<S3Response<UploadPartOutput>> {
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
         self.fs.upload_part(req).await
     }
 
-    async fn upload_part_copy(&self, req: S3Request<UploadPartCopyInput>) -> S3Result<S3Response<UploadPartCopyOutput>> {
-        let Some((src_bucket, src_key)) = copy_source_object(&req.input.copy_source) else {
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        let Some((src_bucket, src_key)) = copy_source_object(&req.input.copy_source)? else {
             return self.fs.upload_part_copy(req).await;
         };
         check_key(src_key)?;
         let _guard = self.locks.lock(src_bucket, src_key).await;
+        self.check_not_folder(src_bucket, src_key).await?;
         self.fs.upload_part_copy(req).await
     }
 
-    async fn list_parts(&self, req: S3Request<ListPartsInput>) -> S3Result<S3Response<ListPartsOutput>> {
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
         self.fs.list_parts(req).await
     }
 
@@ -356,6 +546,7 @@ impl S3 for Store {
         let bucket = req.input.bucket.clone();
         let key = req.input.key.clone();
         let guard = self.locks.lock(&bucket, &key).await;
+        self.check_writable(&bucket, &key).await?;
         let head_req = sibling(&req, ());
         let mut response = self.fs.complete_multipart_upload(req).await?;
         // `s3s-fs` has finished the object when it returns and puts the result in a future that
@@ -366,7 +557,7 @@ impl S3 for Store {
         }
         let etag = response.output.e_tag.clone().map(ETag::into_value);
         if let Some(etag) = &etag {
-            if let Err(error) = self.sidecars.reset_internal_info(&bucket, &key, etag).await {
+            if let Err(error) = self.layout.reset_internal_info(&bucket, &key, etag).await {
                 tracing::warn!(%bucket, %key, %error, "could not clear the checksums the key's previous object left");
             }
         }
@@ -378,7 +569,13 @@ impl S3 for Store {
             }
         };
         drop(guard);
-        self.announce(Upload { bucket, key, size, etag }).await;
+        self.announce(Upload {
+            bucket,
+            key,
+            size,
+            etag,
+        })
+        .await;
         Ok(response)
     }
 
@@ -401,7 +598,7 @@ impl S3 for Store {
         }
 
         let mut uploads = self
-            .sidecars
+            .layout
             .pending_uploads(&input.bucket)
             .await
             .map_err(S3Error::internal_error)?;

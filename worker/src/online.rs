@@ -172,6 +172,9 @@ pub(crate) async fn serve(
         }
     }
     while running.join_next().await.is_some() {}
+    // Uploads that arrive from here on stay under their prefix, uncompressed; closing the
+    // queue first keeps an upload waiting for room in it from holding up the shutdown.
+    drop(uploads);
     server.shutdown().await;
     Ok(())
 }
