@@ -4,23 +4,34 @@
 //! share no code with the backends (the `zip`, `flate2`, `zstd`, `tar` and `brotli` crates'
 //! readers, and the `unzip`, `gzip`, `zstd`, `tar` and `brotli` command-line tools where
 //! installed). `tests/cli.rs` runs the real `s3-compressor` binary as a user would.
+//! `tests/worker_moto.rs` runs `compress` and `invoke` against a real S3 API ([`Moto`], a
+//! moto_server on 127.0.0.1), and `tests/worker_lambda.rs` runs the binary as a Lambda function
+//! behind cargo-lambda's Runtime API emulator ([`LambdaFunction`]).
+
+pub mod events;
+pub mod lambda;
+pub mod moto;
+pub mod process;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+
+pub use lambda::LambdaFunction;
+pub use moto::Moto;
 
 /// The workspace root, for the shipped files the tests read (`config/compressor.toml`).
 pub fn workspace_root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
-/// A command running the `s3-compressor` binary, built from the current sources first.
+/// The `s3-compressor` binary, built from the current sources first.
 ///
 /// Cargo only builds another package's binary for that package's own tests, so this asks cargo
-/// for it once per test run; without that, a test could run a stale binary.
-pub fn s3_compressor() -> Command {
+/// for it once per test process; without that, a test could run a stale binary.
+pub fn s3_compressor_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    let binary = BINARY.get_or_init(|| {
+    BINARY.get_or_init(|| {
         let build = escargot::CargoBuild::new()
             .manifest_path(workspace_root().join("Cargo.toml"))
             .package("s3-compressor")
@@ -31,8 +42,12 @@ pub fn s3_compressor() -> Command {
             Ok(run) => run.path().to_owned(),
             Err(error) => panic!("cannot build the s3-compressor binary: {error}"),
         }
-    });
-    let mut command = Command::new(binary);
+    })
+}
+
+/// A command running the `s3-compressor` binary, built from the current sources first.
+pub fn s3_compressor() -> Command {
+    let mut command = Command::new(s3_compressor_binary());
     // Tests say which config they mean; one from the developer's shell must not leak in.
     command.env_remove("S3_COMPRESSOR_CONFIG");
     command

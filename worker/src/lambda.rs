@@ -22,12 +22,10 @@ pub async fn run(handler: Handler) -> Result<(), lambda_runtime::Error> {
         let (response, totals) = handler.handle(&event.payload, deadline).await;
         // EMF lines go to stdout, where Lambda's log capture picks them up as they are.
         println!("{}", metrics_line(&totals, started.elapsed(), function));
-        response.map_err(|error| {
-            tracing::error!(%error, "invocation failed");
-            Diagnostic {
-                error_type: error.kind().to_owned(),
-                error_message: error.to_string(),
-            }
+        // lambda_runtime logs the failed invocation itself, at ERROR with the diagnostic.
+        response.map_err(|error| Diagnostic {
+            error_type: error.kind().to_owned(),
+            error_message: error.to_string(),
         })
     }))
     .await

@@ -15,8 +15,9 @@ const SOURCE_VERSION_ID: &str = "source-version-id";
 const SOURCE_ETAG: &str = "source-etag";
 const SOURCE_SIZE: &str = "source-size";
 
-/// S3 metadata travels in HTTP headers, which carry ASCII only: keys are percent-encoded.
-const METADATA_UNSAFE: &AsciiSet = &CONTROLS.add(b'%');
+/// S3 metadata travels in HTTP headers, which carry ASCII only and lose leading and trailing
+/// spaces: keys are percent-encoded, spaces included.
+const METADATA_UNSAFE: &AsciiSet = &CONTROLS.add(b'%').add(b' ');
 
 /// The object that was read, as far as later deliveries need to recognise it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,13 +114,14 @@ mod tests {
 
     #[test]
     fn unicode_and_percent_keys_survive_the_metadata_round_trip() {
-        let identity = SourceIdentity::of("incoming/日本/100% a+b.csv", &info(None, "e1"));
+        let identity = SourceIdentity::of("incoming/日本/100% a+b.csv ", &info(None, "e1"));
         let output = output_of(&identity);
-        assert!(output.metadata[SOURCE_KEY].is_ascii());
+        let recorded = &output.metadata[SOURCE_KEY];
+        assert!(recorded.is_ascii() && !recorded.contains(' '), "{recorded}");
         assert!(identity.made(&output));
         assert_eq!(
             source_key_of(&output).as_deref(),
-            Some("incoming/日本/100% a+b.csv")
+            Some("incoming/日本/100% a+b.csv ")
         );
     }
 

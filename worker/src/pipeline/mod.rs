@@ -15,7 +15,8 @@ use tokio::sync::mpsc;
 
 use crate::outcome::{Outcome, SourceFate};
 use crate::store::{
-    Download, ErrorClass, Location, ObjectInfo, ObjectStore, OutputSpec, StoreError, WriteCondition,
+    Deleted, Download, ErrorClass, Location, ObjectInfo, ObjectStore, OutputSpec, StoreError,
+    WriteCondition,
 };
 use crate::{Decision, Plan, Routes};
 use identity::SourceIdentity;
@@ -320,7 +321,8 @@ impl Worker {
             return Ok(SourceFate::Kept);
         };
         match self.store.delete(source, &condition).await {
-            Ok(()) => Ok(SourceFate::Deleted),
+            Ok(Deleted::Now) => Ok(SourceFate::Deleted),
+            Ok(Deleted::AlreadyGone) => Ok(SourceFate::AlreadyGone),
             Err(error) if error.is(ErrorClass::PreconditionFailed) => {
                 Ok(SourceFate::KeptNewerUpload)
             }

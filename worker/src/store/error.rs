@@ -3,7 +3,7 @@
 pub enum ErrorClass {
     NotFound,
     /// A conditional request's condition did not hold (412), or another conditional write won
-    /// the race (409).
+    /// the race (409 ConditionalRequestConflict).
     PreconditionFailed,
     /// Worth retrying later: throttling, 5xx, timeouts, connection failures.
     Transient,

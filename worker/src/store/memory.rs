@@ -7,8 +7,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::{
-    DeleteCondition, Download, ErrorClass, Location, ObjectInfo, ObjectStore, OutputSpec, Part,
-    StoreError, WriteCondition, Written,
+    DeleteCondition, Deleted, Download, ErrorClass, Location, ObjectInfo, ObjectStore, OutputSpec,
+    Part, StoreError, WriteCondition, Written,
 };
 
 #[derive(Debug, Clone)]
@@ -371,14 +371,14 @@ impl ObjectStore for MemoryStore {
         &self,
         location: &Location,
         condition: &DeleteCondition,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Deleted, StoreError> {
         self.check_failure("DeleteObject", location)?;
         let mut state = self.lock();
         let Some(versions) = state
             .objects
             .get_mut(&(location.bucket.clone(), location.key.clone()))
         else {
-            return Ok(());
+            return Ok(Deleted::AlreadyGone);
         };
         match condition {
             DeleteCondition::Version(id) => {
@@ -396,6 +396,6 @@ impl ObjectStore for MemoryStore {
                 versions.clear();
             }
         }
-        Ok(())
+        Ok(Deleted::Now)
     }
 }

@@ -99,6 +99,14 @@ pub enum DeleteCondition {
     Matches(String),
 }
 
+/// What a delete found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    Now,
+    /// Nothing was there any more: another delivery got to it first.
+    AlreadyGone,
+}
+
 /// The S3 calls the pipeline makes.
 #[async_trait::async_trait]
 pub trait ObjectStore: Send + Sync + std::fmt::Debug {
@@ -148,10 +156,10 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn abort_multipart(&self, location: &Location, upload_id: &str)
         -> Result<(), StoreError>;
 
-    /// Deletes under `condition`. An object that is already gone counts as deleted.
+    /// Deletes under `condition`. An object that is already gone is not an error.
     async fn delete(
         &self,
         location: &Location,
         condition: &DeleteCondition,
-    ) -> Result<(), StoreError>;
+    ) -> Result<Deleted, StoreError>;
 }

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::{
-    DeleteCondition, Download, ErrorClass, Location, ObjectInfo, ObjectStore, OutputSpec, Part,
-    StoreError, WriteCondition, Written,
+    DeleteCondition, Deleted, Download, ErrorClass, Location, ObjectInfo, ObjectStore, OutputSpec,
+    Part, StoreError, WriteCondition, Written,
 };
 
 #[derive(Debug, Clone)]
@@ -106,10 +106,16 @@ where
             let status = service_status(error);
             let code = service.err().code().unwrap_or("");
             let class = match (status, code) {
+                // A missing bucket is a deployment mistake, not an object that went away.
+                (_, "NoSuchBucket") => ErrorClass::Permanent,
                 (_, "NoSuchKey" | "NoSuchVersion" | "NotFound") | (Some(404), _) => {
                     ErrorClass::NotFound
                 }
-                (Some(412), _) | (_, "PreconditionFailed") => ErrorClass::PreconditionFailed,
+                // 409 ConditionalRequestConflict: another conditional write to the key won.
+                (Some(412), _)
+                | (_, "PreconditionFailed" | "ConditionalRequestConflict" | "OperationAborted") => {
+                    ErrorClass::PreconditionFailed
+                }
                 (_, "RequestTimeout" | "SlowDown" | "Throttling" | "ThrottlingException")
                 | (Some(408 | 409 | 429), _) => ErrorClass::Transient,
                 (Some(status), _) if status >= 500 => ErrorClass::Transient,
@@ -367,7 +373,7 @@ impl ObjectStore for S3Store {
         &self,
         location: &Location,
         condition: &DeleteCondition,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Deleted, StoreError> {
         let request = self
             .client
             .delete_object()
@@ -378,11 +384,11 @@ impl ObjectStore for S3Store {
             DeleteCondition::Matches(etag) => request.if_match(quoted(etag)),
         };
         match request.send().await {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(Deleted::Now),
             Err(error) => {
                 let error = classify(&error, "DeleteObject", location);
                 if error.is(ErrorClass::NotFound) {
-                    Ok(())
+                    Ok(Deleted::AlreadyGone)
                 } else {
                     Err(error)
                 }

@@ -1,0 +1,1167 @@
+//! The worker against a real S3 API (moto_server on 127.0.0.1), run as a user runs it:
+//! `s3-compressor compress s3://BUCKET/KEY` and `s3-compressor invoke --event FILE`.
+//!
+//! Every test starts its own moto_server (nextest runs each test in a process of its own) and
+//! judges by what a user of the bucket would see: listings, versions, metadata, the bytes the
+//! outputs decode to with the usual command-line tools, exit codes and the printed response.
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use s3_compressor_tests::events::{
+    fixture, percent_decode, s3_event, s3_record, sqs_batch, sqs_message, write_event,
+};
+use s3_compressor_tests::process::{run, Finished, Running, HANG_LIMIT};
+use s3_compressor_tests::Moto;
+use serde_json::{json, Value};
+
+const MIB: usize = 1024 * 1024;
+
+// ---------------------------------------------------------------------------------------------
+// Running the binary
+
+/// `s3-compressor invoke --event FILE` (plus `args`), with the event written to a file.
+fn invoke_with(moto: &Moto, event: &Value, args: &[&str]) -> Finished {
+    let path = write_event(moto.dir(), &format!("event-{}.json", unique()), event);
+    let mut command = moto.s3_compressor();
+    command.args(args).arg("invoke").arg("--event").arg(&path);
+    run(&mut command)
+}
+
+/// `invoke` that must succeed; its printed response.
+fn invoke(moto: &Moto, event: &Value) -> Value {
+    let finished = invoke_with(moto, event, &[]);
+    assert!(finished.success(), "invoke failed: {}", finished.describe());
+    response_of(&finished)
+}
+
+fn response_of(finished: &Finished) -> Value {
+    serde_json::from_str(&finished.stdout).unwrap_or_else(|error| {
+        panic!(
+            "invoke printed something that is not JSON ({error}): {}",
+            finished.describe()
+        )
+    })
+}
+
+/// `s3-compressor compress s3://BUCKET/KEY`.
+fn compress(moto: &Moto, bucket: &str, key: &str) -> Finished {
+    let mut command = moto.s3_compressor();
+    command.arg("compress").arg(format!("s3://{bucket}/{key}"));
+    run(&mut command)
+}
+
+/// `(key, outcome)` of each result of a direct (S3 or EventBridge) response.
+fn outcomes(response: &Value) -> Vec<(String, String)> {
+    response["results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no results in {response:#}"))
+        .iter()
+        .map(|result| {
+            (
+                result["key"].as_str().unwrap_or_default().to_owned(),
+                result["outcome"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Content and decoding
+
+/// CSV-like text: the kind of object the worker is mostly given.
+fn text(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 128);
+    out.extend_from_slice(b"id,customer,region,amount,status\n");
+    let mut row = seed;
+    while out.len() < len {
+        let line = format!(
+            "{row},customer-{:04},{},{}.{:02},{}\n",
+            row * 7919 % 9973,
+            ["eu-west-1", "us-east-1", "ap-south-1"][(row % 3) as usize],
+            row * 104_729 % 100_000,
+            row % 100,
+            if row % 17 == 0 { "refunded" } else { "paid" },
+        );
+        out.extend_from_slice(line.as_bytes());
+        row += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+/// splitmix64: fast, deterministic, incompressible.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        out.extend_from_slice(&splitmix(&mut state).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Runs a command-line tool on a file and returns its stdout; fails the test on an error.
+fn tool(program: &str, args: &[&str], file: &Path) -> Vec<u8> {
+    let output = Command::new(program)
+        .args(args)
+        .arg(file)
+        .env("LC_ALL", "C.UTF-8")
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {program}: {error}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?} {} failed: {}",
+        file.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+/// Downloads an output into the server's folder and returns the local path.
+fn download(moto: &Moto, bucket: &str, key: &str) -> PathBuf {
+    let path = moto.dir().join(format!("download-{}", unique()));
+    moto.download(bucket, key, &path);
+    path
+}
+
+/// The entry names and the content of a zip output, as `unzip` shows them.
+fn unzip(moto: &Moto, bucket: &str, key: &str) -> (Vec<String>, Vec<u8>) {
+    unzip_file(&download(moto, bucket, key))
+}
+
+/// [`unzip`] of bytes already downloaded.
+fn unzip_bytes(moto: &Moto, bytes: &[u8]) -> (Vec<String>, Vec<u8>) {
+    let path = moto.write_file(&format!("zip-{}", unique()), bytes);
+    unzip_file(&path)
+}
+
+fn unzip_file(path: &Path) -> (Vec<String>, Vec<u8>) {
+    let names = String::from_utf8(tool("unzip", &["-Z1"], path)).expect("UTF-8 names");
+    let content = tool("unzip", &["-p"], path);
+    (names.lines().map(str::to_owned).collect(), content)
+}
+
+/// The CRC-64/NVME of `bytes`, base64 as S3 reports it.
+fn crc64nvme(bytes: &[u8]) -> String {
+    let crc = crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, bytes);
+    base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
+}
+
+/// Checks what the output says about its source, and that its checksum is its content's.
+fn assert_made_from(moto: &Moto, bucket: &str, output: &str, source: &str, stored: &Stored) {
+    let head = moto
+        .head(bucket, output)
+        .unwrap_or_else(|| panic!("no output s3://{bucket}/{output}"));
+    let meta = |name: &str| head.metadata.get(name).cloned().unwrap_or_default();
+    assert_eq!(percent_decode(&meta("source-key")), source, "{head:#?}");
+    assert!(meta("source-key").is_ascii(), "{head:#?}");
+    assert_eq!(meta("source-etag"), stored.0.etag, "{head:#?}");
+    assert_eq!(meta("source-size"), stored.1.to_string(), "{head:#?}");
+    match &stored.0.version_id {
+        Some(version) => assert_eq!(&meta("source-version-id"), version, "{head:#?}"),
+        None => assert!(
+            !head.metadata.contains_key("source-version-id"),
+            "{head:#?}"
+        ),
+    }
+    let bytes = moto.get(bucket, output);
+    assert_eq!(
+        head.crc64nvme.as_deref(),
+        Some(crc64nvme(&bytes).as_str()),
+        "the output's stored CRC-64/NVME is its content's: {head:#?}"
+    );
+}
+
+/// What was uploaded: the write's answer and the size.
+struct Stored(s3_compressor_tests::moto::Stored, usize);
+
+fn put(moto: &Moto, bucket: &str, key: &str, body: &[u8]) -> Stored {
+    Stored(moto.put(bucket, key, body.to_vec()), body.len())
+}
+
+/// Makes a fixture's object the one uploaded: its version id, ETag and size (the fixtures'
+/// stand for objects of a real bucket), with the field names of `(etag, version id)`.
+fn describe(object: &mut Value, stored: &Stored, (etag, version_id): (&str, &str)) {
+    object[etag] = json!(stored.0.etag);
+    object["size"] = json!(stored.1);
+    object[version_id] = json!(stored.0.version_id.as_deref().expect("versioned"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys and event shapes
+
+#[test]
+fn keys_as_s3_encodes_them_land_decoded_and_unzip_to_the_original_name_and_bytes() {
+    let moto = Moto::start();
+    moto.create_bucket("keys");
+    let cases = [
+        (
+            "incoming/q1 report + appendix 100% final.csv",
+            "processed/q1 report + appendix 100% final.zip",
+        ),
+        (
+            "incoming/日本/データ 2024.csv",
+            "processed/日本/データ 2024.zip",
+        ),
+        (
+            "incoming/a/b/c/d/e/f/g/h/i/j/deep.log",
+            "processed/a/b/c/d/e/f/g/h/i/j/deep.zip",
+        ),
+        (
+            "incoming/%41 is not an escape.txt",
+            "processed/%41 is not an escape.zip",
+        ),
+        ("incoming/a+b=c&d (1).json", "processed/a+b=c&d (1).zip"),
+    ];
+    let mut stored = Vec::new();
+    for (index, (source, _)) in cases.iter().enumerate() {
+        stored.push(put(
+            &moto,
+            "keys",
+            source,
+            &text(10_000 + index, index as u64),
+        ));
+    }
+    let sources: Vec<&str> = cases.iter().map(|(source, _)| *source).collect();
+    let event = s3_event("keys", &sources);
+    // The event carries the keys as S3 writes them.
+    assert_eq!(
+        event["Records"][0]["s3"]["object"]["key"],
+        "incoming/q1+report+%2B+appendix+100%25+final.csv"
+    );
+    assert_eq!(
+        event["Records"][1]["s3"]["object"]["key"],
+        "incoming/%E6%97%A5%E6%9C%AC/%E3%83%87%E3%83%BC%E3%82%BF+2024.csv"
+    );
+
+    let response = invoke(&moto, &event);
+
+    let expected: Vec<(String, String)> = sources
+        .iter()
+        .map(|key| ((*key).to_owned(), "compressed".to_owned()))
+        .collect();
+    assert_eq!(outcomes(&response), expected, "{response:#}");
+    let mut outputs: Vec<String> = cases
+        .iter()
+        .map(|(_, output)| (*output).to_owned())
+        .collect();
+    outputs.sort();
+    assert_eq!(
+        moto.keys("keys"),
+        outputs,
+        "each output at its decoded key, every source deleted"
+    );
+    for (index, (source, output)) in cases.iter().enumerate() {
+        let (names, content) = unzip(&moto, "keys", output);
+        let base_name = source.rsplit('/').next().unwrap_or_default();
+        assert_eq!(names, [base_name], "the entry in {output}");
+        assert!(
+            content == text(10_000 + index, index as u64),
+            "{output} unzips to the bytes of {source}"
+        );
+        assert_made_from(&moto, "keys", output, source, &stored[index]);
+        let head = moto.head("keys", output).expect("output");
+        assert_eq!(head.content_type.as_deref(), Some("application/zip"));
+    }
+}
+
+#[test]
+fn several_records_in_one_event_each_get_a_result_and_an_empty_file_is_archived() {
+    let moto = Moto::start();
+    // The fixture's bucket; versioned, as its first record names a version.
+    moto.create_versioned_bucket("files");
+    let report = "incoming/teams/emea/finance/2024/q1/Q1 report + appendix 100% final.csv";
+    let empty = "incoming/日本/empty marker.txt";
+    let report_stored = put(&moto, "files", report, &text(52_311, 7));
+    let empty_stored = put(&moto, "files", empty, b"");
+    let mut event = fixture("s3-multi.json");
+    describe(
+        &mut event["Records"][0]["s3"]["object"],
+        &report_stored,
+        ("eTag", "versionId"),
+    );
+
+    let response = invoke(&moto, &event);
+
+    assert_eq!(
+        outcomes(&response),
+        [
+            (report.to_owned(), "compressed".to_owned()),
+            (empty.to_owned(), "compressed".to_owned()),
+            ("incoming/old draft.csv".to_owned(), "skipped".to_owned()),
+        ],
+        "{response:#}"
+    );
+    let deleted = &response["results"][2]["detail"];
+    assert!(
+        deleted
+            .as_str()
+            .is_some_and(|detail| detail.contains("ObjectRemoved:Delete")),
+        "{deleted}"
+    );
+    let report_output = "processed/teams/emea/finance/2024/q1/Q1 report + appendix 100% final.zip";
+    let empty_output = "processed/日本/empty marker.zip";
+    assert_eq!(
+        moto.keys("files"),
+        [report_output, empty_output],
+        "both outputs, no source left"
+    );
+    assert!(
+        moto.versions("files", "incoming/").is_empty(),
+        "the versions compressed are deleted, not hidden behind delete markers: {:?}",
+        moto.versions("files", "incoming/")
+    );
+
+    let (names, content) = unzip(&moto, "files", report_output);
+    assert_eq!(names, ["Q1 report + appendix 100% final.csv"]);
+    assert!(content == text(52_311, 7));
+    assert_made_from(&moto, "files", report_output, report, &report_stored);
+
+    let (names, content) = unzip(&moto, "files", empty_output);
+    assert_eq!(names, ["empty marker.txt"]);
+    assert!(content.is_empty(), "the empty file stays empty");
+    assert_made_from(&moto, "files", empty_output, empty, &empty_stored);
+}
+
+#[test]
+fn the_s3_test_event_is_acknowledged_and_changes_nothing() {
+    let moto = Moto::start();
+    moto.create_bucket("files");
+    put(&moto, "files", "incoming/waiting.csv", b"a,b\n1,2\n");
+
+    let response = invoke(&moto, &fixture("s3-test-event.json"));
+
+    assert_eq!(
+        response["status"], "s3:TestEvent acknowledged",
+        "{response:#}"
+    );
+    assert_eq!(moto.keys("files"), ["incoming/waiting.csv"]);
+}
+
+#[test]
+fn an_sqs_batch_lists_only_the_message_it_could_not_read() {
+    let moto = Moto::start();
+    moto.create_versioned_bucket("files");
+    let key = "incoming/batch/orders 2024-05-01.json";
+    let orders = br#"{"order":1,"total":12.5}
+{"order":2,"total":7}
+"#;
+    let stored = put(&moto, "files", key, orders);
+    // The fixture: an S3 notification, an S3 test event, and a body that is neither.
+    let mut batch = fixture("sqs-batch.json");
+    let mut body: Value = serde_json::from_str(
+        batch["Records"][0]["body"]
+            .as_str()
+            .expect("the first body is text"),
+    )
+    .expect("the first body is JSON");
+    describe(
+        &mut body["Records"][0]["s3"]["object"],
+        &stored,
+        ("eTag", "versionId"),
+    );
+    batch["Records"][0]["body"] = json!(body.to_string());
+
+    let response = invoke(&moto, &batch);
+
+    assert_eq!(
+        response,
+        json!({ "batchItemFailures": [{ "itemIdentifier": "c8f1b3a2-5d4e-4f60-9a7b-1e2d3c4b5a69" }] })
+    );
+    let output = "processed/batch/orders 2024-05-01.zip";
+    assert_eq!(moto.keys("files"), [output]);
+    let (names, content) = unzip(&moto, "files", output);
+    assert_eq!(names, ["orders 2024-05-01.json"]);
+    assert_eq!(content, orders);
+}
+
+#[test]
+fn an_sqs_message_carrying_an_sns_notification_is_compressed() {
+    let moto = Moto::start();
+    moto.create_bucket("files");
+    let key = "incoming/shared/Budget (2024) v3.xlsx";
+    let sheet = random(88_213, 3);
+    put(&moto, "files", key, &sheet);
+
+    let response = invoke(&moto, &fixture("sqs-sns.json"));
+
+    assert_eq!(response, json!({ "batchItemFailures": [] }));
+    let output = "processed/shared/Budget (2024) v3.zip";
+    assert_eq!(moto.keys("files"), [output]);
+    let (names, content) = unzip(&moto, "files", output);
+    assert_eq!(names, ["Budget (2024) v3.xlsx"]);
+    assert!(content == sheet);
+}
+
+#[test]
+fn a_batch_whose_object_failed_transiently_is_returned_to_the_queue() {
+    let mut moto = Moto::start();
+    moto.create_bucket("files");
+    let key = "incoming/later.csv";
+    put(&moto, "files", key, b"x\n");
+    let batch = sqs_batch(vec![
+        sqs_message("m-ok", &s3_event("files", &[key]).to_string()),
+        sqs_message("m-test", &fixture("s3-test-event.json").to_string()),
+    ]);
+    moto.stop();
+
+    let finished = invoke_with(&moto, &batch, &[]);
+
+    // The batch as a whole is answered: only the message whose object could not be read
+    // goes back to the queue.
+    assert!(finished.success(), "{}", finished.describe());
+    assert_eq!(
+        response_of(&finished),
+        json!({ "batchItemFailures": [{ "itemIdentifier": "m-ok" }] })
+    );
+}
+
+#[test]
+fn an_eventbridge_object_created_event_is_compressed_with_its_key_as_sent() {
+    let moto = Moto::start();
+    moto.create_versioned_bucket("files");
+    // EventBridge sends keys as they are: this `+` and `%` are in the key itself.
+    let key = "incoming/scans/March report+notes 50%.pdf";
+    let scan = random(183_004, 5);
+    let stored = put(&moto, "files", key, &scan);
+    let mut event = fixture("eventbridge-object-created.json");
+    describe(
+        &mut event["detail"]["object"],
+        &stored,
+        ("etag", "version-id"),
+    );
+
+    let response = invoke(&moto, &event);
+
+    assert_eq!(
+        outcomes(&response),
+        [(key.to_owned(), "compressed".to_owned())]
+    );
+    let output = "processed/scans/March report+notes 50%.zip";
+    assert_eq!(moto.keys("files"), [output]);
+    let (names, content) = unzip(&moto, "files", output);
+    assert_eq!(names, ["March report+notes 50%.pdf"]);
+    assert!(content == scan);
+    assert_made_from(&moto, "files", output, key, &stored);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deliveries: repeated, concurrent, overtaken by a newer upload
+
+#[test]
+fn a_repeated_delivery_is_already_done_and_writes_no_second_output() {
+    let moto = Moto::start();
+    moto.create_versioned_bucket("repeat");
+    let key = "incoming/daily/report.csv";
+    let stored = put(&moto, "repeat", key, &text(200_000, 1));
+    let version = stored.0.version_id.clone().expect("versioned");
+    let event = json!({ "Records": [s3_record("repeat", key, Some(&version))] });
+
+    let first = invoke(&moto, &event);
+    let second = invoke(&moto, &event);
+
+    assert_eq!(
+        outcomes(&first),
+        [(key.to_owned(), "compressed".to_owned())]
+    );
+    assert_eq!(
+        outcomes(&second),
+        [(key.to_owned(), "already_done".to_owned())],
+        "{second:#}"
+    );
+    let output = "processed/daily/report.zip";
+    let versions = moto.versions("repeat", "");
+    assert_eq!(
+        versions.iter().map(|v| v.key.as_str()).collect::<Vec<_>>(),
+        [output],
+        "one version of the output and nothing else: {versions:?}"
+    );
+    assert!(unzip(&moto, "repeat", output).1 == text(200_000, 1));
+
+    // `compress` on the same object again says the same, and exits 0.
+    let again = compress(&moto, "repeat", key);
+    assert!(again.success(), "{}", again.describe());
+    assert!(
+        again.stdout.starts_with(&format!(
+            "s3://repeat/{key}: already compressed to {output}"
+        )),
+        "{}",
+        again.describe()
+    );
+}
+
+#[test]
+fn concurrent_deliveries_of_one_event_make_one_output() {
+    let moto = Moto::start();
+    // Text makes an output of one PutObject, noise one of a multipart upload: both writes are
+    // conditional, and the loser of the race must find the winner's output.
+    for (bucket, versioned) in [("race-versioned", true), ("race-plain", false)] {
+        let content = if versioned {
+            moto.create_versioned_bucket(bucket);
+            text(12 * MIB, 11)
+        } else {
+            moto.create_bucket(bucket);
+            random(12 * MIB, 11)
+        };
+        let key = "incoming/big/export.csv";
+        let stored = put(&moto, bucket, key, &content);
+        let event = json!({
+            "Records": [s3_record(bucket, key, stored.0.version_id.as_deref())]
+        });
+        let path = write_event(moto.dir(), &format!("{bucket}.json"), &event);
+        let spawn = || {
+            let mut command = moto.s3_compressor();
+            command.arg("invoke").arg("--event").arg(&path);
+            Running::spawn(&mut command)
+        };
+
+        let (one, two) = (spawn(), spawn());
+        let (one, two) = (one.finish(HANG_LIMIT), two.finish(HANG_LIMIT));
+
+        let mut seen = Vec::new();
+        for finished in [&one, &two] {
+            assert!(finished.success(), "{bucket}: {}", finished.describe());
+            let response = response_of(finished);
+            let [(_, outcome)] = outcomes(&response)
+                .try_into()
+                .unwrap_or_else(|_| panic!("one result: {response:#}"));
+            seen.push(outcome);
+        }
+        seen.sort();
+        // Against S3 one conditional write wins and the other delivery finds its output
+        // (already_done). moto checks the condition and writes in two steps, so two writes at
+        // the same moment can both pass: then both say compressed, of identical outputs.
+        assert!(
+            seen == ["already_done", "compressed"] || seen == ["compressed", "compressed"],
+            "{bucket}: {seen:?}"
+        );
+        let output = "processed/big/export.zip";
+        assert_eq!(
+            moto.keys(bucket),
+            [output],
+            "{bucket}: one output, the source deleted"
+        );
+        assert!(unzip(&moto, bucket, output).1 == content, "{bucket}");
+        if versioned {
+            assert!(moto.versions(bucket, "incoming/").is_empty(), "{bucket}");
+            let version = stored.0.version_id.as_deref().unwrap_or_default();
+            for output_version in moto.versions(bucket, "processed/") {
+                let id = Some(output_version.version_id.as_str());
+                let head = moto.head_version(bucket, output, id).expect("that version");
+                assert_eq!(
+                    head.metadata.get("source-version-id").map(String::as_str),
+                    Some(version),
+                    "{bucket}: every output version is made from the delivered version"
+                );
+                let bytes = moto.get_version(bucket, output, id).expect("that version");
+                assert!(unzip_bytes(&moto, &bytes).1 == content, "{bucket}");
+            }
+        }
+        assert!(
+            moto.open_uploads(bucket).is_empty(),
+            "{bucket}: no upload left open"
+        );
+    }
+}
+
+#[test]
+fn an_older_version_named_by_the_event_is_compressed_while_the_newer_upload_stays() {
+    let moto = Moto::start();
+    moto.create_versioned_bucket("versions");
+    let key = "incoming/ledger.csv";
+    let v1 = put(&moto, "versions", key, &text(300_000, 100));
+    let v2 = put(&moto, "versions", key, &text(250_000, 200));
+    let v1_id = v1.0.version_id.clone().expect("versioned");
+    let v2_id = v2.0.version_id.clone().expect("versioned");
+
+    // The event for v1 arrives after v2 was uploaded.
+    let event = json!({ "Records": [s3_record("versions", key, Some(&v1_id))] });
+    let response = invoke(&moto, &event);
+
+    assert_eq!(
+        outcomes(&response),
+        [(key.to_owned(), "compressed".to_owned())]
+    );
+    let output = "processed/ledger.zip";
+    let sources: Vec<(String, bool)> = moto
+        .versions("versions", "incoming/")
+        .into_iter()
+        .map(|version| (version.version_id, version.is_latest))
+        .collect();
+    assert_eq!(
+        sources,
+        [(v2_id.clone(), true)],
+        "v1 deleted exactly, v2 current"
+    );
+    assert!(moto.get("versions", key) == text(250_000, 200), "v2 intact");
+    assert!(
+        unzip(&moto, "versions", output).1 == text(300_000, 100),
+        "the output is v1's content"
+    );
+    assert_made_from(&moto, "versions", output, key, &v1);
+
+    // v2's own event then replaces that output with v2's content.
+    let event = json!({ "Records": [s3_record("versions", key, Some(&v2_id))] });
+    let response = invoke(&moto, &event);
+    assert_eq!(
+        outcomes(&response),
+        [(key.to_owned(), "compressed".to_owned())]
+    );
+    assert!(unzip(&moto, "versions", output).1 == text(250_000, 200));
+    assert_made_from(&moto, "versions", output, key, &v2);
+    assert!(moto.versions("versions", "incoming/").is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nothing to do
+
+#[test]
+fn an_object_that_does_not_exist_is_skipped_and_nothing_is_written() {
+    let moto = Moto::start();
+    moto.create_bucket("empty");
+
+    let finished = compress(&moto, "empty", "incoming/never-uploaded.csv");
+    assert!(finished.success(), "{}", finished.describe());
+    assert!(
+        finished
+            .stdout
+            .starts_with("s3://empty/incoming/never-uploaded.csv: skipped"),
+        "{}",
+        finished.describe()
+    );
+
+    let response = invoke(&moto, &s3_event("empty", &["incoming/never-uploaded.csv"]));
+    assert_eq!(
+        outcomes(&response),
+        [(
+            "incoming/never-uploaded.csv".to_owned(),
+            "skipped".to_owned()
+        )]
+    );
+    assert!(moto.keys("empty").is_empty(), "{:?}", moto.keys("empty"));
+    assert!(moto.open_uploads("empty").is_empty());
+}
+
+#[test]
+fn keys_outside_the_rules_and_outputs_are_skipped_and_left_alone() {
+    let moto = Moto::start();
+    moto.create_bucket("others");
+    let elsewhere = text(5_000, 1);
+    let earlier_output = random(4_000, 2);
+    put(&moto, "others", "elsewhere/x.csv", &elsewhere);
+    put(&moto, "others", "processed/x.zip", &earlier_output);
+    put(&moto, "others", "incoming/folder/", b"");
+
+    for key in ["elsewhere/x.csv", "processed/x.zip", "incoming/folder/"] {
+        let finished = compress(&moto, "others", key);
+        assert!(finished.success(), "{key}: {}", finished.describe());
+        assert!(
+            finished
+                .stdout
+                .starts_with(&format!("s3://others/{key}: skipped")),
+            "{key}: {}",
+            finished.describe()
+        );
+    }
+    let response = invoke(
+        &moto,
+        &s3_event("others", &["elsewhere/x.csv", "processed/x.zip"]),
+    );
+    assert_eq!(
+        outcomes(&response),
+        [
+            ("elsewhere/x.csv".to_owned(), "skipped".to_owned()),
+            ("processed/x.zip".to_owned(), "skipped".to_owned()),
+        ]
+    );
+    assert_eq!(
+        moto.keys("others"),
+        ["elsewhere/x.csv", "incoming/folder/", "processed/x.zip"]
+    );
+    assert!(moto.get("others", "elsewhere/x.csv") == elsewhere);
+    assert!(moto.get("others", "processed/x.zip") == earlier_output);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Failures
+
+#[test]
+fn two_sources_with_one_output_key_fail_permanently_and_keep_the_second_source() {
+    let moto = Moto::start();
+    moto.create_bucket("clash");
+    let csv = text(40_000, 1);
+    let txt = text(30_000, 2);
+    let csv_stored = put(&moto, "clash", "incoming/report.csv", &csv);
+    put(&moto, "clash", "incoming/report.txt", &txt);
+
+    let first = invoke(&moto, &s3_event("clash", &["incoming/report.csv"]));
+    assert_eq!(
+        outcomes(&first),
+        [("incoming/report.csv".to_owned(), "compressed".to_owned())]
+    );
+    let output_before = moto.head("clash", "processed/report.zip").expect("output");
+
+    // A permanent failure is reported, not retried: the handler itself succeeds.
+    let second = invoke(&moto, &s3_event("clash", &["incoming/report.txt"]));
+    assert_eq!(
+        outcomes(&second),
+        [(
+            "incoming/report.txt".to_owned(),
+            "failed_permanent".to_owned()
+        )],
+        "{second:#}"
+    );
+    let detail = second["results"][0]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("processed/report.zip") && detail.contains("incoming/report.csv"),
+        "the detail names the output and where it came from: {detail}"
+    );
+
+    // `compress` says the same with its exit status.
+    let finished = compress(&moto, "clash", "incoming/report.txt");
+    assert_eq!(finished.status.code(), Some(1), "{}", finished.describe());
+    assert!(
+        finished
+            .stdout
+            .starts_with("s3://clash/incoming/report.txt: failed (not retried)"),
+        "{}",
+        finished.describe()
+    );
+
+    assert_eq!(
+        moto.keys("clash"),
+        ["incoming/report.txt", "processed/report.zip"]
+    );
+    assert!(
+        moto.get("clash", "incoming/report.txt") == txt,
+        "the second source kept"
+    );
+    let output_after = moto.head("clash", "processed/report.zip").expect("output");
+    assert_eq!(output_after, output_before, "the first output unchanged");
+    assert!(unzip(&moto, "clash", "processed/report.zip").1 == csv);
+    assert_made_from(
+        &moto,
+        "clash",
+        "processed/report.zip",
+        "incoming/report.csv",
+        &csv_stored,
+    );
+}
+
+#[test]
+fn an_s3_that_does_not_answer_fails_naming_the_operation_bucket_and_key() {
+    let mut moto = Moto::start();
+    moto.create_bucket("gone");
+    put(&moto, "gone", "incoming/report.csv", b"a,b\n");
+    moto.stop();
+
+    // Bounded by the harness: a hang fails the test instead of the CI job.
+    let finished = compress(&moto, "gone", "incoming/report.csv");
+
+    assert_eq!(finished.status.code(), Some(1), "{}", finished.describe());
+    let said = format!("{}{}", finished.stdout, finished.stderr);
+    assert!(
+        finished
+            .stdout
+            .starts_with("s3://gone/incoming/report.csv: failed (will be retried)"),
+        "{}",
+        finished.describe()
+    );
+    assert!(
+        said.contains("HeadObject s3://gone/processed/report.zip")
+            || said.contains("GetObject s3://gone/incoming/report.csv"),
+        "names the operation, bucket and key: {}",
+        finished.describe()
+    );
+
+    // Through `invoke`, a transient failure fails the handler (so Lambda retries).
+    let finished = invoke_with(&moto, &s3_event("gone", &["incoming/report.csv"]), &[]);
+    assert_eq!(finished.status.code(), Some(1), "{}", finished.describe());
+    assert!(
+        finished.stderr.contains("the handler failed")
+            && finished.stderr.contains("s3://gone/incoming/report.csv"),
+        "{}",
+        finished.describe()
+    );
+}
+
+#[test]
+fn a_key_ending_in_a_space_is_compressed() {
+    let moto = Moto::start();
+    moto.create_bucket("spaces");
+    let key = "incoming/notes ";
+    let stored = put(&moto, "spaces", key, b"remember the milk\n");
+
+    let finished = compress(&moto, "spaces", key);
+
+    assert!(finished.success(), "{}", finished.describe());
+    let output = "processed/notes .zip";
+    assert_eq!(moto.keys("spaces"), [output]);
+    assert_made_from(&moto, "spaces", output, key, &stored);
+}
+
+#[test]
+fn a_bucket_that_does_not_exist_is_a_failure_that_names_it() {
+    let moto = Moto::start();
+
+    let finished = compress(&moto, "no-such-bucket", "incoming/report.csv");
+
+    assert_eq!(finished.status.code(), Some(1), "{}", finished.describe());
+    assert!(
+        finished.stdout.contains("NoSuchBucket"),
+        "{}",
+        finished.describe()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Formats and sizes
+
+/// `(format, prefix name, output key, content type, decoder)` for every format.
+const FORMATS: [(&str, &str, &str, &str, &[&str]); 7] = [
+    (
+        "zip",
+        "zip",
+        "report.zip",
+        "application/zip",
+        &["unzip", "-p"],
+    ),
+    (
+        "gzip",
+        "gzip",
+        "report.csv.gz",
+        "application/gzip",
+        &["gzip", "-dc"],
+    ),
+    (
+        "zstd",
+        "zstd",
+        "report.csv.zst",
+        "application/zstd",
+        &["zstd", "-dc"],
+    ),
+    (
+        "tar",
+        "tar",
+        "report.tar",
+        "application/x-tar",
+        &["tar", "-xOf"],
+    ),
+    (
+        "tar.gz",
+        "targz",
+        "report.tar.gz",
+        "application/gzip",
+        &["tar", "-xzOf"],
+    ),
+    (
+        "tar.zst",
+        "tarzst",
+        "report.tar.zst",
+        "application/zstd",
+        &["tar", "--zstd", "-xOf"],
+    ),
+    (
+        "brotli",
+        "brotli",
+        "report.csv.br",
+        "application/x-brotli",
+        &["brotli", "-dc"],
+    ),
+];
+
+#[test]
+fn every_format_round_trips_through_its_command_line_decoder() {
+    let moto = Moto::start();
+    moto.create_bucket("formats");
+    let mut config = String::new();
+    for (format, name, ..) in FORMATS {
+        config.push_str(&format!(
+            "[[rule]]\nprefix = \"incoming/{name}/\"\noutput_prefix = \"processed/{name}/\"\nformat = \"{format}\"\n\n"
+        ));
+    }
+    let config = moto.write_file("formats.toml", config.as_bytes());
+    let mut sources = Vec::new();
+    for (index, (_, name, ..)) in FORMATS.iter().enumerate() {
+        let key = format!("incoming/{name}/report.csv");
+        put(&moto, "formats", &key, &text(MIB, index as u64 * 1000));
+        sources.push(key);
+    }
+    let keys: Vec<&str> = sources.iter().map(String::as_str).collect();
+
+    let finished = invoke_with(
+        &moto,
+        &s3_event("formats", &keys),
+        &["--config", &config.display().to_string()],
+    );
+
+    assert!(finished.success(), "{}", finished.describe());
+    let response = response_of(&finished);
+    assert!(
+        outcomes(&response)
+            .iter()
+            .all(|(_, outcome)| outcome == "compressed"),
+        "{response:#}"
+    );
+    let mut expected_keys: Vec<String> = FORMATS
+        .iter()
+        .map(|(_, name, output, ..)| format!("processed/{name}/{output}"))
+        .collect();
+    expected_keys.sort();
+    assert_eq!(moto.keys("formats"), expected_keys);
+    for (index, (format, name, output, content_type, decoder)) in FORMATS.iter().enumerate() {
+        let key = format!("processed/{name}/{output}");
+        let head = moto.head("formats", &key).expect("output");
+        assert_eq!(
+            head.content_type.as_deref(),
+            Some(*content_type),
+            "{format}"
+        );
+        assert!(
+            head.size < MIB as u64 / 2 || *format == "tar",
+            "{format} compresses text: {} bytes",
+            head.size
+        );
+        let path = download(&moto, "formats", &key);
+        let decoded = tool(decoder[0], &decoder[1..], &path);
+        assert!(
+            decoded == text(MIB, index as u64 * 1000),
+            "{format}: {key} decodes with {decoder:?} to the source's bytes"
+        );
+        if format.starts_with("tar") {
+            let list_flags: &[&str] = match *format {
+                "tar.gz" => &["-tzf"],
+                "tar.zst" => &["--zstd", "-tf"],
+                _ => &["-tf"],
+            };
+            let names = tool("tar", list_flags, &path);
+            assert_eq!(String::from_utf8_lossy(&names), "report.csv\n", "{format}");
+        }
+    }
+}
+
+#[test]
+fn an_output_larger_than_a_part_is_uploaded_in_parts_and_round_trips() {
+    let moto = Moto::start();
+    moto.create_bucket("large");
+    let key = "incoming/media/noise.bin";
+    // Incompressible: the zip is as large as the source, well over the 8 MiB part size.
+    let noise = random(20 * MIB + 12_345, 99);
+    let stored = put(&moto, "large", key, &noise);
+
+    let finished = compress(&moto, "large", key);
+
+    assert!(finished.success(), "{}", finished.describe());
+    assert!(
+        finished.stdout.starts_with(&format!(
+            "s3://large/{key}: compressed to processed/media/noise.zip"
+        )),
+        "{}",
+        finished.describe()
+    );
+    let output = "processed/media/noise.zip";
+    assert_eq!(moto.keys("large"), [output]);
+    let head = moto.head("large", output).expect("output");
+    assert!(head.size > 16 * MIB as u64, "{head:#?}");
+    assert!(head.etag.contains('-'), "uploaded in parts: {head:#?}");
+    assert_eq!(
+        head.checksum_type.as_deref(),
+        Some("FULL_OBJECT"),
+        "{head:#?}"
+    );
+    let (names, content) = unzip(&moto, "large", output);
+    assert_eq!(names, ["noise.bin"]);
+    assert!(content == noise, "byte-exact");
+    assert_made_from(&moto, "large", output, key, &stored);
+    assert!(moto.open_uploads("large").is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// A 1 GiB object in bounded memory
+
+const GIB: u64 = 1024 * 1024 * 1024;
+
+/// The most the worker's resident set may reach while compressing any object.
+const PEAK_RSS_LIMIT_KIB: u64 = 64 * 1024;
+
+/// JSON-lines-like text of exactly `len` bytes, generated as it is read: a 4 MiB block of
+/// varied lines, repeated (far beyond any codec window, so it compresses like fresh text).
+/// Keeps the CRC-32 of what it produced.
+struct Generated {
+    block: Vec<u8>,
+    offset: usize,
+    left: u64,
+    crc: crc32fast::Hasher,
+}
+
+impl Generated {
+    fn new(len: u64) -> Self {
+        let mut block = Vec::with_capacity(4 * MIB + 256);
+        let mut state = 42u64;
+        let mut line = 0u64;
+        while block.len() < 4 * MIB {
+            let r = splitmix(&mut state);
+            let entry = format!(
+                "{{\"ts\":\"2024-05-01T{:02}:{:02}:{:02}.{:03}Z\",\"level\":\"{}\",\"req\":\"{:016x}\",\
+                 \"path\":\"/api/v1/{}/{}\",\"status\":{},\"ms\":{},\"user\":\"u{:05}\"}}\n",
+                r % 24,
+                (r >> 8) % 60,
+                (r >> 16) % 60,
+                (r >> 24) % 1000,
+                ["INFO", "INFO", "INFO", "WARN", "ERROR"][((r >> 32) % 5) as usize],
+                splitmix(&mut state),
+                ["orders", "users", "carts", "search"][((r >> 36) % 4) as usize],
+                (r >> 40) % 100_000,
+                [200, 200, 201, 204, 404, 500][((r >> 44) % 6) as usize],
+                (r >> 48) % 2_000,
+                line % 50_000,
+            );
+            block.extend_from_slice(entry.as_bytes());
+            line += 1;
+        }
+        block.truncate(4 * MIB);
+        Self {
+            block,
+            offset: 0,
+            left: len,
+            crc: crc32fast::Hasher::new(),
+        }
+    }
+}
+
+impl Read for Generated {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = &self.block[self.offset..];
+        let n = buf
+            .len()
+            .min(available.len())
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        buf[..n].copy_from_slice(&available[..n]);
+        self.crc.update(&available[..n]);
+        self.offset = (self.offset + n) % self.block.len();
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Peak and current resident set of a running process, in KiB, from /proc.
+fn memory_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    Some((field("VmHWM:")?, field("VmRSS:")?))
+}
+
+/// Length and CRC-32 of what `unzip -p` writes, read as it streams.
+fn unzip_stream(path: &Path) -> (u64, u32) {
+    let mut child = Command::new("unzip")
+        .arg("-p")
+        .arg(path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("unzip runs");
+    let mut stdout = BufReader::with_capacity(MIB, child.stdout.take().expect("stdout"));
+    let mut crc = crc32fast::Hasher::new();
+    let mut len = 0u64;
+    loop {
+        let chunk = stdout.fill_buf().expect("read unzip's output");
+        if chunk.is_empty() {
+            break;
+        }
+        crc.update(chunk);
+        len += chunk.len() as u64;
+        let n = chunk.len();
+        stdout.consume(n);
+    }
+    let output = child.wait_with_output().expect("unzip finishes");
+    assert!(
+        output.status.success(),
+        "unzip -p: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (len, crc.finalize())
+}
+
+#[test]
+fn a_one_gib_object_is_compressed_in_bounded_memory() {
+    let moto = Moto::start();
+    moto.create_bucket("huge");
+    let key = "incoming/logs-2024-05-01.jsonl";
+    let started = Instant::now();
+    let mut source = Generated::new(GIB);
+    moto.put_in_parts("huge", key, &mut source, 16 * MIB);
+    let source_crc = source.crc.clone().finalize();
+    let uploaded_in = started.elapsed();
+
+    let started = Instant::now();
+    let mut command = moto.s3_compressor();
+    command.arg("compress").arg(format!("s3://huge/{key}"));
+    let mut running = Running::spawn(&mut command);
+    let pid = running.id();
+    let (mut peak, mut peak_rss) = (0, 0);
+    let deadline = Instant::now() + HANG_LIMIT;
+    let finished = loop {
+        if let Some((hwm, rss)) = memory_kib(pid) {
+            peak = peak.max(hwm);
+            peak_rss = peak_rss.max(rss);
+        }
+        if let Some(finished) = running.try_finish() {
+            break finished;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "compress did not finish within {HANG_LIMIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let compressed_in = started.elapsed();
+
+    assert!(finished.success(), "{}", finished.describe());
+    let output = "processed/logs-2024-05-01.zip";
+    assert_eq!(moto.keys("huge"), [output]);
+    let started = Instant::now();
+    let path = download(&moto, "huge", output);
+    let (len, crc) = unzip_stream(&path);
+    std::fs::remove_file(&path).expect("remove the download");
+    assert_eq!(
+        (len, crc),
+        (GIB, source_crc),
+        "the output unzips to the source"
+    );
+    let checked_in = started.elapsed();
+    eprintln!(
+        "1 GiB: uploaded in {uploaded_in:?}, compressed in {compressed_in:?} (peak RSS {} MiB \
+         by VmHWM, {} MiB sampled VmRSS), checked in {checked_in:?}",
+        peak / 1024,
+        peak_rss / 1024
+    );
+    assert!(
+        peak <= PEAK_RSS_LIMIT_KIB,
+        "the worker's peak RSS was {peak} KiB ({} MiB), over {} MiB",
+        peak / 1024,
+        PEAK_RSS_LIMIT_KIB / 1024
+    );
+}
