@@ -6,7 +6,8 @@
 //! installed). `tests/cli.rs` runs the real `s3-compressor` binary as a user would.
 //! `tests/worker_moto.rs` runs `compress` and `invoke` against a real S3 API ([`Moto`], a
 //! moto_server on 127.0.0.1), and `tests/worker_lambda.rs` runs the binary as a Lambda function
-//! behind cargo-lambda's Runtime API emulator ([`LambdaFunction`]).
+//! behind cargo-lambda's Runtime API emulator ([`LambdaFunction`]). `tests/worker_serve.rs`
+//! runs `s3-compressor serve` and uploads to it with the AWS CLI.
 
 pub mod events;
 pub mod lambda;

@@ -1,0 +1,269 @@
+//! `s3-compressor serve` as a user runs it: the embedded endpoint, the AWS CLI uploading to it,
+//! the compressed objects appearing, and Ctrl-C stopping it.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use s3_compressor_tests::process::{free_port, run, Finished, Running};
+use s3_compressor_tests::{s3_compressor, workspace_root};
+
+const BUCKET: &str = "files";
+const ACCESS_KEY: &str = "serve-test";
+const SECRET_KEY: &str = "serve-test-secret";
+
+/// A running `serve` with its own data folder.
+struct Serve {
+    process: Option<Running>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Serve {
+    fn start(config: Option<&Path>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut command = s3_compressor();
+        command
+            .arg("serve")
+            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .arg("--data")
+            .arg(dir.path().join("data"))
+            .args(["--bucket", BUCKET])
+            .env("S3_COMPRESSOR_ACCESS_KEY", ACCESS_KEY)
+            .env("S3_COMPRESSOR_SECRET_KEY", SECRET_KEY);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let mut process = Running::spawn(&mut command);
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
+            if let Some(finished) = process.try_finish() {
+                panic!("serve exited before listening:\n{}", finished.describe());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve did not listen on {address}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            process: Some(process),
+            port,
+            dir,
+        }
+    }
+
+    /// The AWS CLI, configured as `serve` tells its user to.
+    fn aws(&self) -> Command {
+        let mut command = Command::new("aws");
+        command
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env(
+                "AWS_ENDPOINT_URL",
+                format!("http://127.0.0.1:{}", self.port),
+            )
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+        command
+    }
+
+    fn upload(&self, file: &Path, key: &str) {
+        let finished = run(self
+            .aws()
+            .args(["s3", "cp", "--only-show-errors"])
+            .arg(file)
+            .arg(format!("s3://{BUCKET}/{key}")));
+        assert!(finished.success(), "aws s3 cp: {}", finished.describe());
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let finished = run(self.aws().args([
+            "s3api",
+            "list-objects-v2",
+            "--bucket",
+            BUCKET,
+            "--query",
+            "Contents[].Key",
+            "--output",
+            "json",
+        ]));
+        assert!(finished.success(), "list: {}", finished.describe());
+        let keys: Option<Vec<String>> = serde_json::from_str(&finished.stdout).unwrap();
+        let mut keys = keys.unwrap_or_default();
+        keys.sort();
+        keys
+    }
+
+    /// Waits until the bucket holds exactly `expected`: compression runs after the upload
+    /// returns, so the test watches as a user would.
+    fn wait_for_keys(&self, expected: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let keys = self.keys();
+            if keys == expected {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the bucket holds {keys:?}, expected {expected:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn download(&self, key: &str) -> PathBuf {
+        let path = self.dir.path().join(key.replace('/', "_"));
+        let finished = run(self
+            .aws()
+            .args(["s3", "cp", "--only-show-errors"])
+            .arg(format!("s3://{BUCKET}/{key}"))
+            .arg(&path));
+        assert!(finished.success(), "download: {}", finished.describe());
+        path
+    }
+
+    /// Ctrl-C, as a user stops it.
+    fn interrupt(mut self) -> Finished {
+        let process = self.process.take().unwrap();
+        let sent = Command::new("kill")
+            .args(["-INT", &process.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        process.finish(Duration::from_secs(60))
+    }
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn unzip(path: &Path) -> Vec<u8> {
+    let finished = Command::new("unzip").arg("-p").arg(path).output().unwrap();
+    assert!(finished.status.success(), "unzip -p {}", path.display());
+    finished.stdout
+}
+
+fn text(lines: usize) -> Vec<u8> {
+    (0..lines)
+        .map(|n| format!("{{\"line\":{n},\"level\":\"info\",\"msg\":\"request served\"}}\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+#[test]
+fn an_upload_from_the_aws_cli_comes_out_zipped_and_ctrl_c_stops_cleanly() {
+    let serve = Serve::start(None);
+    let original = text(20_000);
+    let file = write(serve.dir.path(), "report.csv", &original);
+    serve.upload(&file, "incoming/report.csv");
+
+    serve.wait_for_keys(&["processed/report.zip"]);
+    let zip = serve.download("processed/report.zip");
+    assert_eq!(unzip(&zip), original);
+    let listing = Command::new("unzip").arg("-Z1").arg(&zip).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&listing.stdout).trim(),
+        "report.csv"
+    );
+
+    let port = serve.port;
+    let finished = serve.interrupt();
+    assert!(finished.success(), "{}", finished.describe());
+    // What the user pastes into a shell.
+    for line in [
+        format!("export AWS_ACCESS_KEY_ID={ACCESS_KEY}"),
+        format!("export AWS_SECRET_ACCESS_KEY={SECRET_KEY}"),
+        format!("export AWS_ENDPOINT_URL=http://127.0.0.1:{port}"),
+    ] {
+        assert!(finished.stdout.contains(&line), "{}", finished.describe());
+    }
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the port is closed after Ctrl-C"
+    );
+}
+
+#[test]
+fn awkward_keys_empty_files_and_multipart_uploads_are_all_compressed() {
+    let serve = Serve::start(None);
+    let small = write(serve.dir.path(), "small", b"a,b\n1,2\n");
+    let empty = write(serve.dir.path(), "empty", b"");
+    // Random bytes over the CLI's 8 MiB threshold: uploaded in parts, compressed in parts.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let noise: Vec<u8> = (0..20 * 1024 * 1024)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let big = write(serve.dir.path(), "big", &noise);
+
+    serve.upload(&small, "incoming/a b+c/100% 日本.csv");
+    serve.upload(&empty, "incoming/deep/er/still/empty.txt");
+    serve.upload(&big, "incoming/noise.bin");
+
+    serve.wait_for_keys(&[
+        "processed/a b+c/100% 日本.zip",
+        "processed/deep/er/still/empty.zip",
+        "processed/noise.zip",
+    ]);
+    assert_eq!(
+        unzip(&serve.download("processed/a b+c/100% 日本.zip")),
+        b"a,b\n1,2\n"
+    );
+    assert!(unzip(&serve.download("processed/deep/er/still/empty.zip")).is_empty());
+    assert!(unzip(&serve.download("processed/noise.zip")) == noise);
+    assert!(serve.interrupt().success());
+}
+
+#[test]
+fn serve_follows_the_config_it_is_given() {
+    let config = workspace_root().join("config/compressor.toml");
+    let serve = Serve::start(Some(&config));
+    let original = text(1000);
+    let file = write(serve.dir.path(), "app.log", &original);
+    serve.upload(&file, "incoming/logs/app.log");
+    // Outside every rule's prefix: stays as it is.
+    serve.upload(&file, "elsewhere/app.log");
+
+    serve.wait_for_keys(&["elsewhere/app.log", "processed/logs/app.log.gz"]);
+    let gz = serve.download("processed/logs/app.log.gz");
+    let decoded = Command::new("gzip").arg("-dc").arg(&gz).output().unwrap();
+    assert!(decoded.status.success());
+    assert_eq!(decoded.stdout, original);
+    assert!(serve.interrupt().success());
+}
+
+#[test]
+fn a_bad_config_stops_serve_before_it_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "bad.toml",
+        b"[[rule]]\nprefix = \"incoming/\"\noutput_prefix = \"incoming/done/\"\n",
+    );
+    let port = free_port();
+    let finished = run(s3_compressor()
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}")])
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&config));
+    assert!(!finished.success(), "{}", finished.describe());
+    assert!(
+        finished.stderr.contains("bad.toml:3:"),
+        "{}",
+        finished.describe()
+    );
+    assert!(!dir.path().join("data").exists(), "nothing was served");
+}
