@@ -1,0 +1,470 @@
+#!/usr/bin/env bash
+# Deploys s3-compressor to AWS: the VPC and bucket (stack file-compression-infra), the image in
+# ECR and the function behind its `live` alias (stack file-compression-lambda), and the bucket
+# notifications for every source prefix of config/compressor.toml.
+#
+#   ./cloudformation/deploy.sh [--region REGION] [--image-uri URI] [--yes]
+#
+# Safe to run again: what did not change is left alone, and a new function version is
+# published (and `live` moved to it) only when the image changed. The config is baked into the
+# image, so editing config/compressor.toml and running this again changes the rules, the
+# trigger and the permissions together.
+set -euo pipefail
+
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+IMAGE_URI=
+CONFIG=$ROOT/config/compressor.toml
+CONFIG_GIVEN=false
+# DEPLOY_WITHOUT_ALIAS=1 is for local AWS stand-ins without AWS::Lambda::Alias (moto_server):
+# the function is deployed without `live` and the notifications aim at the function itself.
+WITHOUT_ALIAS=${DEPLOY_WITHOUT_ALIAS:-0}
+# Template parameters, all passed on every run so that the script says what is deployed (and
+# no value is left to UsePreviousValue, which moto_server mishandles).
+VPC_CIDR=${VPC_CIDR:-10.0.0.0/16}
+PRIVATE_SUBNET1_CIDR=${PRIVATE_SUBNET1_CIDR:-10.0.1.0/24}
+PRIVATE_SUBNET2_CIDR=${PRIVATE_SUBNET2_CIDR:-10.0.2.0/24}
+NONCURRENT_VERSION_DAYS=${NONCURRENT_VERSION_DAYS:-30}
+LOG_RETENTION_DAYS=${LOG_RETENTION_DAYS:-30}
+# Each prefix list has this many slots in lambda-template.yaml's IAM policy.
+readonly MAX_PREFIXES=5
+
+usage() {
+    cat <<EOF
+Usage: $0 [--region REGION] [--image-uri URI [--config PATH]] [--yes]
+
+Builds the s3-compressor image, pushes it to ECR and deploys the stacks $INFRA_STACK and
+$LAMBDA_STACK. Running it again changes only what changed.
+
+  --region REGION   AWS region (default: \$AWS_REGION, \$AWS_DEFAULT_REGION, else us-east-1)
+  --image-uri URI   deploy this image instead of building one (an ECR image of the same
+                    region, single-arch linux/amd64; REGISTRY/REPO:TAG or REGISTRY/REPO@DIGEST).
+                    Needs no Docker. The trigger and permissions still come from the local
+                    config/compressor.toml, which must be the one in the image.
+  --config PATH     with --image-uri: the config baked into that image, if it is not
+                    config/compressor.toml (a built image always has config/compressor.toml)
+  --yes             do not ask before deploying
+  -h, --help        this help
+
+Settings from the environment (defaults in brackets): VPC_CIDR [10.0.0.0/16],
+PRIVATE_SUBNET1_CIDR [10.0.1.0/24], PRIVATE_SUBNET2_CIDR [10.0.2.0/24],
+NONCURRENT_VERSION_DAYS [30] (days S3 keeps overwritten or deleted versions),
+LOG_RETENTION_DAYS [30] (days the function's logs are kept).
+
+Needs the AWS CLI with credentials; to build the image also Docker (with buildx), Rust
+(cargo, rustup target $MUSL_TARGET) and musl-tools, on Linux x86_64.
+EOF
+}
+
+while (($#)); do
+    case $1 in
+        --region) REGION=${2:?--region needs a value}; shift 2 ;;
+        --region=*) REGION=${1#*=}; shift ;;
+        --image-uri) IMAGE_URI=${2:?--image-uri needs a value}; shift 2 ;;
+        --image-uri=*) IMAGE_URI=${1#*=}; shift ;;
+        --config) CONFIG=${2:?--config needs a value}; CONFIG_GIVEN=true; shift 2 ;;
+        --config=*) CONFIG=${1#*=}; CONFIG_GIVEN=true; shift ;;
+        --yes | -y) YES=true; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) usage >&2; die "unknown argument: $1" ;;
+    esac
+done
+
+# ---------------------------------------------------------------------------------------------
+# Prerequisites
+
+check_prerequisites() {
+    need aws "Install the AWS CLI: https://docs.aws.amazon.com/cli/latest/userguide/getting-started-install.html"
+    [[ -f $CONFIG ]] || die "no config at $CONFIG"
+    if [[ -n $IMAGE_URI ]]; then
+        return
+    fi
+    [[ $CONFIG_GIVEN == false ]] ||
+        die "--config goes with --image-uri; the image built here bakes in config/compressor.toml."
+    [[ $(uname -s) == Linux && $(uname -m) == x86_64 ]] ||
+        die "building the image needs Linux on x86_64 (this is $(uname -s) $(uname -m))." \
+            "Build it on such a machine (or in CI) and deploy it with --image-uri URI."
+    need docker "Install Docker: https://docs.docker.com/get-docker/ (or deploy a prebuilt image with --image-uri)."
+    docker buildx version >/dev/null 2>&1 ||
+        die "docker buildx is missing; it is what understands --provenance=false." \
+            "Install the Docker buildx plugin (Docker Desktop and docker-ce include it)."
+    docker info >/dev/null 2>&1 ||
+        die "cannot talk to the Docker daemon ('docker info' failed)." \
+            "Start Docker, or make sure your user may use it (the docker group)."
+    need cargo "Install Rust: https://rustup.rs"
+    if command -v rustup >/dev/null 2>&1; then
+        rustup target list --installed | grep -qx "$MUSL_TARGET" ||
+            die "the Rust target $MUSL_TARGET is not installed." \
+                "Run: rustup target add $MUSL_TARGET"
+    fi
+    need musl-gcc "Install musl-tools (aws-lc-rs compiles C for the musl target): sudo apt-get install -y musl-tools"
+}
+
+# ---------------------------------------------------------------------------------------------
+# The config: which prefixes the trigger and the role need
+
+# Lines "SOURCE OUTPUT", one per rule, as the binary itself reads config/compressor.toml.
+config_rules() {
+    local bin=${S3_COMPRESSOR_BIN:-}
+    if [[ -z $bin ]]; then
+        if [[ -z $IMAGE_URI ]]; then
+            bin=$ROOT/target/$MUSL_TARGET/release/s3-compressor
+        else
+            command -v cargo >/dev/null 2>&1 ||
+                die "reading $CONFIG needs the s3-compressor binary." \
+                    "Install Rust (https://rustup.rs), or set S3_COMPRESSOR_BIN to a built binary."
+            (cd "$ROOT" && cargo build --quiet --release -p s3-compressor) >&2
+            bin=$ROOT/target/release/s3-compressor
+        fi
+    fi
+    local report
+    report=$("$bin" check-config "$CONFIG") ||
+        die "$CONFIG is not valid (see above); fix it before deploying."
+    # The table's rows: SOURCE  -> OUTPUT  FORMAT  ...
+    awk '$2 == "->" { print $1, $3 }' <<<"$report"
+}
+
+# The prefixes that are not inside another one of the list (incoming/ covers incoming/logs/):
+# S3 rejects overlapping notification filters, and a policy on the outer prefix covers the
+# inner ones.
+outermost() {
+    sort -u | awk '{ for (i = 1; i <= n; i++) if (index($0, kept[i]) == 1) next; kept[++n] = $0; print }'
+}
+
+read_config() {
+    local rules
+    rules=$(config_rules)
+    [[ -n $rules ]] || die "found no rules in $CONFIG"
+    SOURCE_PREFIXES=$(awk '{ print $1 }' <<<"$rules" | outermost)
+    OUTPUT_PREFIXES=$(awk '{ print $2 }' <<<"$rules" | outermost)
+    local list
+    for list in "$SOURCE_PREFIXES" "$OUTPUT_PREFIXES"; do
+        (($(wc -l <<<"$list") <= MAX_PREFIXES)) ||
+            die "the config has more than $MAX_PREFIXES top-level prefixes: $(tr '\n' ' ' <<<"$list")" \
+                "lambda-template.yaml has $MAX_PREFIXES slots; group them under fewer folders, or add slots."
+        [[ $list != *,* ]] || die "a prefix contains a comma, which CloudFormation lists cannot carry: $list"
+    done
+    note "source prefixes (trigger, read and delete): $(tr '\n' ' ' <<<"$SOURCE_PREFIXES")"
+    note "output prefixes (write and verify):         $(tr '\n' ' ' <<<"$OUTPUT_PREFIXES")"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Stacks
+
+# `deploy_stack STACK TEMPLATE KEY=VALUE...`: creates or updates, and waits. A new stack is
+# made with create-stack and an existing one updated with `deploy` (a change set, nothing
+# done when nothing changed); local stand-ins such as moto_server keep a new stack's outputs
+# only with create-stack.
+deploy_stack() {
+    local stack=$1 template=$2
+    shift 2
+    local status
+    status=$(stack_status "$stack")
+    case $status in
+        ROLLBACK_COMPLETE)
+            note "$stack failed to create earlier; deleting it to create it again"
+            awsr cloudformation delete-stack --stack-name "$stack"
+            awsr cloudformation wait stack-delete-complete --stack-name "$stack"
+            status=NONE
+            ;;
+        *_IN_PROGRESS)
+            die "$stack is busy ($status)." "Wait until it is done (see the CloudFormation console), then run this again."
+            ;;
+    esac
+
+    if [[ $status == NONE ]]; then
+        local parameters='[' separator='' pair
+        for pair in "$@"; do
+            parameters+="$separator{\"ParameterKey\":$(json_string "${pair%%=*}"),\"ParameterValue\":$(json_string "${pair#*=}")}"
+            separator=,
+        done
+        parameters+=']'
+        note "creating stack $stack"
+        if ! awsr cloudformation create-stack --stack-name "$stack" \
+            --template-body "file://$template" --parameters "$parameters" \
+            --capabilities CAPABILITY_IAM --output text >/dev/null ||
+            ! awsr cloudformation wait stack-create-complete --stack-name "$stack"; then
+            stack_failures "$stack"
+            die "creating stack $stack failed (reasons above)." \
+                "Fix the cause, then run this again: a stack that failed to create is deleted and made anew."
+        fi
+    elif stack_is_current "$stack" "$template" "$@"; then
+        note "$stack: unchanged (same template and parameters)"
+    else
+        note "updating stack $stack ($status)"
+        local out
+        if ! out=$(awsr cloudformation deploy --stack-name "$stack" --template-file "$template" \
+            --parameter-overrides "$@" --capabilities CAPABILITY_IAM \
+            --no-fail-on-empty-changeset 2>&1); then
+            # moto_server refuses an empty change set instead of creating one that AWS marks
+            # as "didn't contain changes" (which --no-fail-on-empty-changeset accepts).
+            if [[ $out == *"No updates are to be performed"* ]]; then
+                note "$stack: unchanged"
+                return
+            fi
+            printf '%s\n' "$out" >&2
+            stack_failures "$stack"
+            die "updating stack $stack failed (reasons above); CloudFormation rolled it back."
+        fi
+        printf '%s\n' "$out" >&2
+    fi
+}
+
+# `stack_is_current STACK TEMPLATE KEY=VALUE...`: whether the stack already has this template
+# and these parameter values; then there is nothing to deploy (and no change set to make, which
+# some stand-ins, moto_server among them, answer with an error).
+stack_is_current() {
+    local stack=$1 template=$2
+    shift 2
+    local deployed
+    deployed=$(awsr cloudformation get-template --stack-name "$stack" --query TemplateBody \
+        --output text 2>/dev/null) || return 1
+    [[ $deployed == "$(<"$template")" ]] || return 1
+    local current pair
+    current=$(awsr cloudformation describe-stacks --stack-name "$stack" --output text \
+        --query 'Stacks[0].Parameters[].[ParameterKey, ParameterValue]') || return 1
+    # moto_server lists a CommaDelimitedList value as a Python list, ['a/', 'b/']; AWS as a/,b/.
+    current=$(sed -E "/\t\[.*\]\$/{s/\t\[/\t/; s/\]\$//; s/', '/,/g; s/'//g}" <<<"$current")
+    for pair in "$@"; do
+        # An empty value is listed as "None" by the text output.
+        local value=${pair#*=}
+        grep -qxF "${pair%%=*}"$'\t'"${value:-None}" <<<"$current" || return 1
+    done
+}
+
+lambda_parameters() {
+    printf '%s\n' \
+        "InfraStackName=$INFRA_STACK" \
+        "LambdaImageUri=$1" \
+        "SourcePrefixes=$(paste -sd, <<<"$SOURCE_PREFIXES")" \
+        "OutputPrefixes=$(paste -sd, <<<"$OUTPUT_PREFIXES")" \
+        "LogRetentionDays=$LOG_RETENTION_DAYS" \
+        "EnableAlias=$([[ $WITHOUT_ALIAS == 1 ]] && echo false || echo true)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# The image
+
+# `image_details REPOSITORY_URI REFERENCE`: "DIGEST MEDIA-TYPE" of an image in ECR (REFERENCE
+# is :TAG or @DIGEST), or nothing if there is no such image.
+image_details() {
+    local host=${1%%/*} repository=${1#*/} reference=$2 id
+    local registry=${host%%.*}
+    case $reference in
+        @*) id="imageDigest=${reference#@}" ;;
+        :*) id="imageTag=${reference#:}" ;;
+    esac
+    awsr ecr describe-images --registry-id "$registry" --repository-name "$repository" \
+        --image-ids "$id" --query 'imageDetails[0].[imageDigest, imageManifestMediaType]' \
+        --output text 2>/dev/null || true
+}
+
+# Stops with advice unless the image is one that Lambda runs: a single image manifest, not an
+# index (which BuildKit pushes for multi-platform builds or with provenance attestations).
+check_manifest() {
+    local uri=$1 media_type=$2
+    case $media_type in
+        application/vnd.docker.distribution.manifest.v2+json | application/vnd.oci.image.manifest.v1+json)
+            note "manifest: $media_type (a single image, as Lambda needs)"
+            ;;
+        application/vnd.oci.image.index.v1+json | application/vnd.docker.distribution.manifest.list.v2+json)
+            die "$uri is an image index ($media_type); Lambda does not support image indexes." \
+                "Rebuild it as one linux/amd64 image without attestations and push it again:" \
+                "  docker build --platform linux/amd64 --provenance=false --sbom=false -t IMAGE ." \
+                "(BuildKit adds a provenance attestation by default, which turns the push into an index;" \
+                " 'docker buildx imagetools inspect IMAGE' shows what a tag points to.)"
+            ;;
+        *)
+            die "$uri has the manifest media type '$media_type', which Lambda does not run." \
+                "Push a single-arch linux/amd64 image (docker build --platform linux/amd64 --provenance=false)."
+            ;;
+    esac
+}
+
+# Builds the image around the binary main built, and pushes it unless ECR has it already.
+# Prints the image's URI by digest.
+build_and_push() {
+    local repository_uri=$1
+    # The binary's TLS client needs CA certificates to reach S3; the image is empty otherwise.
+    local bundle=${CA_BUNDLE:-} candidate
+    if [[ -z $bundle ]]; then
+        for candidate in /etc/ssl/certs/ca-certificates.crt /etc/pki/tls/certs/ca-bundle.crt /etc/ssl/cert.pem; do
+            if [[ -s $candidate ]]; then bundle=$candidate; break; fi
+        done
+    fi
+    [[ -n $bundle && -s $bundle ]] ||
+        die "found no CA certificate bundle to put in the image." \
+            "Install ca-certificates (apt-get install ca-certificates), or set CA_BUNDLE=/path/to/bundle.pem."
+    mkdir -p "$ROOT/target/lambda-image"
+    cp "$bundle" "$ROOT/target/lambda-image/ca-certificates.crt"
+
+    # The tag says what went into the image, so an unchanged build is never pushed again and
+    # the function is not touched.
+    local tag
+    tag=$(cat "$ROOT/Dockerfile" "$ROOT/.dockerignore" "$CONFIG" \
+        "$ROOT/target/lambda-image/ca-certificates.crt" \
+        "$ROOT/target/$MUSL_TARGET/release/s3-compressor" | sha256sum | cut -c1-16)
+
+    local details
+    details=$(image_details "$repository_uri" ":$tag")
+    if [[ -n $details && $details != None* ]]; then
+        note "ECR already has $repository_uri:$tag (same binary, config and certificates); not pushing"
+    else
+        log "building the image $repository_uri:$tag"
+        docker build --platform linux/amd64 --provenance=false --sbom=false \
+            -t "$repository_uri:$tag" "$ROOT" >&2
+        log "pushing it to ECR"
+        awsr ecr get-login-password | docker login --username AWS --password-stdin "${repository_uri%%/*}" >&2
+        docker push "$repository_uri:$tag" >&2
+        details=$(image_details "$repository_uri" ":$tag")
+        [[ -n $details && $details != None* ]] || die "ECR does not show $repository_uri:$tag after the push."
+    fi
+    check_manifest "$repository_uri:$tag" "${details#*[[:space:]]}"
+    printf '%s@%s\n' "$repository_uri" "${details%%[[:space:]]*}"
+}
+
+# --image-uri: must be in ECR, and a single image; returns it by digest, so that pushing a new
+# image under the same tag and deploying again publishes a new version.
+resolve_image_uri() {
+    local uri=$1
+    [[ $uri =~ ^[0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[^:@]+([:@].+)$ ]] ||
+        die "--image-uri $uri is not an Amazon ECR image (ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO:TAG)." \
+            "Lambda runs container images only from ECR: push it there first."
+    local reference=${BASH_REMATCH[2]} repository_uri=${uri%"${BASH_REMATCH[2]}"} details
+    details=$(image_details "$repository_uri" "$reference")
+    [[ -n $details && $details != None* ]] ||
+        die "ECR has no image $uri (or this account may not read it)." \
+            "Check with: aws ecr describe-images --repository-name ${repository_uri#*/} --region $REGION"
+    check_manifest "$uri" "${details#*[[:space:]]}"
+    printf '%s@%s\n' "$repository_uri" "${details%%[[:space:]]*}"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Bucket notifications
+
+# One notification per outermost source prefix, all aimed at `target`; rewritten only when it
+# differs (the whole configuration is replaced: this bucket belongs to this deployment).
+configure_notifications() {
+    local bucket=$1 target=$2 prefix desired='' configs='' separator=''
+    while IFS= read -r prefix; do
+        desired+="s3-compressor $prefix"$'\t'"$target"$'\t'"s3:ObjectCreated:*"$'\t'"$prefix"$'\n'
+        configs+="$separator{\"Id\":$(json_string "s3-compressor $prefix"),\"LambdaFunctionArn\":$(json_string "$target"),\"Events\":[\"s3:ObjectCreated:*\"],\"Filter\":{\"Key\":{\"FilterRules\":[{\"Name\":\"prefix\",\"Value\":$(json_string "$prefix")}]}}}"
+        separator=,
+    done <<<"$SOURCE_PREFIXES"
+    local current
+    # shellcheck disable=SC2016 # `,` is a JMESPath literal, not a command substitution
+    current=$(awsr s3api get-bucket-notification-configuration --bucket "$bucket" --output text \
+        --query 'LambdaFunctionConfigurations[].[Id, LambdaFunctionArn, join(`,`, Events), Filter.Key.FilterRules[0].Value]')
+    if [[ "$(sort <<<"$current")" == "$(sort <<<"${desired%$'\n'}")" ]]; then
+        note "bucket notifications unchanged"
+        return
+    fi
+    awsr s3api put-bucket-notification-configuration --bucket "$bucket" \
+        --notification-configuration "{\"LambdaFunctionConfigurations\":[$configs]}"
+    note "bucket notifications set: ObjectCreated under $(tr '\n' ' ' <<<"$SOURCE_PREFIXES")-> $target"
+}
+
+# ---------------------------------------------------------------------------------------------
+
+main() {
+    check_prerequisites
+    local account
+    account=$(caller_account)
+    log "deploying s3-compressor to account $account, region $REGION"
+    if [[ $YES != true && -t 0 ]]; then
+        local answer
+        read -r -p "Continue? [y/N] " answer
+        [[ $answer == [yY]* ]] || die "stopped; nothing was changed."
+    fi
+
+    if [[ -z $IMAGE_URI ]]; then
+        log "building the static binary (cargo, $MUSL_TARGET)"
+        (cd "$ROOT" && cargo build --release --locked --target "$MUSL_TARGET" -p s3-compressor) >&2
+    fi
+    log "reading $CONFIG"
+    read_config
+
+    log "stack $INFRA_STACK (VPC, S3 endpoint, bucket)"
+    local prefix_list
+    prefix_list=$(awsr ec2 describe-managed-prefix-lists \
+        --filters "Name=prefix-list-name,Values=com.amazonaws.$REGION.s3" \
+        --query 'PrefixLists[0].PrefixListId' --output text 2>/dev/null) || prefix_list=
+    [[ $prefix_list == pl-* ]] || {
+        note "no S3 prefix list found; the security group allows HTTPS to any address"
+        prefix_list=
+    }
+    deploy_stack "$INFRA_STACK" "$CLOUDFORMATION_DIR/infra-template.yaml" \
+        "VpcCIDR=$VPC_CIDR" "PrivateSubnet1CIDR=$PRIVATE_SUBNET1_CIDR" \
+        "PrivateSubnet2CIDR=$PRIVATE_SUBNET2_CIDR" \
+        "NoncurrentVersionExpirationDays=$NONCURRENT_VERSION_DAYS" "S3PrefixListId=$prefix_list"
+    local bucket
+    bucket=$(stack_output "$INFRA_STACK" S3BucketName)
+    [[ -n $bucket ]] || die "stack $INFRA_STACK has no output S3BucketName"
+
+    log "stack $LAMBDA_STACK (repository, function, alias)"
+    local parameters=() image
+    if [[ -z $IMAGE_URI ]]; then
+        local lambda_status
+        lambda_status=$(stack_status "$LAMBDA_STACK")
+        if [[ $lambda_status == NONE || $lambda_status == ROLLBACK_COMPLETE ]]; then
+            # First run: the function needs the image, the image needs the repository.
+            note "first run: creating the ECR repository alone"
+            mapfile -t parameters < <(lambda_parameters "")
+            deploy_stack "$LAMBDA_STACK" "$CLOUDFORMATION_DIR/lambda-template.yaml" "${parameters[@]}"
+        fi
+        local repository_uri
+        repository_uri=$(stack_output "$LAMBDA_STACK" RepositoryUri)
+        [[ -n $repository_uri ]] || die "stack $LAMBDA_STACK has no output RepositoryUri"
+        image=$(build_and_push "$repository_uri")
+    else
+        log "checking the image $IMAGE_URI"
+        image=$(resolve_image_uri "$IMAGE_URI")
+    fi
+    note "image: $image"
+    mapfile -t parameters < <(lambda_parameters "$image")
+    deploy_stack "$LAMBDA_STACK" "$CLOUDFORMATION_DIR/lambda-template.yaml" "${parameters[@]}"
+
+    local function_name target version
+    function_name=$(stack_output "$LAMBDA_STACK" FunctionName)
+    if [[ $WITHOUT_ALIAS == 1 ]]; then
+        target=$(stack_output "$LAMBDA_STACK" FunctionArn)
+        version="no alias: \$LATEST"
+    else
+        target=$(stack_output "$LAMBDA_STACK" LambdaAliasArn)
+        version="alias $ALIAS -> version $(awsr lambda get-alias --function-name "$function_name" \
+            --name "$ALIAS" --query FunctionVersion --output text)"
+    fi
+    [[ -n $function_name && -n $target ]] || die "stack $LAMBDA_STACK is missing its function outputs"
+
+    log "bucket notifications"
+    configure_notifications "$bucket" "$target"
+
+    local log_group queue
+    log_group=$(stack_output "$LAMBDA_STACK" LogGroupName)
+    queue=$(stack_output "$LAMBDA_STACK" FailureQueueUrl)
+    cat <<EOF
+
+Deployed s3-compressor in $REGION.
+  bucket:    $bucket
+  function:  $function_name ($version)
+  image:     $image
+  logs:      $log_group
+  failures:  $queue
+
+Try it:
+  echo 'hello,world' > report.csv
+  aws s3 cp report.csv s3://$bucket/incoming/report.csv --region $REGION
+  aws s3 ls s3://$bucket/processed/ --region $REGION        # report.zip, a few seconds later
+  aws logs tail $log_group --follow --region $REGION
+
+Roll back to an earlier version:
+  aws lambda list-versions-by-function --function-name $function_name --region $REGION \\
+      --query 'Versions[].[Version, Description, LastModified]' --output table
+  aws lambda update-alias --function-name $function_name --name $ALIAS --function-version N --region $REGION
+
+Remove everything: ./cloudformation/cleanup.sh --region $REGION
+EOF
+}
+
+main
