@@ -69,20 +69,9 @@ pub(crate) fn event(event: &Located<'_>) -> Result<Notice, EventError> {
 mod tests {
     use serde_json::json;
 
-    use crate::{parse, Invocation, Notice, ObjectRef};
+    use crate::{Notice, ObjectRef};
 
-    fn direct(payload: &serde_json::Value) -> Vec<Notice> {
-        match parse(payload) {
-            Ok(Invocation::Direct(notices)) => notices,
-            other => panic!("expected a direct invocation, got {other:?}"),
-        }
-    }
-
-    fn error(payload: &serde_json::Value) -> String {
-        parse(payload)
-            .expect_err("the payload is invalid")
-            .to_string()
-    }
+    use crate::tests::{direct, error_message as error};
 
     #[test]
     fn object_created_names_its_object_with_the_key_verbatim() {

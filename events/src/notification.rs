@@ -65,18 +65,7 @@ mod tests {
 
     use crate::{parse, EventError, Invocation, Notice, ObjectRef};
 
-    fn direct(payload: &serde_json::Value) -> Vec<Notice> {
-        match parse(payload) {
-            Ok(Invocation::Direct(notices)) => notices,
-            other => panic!("expected a direct invocation, got {other:?}"),
-        }
-    }
-
-    fn error(payload: &serde_json::Value) -> String {
-        parse(payload)
-            .expect_err("the payload is invalid")
-            .to_string()
-    }
+    use crate::tests::{direct, error_message as error};
 
     /// A one-record notification with `object` as its `s3.object`.
     fn with_object(event_name: &str, object: serde_json::Value) -> serde_json::Value {

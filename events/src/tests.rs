@@ -10,6 +10,20 @@ fn error(payload: &Value) -> EventError {
     parse(payload).expect_err("the payload is invalid")
 }
 
+/// The notices of a payload that must parse as a direct invocation; shared by the format
+/// modules' tests.
+pub(crate) fn direct(payload: &Value) -> Vec<Notice> {
+    match parse(payload) {
+        Ok(Invocation::Direct(notices)) => notices,
+        other => panic!("expected a direct invocation, got {other:?}"),
+    }
+}
+
+/// The message of a payload that must be refused.
+pub(crate) fn error_message(payload: &Value) -> String {
+    error(payload).to_string()
+}
+
 #[test]
 fn an_unknown_event_lists_its_keys() {
     assert_eq!(
