@@ -6,6 +6,7 @@
 //! [`Read`](std::io::Read) into a [`Write`](std::io::Write), as a stream, and that is all.
 
 mod backends;
+mod deflate;
 mod entry;
 mod error;
 mod format;

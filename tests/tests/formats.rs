@@ -877,31 +877,36 @@ fn zero_threads_is_refused_by_every_format() {
 }
 
 #[test]
-fn zstd_formats_round_trip_on_two_threads() {
+fn threaded_formats_round_trip_on_one_two_and_four_threads() {
     let registry = registry();
-    // Large enough for zstd to cut it into several jobs at level 1 and 3.
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Large enough for zstd to cut it into several jobs at level 1 and 3, and for deflate to
+    // cut it into about a hundred blocks, each with the block before as its dictionary.
     let input = mixed(12 * MIB);
     let entry = entry_for(&input);
-    for format in ["zstd", "tar.zst"] {
+    for format in ["zip", "gzip", "tar.gz", "zstd", "tar.zst"] {
         let registration = registry.get(format).expect("registered");
-        for level in [None, Some(1)] {
-            let options = Options {
-                level,
-                threads: Some(2),
-            };
-            let compressor = registration.compressor(&options).expect("two threads");
-            assert_eq!(compressor.settings().threads.get(), 2);
-            let output = compress(registration, &options, &input, &entry);
-            assert!(
-                decode(format, &output).data == input,
-                "{format} on two threads, level {level:?}: round trip"
-            );
-            if format == "zstd" {
-                assert_eq!(
-                    zstd_frame(&output).content_size,
-                    Some(input.len() as u64),
-                    "zstd on two threads still records the content size"
+        for threads in [1, 2, 4] {
+            for level in [None, Some(1)] {
+                let options = Options {
+                    level,
+                    threads: Some(threads),
+                };
+                let compressor = registration.compressor(&options).expect("threads accepted");
+                assert_eq!(compressor.settings().threads.get(), threads);
+                let output = compress(registration, &options, &input, &entry);
+                assert!(
+                    decode(format, &output).data == input,
+                    "{format} on {threads} threads, level {level:?}: round trip"
                 );
+                check_with_cli(registration, dir.path(), &output, &input);
+                if format == "zstd" {
+                    assert_eq!(
+                        zstd_frame(&output).content_size,
+                        Some(input.len() as u64),
+                        "zstd on {threads} threads still records the content size"
+                    );
+                }
             }
         }
     }

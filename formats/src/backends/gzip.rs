@@ -1,11 +1,11 @@
-//! gzip (`.gz`): a deflate stream whose header keeps the original name and time, so
-//! `gzip -dN` restores both.
+//! gzip (`.gz`): one gzip member whose header keeps the original name and time, so
+//! `gzip -dN` restores both; deflated on every core the settings allow.
 
 use std::io::{self, Read, Write};
-
-use flate2::{Compression, GzBuilder};
+use std::num::NonZeroUsize;
 
 use super::{level_or, DEFLATE_LEVELS};
+use crate::deflate::deflate;
 use crate::{Entry, Format, Kind, Registration};
 
 inventory::submit! {
@@ -16,13 +16,17 @@ inventory::submit! {
         kind: Kind::Stream,
         levels: Some(DEFLATE_LEVELS),
         crate_name: env!("CARGO_PKG_NAME"),
-        build: |settings| Box::new(Gzip { level: level_or(settings, DEFLATE_LEVELS) }),
+        build: |settings| Box::new(Gzip {
+            level: level_or(settings, DEFLATE_LEVELS).unsigned_abs(),
+            threads: settings.threads,
+        }),
     }
 }
 
 #[derive(Debug)]
 struct Gzip {
-    level: i32,
+    level: u32,
+    threads: NonZeroUsize,
 }
 
 impl Format for Gzip {
@@ -32,12 +36,55 @@ impl Format for Gzip {
         dst: &mut dyn Write,
         entry: &Entry,
     ) -> io::Result<()> {
-        let mut encoder = GzBuilder::new()
-            .filename(entry.name())
-            // gzip's MTIME is 32 bits; 0 means "no time" and is what a later time becomes.
-            .mtime(u32::try_from(entry.modified_unix_seconds()).unwrap_or(0))
-            .write(dst, Compression::new(self.level.unsigned_abs()));
-        io::copy(src, &mut encoder)?;
-        encoder.try_finish()
+        let name = Some(entry.name());
+        write_member(dst, name, entry, self.level, self.threads, |w| {
+            io::copy(src, w).map(drop)
+        })
     }
+}
+
+/// Writes one gzip member (RFC 1952) around what `produce` writes. A single member, not one
+/// per block: some readers stop after the first member and would silently lose the rest.
+pub(super) fn write_member(
+    dst: &mut dyn Write,
+    name: Option<&str>,
+    entry: &Entry,
+    level: u32,
+    threads: NonZeroUsize,
+    produce: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
+    dst.write_all(&header(name, entry, level))?;
+    let ((), deflated) = deflate(dst, level, threads, produce)?;
+    dst.write_all(&deflated.crc32.to_le_bytes())?;
+    // ISIZE is the size modulo 2^32, by definition.
+    dst.write_all(&(deflated.size as u32).to_le_bytes())
+}
+
+fn header(name: Option<&str>, entry: &Entry, level: u32) -> Vec<u8> {
+    const MAGIC: [u8; 2] = [0x1f, 0x8b];
+    const DEFLATE: u8 = 8;
+    const FNAME: u8 = 0x08;
+    const OS_UNIX: u8 = 3;
+    // The "extra flags" byte: 2 says maximum compression, 4 fastest.
+    let extra_flags = match level {
+        9 => 2,
+        1 => 4,
+        _ => 0,
+    };
+    // gzip's MTIME is 32 bits; 0 means "no time" and is what a later time becomes.
+    let mtime = u32::try_from(entry.modified_unix_seconds()).unwrap_or(0);
+    // The name field ends at the first NUL, so a name cannot carry one.
+    let name = name.map(|name| name.replace('\0', ""));
+    let mut header = Vec::with_capacity(10 + name.as_ref().map_or(0, |name| name.len() + 1));
+    header.extend_from_slice(&MAGIC);
+    header.push(DEFLATE);
+    header.push(if name.is_some() { FNAME } else { 0 });
+    header.extend_from_slice(&mtime.to_le_bytes());
+    header.push(extra_flags);
+    header.push(OS_UNIX);
+    if let Some(name) = name {
+        header.extend_from_slice(name.as_bytes());
+        header.push(0);
+    }
+    header
 }

@@ -5,10 +5,6 @@ mod tar;
 mod zip;
 mod zstd;
 
-/// Sizes at or above this may not fit zip's and gzip's 32-bit fields once deflate has added
-/// its few bytes per stored block, so zip switches to zip64 records well before 4 GiB.
-pub(crate) const ZIP64_THRESHOLD: u64 = 0xFFFF_FFFF - 64 * 1024 * 1024;
-
 /// Deflate levels as `gzip` and `zip` number them; 0 (store) is left out because storing is
 /// never what a compression worker is for.
 pub(crate) const DEFLATE_LEVELS: crate::Levels = crate::Levels {

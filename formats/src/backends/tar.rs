@@ -4,9 +4,7 @@
 use std::io::{self, Read, Write};
 use std::num::NonZeroUsize;
 
-use flate2::write::GzEncoder;
-use flate2::Compression;
-
+use super::gzip::write_member;
 use super::{level_or, zstd_encoder, DEFLATE_LEVELS, ZSTD_LEVELS};
 use crate::{Entry, Format, Kind, Registration};
 
@@ -30,7 +28,12 @@ inventory::submit! {
         kind: Kind::Archive,
         levels: Some(DEFLATE_LEVELS),
         crate_name: env!("CARGO_PKG_NAME"),
-        build: |settings| Box::new(Tar { outer: Outer::Gzip { level: level_or(settings, DEFLATE_LEVELS) } }),
+        build: |settings| Box::new(Tar {
+            outer: Outer::Gzip {
+                level: level_or(settings, DEFLATE_LEVELS).unsigned_abs(),
+                threads: settings.threads,
+            },
+        }),
     }
 }
 
@@ -52,7 +55,7 @@ inventory::submit! {
 #[derive(Debug)]
 enum Outer {
     Plain,
-    Gzip { level: i32 },
+    Gzip { level: u32, threads: NonZeroUsize },
     Zstd { level: i32, threads: NonZeroUsize },
 }
 
@@ -76,11 +79,9 @@ impl Format for Tar {
         })?;
         match self.outer {
             Outer::Plain => write_tar(src, dst, entry, size),
-            Outer::Gzip { level } => {
-                let mut gzip = GzEncoder::new(dst, Compression::new(level.unsigned_abs()));
-                write_tar(src, &mut gzip, entry, size)?;
-                gzip.try_finish()
-            }
+            Outer::Gzip { level, threads } => write_member(dst, None, entry, level, threads, |w| {
+                write_tar(src, w, entry, size)
+            }),
             Outer::Zstd { level, threads } => {
                 // The tar stream's size is not the entry's, so no size is pledged here.
                 let mut zstd = zstd_encoder(dst, level, threads, None)?;

@@ -1,11 +1,14 @@
-//! zip: one deflated entry per archive, the default format.
+//! zip: one deflated entry per archive, the default format. The entry is deflated on every
+//! core the settings allow; rawzip writes the container around the stream.
 
 use std::io::{self, Read, Write};
+use std::num::NonZeroUsize;
 
-use zip::write::SimpleFileOptions;
-use zip::{CompressionMethod, ZipWriter};
+use rawzip::time::UtcDateTime;
+use rawzip::{CompressionMethod, DataDescriptorOutput, ZipArchiveWriter};
 
-use super::{level_or, DEFLATE_LEVELS, ZIP64_THRESHOLD};
+use super::{level_or, DEFLATE_LEVELS};
+use crate::deflate::deflate;
 use crate::{Entry, Format, Kind, Registration};
 
 inventory::submit! {
@@ -16,13 +19,17 @@ inventory::submit! {
         kind: Kind::Archive,
         levels: Some(DEFLATE_LEVELS),
         crate_name: env!("CARGO_PKG_NAME"),
-        build: |settings| Box::new(Zip { level: level_or(settings, DEFLATE_LEVELS) }),
+        build: |settings| Box::new(Zip {
+            level: level_or(settings, DEFLATE_LEVELS).unsigned_abs(),
+            threads: settings.threads,
+        }),
     }
 }
 
 #[derive(Debug)]
 struct Zip {
-    level: i32,
+    level: u32,
+    threads: NonZeroUsize,
 }
 
 impl Format for Zip {
@@ -32,33 +39,24 @@ impl Format for Zip {
         dst: &mut dyn Write,
         entry: &Entry,
     ) -> io::Result<()> {
-        let options = SimpleFileOptions::default()
-            .compression_method(CompressionMethod::Deflated)
-            .compression_level(Some(i64::from(self.level)))
-            .unix_permissions(0o644)
-            .last_modified_time(dos_time(entry))
-            // Unknown sizes get zip64 too: finding out at 4 GiB would be too late to say so in
-            // the local header, which a streaming writer has already sent.
-            .large_file(entry.size().is_none_or(|size| size >= ZIP64_THRESHOLD));
-        // A stream writer never seeks back: sizes and CRC go into a data descriptor after the
-        // data, so the output can go straight into an upload.
-        let mut archive = ZipWriter::new_stream(dst);
-        archive
-            .start_file(entry.name(), options)
+        // A streaming archive never seeks back: sizes and CRC go into a data descriptor after
+        // the data (zip64-sized past 4 GiB), so the output can go straight into an upload.
+        let mut archive = ZipArchiveWriter::new(dst);
+        let mut file = archive
+            .new_file(entry.name())
+            .compression_method(CompressionMethod::DEFLATE)
+            .unix_permissions(0o100_644);
+        if entry.modified().is_some() {
+            let seconds = i64::try_from(entry.modified_unix_seconds()).unwrap_or(i64::MAX);
+            file = file.last_modified(UtcDateTime::from_unix(seconds));
+        }
+        let (mut data, _) = file.start().map_err(io::Error::other)?;
+        let ((), deflated) = deflate(&mut data, self.level, self.threads, |w| {
+            io::copy(src, w).map(drop)
+        })?;
+        data.finish(DataDescriptorOutput::new(deflated.crc32, deflated.size))
             .map_err(io::Error::other)?;
-        io::copy(src, &mut archive)?;
         archive.finish().map_err(io::Error::other)?;
         Ok(())
     }
-}
-
-/// The entry's time as DOS time; DOS time cannot say anything before 1980, so those and
-/// unknown times become zip's default of 1980-01-01.
-fn dos_time(entry: &Entry) -> zip::DateTime {
-    let Some(modified) = entry.modified() else {
-        return zip::DateTime::default();
-    };
-    let utc = time::OffsetDateTime::from(modified);
-    zip::DateTime::try_from(time::PrimitiveDateTime::new(utc.date(), utc.time()))
-        .unwrap_or_default()
 }
