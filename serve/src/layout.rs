@@ -90,6 +90,11 @@ impl Layout {
         }
     }
 
+    /// Opens the file that holds `key`'s bytes.
+    pub(crate) async fn open_object(&self, bucket: &str, key: &str) -> io::Result<tokio::fs::File> {
+        tokio::fs::File::open(self.object_path(bucket, key)).await
+    }
+
     /// Whether `key` (not a folder marker) names a directory: the folder of other objects, so
     /// not an object at all.
     pub(crate) async fn is_folder(&self, bucket: &str, key: &str) -> bool {

@@ -243,6 +243,39 @@ async fn a_put_is_announced_once_with_its_plain_key_size_and_etag_and_reads_back
 }
 
 #[tokio::test]
+async fn whole_and_ranged_reads_return_exactly_the_bytes_asked_for() {
+    let f = start().await;
+    // Several of the 1 MiB reads a whole-object GET streams, and a short last one.
+    let body = pattern(3 * 1024 * 1024 + 123, 9);
+    put(&f.client, "incoming/big.bin", &body).await;
+
+    assert_eq!(get(&f.client, "incoming/big.bin").await, body);
+    for (range, expected) in [
+        ("bytes=0-9", &body[..10]),
+        ("bytes=1048570-1048580", &body[1_048_570..=1_048_580]),
+        ("bytes=-5", &body[body.len() - 5..]),
+        ("bytes=3145700-", &body[3_145_700..]),
+    ] {
+        let ranged = f
+            .client
+            .get_object()
+            .bucket(BUCKET)
+            .key("incoming/big.bin")
+            .range(range)
+            .send()
+            .await
+            .expect("a ranged GetObject succeeds")
+            .body
+            .collect()
+            .await
+            .expect("the body is read")
+            .into_bytes();
+        assert_eq!(&ranged[..], expected, "{range}");
+    }
+    f.server.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_multipart_upload_is_announced_once_on_completion_and_never_for_its_parts() {
     let mut f = start().await;
     let key = "incoming/big/archive source.bin";
