@@ -43,6 +43,11 @@ pub struct ServeOptions {
     /// The one identity accepted; every request must be signed with it (SigV4).
     pub access_key: String,
     pub secret_key: String,
+    /// Only uploads whose key starts with one of these are announced; none announces every
+    /// upload. Like the prefix filter of an S3 event notification, it keeps a consumer's own
+    /// writes elsewhere from being announced to it: a consumer that waits for its writes while
+    /// not draining the queue would otherwise deadlock once the queue filled.
+    pub announce_prefixes: Vec<String>,
 }
 
 /// The secret stays out of logs.
@@ -54,6 +59,7 @@ impl fmt::Debug for ServeOptions {
             .field("bucket", &self.bucket)
             .field("access_key", &self.access_key)
             .field("secret_key", &"<redacted>")
+            .field("announce_prefixes", &self.announce_prefixes)
             .finish()
     }
 }
@@ -85,6 +91,7 @@ impl EmbeddedS3 {
             bucket,
             access_key,
             secret_key,
+            announce_prefixes,
         } = options;
         if !s3s::path::check_bucket_name(&bucket) {
             return Err(ServeError::InvalidBucketName { bucket });
@@ -102,7 +109,7 @@ impl EmbeddedS3 {
             reason: format!("{error:?}"),
         })?;
         let (uploads, received) = mpsc::channel(UPLOAD_QUEUE);
-        let store = Store::new(fs, Layout::new(root.clone()), uploads);
+        let store = Store::new(fs, Layout::new(root.clone()), uploads, announce_prefixes);
         let service = {
             let mut builder = S3ServiceBuilder::new(store);
             builder.set_auth(SimpleAuth::from_single(access_key, secret_key));

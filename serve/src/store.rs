@@ -40,15 +40,23 @@ pub(crate) struct Store {
     layout: Layout,
     locks: Arc<KeyLocks>,
     uploads: mpsc::Sender<Upload>,
+    /// See [`crate::ServeOptions::announce_prefixes`].
+    announce_prefixes: Vec<String>,
 }
 
 impl Store {
-    pub(crate) fn new(fs: FileSystem, layout: Layout, uploads: mpsc::Sender<Upload>) -> Self {
+    pub(crate) fn new(
+        fs: FileSystem,
+        layout: Layout,
+        uploads: mpsc::Sender<Upload>,
+        announce_prefixes: Vec<String>,
+    ) -> Self {
         Self {
             fs,
             layout,
             locks: Arc::default(),
             uploads,
+            announce_prefixes,
         }
     }
 
@@ -72,6 +80,14 @@ impl Store {
     /// dropped, and the client's request completes only once the notice is queued.
     async fn announce(&self, upload: Upload) {
         tracing::debug!(bucket = %upload.bucket, key = %upload.key, size = ?upload.size, etag = ?upload.etag, "upload completed");
+        let announced = self.announce_prefixes.is_empty()
+            || self
+                .announce_prefixes
+                .iter()
+                .any(|prefix| upload.key.starts_with(prefix.as_str()));
+        if !announced {
+            return;
+        }
         if let Err(unsent) = self.uploads.send(upload).await {
             tracing::debug!(key = %unsent.0.key, "no one is listening for uploads; notice not delivered");
         }

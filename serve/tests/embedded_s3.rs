@@ -40,6 +40,7 @@ fn options(dir: &Path, addr: SocketAddr) -> ServeOptions {
         bucket: BUCKET.to_owned(),
         access_key: ACCESS_KEY.to_owned(),
         secret_key: SECRET_KEY.to_owned(),
+        announce_prefixes: Vec::new(),
     }
 }
 
@@ -273,6 +274,24 @@ async fn whole_and_ranged_reads_return_exactly_the_bytes_asked_for() {
         assert_eq!(&ranged[..], expected, "{range}");
     }
     f.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn only_uploads_under_the_announce_prefixes_are_announced() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut options = options(dir.path(), loopback());
+    options.announce_prefixes = vec!["incoming/".to_owned(), "logs/".to_owned()];
+    let (server, mut uploads) = EmbeddedS3::start(options).await.expect("starts");
+    let client = client(&server.endpoint_url(), ACCESS_KEY, SECRET_KEY);
+
+    put(&client, "processed/report.zip", b"output").await;
+    put(&client, "incoming-not/x.csv", b"near miss").await;
+    put(&client, "logs/app.log", b"line").await;
+    let upload = next_upload(&mut uploads).await;
+    assert_eq!(upload.key, "logs/app.log");
+    assert_no_upload(&mut uploads);
+    assert_eq!(get(&client, "processed/report.zip").await, b"output");
+    server.shutdown().await;
 }
 
 #[tokio::test]

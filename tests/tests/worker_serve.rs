@@ -227,6 +227,40 @@ fn awkward_keys_empty_files_and_multipart_uploads_are_all_compressed() {
 }
 
 #[test]
+fn a_folder_of_more_files_than_the_upload_queue_holds_is_all_compressed() {
+    // More than the 256 notices serve queues: uploads outrun the compression, the queue fills,
+    // and the worker's own output writes must still get through.
+    const FILES: usize = 600;
+    let serve = Serve::start(None);
+    let folder = serve.dir.path().join("many");
+    std::fs::create_dir(&folder).unwrap();
+    for n in 0..FILES {
+        write(&folder, &format!("{n:04}.json"), &text(1 + n % 50));
+    }
+    let finished = run(serve
+        .aws()
+        .args(["s3", "cp", "--recursive", "--only-show-errors"])
+        .arg(&folder)
+        .arg(format!("s3://{BUCKET}/incoming/many/")));
+    assert!(
+        finished.success(),
+        "aws s3 cp --recursive: {}",
+        finished.describe()
+    );
+
+    let expected: Vec<String> = (0..FILES)
+        .map(|n| format!("processed/many/{n:04}.zip"))
+        .collect();
+    let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+    serve.wait_for_keys(&expected);
+    assert_eq!(
+        unzip(&serve.download("processed/many/0123.zip")),
+        text(1 + 123 % 50)
+    );
+    assert!(serve.interrupt().success());
+}
+
+#[test]
 fn serve_follows_the_config_it_is_given() {
     let config = workspace_root().join("config/compressor.toml");
     let serve = Serve::start(Some(&config));

@@ -121,6 +121,8 @@ impl Cli {
                     bucket,
                     access_key,
                     secret_key,
+                    // The rules' prefixes, filled in once the config is loaded.
+                    announce_prefixes: Vec::new(),
                 };
                 runtime()?.block_on(crate::online::serve(options, config, &registry, out))
             }

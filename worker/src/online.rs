@@ -133,6 +133,15 @@ pub(crate) async fn serve(
     crate::telemetry::init_logging();
     // Checked before the endpoint opens: a bad config never accepts an upload it can't handle.
     let routes = Arc::new(Routes::load(config, registry)?);
+    // Like an S3 event notification's prefix filter: only keys a rule takes are announced, so
+    // the worker's own outputs never queue behind uploads it has not got to yet.
+    let mut options = options;
+    options.announce_prefixes = routes
+        .config()
+        .rules()
+        .iter()
+        .map(|rule| rule.prefix.clone())
+        .collect();
     let (access_key, secret_key) = (options.access_key.clone(), options.secret_key.clone());
     let bucket = options.bucket.clone();
     let (server, mut uploads) = EmbeddedS3::start(options).await?;
