@@ -53,3 +53,38 @@ pub fn s3_compressor() -> Command {
     command.env_remove("S3_COMPRESSOR_CONFIG");
     command
 }
+
+/// Whether `tool` is an executable file in a folder of `PATH`.
+pub fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(tool)).is_ok_and(|meta| {
+                meta.is_file()
+                    && std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o111 != 0
+            })
+        })
+    })
+}
+
+/// Whether every one of `tools` is installed. If not: on CI (`CI=true`, where `.ci/run`
+/// installs them) a failure naming `install`, else a `SKIPPED:` line and `false`.
+pub fn have(tools: &[&str], install: &str) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|tool| !on_path(tool))
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let message = format!(
+        "{} not installed; install with: {install}",
+        missing.join(", ")
+    );
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{message} (CI=true, so the tests that need them must run)"
+    );
+    println!("SKIPPED: {message}");
+    false
+}

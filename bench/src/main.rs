@@ -1,0 +1,42 @@
+//! `s3-compressor-bench`: one command that measures, on one machine in one run, the throughput,
+//! compression ratio and peak RSS of `s3-compressor` end to end against a local S3 endpoint, of
+//! the same format's codec alone, and of the CLI tools a user would run instead.
+//!
+//! See `bench/README.md` for what each measurement means and how it is taken.
+
+mod chart;
+mod cli;
+mod codec;
+mod contenders;
+mod inputs;
+mod machine;
+mod measure;
+mod report;
+mod results;
+mod run;
+mod s3;
+mod small;
+mod startup;
+mod stats;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::run(&args),
+        Command::Codec(args) => codec::codec(&args),
+        Command::Measure(args) => measure::measure_child(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("s3-compressor-bench: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

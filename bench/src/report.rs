@@ -1,0 +1,235 @@
+//! results.md: the tables a person reads.
+
+use std::fmt::Write as _;
+
+use crate::contenders::{codec_name, end_to_end_name, FORMATS};
+use crate::results::{InputResult, Results, Target};
+use crate::stats::{KIB, MB, MIB};
+
+pub fn markdown(results: &Results) -> String {
+    let mut md = String::new();
+    // Writing to a String cannot fail.
+    let _ = write_markdown(&mut md, results);
+    md
+}
+
+fn write_markdown(md: &mut String, results: &Results) -> std::fmt::Result {
+    let machine = &results.machine;
+    writeln!(md, "# s3-compressor benchmark\n")?;
+    writeln!(md, "- command: `{}`", results.command)?;
+    writeln!(md, "- date: {}", results.date_utc)?;
+    writeln!(
+        md,
+        "- commit: {}",
+        results
+            .commit
+            .as_deref()
+            .unwrap_or("unknown (not a git checkout)")
+    )?;
+    writeln!(
+        md,
+        "- machine: {} CPUs (nproc), {}, {} RAM, Linux {}",
+        machine.nproc,
+        machine.cpu_model.as_deref().unwrap_or("unknown CPU"),
+        machine
+            .memory_kib
+            .map_or("unknown".to_owned(), |kib| format!(
+                "{:.1} GiB",
+                kib as f64 * KIB / (MIB * 1024.0)
+            )),
+        machine.kernel.as_deref().unwrap_or("unknown")
+    )?;
+    writeln!(
+        md,
+        "- runs per measurement: {} (tables show medians)",
+        results.runs_per_measurement
+    )?;
+    writeln!(
+        md,
+        "- the S3 endpoint of the end-to-end runs runs inside the benchmark process: its CPU \
+         time is part of the end-to-end cost (see Notes)\n"
+    )?;
+    if !results.failures.is_empty() {
+        writeln!(md, "## Failed measurements\n")?;
+        for failure in &results.failures {
+            writeln!(md, "- {}", failure.replace('\n', " "))?;
+        }
+        writeln!(md)?;
+    }
+    writeln!(md, "![median throughput](throughput.svg)\n")?;
+
+    for input in &results.inputs {
+        input_table(md, input)?;
+    }
+
+    cpu_table(md, results)?;
+
+    if let Some(small) = &results.small_objects {
+        writeln!(md, "## Many small objects (`s3-compressor serve`)\n")?;
+        writeln!(
+            md,
+            "| files | MB | objects/s (median) | serve peak RSS MiB (VmHWM) | runs (objects/s) |"
+        )?;
+        writeln!(md, "|---:|---:|---:|---:|---|")?;
+        writeln!(
+            md,
+            "| {} | {:.1} | {} | {} | {} |\n",
+            small.files,
+            small.bytes as f64 / MB,
+            small
+                .objects_per_s
+                .map_or("n/a".to_owned(), |v| format!("{v:.0}")),
+            small
+                .serve_peak_rss_kib
+                .map_or("n/a".to_owned(), |kib| format!(
+                    "{:.1}",
+                    kib as f64 * KIB / MIB
+                )),
+            small
+                .runs
+                .iter()
+                .map(|run| format!("{:.0}", run.objects_per_s))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+    }
+
+    if let Some(startup) = &results.startup {
+        writeln!(md, "## Start-up (`s3-compressor lambda`)\n")?;
+        writeln!(md, "| median ms | runs (ms) |")?;
+        writeln!(md, "|---:|---|")?;
+        writeln!(
+            md,
+            "| {} | {} |\n",
+            startup
+                .median_ms
+                .map_or("n/a".to_owned(), |v| format!("{v:.1}")),
+            startup
+                .runs_ms
+                .iter()
+                .map(|ms| format!("{ms:.1}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+    }
+
+    writeln!(md, "## Targets\n")?;
+    writeln!(md, "| target | measured | goal | result |")?;
+    writeln!(md, "|---|---:|---|---|")?;
+    for target in &results.targets {
+        target_row(md, target)?;
+    }
+    writeln!(md)?;
+
+    writeln!(md, "## Notes\n")?;
+    for note in &results.notes {
+        writeln!(md, "- {note}")?;
+    }
+    Ok(())
+}
+
+fn input_table(md: &mut String, input: &InputResult) -> std::fmt::Result {
+    if input.streamed {
+        writeln!(
+            md,
+            "## Input: {} ({:.1} MB, generated and streamed into a multipart upload)\n",
+            input.name,
+            input.bytes as f64 / MB
+        )?;
+    } else {
+        writeln!(
+            md,
+            "## Input: {} ({:.1} MB)\n",
+            input.name,
+            input.bytes as f64 / MB
+        )?;
+    }
+    writeln!(
+        md,
+        "| contender | MB/s (median) | ratio | peak RSS MiB (median) | runs (MB/s) |"
+    )?;
+    writeln!(md, "|---|---:|---:|---:|---|")?;
+    for contender in &input.contenders {
+        let runs = contender
+            .runs
+            .iter()
+            .map(|run| format!("{:.1}", run.mb_per_s))
+            .collect::<Vec<_>>()
+            .join(", ");
+        match contender.summary() {
+            Some(summary) => writeln!(
+                md,
+                "| {} | {:.1} | {:.3} | {:.1} | {runs} |",
+                contender.name, summary.mb_per_s, summary.ratio, summary.peak_rss_mib
+            )?,
+            None => writeln!(
+                md,
+                "| {} | failed | | | see Failed measurements |",
+                contender.name
+            )?,
+        }
+    }
+    writeln!(md)
+}
+
+/// Wall and CPU seconds of each end-to-end run beside the codec alone: how much of the
+/// difference is the worker's own extra work and how much the endpoint's.
+fn cpu_table(md: &mut String, results: &Results) -> std::fmt::Result {
+    let mut rows = Vec::new();
+    for input in &results.inputs {
+        for format in FORMATS {
+            let Some(e2e) = input.summary(&end_to_end_name(format)) else {
+                continue;
+            };
+            let codec = input.summary(&codec_name(format));
+            let seconds =
+                |value: Option<f64>| value.map_or("–".to_owned(), |v| format!("{v:.2}"));
+            rows.push(format!(
+                "| {} | {format} | {:.2} | {:.2} | {} | {} | {} |",
+                input.name,
+                e2e.wall_s,
+                e2e.cpu_s,
+                seconds(e2e.endpoint_cpu_s),
+                seconds(codec.map(|c| c.wall_s)),
+                seconds(codec.map(|c| c.cpu_s)),
+            ));
+        }
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    writeln!(md, "## Where the end-to-end time goes (medians, seconds)\n")?;
+    writeln!(
+        md,
+        "Worker CPU is the `compress` process's user + system time; endpoint CPU is what the \
+         benchmark process (the embedded S3 endpoint) used meanwhile, on the same cores.\n"
+    )?;
+    writeln!(
+        md,
+        "| input | format | e2e wall | worker CPU | endpoint CPU | codec-only wall | codec-only CPU |"
+    )?;
+    writeln!(md, "|---|---|---:|---:|---:|---:|---:|")?;
+    for row in rows {
+        writeln!(md, "{row}")?;
+    }
+    writeln!(md)
+}
+
+fn target_row(md: &mut String, target: &Target) -> std::fmt::Result {
+    let value = match target.value {
+        Some(value) if target.unit == "%" => format!("{value:+.2}%"),
+        Some(value) if target.unit == "×" => format!("{value:.2}×"),
+        Some(value) => format!("{value:.1}{}", target.unit),
+        None => "not measured".to_owned(),
+    };
+    let result = match target.met {
+        Some(true) => "met",
+        Some(false) => "missed",
+        None => "n/a",
+    };
+    writeln!(
+        md,
+        "| {} | {value} | {} | {result} |",
+        target.name, target.goal
+    )
+}

@@ -1,0 +1,541 @@
+//! `s3-compressor-bench run`: every measurement, in order, then the reports.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+
+use crate::cli::RunArgs;
+use crate::contenders::{check_tools, Contender, Tool, FORMATS};
+use crate::inputs::{warm_page_cache, Corpus, Input, Repeated};
+use crate::machine::{git_commit, now_utc, Machine};
+use crate::measure::{describe, own_cpu_s, Measurer};
+use crate::results::{targets, ContenderResult, InputResult, Results, Run};
+use crate::s3::{Endpoint, BUCKET};
+use crate::stats::{KIB, MB, MIB};
+
+/// One line per measurement on stderr, with the time since the start.
+#[derive(Debug)]
+pub struct Progress {
+    started: Instant,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+        }
+    }
+
+    pub fn line(&mut self, message: fmt::Arguments<'_>) {
+        let seconds = self.started.elapsed().as_secs();
+        eprintln!("[{:02}:{:02}] {message}", seconds / 60, seconds % 60);
+    }
+}
+
+/// What every measurement needs.
+#[derive(Debug)]
+struct Context {
+    binary: PathBuf,
+    /// This program, for `codec`.
+    exe: PathBuf,
+    measurer: Measurer,
+    endpoint: Endpoint,
+    /// One config per format: `incoming/` -> `processed-FORMAT/`, source kept.
+    configs: BTreeMap<&'static str, PathBuf>,
+    /// Where codec and tool outputs go (one at a time).
+    local: PathBuf,
+}
+
+pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let mut progress = Progress::new();
+    let command = command_line();
+    let date_utc = now_utc();
+    let exe = std::env::current_exe().context("cannot find this program's own path")?;
+    let binary = match &args.binary {
+        Some(binary) => binary.clone(),
+        None => exe.with_file_name("s3-compressor"),
+    };
+    if !binary.is_file() {
+        bail!(
+            "{} does not exist; build it (cargo build --release -p s3-compressor) or pass --binary",
+            binary.display()
+        );
+    }
+    let corpus = Corpus::discover(&args.corpus)?;
+    if corpus.inputs.is_empty() && corpus.small.is_empty() {
+        bail!(
+            "nothing to measure in {}: none of logs.jsonl, records.csv, random.bin, small/",
+            args.corpus.display()
+        );
+    }
+    if !args.skip_tools {
+        check_tools()?;
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let work_root = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let work = tempfile::Builder::new()
+        .prefix("s3-compressor-bench-")
+        .tempdir_in(&work_root)
+        .with_context(|| format!("cannot make a folder in {}", work_root.display()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a tokio runtime")?;
+    let mut notes = corpus.notes.clone();
+    for note in &notes {
+        progress.line(format_args!("note: {note}"));
+    }
+
+    let local = work.path().join("local");
+    std::fs::create_dir_all(&local)?;
+    let context = Context {
+        configs: write_configs(work.path())?,
+        endpoint: Endpoint::start(runtime.handle(), &work.path().join("s3"))?,
+        measurer: Measurer::new(work.path().join("measured.log"))?,
+        binary,
+        exe,
+        local,
+    };
+    progress.line(format_args!(
+        "embedded S3 endpoint at {} (data in {})",
+        context.endpoint.url(),
+        work.path().display()
+    ));
+
+    let mut failures = Vec::new();
+    // First, while the machine is quiet: the most noise-sensitive measurement.
+    let startup = match crate::startup::run(&context.binary, work.path(), &mut progress) {
+        Ok(result) => Some(result),
+        Err(error) => {
+            failed(&mut progress, &mut failures, "start-up", &error);
+            None
+        }
+    };
+
+    let contenders = Contender::all(!args.skip_tools);
+    let mut inputs = Vec::new();
+    for input in &corpus.inputs {
+        match measure_input(&context, input, &contenders, args.runs, &mut progress) {
+            Ok(result) => inputs.push(result),
+            Err(error) => failed(&mut progress, &mut failures, &input.name, &error),
+        }
+    }
+    if args.big_gib > 0 {
+        let source = ["logs.jsonl", "records.csv"]
+            .iter()
+            .find_map(|name| corpus.input(name));
+        match source {
+            Some(source) => {
+                match measure_big(&context, source, args.big_gib, args.runs, &mut progress) {
+                    Ok(result) => inputs.push(result),
+                    Err(error) => failed(&mut progress, &mut failures, "streamed input", &error),
+                }
+            }
+            None => notes.push(
+                "the streamed input is made from logs.jsonl or records.csv, and the corpus has \
+                 neither; skipped"
+                    .to_owned(),
+            ),
+        }
+    }
+    let Context {
+        endpoint, binary, ..
+    } = context;
+    endpoint.shutdown();
+
+    let small = if corpus.small.is_empty() {
+        None
+    } else {
+        progress.line(format_args!(
+            "small objects: starting s3-compressor serve for {} files",
+            corpus.small.len()
+        ));
+        let measured = crate::small::run(
+            &binary,
+            &corpus.small,
+            args.runs,
+            work.path(),
+            runtime.handle(),
+            &mut progress,
+        );
+        match measured {
+            Ok(result) => Some(result),
+            Err(error) => {
+                let kept = args.out.join("small-objects-serve.log");
+                let error = match std::fs::copy(work.path().join(crate::small::LOG), &kept) {
+                    Ok(_) => error.context(format!("serve's log is in {}", kept.display())),
+                    Err(_) => error,
+                };
+                failed(&mut progress, &mut failures, "many small objects", &error);
+                None
+            }
+        }
+    };
+    for input in &inputs {
+        for contender in &input.contenders {
+            if let Some(error) = &contender.error {
+                failures.push(format!("{} on {}: {error}", contender.name, input.name));
+            }
+        }
+    }
+
+    notes.extend(method_notes(args.runs));
+    let results = Results {
+        command,
+        date_utc,
+        commit: git_commit(),
+        machine: Machine::describe(),
+        runs_per_measurement: args.runs,
+        targets: targets(&inputs, small.as_ref(), startup.as_ref()),
+        inputs,
+        small_objects: small,
+        startup,
+        failures,
+        notes,
+    };
+    write_outputs(&args.out, &results)?;
+    progress.line(format_args!(
+        "wrote {}, {} and {}",
+        args.out.join("results.md").display(),
+        args.out.join("results.json").display(),
+        args.out.join("throughput.svg").display()
+    ));
+    if !results.failures.is_empty() {
+        bail!(
+            "{} measurement(s) failed (listed in {} under \"Failed measurements\")",
+            results.failures.len(),
+            args.out.join("results.md").display()
+        );
+    }
+    Ok(())
+}
+
+/// Reports a measurement that failed; the run goes on without it.
+fn failed(progress: &mut Progress, failures: &mut Vec<String>, what: &str, error: &anyhow::Error) {
+    progress.line(format_args!("FAILED: {what}: {error:#}"));
+    failures.push(format!("{what}: {error:#}"));
+}
+
+/// This process's command line, shell-quoted where needed.
+fn command_line() -> String {
+    std::env::args_os()
+        .map(|arg| {
+            let arg = arg.to_string_lossy().into_owned();
+            let plain = !arg.is_empty()
+                && arg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+            if plain {
+                arg
+            } else {
+                format!("'{}'", arg.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn output_prefix(format: &str) -> String {
+    format!("processed-{format}/")
+}
+
+/// One config per format, each with the single rule the end-to-end runs use.
+fn write_configs(work: &Path) -> anyhow::Result<BTreeMap<&'static str, PathBuf>> {
+    let mut configs = BTreeMap::new();
+    for format in FORMATS {
+        let path = work.join(format!("{format}.toml"));
+        let text = format!(
+            "# s3-compressor-bench: {format} at its default level, the source kept for the next run.\n\
+             [[rule]]\n\
+             prefix = \"incoming/\"\n\
+             output_prefix = \"{}\"\n\
+             format = \"{format}\"\n\
+             delete_source = false\n",
+            output_prefix(format)
+        );
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        configs.insert(format, path);
+    }
+    Ok(configs)
+}
+
+/// Uploads `input`, then runs every contender on it `runs` times, interleaved (run 1 of each,
+/// then run 2 of each, ...), and removes its objects.
+fn measure_input(
+    context: &Context,
+    input: &Input,
+    contenders: &[Contender],
+    runs: u32,
+    progress: &mut Progress,
+) -> anyhow::Result<InputResult> {
+    let s3 = &context.endpoint.s3;
+    let key = format!("incoming/{}", input.name);
+    progress.line(format_args!(
+        "{}: {:.1} MB; reading it into the page cache and uploading it to s3://{BUCKET}/{key}",
+        input.name,
+        input.bytes as f64 / MB
+    ));
+    warm_page_cache(&input.path)?;
+    let mut file =
+        File::open(&input.path).with_context(|| format!("cannot open {}", input.path.display()))?;
+    s3.upload(BUCKET, &key, &mut file)?;
+
+    let mut results: Vec<ContenderResult> = contenders
+        .iter()
+        .map(|contender| ContenderResult {
+            name: contender.name(),
+            kind: contender.kind(),
+            format: contender.format(),
+            runs: Vec::new(),
+            error: None,
+        })
+        .collect();
+    for run in 1..=runs {
+        for (contender, result) in contenders.iter().zip(&mut results) {
+            if result.error.is_some() {
+                continue;
+            }
+            let measured = match *contender {
+                Contender::EndToEnd(format) => end_to_end(context, format, &key, input.bytes),
+                Contender::Codec(format) => codec(context, format, input),
+                Contender::Tool(tool) => tool_run(context, tool, input),
+            };
+            record(progress, &input.name, result, run, runs, measured);
+        }
+    }
+    s3.delete(BUCKET, &key)?;
+    for format in FORMATS {
+        s3.delete_prefix(BUCKET, &output_prefix(format))?;
+    }
+    Ok(InputResult {
+        name: input.name.clone(),
+        bytes: input.bytes,
+        streamed: false,
+        contenders: results,
+    })
+}
+
+/// The memory-bound run: `source` repeated to `gib` GiB, streamed into a multipart upload
+/// (never a local file), then compressed end to end as zip.
+fn measure_big(
+    context: &Context,
+    source: &Input,
+    gib: u64,
+    runs: u32,
+    progress: &mut Progress,
+) -> anyhow::Result<InputResult> {
+    let s3 = &context.endpoint.s3;
+    let bytes = gib.checked_mul(1 << 30).context("--big-gib is too large")?;
+    let name = format!("big-{}", source.name);
+    let key = format!("incoming/{name}");
+    progress.line(format_args!(
+        "{name}: streaming {} repeated to {gib} GiB into s3://{BUCKET}/{key}",
+        source.name
+    ));
+    let mut reader = Repeated::new(&source.path, bytes)?;
+    let uploaded = s3.upload(BUCKET, &key, &mut reader)?;
+    anyhow::ensure!(
+        uploaded == bytes,
+        "uploaded {uploaded} bytes of {bytes} for {key}"
+    );
+
+    let contender = Contender::EndToEnd("zip");
+    let mut result = ContenderResult {
+        name: contender.name(),
+        kind: contender.kind(),
+        format: contender.format(),
+        runs: Vec::new(),
+        error: None,
+    };
+    for run in 1..=runs {
+        let measured = end_to_end(context, "zip", &key, bytes);
+        record(progress, &name, &mut result, run, runs, measured);
+        if result.error.is_some() {
+            break;
+        }
+    }
+    s3.delete(BUCKET, &key)?;
+    s3.delete_prefix(BUCKET, &output_prefix("zip"))?;
+    Ok(InputResult {
+        name,
+        bytes,
+        streamed: true,
+        contenders: vec![result],
+    })
+}
+
+/// Adds a run to `result` and reports it, or records why it failed (its later runs are then
+/// skipped).
+fn record(
+    progress: &mut Progress,
+    input: &str,
+    result: &mut ContenderResult,
+    run: u32,
+    runs: u32,
+    measured: anyhow::Result<Run>,
+) {
+    let contender = &result.name;
+    match measured {
+        Ok(measured) => {
+            progress.line(format_args!(
+                "{input}  {contender}  run {run}/{runs}: {:.1} MB/s, ratio {:.2}, peak RSS {:.1} MiB, {:.2} s",
+                measured.mb_per_s,
+                measured.ratio,
+                measured.maxrss_kib as f64 * KIB / MIB,
+                measured.wall_s
+            ));
+            result.runs.push(measured);
+        }
+        Err(error) => {
+            progress.line(format_args!(
+                "FAILED: {input}  {contender}  run {run}/{runs}: {error:#}"
+            ));
+            result.error = Some(format!("run {run}: {error:#}"));
+        }
+    }
+}
+
+/// `s3-compressor --config CFG compress s3://BUCKET/KEY`, its output removed first so the
+/// worker compresses rather than finding its earlier output.
+fn end_to_end(context: &Context, format: &str, key: &str, bytes: u64) -> anyhow::Result<Run> {
+    let s3 = &context.endpoint.s3;
+    let prefix = output_prefix(format);
+    s3.delete_prefix(BUCKET, &prefix)?;
+    let config = context
+        .configs
+        .get(format)
+        .with_context(|| format!("no config for {format}"))?;
+    let mut command = Command::new(&context.binary);
+    context.endpoint.point_at(&mut command);
+    command
+        .arg("--config")
+        .arg(config)
+        .arg("compress")
+        .arg(format!("s3://{BUCKET}/{key}"));
+    let cpu_before = own_cpu_s()?;
+    let sample = context.measurer.measure(&command, None)?;
+    let endpoint_cpu_s = own_cpu_s()? - cpu_before;
+    let outputs = s3.list(BUCKET, &prefix)?;
+    let [output] = outputs.as_slice() else {
+        bail!(
+            "expected one output under {prefix} after {}, found {outputs:?}",
+            describe(&command)
+        );
+    };
+    let size = s3.head_size(BUCKET, &output.key)?;
+    Ok(Run {
+        endpoint_cpu_s: Some(endpoint_cpu_s),
+        ..Run::new(bytes, &sample, size)
+    })
+}
+
+/// `s3-compressor-bench codec --format FORMAT INPUT OUTPUT`.
+fn codec(context: &Context, format: &str, input: &Input) -> anyhow::Result<Run> {
+    let output = context.local.join(format!("codec.{format}"));
+    remove_if_present(&output)?;
+    let mut command = Command::new(&context.exe);
+    command
+        .args(["codec", "--format", format])
+        .arg(&input.path)
+        .arg(&output);
+    let sample = context.measurer.measure(&command, None)?;
+    let size = output_size(&output)?;
+    remove_if_present(&output)?;
+    Ok(Run::new(input.bytes, &sample, size))
+}
+
+/// A CLI tool; stream tools write to stdout, which the bench (not a shell) sends to a file.
+fn tool_run(context: &Context, tool: Tool, input: &Input) -> anyhow::Result<Run> {
+    let extension = match tool {
+        Tool::Zip => "zip",
+        Tool::Gzip | Tool::Pigz => "gz",
+        Tool::Zstd | Tool::ZstdT2 => "zst",
+    };
+    // zip adds to an existing archive, so start from none.
+    let output = context.local.join(format!("tool.{extension}"));
+    remove_if_present(&output)?;
+    let (command, to_stdout) = tool.command(&input.path, &output);
+    let sample = context
+        .measurer
+        .measure(&command, to_stdout.then_some(output.as_path()))?;
+    let size = output_size(&output)?;
+    remove_if_present(&output)?;
+    Ok(Run::new(input.bytes, &sample, size))
+}
+
+fn output_size(path: &Path) -> anyhow::Result<u64> {
+    Ok(std::fs::metadata(path)
+        .with_context(|| format!("no output at {}", path.display()))?
+        .len())
+}
+
+fn remove_if_present(path: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            Err(error).with_context(|| format!("cannot remove {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// How the numbers were taken, for the reader of results.md.
+fn method_notes(runs: u32) -> Vec<String> {
+    vec![
+        format!(
+            "Every number is the median of {runs} run(s) on this machine in this run; runs are \
+             interleaved (run 1 of every contender, then run 2, ...). MB/s counts input bytes, \
+             MB = 10^6 bytes; ratio = input bytes / output bytes."
+        ),
+        "End to end (e2e): the measured process is `s3-compressor --config CFG compress \
+         s3://bench/incoming/NAME` (GET, compress, multipart upload, HEAD verify; the source is \
+         kept). The S3 endpoint it talks to is the embedded `s3-compressor-serve` endpoint \
+         running inside the bench process on 127.0.0.1, objects stored as files: it is a real S3 \
+         endpoint, and its CPU time (serving the GET and the parts, SigV4, MD5 and checksums) \
+         competes with the worker for the same cores, so it is part of the e2e cost; its memory \
+         is not in the worker's peak RSS."
+            .to_owned(),
+        "Codec only: `s3-compressor-bench codec`, the same registry, options and \
+         `Compressor::compress` call the worker makes, on the local file with 1 MiB buffered \
+         reads and writes."
+            .to_owned(),
+        "CLI tools: the tools as a user runs them; stream tools write to stdout, which the bench \
+         sends to a file itself (no shell)."
+            .to_owned(),
+        "Peak RSS: `ru_maxrss` of `getrusage(RUSAGE_CHILDREN)` in a fresh `s3-compressor-bench \
+         measure` process whose only child is the measured command, so it is exactly that \
+         command's peak. Wall time: spawn to exit, as that process sees it."
+            .to_owned(),
+        "Page cache: each input file was read once before its measurements, so every contender \
+         reads it from memory; the endpoint's stored copy was just written and is cached too."
+            .to_owned(),
+        "Many small objects: `s3-compressor serve` (default config: zip, sources deleted) as a \
+         separate process; the files are uploaded with 16 PutObjects in flight and the outputs \
+         listed every 50 ms; objects/s = files / (first upload start to the listing that \
+         shows every output); a run with no new output for 60 s is reported as stalled. Its \
+         peak RSS is VmHWM from /proc/PID/status after all runs."
+            .to_owned(),
+        "Start-up: `s3-compressor lambda` with AWS_LAMBDA_RUNTIME_API pointing at a socket the \
+         bench listens on, from spawn to the first accepted connection; median of 5 after one \
+         uncounted run; measured first, before anything else loads the machine."
+            .to_owned(),
+    ]
+}
+
+fn write_outputs(out: &Path, results: &Results) -> anyhow::Result<()> {
+    let json = out.join("results.json");
+    std::fs::write(&json, serde_json::to_string_pretty(results)? + "\n")
+        .with_context(|| format!("cannot write {}", json.display()))?;
+    let markdown = out.join("results.md");
+    std::fs::write(&markdown, crate::report::markdown(results))
+        .with_context(|| format!("cannot write {}", markdown.display()))?;
+    let svg = out.join("throughput.svg");
+    crate::chart::throughput(&svg, results)
+        .with_context(|| format!("cannot draw {}", svg.display()))?;
+    Ok(())
+}

@@ -1,0 +1,231 @@
+//! The benchmark tool (`bench/`) as a user runs it: `s3-compressor-bench run` on a tiny corpus
+//! this test writes, one run of everything, and the three reports it leaves behind.
+//!
+//! No timing is asserted: only that every contender ran on every input, with plausible ratios
+//! and peak RSS. It needs the CLI tools it compares against (`zip`, `gzip`, `pigz`, `zstd`); a
+//! missing one makes the test print `SKIPPED: ...` and return, except on CI (`CI=true`), where
+//! it fails with the command that installs them.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use s3_compressor_tests::process::run;
+use s3_compressor_tests::{have, s3_compressor_binary, workspace_root};
+use serde_json::Value;
+
+const TOOLS: [&str; 4] = ["zip", "gzip", "pigz", "zstd"];
+const INSTALL: &str = "apt-get install -y zip gzip pigz zstd";
+
+const INPUTS: [&str; 3] = ["logs.jsonl", "records.csv", "random.bin"];
+const CONTENDERS: [&str; 11] = [
+    "s3-compressor zip (e2e)",
+    "s3-compressor gzip (e2e)",
+    "s3-compressor zstd (e2e)",
+    "zip codec only",
+    "gzip codec only",
+    "zstd codec only",
+    "zip -6",
+    "gzip -6",
+    "pigz -6 -p 2",
+    "zstd -3",
+    "zstd -3 -T2",
+];
+const SMALL_FILES: usize = 50;
+
+/// The `s3-compressor-bench` binary, built from the current sources like the harness builds
+/// `s3-compressor`.
+fn bench_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let build = escargot::CargoBuild::new()
+            .manifest_path(workspace_root().join("Cargo.toml"))
+            .package("s3-compressor-bench")
+            .bin("s3-compressor-bench")
+            .current_release()
+            .run();
+        match build {
+            Ok(run) => run.path().to_owned(),
+            Err(error) => panic!("cannot build the s3-compressor-bench binary: {error}"),
+        }
+    })
+}
+
+/// xorshift64*: deterministic bytes with no structure a compressor can use.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A corpus shaped like make_corpus.py's, small enough for a test: ~3 MiB of JSON log lines,
+/// ~300 KiB of CSV, 1 MiB of random bytes and 50 small files.
+fn write_corpus(dir: &Path) {
+    let mut random = Random(0x5eed_1234_abcd_ef01);
+    let services = ["checkout-api", "auth-svc", "catalog", "payments", "search"];
+    let levels = ["INFO", "INFO", "INFO", "WARN", "DEBUG", "ERROR"];
+    let mut logs = String::new();
+    let mut line = 0u64;
+    while logs.len() < 3 << 20 {
+        line += 1;
+        logs.push_str(&format!(
+            "{{\"ts\":\"2024-01-01T{:02}:{:02}:{:02}.{:03}Z\",\"level\":\"{}\",\"service\":\"{}\",\
+             \"request_id\":\"{:016x}\",\"user_id\":\"u_{}\",\"path\":\"/api/v1/orders/{}\",\
+             \"status\":{},\"latency_ms\":{}.{:03},\"msg\":\"request completed\"}}\n",
+            line / 3_600_000 % 24,
+            line / 60_000 % 60,
+            line / 1000 % 60,
+            line % 1000,
+            levels[random.below(levels.len() as u64) as usize],
+            services[random.below(services.len() as u64) as usize],
+            random.next(),
+            random.below(500_000),
+            random.below(2_000_000),
+            [200, 200, 200, 201, 404, 500][random.below(6) as usize],
+            random.below(400),
+            random.below(1000),
+        ));
+    }
+    std::fs::write(dir.join("logs.jsonl"), logs).unwrap();
+
+    let mut csv = String::from("id,customer,country,qty,unit_price,status\n");
+    let mut id = 0u64;
+    while csv.len() < 300 << 10 {
+        id += 1;
+        csv.push_str(&format!(
+            "{id},cust_{:06},{},{},{}.{:02},{}\n",
+            random.below(200_000),
+            ["US", "DE", "FR", "JP", "BR"][random.below(5) as usize],
+            random.below(20) + 1,
+            random.below(900),
+            random.below(100),
+            ["shipped", "pending", "delivered"][random.below(3) as usize],
+        ));
+    }
+    std::fs::write(dir.join("records.csv"), csv).unwrap();
+
+    let bytes: Vec<u8> = (0..(1 << 20) / 8)
+        .flat_map(|_| random.next().to_le_bytes())
+        .collect();
+    std::fs::write(dir.join("random.bin"), bytes).unwrap();
+
+    let small = dir.join("small");
+    std::fs::create_dir(&small).unwrap();
+    for i in 0..SMALL_FILES {
+        let size = 1024 + random.below(15 * 1024) as usize;
+        let mut text = String::new();
+        while text.len() < size {
+            text.push_str(
+                ["order ", "user ", "payment ", "retry ", "cache "][random.below(5) as usize],
+            );
+        }
+        let extension = ["txt", "json", "log"][i % 3];
+        std::fs::write(small.join(format!("file_{i:03}.{extension}")), text).unwrap();
+    }
+}
+
+/// The lines of the results.md section whose heading starts with `heading`.
+fn section<'a>(markdown: &'a str, heading: &str) -> Vec<&'a str> {
+    let mut lines = markdown
+        .lines()
+        .skip_while(|line| !line.starts_with(heading));
+    let Some(_) = lines.next() else {
+        panic!("results.md has no section {heading:?}:\n{markdown}");
+    };
+    lines.take_while(|line| !line.starts_with("## ")).collect()
+}
+
+#[test]
+fn the_benchmark_measures_every_contender_on_a_tiny_corpus() {
+    if !have(&TOOLS, INSTALL) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    let out = dir.path().join("results");
+    std::fs::create_dir(&corpus).unwrap();
+    write_corpus(&corpus);
+
+    let finished = run(Command::new(bench_binary())
+        .arg("run")
+        .arg("--corpus")
+        .arg(&corpus)
+        .arg("--out")
+        .arg(&out)
+        .args(["--runs", "1", "--big-gib", "0"])
+        .arg("--binary")
+        .arg(s3_compressor_binary())
+        .arg("--work-dir")
+        .arg(dir.path()));
+    assert!(
+        finished.success(),
+        "s3-compressor-bench run failed: {}",
+        finished.describe()
+    );
+
+    // results.md: a table per input with a row for every contender.
+    let markdown = std::fs::read_to_string(out.join("results.md")).unwrap();
+    for input in INPUTS {
+        let rows = section(&markdown, &format!("## Input: {input} "));
+        for contender in CONTENDERS {
+            let prefix = format!("| {contender} | ");
+            assert!(
+                rows.iter().any(|row| row.starts_with(&prefix)),
+                "no row for {contender} under {input}:\n{markdown}"
+            );
+        }
+    }
+    for heading in ["## Many small objects", "## Start-up", "## Targets"] {
+        assert!(!section(&markdown, heading).is_empty(), "{heading}");
+    }
+
+    // results.json: the raw runs, with plausible ratios and peak RSS.
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let inputs = json["inputs"].as_array().unwrap();
+    for name in INPUTS {
+        let input = inputs
+            .iter()
+            .find(|input| input["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in results.json: {json:#}"));
+        let contenders = input["contenders"].as_array().unwrap();
+        assert_eq!(
+            contenders.len(),
+            CONTENDERS.len(),
+            "{name}: {contenders:#?}"
+        );
+        for contender in contenders {
+            let runs = contender["runs"].as_array().unwrap();
+            assert_eq!(runs.len(), 1, "{contender}");
+            let run = &runs[0];
+            let what = format!("{} on {name}: {run}", contender["name"]);
+            let ratio = run["ratio"].as_f64().unwrap();
+            match name {
+                "random.bin" => assert!((0.9..=1.1).contains(&ratio), "{what}"),
+                _ => assert!(ratio > 1.0, "{what}"),
+            }
+            let rss_kib = run["maxrss_kib"].as_u64().unwrap();
+            assert!(rss_kib > 0 && rss_kib < 1 << 20, "{what}");
+            assert!(run["mb_per_s"].as_f64().unwrap() > 0.0, "{what}");
+        }
+    }
+    assert_eq!(json["small_objects"]["files"], SMALL_FILES, "{json:#}");
+    assert!(json["small_objects"]["objects_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(json["startup"]["runs_ms"].as_array().unwrap().len(), 5);
+    assert!(!json["targets"].as_array().unwrap().is_empty());
+
+    // throughput.svg: an SVG with bars.
+    let svg = std::fs::read_to_string(out.join("throughput.svg")).unwrap();
+    assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(200)]);
+    assert!(svg.contains("<rect"));
+}
