@@ -88,3 +88,23 @@ pub fn have(tools: &[&str], install: &str) -> bool {
     println!("SKIPPED: {message}");
     false
 }
+
+/// splitmix64: fast, deterministic, and with no structure a compressor can use.
+pub fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// `len` incompressible bytes; the same `seed` gives the same bytes.
+pub fn random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        out.extend_from_slice(&splitmix(&mut state).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}

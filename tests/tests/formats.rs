@@ -19,6 +19,7 @@ use s3_compressor_formats::{
 
 // Linked only for the `inventory::submit!` inside it, exactly as the worker links it.
 use s3_compressor_format_brotli as _;
+use s3_compressor_tests::random;
 
 /// Every format this build should offer, sorted.
 const EXPECTED_FORMATS: [&str; 7] = ["brotli", "gzip", "tar", "tar.gz", "tar.zst", "zip", "zstd"];
@@ -63,21 +64,6 @@ fn text(len: usize) -> Vec<u8> {
         );
         out.extend_from_slice(line.as_bytes());
         row += 1;
-    }
-    out.truncate(len);
-    out
-}
-
-/// Incompressible bytes (splitmix64), so the formats' stored/raw paths are exercised too.
-fn random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
     }
     out.truncate(len);
     out

@@ -15,7 +15,7 @@ use s3_compressor_tests::events::{
     fixture, percent_decode, s3_event, s3_record, sqs_batch, sqs_message, write_event,
 };
 use s3_compressor_tests::process::{run, Finished, Running, HANG_LIMIT};
-use s3_compressor_tests::Moto;
+use s3_compressor_tests::{random, splitmix, Moto};
 use serde_json::{json, Value};
 
 const MIB: usize = 1024 * 1024;
@@ -94,25 +94,6 @@ fn text(len: usize, seed: u64) -> Vec<u8> {
         );
         out.extend_from_slice(line.as_bytes());
         row += 1;
-    }
-    out.truncate(len);
-    out
-}
-
-/// splitmix64: fast, deterministic, incompressible.
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-fn random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        out.extend_from_slice(&splitmix(&mut state).to_le_bytes());
     }
     out.truncate(len);
     out

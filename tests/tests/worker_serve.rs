@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use s3_compressor_tests::process::{free_port, run, Finished, Running};
-use s3_compressor_tests::{s3_compressor, workspace_root};
+use s3_compressor_tests::{random, s3_compressor, workspace_root};
 
 const BUCKET: &str = "files";
 const ACCESS_KEY: &str = "serve-test";
@@ -197,15 +197,7 @@ fn awkward_keys_empty_files_and_multipart_uploads_are_all_compressed() {
     let small = write(serve.dir.path(), "small", b"a,b\n1,2\n");
     let empty = write(serve.dir.path(), "empty", b"");
     // Random bytes over the CLI's 8 MiB threshold: uploaded in parts, compressed in parts.
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let noise: Vec<u8> = (0..20 * 1024 * 1024)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
+    let noise = random(20 * 1024 * 1024, 9);
     let big = write(serve.dir.path(), "big", &noise);
 
     serve.upload(&small, "incoming/a b+c/100% 日本.csv");
