@@ -210,9 +210,10 @@ impl Worker {
         let part_size = transfer::part_size(info.size, self.tuning.min_part_size);
         let mut reader = transfer::spawn_download(download.body, self.tuning.read_ahead_chunks);
         let (parts, chunks) = mpsc::channel(1);
+        let budget = transfer::PartBudget::new(self.tuning.parts_in_flight);
         let compressor = Arc::clone(plan.compressor);
         let compressing = tokio::task::spawn_blocking(move || {
-            let mut writer = PartWriter::new(parts, part_size);
+            let mut writer = PartWriter::new(parts, part_size, budget);
             let stats = compressor.compress(&mut reader, &mut writer, &entry)?;
             writer.finish().map_err(|source| FormatError::Compress {
                 format: compressor.registration().name,

@@ -4,8 +4,10 @@
 //! GET body ──chunks──▶ SourceReader ─▶ Format::compress ─▶ PartWriter ──parts──▶ upload_output
 //!  (async task)        (blocking thread)                                      (async, N parts in flight)
 //! ```
-//! Both channels are bounded, so a slow side stalls the other instead of buffering: memory is
-//! about `(parts_in_flight + 2) × part_size` plus the codec, whatever the object's size.
+//! Both sides are bounded, so a slow side stalls the other instead of buffering: the download
+//! by a channel of chunks, the output by a [`PartBudget`] of `parts_in_flight + 1` parts (those
+//! uploading and the one filling). The output holds at most `(parts_in_flight + 1) × part_size`,
+//! whatever the object's size.
 
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -14,7 +16,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use crc_fast::{CrcAlgorithm, Digest};
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::store::{ErrorClass, Location, ObjectStore, OutputSpec, Part, StoreError, Written};
@@ -76,12 +78,40 @@ impl Read for SourceReader {
     }
 }
 
+/// How many parts of output may exist at once, counted from the moment the writer starts
+/// filling one until its upload returns.
+///
+/// Channel capacities alone do not bound this: a part also waits in the channel, in the
+/// writer's blocked send and in the uploader's hand while every upload slot is taken, which
+/// let a fast codec on incompressible input hold seven 8 MiB parts at once.
+#[derive(Debug, Clone)]
+pub(crate) struct PartBudget(Arc<Semaphore>);
+
+impl PartBudget {
+    /// Room for `in_flight` parts uploading and one filling.
+    pub(crate) fn new(in_flight: usize) -> Self {
+        Self(Arc::new(Semaphore::new(in_flight.max(1) + 1)))
+    }
+
+    /// Waits, on the compressor's blocking thread, until a part may be started.
+    fn reserve(&self) -> io::Result<OwnedSemaphorePermit> {
+        futures::executor::block_on(Arc::clone(&self.0).acquire_owned())
+            .map_err(|_| io::Error::other("the part budget was closed"))
+    }
+}
+
+/// Output bytes, holding their place in the [`PartBudget`] until they are uploaded.
+pub(crate) struct OutputBytes {
+    pub bytes: Bytes,
+    _reserved: Option<OwnedSemaphorePermit>,
+}
+
 /// What the compressor's thread sends to the uploader.
 pub(crate) enum Chunk {
     /// A full part.
-    Part(Bytes),
+    Part(OutputBytes),
     /// Compression succeeded; the last (possibly short or empty) piece of output.
-    Finished { last: Bytes, crc64nvme: u64 },
+    Finished { last: OutputBytes, crc64nvme: u64 },
 }
 
 /// Cuts the compressed output into parts and hands each to the uploader.
@@ -90,24 +120,39 @@ pub(crate) enum Chunk {
 /// compressor fails or panics, the channel just closes and the upload is aborted.
 pub(crate) struct PartWriter {
     parts: mpsc::Sender<Chunk>,
-    buffer: Vec<u8>,
+    budget: PartBudget,
+    /// The part being filled and its place in the budget; `None` between parts, so the next
+    /// part is only started (and allocated) once the budget has room.
+    filling: Option<(Vec<u8>, OwnedSemaphorePermit)>,
     part_size: usize,
     crc: Digest,
 }
 
 impl PartWriter {
-    pub(crate) fn new(parts: mpsc::Sender<Chunk>, part_size: usize) -> Self {
+    pub(crate) fn new(parts: mpsc::Sender<Chunk>, part_size: usize, budget: PartBudget) -> Self {
         Self {
             parts,
-            buffer: Vec::with_capacity(part_size),
+            budget,
+            filling: None,
             part_size,
             crc: Digest::new(CrcAlgorithm::Crc64Nvme),
         }
     }
 
     pub(crate) fn finish(mut self) -> io::Result<()> {
-        self.crc.update(&self.buffer);
-        let last = Bytes::from(std::mem::take(&mut self.buffer));
+        let last = match self.filling.take() {
+            Some((buffer, reserved)) => {
+                self.crc.update(&buffer);
+                OutputBytes {
+                    bytes: Bytes::from(buffer),
+                    _reserved: Some(reserved),
+                }
+            }
+            None => OutputBytes {
+                bytes: Bytes::new(),
+                _reserved: None,
+            },
+        };
         let crc64nvme = self.crc.finalize();
         self.send(Chunk::Finished { last, crc64nvme })
     }
@@ -124,12 +169,27 @@ impl PartWriter {
 
 impl Write for PartWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = buf.len().min(self.part_size - self.buffer.len());
-        self.buffer.extend_from_slice(&buf[..n]);
-        if self.buffer.len() == self.part_size {
-            self.crc.update(&self.buffer);
-            let part = std::mem::replace(&mut self.buffer, Vec::with_capacity(self.part_size));
-            self.send(Chunk::Part(Bytes::from(part)))?;
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let (buffer, _) = match &mut self.filling {
+            Some(filling) => filling,
+            None => {
+                let reserved = self.budget.reserve()?;
+                self.filling
+                    .insert((Vec::with_capacity(self.part_size), reserved))
+            }
+        };
+        let n = buf.len().min(self.part_size - buffer.len());
+        buffer.extend_from_slice(&buf[..n]);
+        if buffer.len() == self.part_size {
+            if let Some((buffer, reserved)) = self.filling.take() {
+                self.crc.update(&buffer);
+                self.send(Chunk::Part(OutputBytes {
+                    bytes: Bytes::from(buffer),
+                    _reserved: Some(reserved),
+                }))?;
+            }
         }
         Ok(n)
     }
@@ -210,9 +270,9 @@ pub(crate) async fn upload_output(
     let first_part = match first {
         Chunk::Finished { last, crc64nvme } => {
             let crc64nvme = encode_crc(crc64nvme);
-            let bytes = last.len() as u64;
+            let bytes = last.bytes.len() as u64;
             let written = store
-                .put(spec, last, &crc64nvme)
+                .put(spec, last.bytes, &crc64nvme)
                 .await
                 .map_err(UploadError::Store)?;
             return Ok(Uploaded {
@@ -241,7 +301,7 @@ async fn upload_parts(
     store: Arc<dyn ObjectStore>,
     spec: &OutputSpec,
     upload_id: &str,
-    first_part: Bytes,
+    first_part: OutputBytes,
     mut chunks: mpsc::Receiver<Chunk>,
     in_flight: usize,
 ) -> Result<Uploaded, UploadError> {
@@ -258,17 +318,21 @@ async fn upload_parts(
         };
         // An empty last piece after full parts adds nothing; S3 also rejects empty parts
         // anywhere but alone.
-        if !part.is_empty() || number == 0 {
+        if !part.bytes.is_empty() || number == 0 {
             while tasks.len() >= in_flight.max(1) {
                 parts.push(joined(tasks.join_next().await)?);
             }
             number += 1;
-            bytes += part.len() as u64;
+            bytes += part.bytes.len() as u64;
             let store = store.clone();
             let location = spec.location.clone();
             let upload_id = upload_id.to_owned();
-            tasks
-                .spawn(async move { store.upload_part(&location, &upload_id, number, part).await });
+            tasks.spawn(async move {
+                let OutputBytes { bytes, _reserved } = part;
+                store
+                    .upload_part(&location, &upload_id, number, bytes)
+                    .await
+            });
         }
         if let Some(crc) = finished {
             break crc;
@@ -320,9 +384,72 @@ pub(crate) fn encode_crc(crc: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::HashMap;
+    use std::time::Duration;
+
     use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::store::WriteCondition;
 
     const MIB: usize = 1024 * 1024;
+
+    /// A codec far faster than the uploads (incompressible input through zstd does this): the
+    /// output must wait for the budget instead of piling up parts in the channel and the
+    /// uploader's hands.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn output_held_at_once_is_the_parts_uploading_plus_the_one_filling() {
+        const PART: usize = 64 * 1024;
+        const PARTS: usize = 24;
+        const IN_FLIGHT: usize = 2;
+        let store = Arc::new(MemoryStore::with_part_latency(Duration::from_millis(20)));
+        let spec = OutputSpec {
+            location: Location {
+                bucket: "files".to_owned(),
+                key: "processed/big.zst".to_owned(),
+            },
+            content_type: "application/zstd",
+            metadata: HashMap::new(),
+            condition: WriteCondition::Absent,
+        };
+        let (parts, chunks) = mpsc::channel(1);
+        let budget = PartBudget::new(IN_FLIGHT);
+        let observed = Arc::clone(&store);
+        let writing = tokio::task::spawn_blocking(move || {
+            let mut writer = PartWriter::new(parts, PART, budget);
+            let block = vec![7u8; 16 * 1024];
+            let (mut written, mut most_held) = (0, 0);
+            while written < PARTS * PART {
+                written += writer.write(&block)?;
+                // Parts begun and not yet uploaded, each up to a part of memory.
+                most_held = most_held.max(written.div_ceil(PART) - observed.parts_uploaded());
+            }
+            writer.finish()?;
+            io::Result::Ok(most_held)
+        });
+        let store_for_upload: Arc<dyn ObjectStore> = store.clone();
+        let uploaded = upload_output(
+            store_for_upload,
+            &spec,
+            chunks,
+            IN_FLIGHT,
+            &PendingUpload::default(),
+        )
+        .await;
+        let most_held = writing.await.unwrap().unwrap();
+
+        assert_eq!(
+            uploaded.ok().map(|done| done.bytes),
+            Some((PARTS * PART) as u64)
+        );
+        assert_eq!(store.parts_uploaded(), PARTS);
+        assert!(
+            most_held <= IN_FLIGHT + 1,
+            "{most_held} parts held at once, budget {}",
+            IN_FLIGHT + 1
+        );
+    }
 
     #[test]
     fn parts_start_at_the_minimum_and_grow_to_fit_ten_thousand() {

@@ -1,7 +1,9 @@
 //! An in-memory [`ObjectStore`] for unit tests: S3's conditional semantics, without a server.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -35,6 +37,10 @@ struct State {
 #[derive(Debug, Default)]
 pub(crate) struct MemoryStore {
     versioned: bool,
+    /// How long each UploadPart takes: an upload slower than the codec.
+    part_latency: Duration,
+    /// UploadParts that have returned.
+    parts_uploaded: AtomicUsize,
     state: Mutex<State>,
 }
 
@@ -44,6 +50,17 @@ impl MemoryStore {
             versioned: true,
             ..Self::default()
         }
+    }
+
+    pub(crate) fn with_part_latency(part_latency: Duration) -> Self {
+        Self {
+            part_latency,
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn parts_uploaded(&self) -> usize {
+        self.parts_uploaded.load(Ordering::SeqCst)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -297,12 +314,16 @@ impl ObjectStore for MemoryStore {
         body: Bytes,
     ) -> Result<Part, StoreError> {
         self.check_failure("UploadPart", location)?;
+        if !self.part_latency.is_zero() {
+            tokio::time::sleep(self.part_latency).await;
+        }
         let mut state = self.lock();
         let (_, parts) = state
             .uploads
             .get_mut(upload_id)
             .ok_or_else(|| error(ErrorClass::NotFound, "UploadPart", location, "NoSuchUpload"))?;
         parts.push((number, body));
+        self.parts_uploaded.fetch_add(1, Ordering::SeqCst);
         Ok(Part {
             number,
             etag: format!("part-{number}"),
