@@ -140,21 +140,24 @@ impl PartWriter {
     }
 
     pub(crate) fn finish(mut self) -> io::Result<()> {
-        let last = match self.filling.take() {
-            Some((buffer, reserved)) => {
-                self.crc.update(&buffer);
-                OutputBytes {
-                    bytes: Bytes::from(buffer),
-                    _reserved: Some(reserved),
-                }
-            }
-            None => OutputBytes {
-                bytes: Bytes::new(),
-                _reserved: None,
-            },
-        };
+        let last = self.seal();
         let crc64nvme = self.crc.finalize();
         self.send(Chunk::Finished { last, crc64nvme })
+    }
+
+    /// Ends the part being filled (empty if none was started), with its place in the budget.
+    fn seal(&mut self) -> OutputBytes {
+        let Some((buffer, reserved)) = self.filling.take() else {
+            return OutputBytes {
+                bytes: Bytes::new(),
+                _reserved: None,
+            };
+        };
+        self.crc.update(&buffer);
+        OutputBytes {
+            bytes: Bytes::from(buffer),
+            _reserved: Some(reserved),
+        }
     }
 
     fn send(&self, chunk: Chunk) -> io::Result<()> {
@@ -183,13 +186,8 @@ impl Write for PartWriter {
         let n = buf.len().min(self.part_size - buffer.len());
         buffer.extend_from_slice(&buf[..n]);
         if buffer.len() == self.part_size {
-            if let Some((buffer, reserved)) = self.filling.take() {
-                self.crc.update(&buffer);
-                self.send(Chunk::Part(OutputBytes {
-                    bytes: Bytes::from(buffer),
-                    _reserved: Some(reserved),
-                }))?;
-            }
+            let part = self.seal();
+            self.send(Chunk::Part(part))?;
         }
         Ok(n)
     }

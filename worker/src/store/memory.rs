@@ -1,7 +1,6 @@
 //! An in-memory [`ObjectStore`] for unit tests: S3's conditional semantics, without a server.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -32,6 +31,7 @@ struct State {
     fail: HashMap<&'static str, ErrorClass>,
     aborted: Vec<String>,
     completed: usize,
+    parts_uploaded: usize,
 }
 
 #[derive(Debug, Default)]
@@ -39,8 +39,6 @@ pub(crate) struct MemoryStore {
     versioned: bool,
     /// How long each UploadPart takes: an upload slower than the codec.
     part_latency: Duration,
-    /// UploadParts that have returned.
-    parts_uploaded: AtomicUsize,
     state: Mutex<State>,
 }
 
@@ -60,7 +58,7 @@ impl MemoryStore {
     }
 
     pub(crate) fn parts_uploaded(&self) -> usize {
-        self.parts_uploaded.load(Ordering::SeqCst)
+        self.lock().parts_uploaded
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -323,7 +321,7 @@ impl ObjectStore for MemoryStore {
             .get_mut(upload_id)
             .ok_or_else(|| error(ErrorClass::NotFound, "UploadPart", location, "NoSuchUpload"))?;
         parts.push((number, body));
-        self.parts_uploaded.fetch_add(1, Ordering::SeqCst);
+        state.parts_uploaded += 1;
         Ok(Part {
             number,
             etag: format!("part-{number}"),
