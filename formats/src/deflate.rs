@@ -49,13 +49,21 @@ pub(crate) fn deflate<T>(
     thread::scope(|scope| {
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
-        for _ in 0..threads.get() {
-            let queue = Arc::clone(&queue);
-            scope.spawn(move || compress_blocks(&queue, level));
-        }
+        let start_threads = || {
+            for _ in 0..threads.get() {
+                let queue = Arc::clone(&queue);
+                scope.spawn(move || compress_blocks(&queue, level));
+            }
+        };
         // Dropping the writer (on success or error) closes the queue, which ends the threads
         // before the scope joins them.
-        let mut writer = BlockWriter::new(dst, jobs, threads.get() * BLOCKS_IN_FLIGHT_PER_THREAD);
+        let mut writer = BlockWriter::new(
+            dst,
+            level,
+            jobs,
+            &start_threads,
+            threads.get() * BLOCKS_IN_FLIGHT_PER_THREAD,
+        );
         let produced = produce(&mut writer)?;
         let deflated = writer.finish()?;
         Ok((produced, deflated))
@@ -77,24 +85,29 @@ fn compress_blocks(queue: &Mutex<Receiver<Job>>, level: u32) {
     loop {
         let next = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
         let Ok(job) = next else { return };
-        let result = compress_block(&mut compress, &job);
+        let previous = job.previous.as_deref().map(Vec::as_slice);
+        let result = compress_block(&mut compress, &job.input, previous, job.last);
         // The writer has gone away only if it already failed; nobody needs the block then.
         let _ = job.done.send(result);
     }
 }
 
-fn compress_block(compress: &mut Compress, job: &Job) -> io::Result<Vec<u8>> {
+fn compress_block(
+    compress: &mut Compress,
+    input: &[u8],
+    previous: Option<&[u8]>,
+    last: bool,
+) -> io::Result<Vec<u8>> {
     compress.reset();
-    if let Some(previous) = &job.previous {
+    if let Some(previous) = previous {
         let tail = &previous[previous.len().saturating_sub(DICTIONARY_SIZE)..];
         compress.set_dictionary(tail).map_err(io::Error::other)?;
     }
-    let flush = if job.last {
+    let flush = if last {
         FlushCompress::Finish
     } else {
         FlushCompress::Sync
     };
-    let input = job.input.as_slice();
     // Incompressible data grows by a few bytes per stored block; this fits it in one pass.
     let mut output = Vec::with_capacity(input.len() + input.len() / 16 + 64);
     loop {
@@ -120,7 +133,11 @@ fn compress_block(compress: &mut Compress, job: &Job) -> io::Result<Vec<u8>> {
 /// blocks to `dst` in input order.
 struct BlockWriter<'a> {
     dst: &'a mut dyn Write,
+    level: u32,
     jobs: Sender<Job>,
+    /// Taken by the first block sent off: an input of a single block (most small objects) is
+    /// compressed on the caller's thread, without starting threads or handing data across.
+    start_threads: Option<&'a dyn Fn()>,
     in_flight: VecDeque<Receiver<io::Result<Vec<u8>>>>,
     max_in_flight: usize,
     block: Vec<u8>,
@@ -130,10 +147,18 @@ struct BlockWriter<'a> {
 }
 
 impl<'a> BlockWriter<'a> {
-    fn new(dst: &'a mut dyn Write, jobs: Sender<Job>, max_in_flight: usize) -> Self {
+    fn new(
+        dst: &'a mut dyn Write,
+        level: u32,
+        jobs: Sender<Job>,
+        start_threads: &'a dyn Fn(),
+        max_in_flight: usize,
+    ) -> Self {
         Self {
             dst,
+            level,
             jobs,
+            start_threads: Some(start_threads),
             in_flight: VecDeque::with_capacity(max_in_flight),
             max_in_flight,
             block: Vec::with_capacity(BLOCK_SIZE),
@@ -145,6 +170,9 @@ impl<'a> BlockWriter<'a> {
 
     /// Sends the current block off; first waits for the oldest block when enough are in flight.
     fn dispatch(&mut self, last: bool) -> io::Result<()> {
+        if let Some(start_threads) = self.start_threads.take() {
+            start_threads();
+        }
         while self.in_flight.len() >= self.max_in_flight {
             self.write_oldest()?;
         }
@@ -174,9 +202,15 @@ impl<'a> BlockWriter<'a> {
 
     /// Ends the stream with a final block and waits for every block to be written.
     fn finish(mut self) -> io::Result<Deflated> {
-        self.dispatch(true)?;
-        while !self.in_flight.is_empty() {
-            self.write_oldest()?;
+        if self.previous.is_none() {
+            let mut compress = Compress::new(Compression::new(self.level), false);
+            let only = compress_block(&mut compress, &self.block, None, true)?;
+            self.dst.write_all(&only)?;
+        } else {
+            self.dispatch(true)?;
+            while !self.in_flight.is_empty() {
+                self.write_oldest()?;
+            }
         }
         Ok(Deflated {
             crc32: self.crc.clone().finalize(),
@@ -267,6 +301,23 @@ mod tests {
                 assert_eq!(deflated.crc32, crc32fast::hash(&input));
             }
         }
+    }
+
+    #[test]
+    fn an_input_of_one_block_starts_no_threads() {
+        let input = text(BLOCK_SIZE);
+        let starts = std::cell::Cell::new(0);
+        let count_starts = || starts.set(starts.get() + 1);
+        // No thread serves this queue: sending a block to it fails.
+        let (jobs, queue) = mpsc::channel();
+        drop(queue);
+        let mut stream = Vec::new();
+        let mut writer = BlockWriter::new(&mut stream, 6, jobs, &count_starts, 4);
+        writer.write_all(&input).expect("buffered");
+        let deflated = writer.finish().expect("compressed in place");
+        assert_eq!(starts.get(), 0);
+        assert_eq!(deflated.size, input.len() as u64);
+        assert_eq!(inflate(&stream), input);
     }
 
     #[test]
