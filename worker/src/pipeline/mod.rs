@@ -29,17 +29,18 @@ pub struct Tuning {
     pub min_part_size: usize,
     /// Parts uploading at once.
     pub parts_in_flight: usize,
-    /// Chunks of the download buffered ahead of the compressor.
-    pub read_ahead_chunks: usize,
+    /// Bytes of the download buffered ahead of the compressor.
+    pub read_ahead_bytes: usize,
 }
 
 impl Default for Tuning {
-    /// About 40 MiB of buffers at most: 8 MiB parts, three on the wire, one queued, one filling.
+    /// About 40 MiB of buffers at most: 8 MiB parts, three uploading and one filling, and 8 MiB
+    /// read ahead.
     fn default() -> Self {
         Self {
             min_part_size: 8 * 1024 * 1024,
             parts_in_flight: 3,
-            read_ahead_chunks: 16,
+            read_ahead_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -208,7 +209,7 @@ impl Worker {
             entry = entry.with_modified(modified);
         }
         let part_size = transfer::part_size(info.size, self.tuning.min_part_size);
-        let mut reader = transfer::spawn_download(download.body, self.tuning.read_ahead_chunks);
+        let mut reader = transfer::spawn_download(download.body, self.tuning.read_ahead_bytes);
         let (parts, chunks) = mpsc::channel(1);
         let budget = transfer::PartBudget::new(self.tuning.parts_in_flight);
         let compressor = Arc::clone(plan.compressor);

@@ -26,7 +26,7 @@ fn small_parts() -> Tuning {
     Tuning {
         min_part_size: 64 * 1024,
         parts_in_flight: 2,
-        read_ahead_chunks: 4,
+        read_ahead_bytes: 64 * 1024,
     }
 }
 

@@ -5,7 +5,7 @@
 //!  (async task)        (blocking thread)                                      (async, N parts in flight)
 //! ```
 //! Both sides are bounded, so a slow side stalls the other instead of buffering: the download
-//! by a channel of chunks, the output by a [`PartBudget`] of `parts_in_flight + 1` parts (those
+//! by a budget of bytes read ahead, the output by a [`PartBudget`] of `parts_in_flight + 1` parts (those
 //! uploading and the one filling). The output holds at most `(parts_in_flight + 1) × part_size`,
 //! whatever the object's size.
 
@@ -37,44 +37,75 @@ pub(crate) fn part_size(source_size: u64, min_part_size: usize) -> usize {
     usize::try_from(needed.div_ceil(MIB) * MIB).unwrap_or(usize::MAX)
 }
 
-/// Feeds the download to a bounded channel; stops when the reader goes away.
+/// Feeds the download to the compressor's reader, at most `read_ahead_bytes` ahead of it (plus
+/// the chunk just received); stops when the reader goes away.
+///
+/// Bounded in bytes, not chunks, because chunk sizes depend on the connection: S3 over TLS
+/// delivers records of about 16 KiB, a local endpoint half a MiB at a time.
 pub(crate) fn spawn_download(
     mut body: futures::stream::BoxStream<'static, Result<Bytes, StoreError>>,
-    capacity: usize,
+    read_ahead_bytes: usize,
 ) -> SourceReader {
-    let (sender, receiver) = mpsc::channel(capacity);
+    let budget_bytes = u32::try_from(read_ahead_bytes.max(1)).unwrap_or(u32::MAX);
+    let budget = Arc::new(Semaphore::new(budget_bytes as usize));
+    // The budget bounds what is queued: every chunk holds at least one permit.
+    let (sender, receiver) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(chunk) = body.next().await {
             let failed = chunk.is_err();
-            if sender.send(chunk).await.is_err() || failed {
+            let size = chunk.as_ref().map_or(0, Bytes::len);
+            // A chunk larger than the whole budget waits for all of it, then goes alone.
+            let permits = u32::try_from(size)
+                .unwrap_or(u32::MAX)
+                .clamp(1, budget_bytes);
+            let Ok(reserved) = Arc::clone(&budget).acquire_many_owned(permits).await else {
+                break;
+            };
+            let held = chunk.map(|bytes| HeldChunk {
+                bytes,
+                _reserved: reserved,
+            });
+            if sender.send(held).is_err() || failed {
                 break;
             }
         }
     });
     SourceReader {
         chunks: receiver,
-        current: Bytes::new(),
+        current: None,
     }
+}
+
+/// Downloaded bytes, holding their place in the read-ahead budget until the compressor has
+/// read them.
+struct HeldChunk {
+    bytes: Bytes,
+    _reserved: OwnedSemaphorePermit,
 }
 
 /// The source object as a blocking [`Read`], for the compressor's thread.
 pub(crate) struct SourceReader {
-    chunks: mpsc::Receiver<Result<Bytes, StoreError>>,
-    current: Bytes,
+    chunks: mpsc::UnboundedReceiver<Result<HeldChunk, StoreError>>,
+    current: Option<HeldChunk>,
 }
 
 impl Read for SourceReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            match self.chunks.blocking_recv() {
-                None => return Ok(0),
-                Some(Ok(chunk)) => self.current = chunk,
-                Some(Err(error)) => return Err(io::Error::other(error)),
+        loop {
+            match &mut self.current {
+                Some(chunk) if !chunk.bytes.is_empty() => {
+                    let n = buf.len().min(chunk.bytes.len());
+                    buf[..n].copy_from_slice(&chunk.bytes.split_to(n));
+                    return Ok(n);
+                }
+                // Dropping a finished chunk returns its bytes to the budget.
+                _ => match self.chunks.blocking_recv() {
+                    None => return Ok(0),
+                    Some(Ok(chunk)) => self.current = Some(chunk),
+                    Some(Err(error)) => return Err(io::Error::other(error)),
+                },
             }
         }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
     }
 }
 
@@ -392,6 +423,41 @@ mod tests {
     use crate::store::WriteCondition;
 
     const MIB: usize = 1024 * 1024;
+
+    /// A compressor slower than the download (most are): what the download takes from the body
+    /// stays within the byte budget, however small the chunks.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_download_reads_ahead_at_most_its_budget_in_bytes() {
+        const CHUNK: usize = 1000;
+        const CHUNKS: usize = 100;
+        const BUDGET: usize = 4 * CHUNK;
+        let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&taken);
+        let body = futures::stream::iter((0..CHUNKS).map(move |i| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(Bytes::from(vec![(i % 251) as u8; CHUNK]))
+        }))
+        .boxed();
+        let mut reader = spawn_download(body, BUDGET);
+        // Nothing is read yet: the download runs until the budget stops it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let ahead = taken.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            ahead <= BUDGET / CHUNK + 1,
+            "{ahead} chunks of {CHUNK} bytes taken ahead of a reader that read nothing; budget {BUDGET} bytes"
+        );
+        let read = tokio::task::spawn_blocking(move || {
+            let mut all = Vec::new();
+            reader.read_to_end(&mut all).map(|_| all)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        let expected: Vec<u8> = (0..CHUNKS)
+            .flat_map(|i| vec![(i % 251) as u8; CHUNK])
+            .collect();
+        assert_eq!(read, expected);
+    }
 
     /// A codec far faster than the uploads (incompressible input through zstd does this): the
     /// output must wait for the budget instead of piling up parts in the channel and the
