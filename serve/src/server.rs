@@ -208,6 +208,11 @@ async fn serve(listener: TcpListener, service: S3Service, mut stop: oneshot::Rec
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
+                    // Responses go out as several small writes (head, then body): with Nagle's
+                    // algorithm on, the second waits for the client's delayed ACK, 40 ms.
+                    if let Err(error) = socket.set_nodelay(true) {
+                        tracing::debug!(%peer, %error, "could not disable Nagle's algorithm");
+                    }
                     let connection = connections.serve_connection(TokioIo::new(socket), service.clone());
                     let connection = graceful.watch(connection.into_owned());
                     tokio::spawn(async move {
