@@ -120,9 +120,15 @@ impl Worker {
             key: plan.output_key.clone(),
         };
 
-        // Read: the exact version the event names, so a newer upload is never mixed in.
-        let existing_output = self.store.head(&output, None).await.map_err(failed)?;
-        let download = match self.store.get(&source, object.version_id.as_deref()).await {
+        // Read: the exact version the event names, so a newer upload is never mixed in. The
+        // output's HEAD goes out alongside the GET: one round trip instead of two, which is much
+        // of the time a small object takes.
+        let (existing_output, download) = tokio::join!(
+            self.store.head(&output, None),
+            self.store.get(&source, object.version_id.as_deref()),
+        );
+        let existing_output = existing_output.map_err(failed)?;
+        let download = match download {
             Ok(download) => download,
             Err(error) if error.is(ErrorClass::NotFound) => {
                 return Err(Box::new(source_gone(
