@@ -5,9 +5,9 @@
 //!  (async task)        (blocking thread)                                      (async, N parts in flight)
 //! ```
 //! Both sides are bounded, so a slow side stalls the other instead of buffering: the download
-//! by a budget of bytes read ahead, the output by a [`PartBudget`] of `parts_in_flight + 1` parts (those
-//! uploading and the one filling). The output holds at most `(parts_in_flight + 1) × part_size`,
-//! whatever the object's size.
+//! by a budget of bytes read ahead, the output by a [`PartBudget`] of `parts_in_flight + 1`
+//! parts (those uploading and the one filling). The output holds at most
+//! `(parts_in_flight + 1) × part_size`, whatever the object's size.
 
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -416,6 +416,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
     use super::*;
@@ -431,17 +432,17 @@ mod tests {
         const CHUNK: usize = 1000;
         const CHUNKS: usize = 100;
         const BUDGET: usize = 4 * CHUNK;
-        let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let taken = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&taken);
         let body = futures::stream::iter((0..CHUNKS).map(move |i| {
-            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            counted.fetch_add(1, Ordering::SeqCst);
             Ok(Bytes::from(vec![(i % 251) as u8; CHUNK]))
         }))
         .boxed();
         let mut reader = spawn_download(body, BUDGET);
         // Nothing is read yet: the download runs until the budget stops it.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let ahead = taken.load(std::sync::atomic::Ordering::SeqCst);
+        let ahead = taken.load(Ordering::SeqCst);
         assert!(
             ahead <= BUDGET / CHUNK + 1,
             "{ahead} chunks of {CHUNK} bytes taken ahead of a reader that read nothing; budget {BUDGET} bytes"
