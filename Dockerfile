@@ -5,8 +5,9 @@
 # cloudformation/deploy.sh does all of this. By hand, from the repository root:
 #
 #   rustup target add x86_64-unknown-linux-musl && apt-get install -y musl-tools
-#   cargo build --release --target x86_64-unknown-linux-musl -p s3-compressor
-#   mkdir -p target/lambda-image && cp /etc/ssl/certs/ca-certificates.crt target/lambda-image/
+#   cargo build --profile image --target x86_64-unknown-linux-musl -p s3-compressor
+#   mkdir -p target/lambda-image && cp /etc/ssl/certs/ca-certificates.crt \
+#       target/x86_64-unknown-linux-musl/image/s3-compressor target/lambda-image/
 #   docker build --platform linux/amd64 --provenance=false -t s3-compressor .
 #
 # --provenance=false and one --platform make `docker push` upload a single image manifest;
@@ -21,7 +22,7 @@ COPY target/lambda-image/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 # Changing the rules means a new image: deploy.sh derives the S3 trigger and the IAM prefixes
 # from the same file, so the function and its permissions never disagree.
 COPY config/compressor.toml /etc/s3-compressor/compressor.toml
-COPY target/x86_64-unknown-linux-musl/release/s3-compressor /s3-compressor
+COPY target/lambda-image/s3-compressor /s3-compressor
 
 ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     S3_COMPRESSOR_CONFIG=/etc/s3-compressor/compressor.toml

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the release binaries, makes the benchmark corpus if it is missing, and runs the whole
+# Builds the binaries as they ship (the `image` profile), makes the benchmark corpus if it is missing, and runs the whole
 # benchmark; results go to bench/results/ (results.md, results.json, throughput.svg).
 #
 #   bench/run.sh                                   # the full run: 1 GiB corpus, 3 runs, 5 GiB streamed
@@ -18,7 +18,7 @@ CORPUS="${CORPUS:-/tmp/s3-compressor-corpus}"
 MAKE_CORPUS="${MAKE_CORPUS:-../shared/bench/make_corpus.py}"
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 
-cargo build --release -p s3-compressor -p s3-compressor-bench
+cargo build --profile image -p s3-compressor -p s3-compressor-bench
 
 if [[ ! -f "$CORPUS/logs.jsonl" ]]; then
     read -r -a corpus_args <<<"${CORPUS_ARGS:-}"
@@ -26,4 +26,4 @@ if [[ ! -f "$CORPUS/logs.jsonl" ]]; then
     python3 "$MAKE_CORPUS" "$CORPUS" "${corpus_args[@]}"
 fi
 
-exec "$TARGET_DIR/release/s3-compressor-bench" run --corpus "$CORPUS" --out bench/results "$@"
+exec "$TARGET_DIR/image/s3-compressor-bench" run --corpus "$CORPUS" --out bench/results "$@"

@@ -27,6 +27,9 @@ PRIVATE_SUBNET1_CIDR=${PRIVATE_SUBNET1_CIDR:-10.0.1.0/24}
 PRIVATE_SUBNET2_CIDR=${PRIVATE_SUBNET2_CIDR:-10.0.2.0/24}
 NONCURRENT_VERSION_DAYS=${NONCURRENT_VERSION_DAYS:-30}
 LOG_RETENTION_DAYS=${LOG_RETENTION_DAYS:-30}
+# The cargo profile of the binary in the image: `image` (thin LTO) is what ships; the tests
+# build a quicker one.
+BUILD_PROFILE=${BUILD_PROFILE:-image}
 # Each prefix list has this many slots in lambda-template.yaml's IAM policy.
 readonly MAX_PREFIXES=5
 
@@ -50,7 +53,8 @@ $LAMBDA_STACK. Running it again changes only what changed.
 Settings from the environment (defaults in brackets): VPC_CIDR [10.0.0.0/16],
 PRIVATE_SUBNET1_CIDR [10.0.1.0/24], PRIVATE_SUBNET2_CIDR [10.0.2.0/24],
 NONCURRENT_VERSION_DAYS [30] (days S3 keeps overwritten or deleted versions),
-LOG_RETENTION_DAYS [30] (days the function's logs are kept).
+LOG_RETENTION_DAYS [30] (days the function's logs are kept), BUILD_PROFILE [image] (the
+cargo profile the binary is built with).
 
 Needs the AWS CLI with credentials; to build the image also Docker (with buildx), Rust
 (cargo, rustup target $MUSL_TARGET) and musl-tools, on Linux x86_64.
@@ -109,7 +113,7 @@ config_rules() {
     local bin=${S3_COMPRESSOR_BIN:-}
     if [[ -z $bin ]]; then
         if [[ -z $IMAGE_URI ]]; then
-            bin=$ROOT/target/$MUSL_TARGET/release/s3-compressor
+            bin=$ROOT/target/lambda-image/s3-compressor
         else
             command -v cargo >/dev/null 2>&1 ||
                 die "reading $CONFIG needs the s3-compressor binary." \
@@ -296,7 +300,6 @@ build_and_push() {
     [[ -n $bundle && -s $bundle ]] ||
         die "found no CA certificate bundle to put in the image." \
             "Install ca-certificates (apt-get install ca-certificates), or set CA_BUNDLE=/path/to/bundle.pem."
-    mkdir -p "$ROOT/target/lambda-image"
     cp "$bundle" "$ROOT/target/lambda-image/ca-certificates.crt"
 
     # The tag says what went into the image, so an unchanged build is never pushed again and
@@ -304,7 +307,7 @@ build_and_push() {
     local tag
     tag=$(cat "$ROOT/Dockerfile" "$ROOT/.dockerignore" "$CONFIG" \
         "$ROOT/target/lambda-image/ca-certificates.crt" \
-        "$ROOT/target/$MUSL_TARGET/release/s3-compressor" | sha256sum | cut -c1-16)
+        "$ROOT/target/lambda-image/s3-compressor" | sha256sum | cut -c1-16)
 
     local details
     details=$(image_details "$repository_uri" ":$tag")
@@ -379,8 +382,12 @@ main() {
     fi
 
     if [[ -z $IMAGE_URI ]]; then
-        log "building the static binary (cargo, $MUSL_TARGET)"
-        (cd "$ROOT" && cargo build --release --locked --target "$MUSL_TARGET" -p s3-compressor) >&2
+        log "building the static binary (cargo, $MUSL_TARGET, profile $BUILD_PROFILE)"
+        (cd "$ROOT" && cargo build --profile "$BUILD_PROFILE" --locked --target "$MUSL_TARGET" \
+            -p s3-compressor) >&2
+        # What the Dockerfile copies, whatever the profile.
+        mkdir -p "$ROOT/target/lambda-image"
+        cp "$ROOT/target/$MUSL_TARGET/$BUILD_PROFILE/s3-compressor" "$ROOT/target/lambda-image/"
     fi
     log "reading $CONFIG"
     read_config

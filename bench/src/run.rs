@@ -62,7 +62,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     };
     if !binary.is_file() {
         bail!(
-            "{} does not exist; build it (cargo build --release -p s3-compressor) or pass --binary",
+            "{} does not exist; build it (cargo build --profile image -p s3-compressor) or pass --binary",
             binary.display()
         );
     }

@@ -143,6 +143,7 @@ impl S3 {
     pub fn new(handle: &Handle, endpoint: &str, access_key: &str, secret_key: &str) -> Self {
         let config = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
+            .http_client(http_client())
             .region(Region::new("us-east-1"))
             .endpoint_url(endpoint)
             .credentials_provider(Credentials::new(
@@ -332,4 +333,12 @@ fn read_part(reader: &mut dyn Read) -> anyhow::Result<Vec<u8>> {
         .read_to_end(&mut part)
         .context("cannot read the input")?;
     Ok(part)
+}
+
+/// rustls over ring, as the worker's client (the SDK has no default client in this workspace).
+fn http_client() -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
 }

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 /// Why a config could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {}: {source}", .path.display())]
+    /// The OS error is the source, not part of the message: `{:#}` (anyhow's chain) prints it
+    /// once, after this.
+    #[error("cannot read config file {}", .path.display())]
     Read {
         path: PathBuf,
         #[source]

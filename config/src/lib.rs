@@ -231,13 +231,14 @@ mod tests {
     fn load_reports_the_path_it_could_not_read() {
         let path = Path::new("/nonexistent/s3-compressor/compressor.toml");
         let error = Config::load(path, &test_catalog::check).expect_err("the file does not exist");
-        let message = error.to_string();
-        assert!(
-            message.starts_with(
-                "cannot read config file /nonexistent/s3-compressor/compressor.toml: "
-            ),
-            "{message}"
+        assert_eq!(
+            error.to_string(),
+            "cannot read config file /nonexistent/s3-compressor/compressor.toml"
         );
+        let cause = std::error::Error::source(&error)
+            .and_then(|source| source.downcast_ref::<std::io::Error>())
+            .expect("the OS error is the source");
+        assert_eq!(cause.kind(), std::io::ErrorKind::NotFound);
     }
 
     #[test]

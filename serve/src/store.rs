@@ -298,6 +298,7 @@ impl S3 for Store {
             let head = self.stat(&req, &input.bucket, &input.key).await?;
             conditions.check(head.e_tag.as_ref(), head.last_modified.as_ref())?;
         }
+        let bucket = input.bucket.clone();
         // Opened under the same lock as s3s-fs's own open, so both see the same file.
         let whole_file = match input.range {
             None => self
@@ -307,7 +308,23 @@ impl S3 for Store {
                 .ok(),
             Some(_) => None,
         };
-        let mut response = self.fs.get_object(req).await?;
+        let head_bucket = sibling(
+            &req,
+            HeadBucketInput {
+                bucket,
+                expected_bucket_owner: None,
+            },
+        );
+        let mut response = match self.fs.get_object(req).await {
+            Ok(response) => response,
+            // s3s-fs answers NoSuchKey in a bucket that does not exist, where S3 says
+            // NoSuchBucket: the bucket name is what the client got wrong.
+            Err(error) if *error.code() == S3ErrorCode::NoSuchKey => {
+                self.fs.head_bucket(head_bucket).await?;
+                return Err(error);
+            }
+            Err(error) => return Err(error),
+        };
         if let (Some(file), Some(length)) = (whole_file, response.output.content_length) {
             response.output.body = Some(whole_file_body(file, length));
         }

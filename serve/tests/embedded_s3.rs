@@ -65,6 +65,7 @@ async fn start() -> Fixture {
 fn client(endpoint: &str, access_key: &str, secret_key: &str) -> Client {
     let config = aws_sdk_s3::config::Builder::new()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(http_client())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new(access_key, secret_key, None, None, "test"))
         .endpoint_url(endpoint)
@@ -316,6 +317,32 @@ async fn a_multipart_upload_is_announced_once_on_completion_and_never_for_its_pa
     );
     assert_eq!(get(&f.client, key).await, whole);
     f.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_missing_key_is_no_such_key_and_a_missing_bucket_no_such_bucket_as_on_s3() {
+    let f = start().await;
+    let missing_key = f
+        .client
+        .get_object()
+        .bucket(BUCKET)
+        .key("incoming/never.csv")
+        .send()
+        .await
+        .expect_err("no such key");
+    assert_eq!(status(&missing_key), 404);
+    assert_eq!(missing_key.code(), Some("NoSuchKey"));
+
+    let missing_bucket = f
+        .client
+        .get_object()
+        .bucket("no-such-bucket")
+        .key("incoming/x.csv")
+        .send()
+        .await
+        .expect_err("no such bucket");
+    assert_eq!(status(&missing_bucket), 404);
+    assert_eq!(missing_bucket.code(), Some("NoSuchBucket"));
 }
 
 #[tokio::test]
@@ -1237,4 +1264,12 @@ async fn aws(endpoint: &str, args: &[&str]) -> std::process::Output {
         .await
         .expect("the task does not panic")
         .expect("the AWS CLI runs")
+}
+
+/// rustls over ring, as the worker's client (the SDK has no default client in this workspace).
+fn http_client() -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
 }

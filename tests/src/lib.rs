@@ -3,11 +3,15 @@
 //! `tests/formats.rs` round-trips every registered compression format through decoders that
 //! share no code with the backends (the `zip`, `flate2`, `zstd`, `tar` and `brotli` crates'
 //! readers, and the `unzip`, `gzip`, `zstd`, `tar` and `brotli` command-line tools where
-//! installed). `tests/cli.rs` runs the real `s3-compressor` binary as a user would.
-//! `tests/worker_moto.rs` runs `compress` and `invoke` against a real S3 API ([`Moto`], a
-//! moto_server on 127.0.0.1), and `tests/worker_lambda.rs` runs the binary as a Lambda function
-//! behind cargo-lambda's Runtime API emulator ([`LambdaFunction`]). `tests/worker_serve.rs`
-//! runs `s3-compressor serve` and uploads to it with the AWS CLI.
+//! installed).
+//!
+//! The tests that run a binary live in the package that has it, so that cargo builds it once,
+//! in the same build as the tests: `worker/tests/` runs `s3-compressor` as a user would — the
+//! offline commands, `compress` and `invoke` against a real S3 API ([`Moto`], a moto_server on
+//! 127.0.0.1), the binary as a Lambda function behind cargo-lambda's Runtime API emulator
+//! ([`LambdaFunction`]), `serve` with the AWS CLI uploading to it, the deployment and the
+//! README's quick start — and `bench/tests/` runs the benchmark. This crate is what they
+//! share: the servers, the processes and the events.
 
 pub mod events;
 pub mod lambda;
@@ -16,7 +20,6 @@ pub mod process;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 pub use lambda::LambdaFunction;
 pub use moto::Moto;
@@ -26,27 +29,30 @@ pub fn workspace_root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
-/// The `s3-compressor` binary, built from the current sources first.
+/// The `s3-compressor` binary of this build.
 ///
-/// Cargo only builds another package's binary for that package's own tests, so this asks cargo
-/// for it once per test process; without that, a test could run a stale binary.
-pub fn s3_compressor_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let build = escargot::CargoBuild::new()
-            .manifest_path(workspace_root().join("Cargo.toml"))
-            .package("s3-compressor")
-            .bin("s3-compressor")
-            .current_release()
-            .run();
-        match build {
-            Ok(run) => run.path().to_owned(),
-            Err(error) => panic!("cannot build the s3-compressor binary: {error}"),
-        }
-    })
+/// The tests that run it are the worker package's integration tests (`worker/tests/`), so cargo
+/// builds the binary in the same build as the tests, with the same features and profile, and
+/// says where it is.
+pub fn s3_compressor_binary() -> PathBuf {
+    built_binary("s3-compressor")
 }
 
-/// A command running the `s3-compressor` binary, built from the current sources first.
+/// A binary cargo built for the running test, from `CARGO_BIN_EXE_<name>`: cargo sets it for
+/// the integration tests of the package that has the binary.
+pub fn built_binary(name: &str) -> PathBuf {
+    let variable = format!("CARGO_BIN_EXE_{name}");
+    std::env::var_os(&variable)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "{variable} is not set: a test that runs {name} must be an integration test of \
+                 the package that has that binary (cargo sets it only for those)"
+            )
+        })
+}
+
+/// A command running the `s3-compressor` binary.
 pub fn s3_compressor() -> Command {
     let mut command = Command::new(s3_compressor_binary());
     // Tests say which config they mean; one from the developer's shell must not leak in.

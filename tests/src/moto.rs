@@ -113,6 +113,7 @@ impl Moto {
             .expect("a tokio runtime for the S3 client");
         let config = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
+            .http_client(http_client())
             .region(Region::new("us-east-1"))
             .endpoint_url(&endpoint)
             .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
@@ -478,4 +479,12 @@ impl Moto {
                 .collect()
         })
     }
+}
+
+/// rustls over ring, as the worker's client (the SDK has no default client in this workspace).
+fn http_client() -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
 }

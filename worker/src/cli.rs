@@ -3,7 +3,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
 use clap::{Parser, Subcommand};
+
+use crate::Routes;
 
 #[derive(Debug, Parser)]
 #[command(name = "s3-compressor", version, about)]
@@ -84,9 +88,11 @@ pub enum Command {
 
 impl Cli {
     /// Runs the chosen command, writing its report to `out`.
+    ///
+    /// Every command loads and checks the config first: a bad one stops the process before
+    /// anything else happens, whatever the command.
     pub fn run(self, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
         let registry = s3_compressor_formats::Registry::from_inventory()?;
-        let config = self.config.as_deref();
         let command = match self.command {
             Some(command) => command,
             None if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() => Command::Lambda,
@@ -95,19 +101,23 @@ impl Cli {
                  binary only runs as a Lambda function, when AWS_LAMBDA_RUNTIME_API is set)"
             ),
         };
+        // check-config checks the file it is given, which need not be the one in use.
+        let config = match &command {
+            Command::CheckConfig { path: Some(path) } => Some(path.as_path()),
+            _ => self.config.as_deref(),
+        };
+        let routes = Arc::new(Routes::load(config, &registry)?);
         match command {
+            Command::CheckConfig { .. } => crate::commands::check_config(&routes, out),
             Command::Formats => crate::commands::formats(&registry, out),
-            Command::CheckConfig { path } => {
-                crate::commands::check_config(path.as_deref().or(config), &registry, out)
-            }
-            Command::Explain { key } => crate::commands::explain(&key, config, &registry, out),
-            Command::Lambda => runtime()?.block_on(crate::online::lambda(config, &registry)),
+            Command::Explain { key } => crate::commands::explain(&key, &routes, out),
+            Command::Lambda => runtime()?.block_on(crate::online::lambda(routes)),
             Command::Invoke { event } => {
-                runtime()?.block_on(crate::online::invoke(&event, config, &registry, out))
+                runtime()?.block_on(crate::online::invoke(&event, routes, out))
             }
-            Command::Compress { url, version_id } => runtime()?.block_on(crate::online::compress(
-                &url, version_id, config, &registry, out,
-            )),
+            Command::Compress { url, version_id } => {
+                runtime()?.block_on(crate::online::compress(&url, version_id, routes, out))
+            }
             Command::Serve {
                 addr,
                 data,
@@ -121,10 +131,17 @@ impl Cli {
                     bucket,
                     access_key,
                     secret_key,
-                    // The rules' prefixes, filled in once the config is loaded.
-                    announce_prefixes: Vec::new(),
+                    // Like an S3 event notification's prefix filter: only keys a rule takes are
+                    // announced, so the worker's own outputs never queue behind uploads it has
+                    // not got to yet.
+                    announce_prefixes: routes
+                        .config()
+                        .rules()
+                        .iter()
+                        .map(|rule| rule.prefix.clone())
+                        .collect(),
                 };
-                runtime()?.block_on(crate::online::serve(options, config, &registry, out))
+                runtime()?.block_on(crate::online::serve(options, routes, out))
             }
         }
     }

@@ -1,7 +1,6 @@
 //! The offline commands: everything here works without S3.
 
 use std::io::Write;
-use std::path::Path;
 
 use s3_compressor_config::Rule;
 use s3_compressor_formats::{Compressor, Kind, Registry};
@@ -34,12 +33,7 @@ pub(crate) fn formats(registry: &Registry, out: &mut dyn Write) -> anyhow::Resul
     Ok(())
 }
 
-pub(crate) fn check_config(
-    path: Option<&Path>,
-    registry: &Registry,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    let routes = Routes::load(path, registry)?;
+pub(crate) fn check_config(routes: &Routes, out: &mut dyn Write) -> anyhow::Result<()> {
     let rule_count = routes.config().rules().len();
     writeln!(
         out,
@@ -67,13 +61,7 @@ pub(crate) fn check_config(
     Ok(())
 }
 
-pub(crate) fn explain(
-    key: &str,
-    config: Option<&Path>,
-    registry: &Registry,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    let routes = Routes::load(config, registry)?;
+pub(crate) fn explain(key: &str, routes: &Routes, out: &mut dyn Write) -> anyhow::Result<()> {
     writeln!(out, "key:     {key}")?;
     writeln!(out, "config:  {}", routes.config().origin())?;
     match routes.decide(key) {

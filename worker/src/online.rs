@@ -9,33 +9,25 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use s3_compressor_events::ObjectRef;
-use s3_compressor_formats::Registry;
 use s3_compressor_serve::{EmbeddedS3, ServeOptions, Upload};
 use tokio::task::JoinSet;
 
 use crate::handler::Handler;
 use crate::store::{ObjectStore, S3Store};
-use crate::{Routes, Tuning, Worker};
+use crate::{Outcome, Routes, Tuning, Worker};
 
 /// Objects `serve` compresses at once: uploads from a person's shell are small and many.
 const SERVE_PARALLEL_OBJECTS: usize = 8;
 
-fn handler(
-    store: Arc<dyn ObjectStore>,
-    config: Option<&Path>,
-    registry: &Registry,
-) -> anyhow::Result<Handler> {
-    // The config is loaded and checked before anything else, so a bad one stops the process
-    // at start-up with its own error.
-    let routes = Arc::new(Routes::load(config, registry)?);
-    Ok(Handler::new(Worker::new(store, routes, Tuning::default())))
+fn handler(store: Arc<dyn ObjectStore>, routes: Arc<Routes>) -> Handler {
+    Handler::new(Worker::new(store, routes, Tuning::default()))
 }
 
-pub(crate) async fn lambda(config: Option<&Path>, registry: &Registry) -> anyhow::Result<()> {
+pub(crate) async fn lambda(routes: Arc<Routes>) -> anyhow::Result<()> {
     crate::telemetry::init_logging();
     check_lambda_environment()?;
     let store = Arc::new(S3Store::from_environment().await);
-    let handler = handler(store, config, registry)?;
+    let handler = handler(store, routes);
     crate::lambda::run(handler)
         .await
         .map_err(|error| anyhow::anyhow!("the Lambda runtime loop stopped: {error}"))
@@ -68,8 +60,7 @@ fn check_lambda_environment() -> anyhow::Result<()> {
 
 pub(crate) async fn invoke(
     event: &Path,
-    config: Option<&Path>,
-    registry: &Registry,
+    routes: Arc<Routes>,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     crate::telemetry::init_logging();
@@ -78,7 +69,7 @@ pub(crate) async fn invoke(
     let payload: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", event.display()))?;
     let store = Arc::new(S3Store::from_environment().await);
-    let handler = handler(store, config, registry)?;
+    let handler = handler(store, routes);
     let (response, _totals) = handler.handle(&payload, None).await;
     let response = response.context("the handler failed")?;
     writeln!(out, "{}", serde_json::to_string_pretty(&response)?)?;
@@ -88,14 +79,13 @@ pub(crate) async fn invoke(
 pub(crate) async fn compress(
     url: &str,
     version_id: Option<String>,
-    config: Option<&Path>,
-    registry: &Registry,
+    routes: Arc<Routes>,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     crate::telemetry::init_logging();
     let (bucket, key) = parse_s3_url(url)?;
     let store = Arc::new(S3Store::from_environment().await);
-    let handler = handler(store, config, registry)?;
+    let handler = handler(store, routes);
     let object = ObjectRef {
         bucket,
         key,
@@ -104,14 +94,21 @@ pub(crate) async fn compress(
         etag: None,
         sequencer: None,
     };
+    let version = object
+        .version_id
+        .as_ref()
+        .map_or_else(String::new, |id| format!(" (version {id})"));
     let result = handler.process(&object, None).await;
-    writeln!(
-        out,
-        "s3://{}/{}: {}",
-        result.bucket, result.key, result.outcome
-    )?;
+    let name = format!("s3://{}/{}{version}", result.bucket, result.key);
+    // A person named this object: one that is not there is a mistake to point out, not the
+    // late event the pipeline takes it for.
+    if result.outcome == Outcome::SourceMissing {
+        writeln!(out, "{name}: not found")?;
+        anyhow::bail!("{name} does not exist; check the bucket, key and version");
+    }
+    writeln!(out, "{name}: {}", result.outcome)?;
     if result.outcome.is_failure() {
-        anyhow::bail!("s3://{}/{} was not compressed", result.bucket, result.key);
+        anyhow::bail!("{name} was not compressed");
     }
     Ok(())
 }
@@ -126,28 +123,16 @@ fn parse_s3_url(url: &str) -> anyhow::Result<(String, String)> {
 
 pub(crate) async fn serve(
     options: ServeOptions,
-    config: Option<&Path>,
-    registry: &Registry,
+    routes: Arc<Routes>,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     crate::telemetry::init_logging();
-    // Checked before the endpoint opens: a bad config never accepts an upload it can't handle.
-    let routes = Arc::new(Routes::load(config, registry)?);
-    // Like an S3 event notification's prefix filter: only keys a rule takes are announced, so
-    // the worker's own outputs never queue behind uploads it has not got to yet.
-    let mut options = options;
-    options.announce_prefixes = routes
-        .config()
-        .rules()
-        .iter()
-        .map(|rule| rule.prefix.clone())
-        .collect();
     let (access_key, secret_key) = (options.access_key.clone(), options.secret_key.clone());
     let bucket = options.bucket.clone();
     let (server, mut uploads) = EmbeddedS3::start(options).await?;
     let endpoint = server.endpoint_url();
     let store = Arc::new(S3Store::for_endpoint(&endpoint, &access_key, &secret_key));
-    let handler = Handler::new(Worker::new(store, routes, Tuning::default()));
+    let handler = handler(store, routes);
 
     writeln!(
         out,

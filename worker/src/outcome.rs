@@ -30,8 +30,14 @@ pub enum Outcome {
     },
     /// Nothing to do, with the reason.
     Skipped(String),
+    /// The source is not there and no output was made from it: for an event, one that came
+    /// after the object was deleted (nothing to do, and a retry would not change that); for a
+    /// person naming an object, a key or version that does not exist.
+    SourceMissing,
     /// `retry`: whether trying again later may succeed (throttling, 5xx, timeouts), as opposed
-    /// to a failure that would repeat forever (access denied, a collision).
+    /// to a failure that would repeat forever (access denied, a collision). Whether anything
+    /// does try again is the entry point's business: Lambda and SQS do, `compress` and `serve`
+    /// do not.
     Failed { retry: bool, error: String },
 }
 
@@ -63,7 +69,7 @@ impl Outcome {
         match self {
             Self::Compressed { .. } => "compressed",
             Self::AlreadyDone { .. } => "already_done",
-            Self::Skipped(_) => "skipped",
+            Self::Skipped(_) | Self::SourceMissing => "skipped",
             Self::Failed { retry: true, .. } => "failed_transient",
             Self::Failed { retry: false, .. } => "failed_permanent",
         }
@@ -97,11 +103,16 @@ impl fmt::Display for Outcome {
                 write!(f, "already compressed to {output_key}; {source}")
             }
             Self::Skipped(reason) => write!(f, "skipped: {reason}"),
-            Self::Failed { retry: true, error } => write!(f, "failed (will be retried): {error}"),
+            Self::SourceMissing => {
+                f.write_str("skipped: the source no longer exists and no output was made from it")
+            }
+            Self::Failed { retry: true, error } => {
+                write!(f, "failed (transient: trying again may succeed): {error}")
+            }
             Self::Failed {
                 retry: false,
                 error,
-            } => write!(f, "failed (not retried): {error}"),
+            } => write!(f, "failed (trying again will not help): {error}"),
         }
     }
 }

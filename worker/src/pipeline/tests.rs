@@ -143,10 +143,8 @@ async fn a_missing_source_without_output_is_skipped_not_retried() {
     let outcome = worker(&store, Tuning::default())
         .process(&object("incoming/never.csv"), None)
         .await;
-    assert!(
-        matches!(outcome, Outcome::Skipped(ref reason) if reason.contains("no longer exists")),
-        "{outcome}"
-    );
+    assert_eq!(outcome, Outcome::SourceMissing, "{outcome}");
+    assert_eq!(outcome.label(), "skipped");
 }
 
 #[tokio::test]

@@ -1,12 +1,15 @@
 //! [`ObjectStore`] over `aws-sdk-s3`: AWS itself, or any S3-compatible endpoint.
 
 use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::SharedHttpClient;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart,
 };
 use aws_sdk_s3::Client;
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::{tls, Builder as HttpClientBuilder, ConnectorBuilder};
 use bytes::Bytes;
 use futures::StreamExt;
 
@@ -29,16 +32,17 @@ impl S3Store {
     /// role. With a custom endpoint (`AWS_ENDPOINT_URL`), requests are path-style, because
     /// local S3 servers rarely resolve bucket subdomains.
     pub async fn from_environment() -> Self {
-        let shared = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(https_client())
+            .load()
+            .await;
         let path_style = shared.endpoint_url().is_some();
         let config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(path_style)
             .build();
         Self::new(Client::from_conf(config))
     }
-}
 
-impl S3Store {
     /// A client for one endpoint with fixed credentials, such as `serve`'s own.
     pub fn for_endpoint(endpoint: &str, access_key: &str, secret_key: &str) -> Self {
         let credentials = aws_sdk_s3::config::Credentials::new(
@@ -50,6 +54,7 @@ impl S3Store {
         );
         let config = aws_sdk_s3::config::Builder::new()
             .behavior_version(aws_config::BehaviorVersion::latest())
+            .http_client(https_client())
             .region(aws_sdk_s3::config::Region::new("us-east-1"))
             .endpoint_url(endpoint)
             .credentials_provider(credentials)
@@ -57,6 +62,23 @@ impl S3Store {
             .build();
         Self::new(Client::from_conf(config))
     }
+}
+
+/// The SDK's default HTTPS client (hyper, rustls, proxies from `HTTPS_PROXY` and the like), on
+/// ring instead of aws-lc (see the workspace's Cargo.toml). It mirrors the SDK's own
+/// `default_https_client`, which is the one place that builds a client this way.
+fn https_client() -> SharedHttpClient {
+    HttpClientBuilder::new().build_with_connector_fn(|settings, components| {
+        let mut connector = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ));
+        connector.set_connector_settings(settings.cloned());
+        if let Some(components) = components {
+            connector.set_sleep_impl(components.sleep_impl());
+        }
+        connector.set_proxy_config(Some(ProxyConfig::from_env()));
+        connector.build()
+    })
 }
 
 /// GetObject's and HeadObject's outputs are different types with the same getters.
@@ -121,15 +143,20 @@ where
                 (Some(status), _) if status >= 500 => ErrorClass::Transient,
                 _ => ErrorClass::Permanent,
             };
-            let message = match (service.err().code(), service.err().message()) {
+            let mut message = match (service.err().code(), service.err().message()) {
                 (Some(code), Some(message)) => format!("{code}: {message}"),
                 (Some(code), None) => code.to_owned(),
-                _ => format!(
-                    "HTTP {}: {}",
-                    status.map_or("?".to_owned(), |s| s.to_string()),
-                    error_chain(error)
-                ),
+                // HEAD answers have no body, so S3's reason is not there to quote.
+                _ => match status {
+                    Some(403) => "HTTP 403 Forbidden".to_owned(),
+                    Some(404) => "HTTP 404 Not Found".to_owned(),
+                    Some(status) => format!("HTTP {status}: {}", error_chain(error)),
+                    None => error_chain(error),
+                },
             };
+            if status == Some(403) {
+                message.push_str(CREDENTIALS_HINT);
+            }
             (class, message)
         }
         SdkError::ConstructionFailure(_) => (ErrorClass::Permanent, error_chain(error)),
@@ -144,6 +171,10 @@ where
         message,
     }
 }
+
+/// What a person can do about a 403: it is the credentials or the permissions, never the object.
+const CREDENTIALS_HINT: &str = "; the credentials were refused or may not do this (check \
+    AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE, and the role's permissions)";
 
 fn service_status<E>(error: &SdkError<E, HttpResponse>) -> Option<u16> {
     error

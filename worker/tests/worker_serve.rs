@@ -127,6 +127,23 @@ impl Serve {
         path
     }
 
+    /// `s3-compressor compress s3://BUCKET/KEY` against this endpoint, with `secret` as the
+    /// secret key.
+    fn compress(&self, bucket: &str, key: &str, secret: &str) -> Finished {
+        run(s3_compressor()
+            .args(["compress", &format!("s3://{bucket}/{key}")])
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", secret)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env(
+                "AWS_ENDPOINT_URL",
+                format!("http://127.0.0.1:{}", self.port),
+            )
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("AWS_EC2_METADATA_DISABLED", "true"))
+    }
+
     /// Ctrl-C, as a user stops it.
     fn interrupt(mut self) -> Finished {
         let process = self.process.take().unwrap();
@@ -292,4 +309,55 @@ fn a_bad_config_stops_serve_before_it_listens() {
         finished.describe()
     );
     assert!(!dir.path().join("data").exists(), "nothing was served");
+}
+
+/// What a person who mistyped something gets from `compress`: what was wrong, and exit status 1.
+#[test]
+fn compress_says_not_found_for_a_missing_key_or_bucket_and_names_refused_credentials() {
+    let serve = Serve::start(None);
+    let file = write(serve.dir.path(), "kept.csv", &text(100));
+    serve.upload(&file, "elsewhere/kept.csv");
+
+    let missing_key = serve.compress(BUCKET, "incoming/no-such-report.csv", SECRET_KEY);
+    assert_eq!(
+        missing_key.status.code(),
+        Some(1),
+        "{}",
+        missing_key.describe()
+    );
+    assert_eq!(
+        missing_key.stdout,
+        format!("s3://{BUCKET}/incoming/no-such-report.csv: not found\n"),
+        "{}",
+        missing_key.describe()
+    );
+
+    let missing_bucket = serve.compress("no-such-bucket", "incoming/report.csv", SECRET_KEY);
+    assert_eq!(
+        missing_bucket.status.code(),
+        Some(1),
+        "{}",
+        missing_bucket.describe()
+    );
+    assert!(
+        missing_bucket.stdout.contains("NoSuchBucket"),
+        "{}",
+        missing_bucket.describe()
+    );
+
+    let refused = serve.compress(BUCKET, "incoming/report.csv", "not-the-secret");
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.describe());
+    assert!(
+        refused.stdout.contains("403") && refused.stdout.contains("credentials were refused"),
+        "{}",
+        refused.describe()
+    );
+    assert!(
+        !refused.stdout.contains("unhandled error"),
+        "{}",
+        refused.describe()
+    );
+
+    // Nothing was written or deleted by any of them.
+    assert_eq!(serve.keys(), ["elsewhere/kept.csv"]);
 }

@@ -615,19 +615,26 @@ fn an_older_version_named_by_the_event_is_compressed_while_the_newer_upload_stay
 // Nothing to do
 
 #[test]
-fn an_object_that_does_not_exist_is_skipped_and_nothing_is_written() {
+fn a_missing_object_is_not_found_by_compress_and_skipped_by_an_event() {
     let moto = Moto::start();
     moto.create_bucket("empty");
 
+    // A person who mistyped a key is told so, with exit status 1.
     let finished = compress(&moto, "empty", "incoming/never-uploaded.csv");
-    assert!(finished.success(), "{}", finished.describe());
-    assert!(
-        finished
-            .stdout
-            .starts_with("s3://empty/incoming/never-uploaded.csv: skipped"),
+    assert_eq!(finished.status.code(), Some(1), "{}", finished.describe());
+    assert_eq!(
+        finished.stdout,
+        "s3://empty/incoming/never-uploaded.csv: not found\n",
         "{}",
         finished.describe()
     );
+    assert!(
+        finished.stderr.contains("does not exist"),
+        "{}",
+        finished.describe()
+    );
+
+    // An event for an object deleted since (a late delivery) has nothing to do: skipped.
 
     let response = invoke(&moto, &s3_event("empty", &["incoming/never-uploaded.csv"]));
     assert_eq!(
@@ -722,7 +729,7 @@ fn two_sources_with_one_output_key_fail_permanently_and_keep_the_second_source()
     assert!(
         finished
             .stdout
-            .starts_with("s3://clash/incoming/report.txt: failed (not retried)"),
+            .starts_with("s3://clash/incoming/report.txt: failed (trying again will not help)"),
         "{}",
         finished.describe()
     );
@@ -760,9 +767,9 @@ fn an_s3_that_does_not_answer_fails_naming_the_operation_bucket_and_key() {
     assert_eq!(finished.status.code(), Some(1), "{}", finished.describe());
     let said = format!("{}{}", finished.stdout, finished.stderr);
     assert!(
-        finished
-            .stdout
-            .starts_with("s3://gone/incoming/report.csv: failed (will be retried)"),
+        finished.stdout.starts_with(
+            "s3://gone/incoming/report.csv: failed (transient: trying again may succeed)"
+        ),
         "{}",
         finished.describe()
     );

@@ -9,10 +9,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 use s3_compressor_tests::process::run;
-use s3_compressor_tests::{have, s3_compressor_binary, workspace_root};
+use s3_compressor_tests::{built_binary, have};
 use serde_json::Value;
 
 const TOOLS: [&str; 4] = ["zip", "gzip", "pigz", "zstd"];
@@ -34,22 +33,20 @@ const CONTENDERS: [&str; 11] = [
 ];
 const SMALL_FILES: usize = 50;
 
-/// The `s3-compressor-bench` binary, built from the current sources like the harness builds
-/// `s3-compressor`.
-fn bench_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let build = escargot::CargoBuild::new()
-            .manifest_path(workspace_root().join("Cargo.toml"))
-            .package("s3-compressor-bench")
-            .bin("s3-compressor-bench")
-            .current_release()
-            .run();
-        match build {
-            Ok(run) => run.path().to_owned(),
-            Err(error) => panic!("cannot build the s3-compressor-bench binary: {error}"),
-        }
-    })
+/// The `s3-compressor` binary the benchmark measures: the one cargo builds beside this package's
+/// binary when the workspace's tests are built together (`cargo test --workspace`, as `.ci/run`
+/// does), so it is current. Run alone (`cargo test -p s3-compressor-bench`), build the worker
+/// first.
+fn worker_binary() -> PathBuf {
+    let bench = built_binary("s3-compressor-bench");
+    let worker = bench.with_file_name("s3-compressor");
+    assert!(
+        worker.is_file(),
+        "{} does not exist: build it with `cargo build -p s3-compressor`, or run the workspace's \
+         tests together (cargo nextest run --workspace)",
+        worker.display()
+    );
+    worker
 }
 
 /// xorshift64*: deterministic bytes with no structure a compressor can use.
@@ -156,7 +153,7 @@ fn the_benchmark_measures_every_contender_on_a_tiny_corpus() {
     std::fs::create_dir(&corpus).unwrap();
     write_corpus(&corpus);
 
-    let finished = run(Command::new(bench_binary())
+    let finished = run(Command::new(built_binary("s3-compressor-bench"))
         .arg("run")
         .arg("--corpus")
         .arg(&corpus)
@@ -164,7 +161,7 @@ fn the_benchmark_measures_every_contender_on_a_tiny_corpus() {
         .arg(&out)
         .args(["--runs", "1", "--big-gib", "0"])
         .arg("--binary")
-        .arg(s3_compressor_binary())
+        .arg(worker_binary())
         .arg("--work-dir")
         .arg(dir.path()));
     assert!(

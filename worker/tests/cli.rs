@@ -140,14 +140,55 @@ output_prefix = "incoming/done/"
 }
 
 #[test]
-fn check_config_reports_a_missing_file() {
+fn check_config_reports_a_missing_file_once() {
     let output = run(&["check-config", "/nonexistent/compressor.toml"]);
-    assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains("/nonexistent/compressor.toml"),
-        "{}",
-        stderr(&output)
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        stderr(&output),
+        "error: cannot read config file /nonexistent/compressor.toml: No such file or directory \
+         (os error 2)\n"
     );
+}
+
+/// README: every command loads and checks the config first.
+#[test]
+fn every_command_stops_on_a_bad_config_from_the_flag_or_the_environment() {
+    let (_dir, path) =
+        config_file("[[rule]]\nprefix = \"incoming\"\noutput_prefix = \"processed/\"\n");
+    for command in [
+        &["formats"][..],
+        &["explain", "incoming/x.csv"],
+        &["check-config"],
+        &["compress", "s3://bucket/incoming/x.csv"],
+        &["invoke", "--event", "/nonexistent/event.json"],
+        &[
+            "serve",
+            "--addr",
+            "127.0.0.1:1",
+            "--data",
+            "/nonexistent/data",
+        ],
+        &["lambda"],
+    ] {
+        let by_flag = run(&[&["--config", path.as_str()][..], command].concat());
+        let by_environment = s3_compressor()
+            .env("S3_COMPRESSOR_CONFIG", &path)
+            .args(command)
+            .output()
+            .expect("the s3-compressor binary runs");
+        for (how, output) in [
+            ("--config", by_flag),
+            ("S3_COMPRESSOR_CONFIG", by_environment),
+        ] {
+            assert_eq!(output.status.code(), Some(1), "{command:?} with {how}");
+            assert!(
+                stderr(&output).contains(&format!("{path}:2:10")),
+                "{command:?} with {how}: {}",
+                stderr(&output)
+            );
+            assert!(stdout(&output).is_empty(), "{command:?} with {how}");
+        }
+    }
 }
 
 #[test]
@@ -247,4 +288,48 @@ fn a_bad_config_stops_explain_before_anything_else() {
         stderr(&output)
     );
     assert!(stdout(&output).is_empty());
+}
+
+/// Every option `--help` shows is in README's table of commands, on the command's own row, so
+/// the README cannot fall behind the command line.
+#[test]
+fn readme_lists_every_option_of_every_command() {
+    let readme = fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
+    let rows: Vec<&str> = readme
+        .lines()
+        .filter(|line| line.starts_with("| `s3-compressor "))
+        .collect();
+    for command in [
+        "serve",
+        "compress",
+        "invoke",
+        "lambda",
+        "formats",
+        "check-config",
+        "explain",
+    ] {
+        let help = run(&[command, "--help"]);
+        assert!(help.status.success(), "{command} --help: {}", stderr(&help));
+        let row = rows
+            .iter()
+            .find(|row| {
+                row.contains(&format!("s3-compressor {command}"))
+                    || row.contains(&format!("`{command}"))
+            })
+            .unwrap_or_else(|| panic!("README's table has no row for {command}"));
+        let options: Vec<String> = stdout(&help)
+            .split_whitespace()
+            .filter(|word| word.starts_with("--"))
+            .map(|word| word.trim_end_matches([',', '.']).to_owned())
+            .filter(|option| !["--help", "--config"].contains(&option.as_str()))
+            .collect();
+        for option in options {
+            assert!(
+                row.contains(&option),
+                "README's row for {command} lacks {option}: {row}"
+            );
+        }
+    }
+    // The global option is described under the table.
+    assert!(readme.contains("`--config PATH`"));
 }

@@ -1,0 +1,284 @@
+//! README's quick start, run as written: the commands come from README.md's two `quick-start`
+//! blocks, so the README cannot drift from what works.
+//!
+//! The server block (`cargo run --release -- serve`) runs in a copy of the checkout — its
+//! tracked and not-ignored files, as a fresh clone has them — so that `serve`'s `./data` does
+//! not land in this one; cargo builds into this workspace's target folder, so only the first
+//! run compiles everything. The client block runs in an empty folder, with the AWS CLI. Both
+//! use the fixed port 9000 the README names, so the test fails at once if it is taken.
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use s3_compressor_tests::have;
+use s3_compressor_tests::process::{run, Finished, Running};
+use s3_compressor_tests::workspace_root;
+
+const PORT: u16 = 9000;
+/// The first `cargo run --release` compiles the whole worker: minutes on 2 cores, more while
+/// other tests run.
+const BUILD_LIMIT: Duration = Duration::from_secs(30 * 60);
+
+/// The commands of the ```sh block that follows `<!-- quick-start: NAME` in README.md.
+fn block(readme: &str, name: &str) -> String {
+    let marker = format!("<!-- quick-start: {name}");
+    let after = readme
+        .split_once(&marker)
+        .unwrap_or_else(|| panic!("README.md has no {marker:?} block"))
+        .1;
+    let body = after
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .unwrap_or_else(|| panic!("no ```sh block after {marker:?} in README.md"))
+        .0;
+    body.to_owned()
+}
+
+/// The files a fresh clone would have: tracked, plus new ones git does not ignore.
+fn copy_checkout(to: &Path) {
+    let root = workspace_root();
+    let listed = run(Command::new("git").current_dir(root).args([
+        "ls-files",
+        "-z",
+        "--cached",
+        "--others",
+        "--exclude-standard",
+    ]));
+    assert!(listed.success(), "git ls-files: {}", listed.describe());
+    for file in listed.stdout.split('\0').filter(|file| !file.is_empty()) {
+        let source = root.join(file);
+        // Listed in the index but deleted in the working tree.
+        if !source.is_file() {
+            continue;
+        }
+        let target = to.join(file);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(&source, &target).unwrap();
+    }
+}
+
+/// The target folder of this build, so the quick start's build shares its downloads and
+/// anything already compiled.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+        .canonicalize()
+        .unwrap()
+}
+
+/// The keys in what `aws s3 ls --recursive` printed (`DATE TIME SIZE KEY` lines), skipping
+/// whatever else the block printed.
+fn listed_keys(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter_map(|line| {
+            let mut rest = line;
+            let mut fields = Vec::new();
+            for _ in 0..3 {
+                let (field, after) = rest.trim_start().split_once(' ')?;
+                fields.push(field);
+                rest = after;
+            }
+            let is_date = fields[0].len() == 10 && fields[0].as_bytes()[4] == b'-';
+            let is_size = fields[2].bytes().all(|b| b.is_ascii_digit());
+            (is_date && is_size).then(|| rest.trim_start().to_owned())
+        })
+        .collect()
+}
+
+/// Runs `script` with bash in `dir`, with only the AWS settings the script makes itself.
+fn bash(dir: &Path, script: &str) -> Finished {
+    run(Command::new("bash")
+        .args(["-euo", "pipefail", "-c", script])
+        .current_dir(dir)
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"))
+}
+
+#[test]
+fn the_readme_quick_start_works_as_written() {
+    if !have(&["aws", "git", "unzip"], "python3 -m pip install awscli") {
+        return;
+    }
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    let server = block(&readme, "server");
+    let client = block(&readme, "client");
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", PORT)).is_ok(),
+        "port {PORT} is taken; the quick start needs it"
+    );
+
+    let work = tempfile::tempdir().unwrap();
+    let checkout = work.path().join("checkout");
+    let shell = work.path().join("shell");
+    std::fs::create_dir_all(&shell).unwrap();
+    copy_checkout(&checkout);
+
+    // Terminal 1. Its own process group, so Ctrl-C reaches cargo and serve alike, as a
+    // terminal sends it.
+    let started = Instant::now();
+    let mut command = Command::new("bash");
+    command
+        .args(["-c", &server])
+        .current_dir(&checkout)
+        .env("CARGO_TARGET_DIR", target_dir())
+        .process_group(0);
+    let mut serving = Running::spawn(&mut command);
+    let group = serving.id();
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], PORT));
+    while std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
+        if let Some(finished) = serving.try_finish() {
+            panic!("the server block exited: {}", finished.describe());
+        }
+        assert!(
+            started.elapsed() < BUILD_LIMIT,
+            "the server block did not listen on {address} within {BUILD_LIMIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!(
+        "MEASURED: quick start, `{}` to listening: {:.1?}",
+        server.lines().next().unwrap_or_default(),
+        started.elapsed()
+    );
+
+    // Terminal 2. The upload returns before the worker has compressed it, so the listing
+    // (the block's last command) is looked at again for a while, as a person would.
+    let finished = bash(&shell, &client);
+    assert!(
+        finished.success(),
+        "the client block: {}",
+        finished.describe()
+    );
+    let exports: Vec<&str> = client
+        .lines()
+        .filter(|line| line.starts_with("export "))
+        .collect();
+    let listing_command = client
+        .lines()
+        .rfind(|line| !line.trim().is_empty())
+        .unwrap();
+    let mut listed = listed_keys(&finished.stdout);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !listed.iter().any(|key| key == "processed/report.zip") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        let again = bash(
+            &shell,
+            &[exports.join("\n").as_str(), listing_command].join("\n"),
+        );
+        assert!(again.success(), "{}", again.describe());
+        listed = listed_keys(&again.stdout);
+    }
+    assert_eq!(listed, ["processed/report.zip"], "{}", finished.describe());
+
+    // The output is the upload, zipped.
+    let fetched = bash(
+        &shell,
+        &[
+            exports.join("\n").as_str(),
+            "aws s3 cp --only-show-errors s3://files/processed/report.zip fetched.zip",
+        ]
+        .join("\n"),
+    );
+    assert!(fetched.success(), "{}", fetched.describe());
+    let unzipped = Command::new("unzip")
+        .args(["-p", "fetched.zip", "report.csv"])
+        .current_dir(&shell)
+        .output()
+        .unwrap();
+    assert!(unzipped.status.success());
+    let original = std::fs::read(shell.join("report.csv")).unwrap();
+    assert!(original.len() > 1_000_000, "{} bytes", original.len());
+    assert!(unzipped.stdout == original, "the zip holds the upload");
+
+    // Ctrl-C. serve prints the settings the client block uses.
+    let sent = Command::new("kill")
+        .args(["-INT", "--", &format!("-{group}")])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let stopped = serving.finish(Duration::from_secs(60));
+    assert!(stopped.success(), "after Ctrl-C: {}", stopped.describe());
+    for setting in exports
+        .iter()
+        .flat_map(|line| line.split_whitespace().skip(1))
+    {
+        assert!(
+            stopped.stdout.contains(&format!("export {setting}\n")),
+            "serve does not print {setting}: {}",
+            stopped.describe()
+        );
+    }
+
+    // serve kept the bucket in ./data, which git ignores.
+    assert!(checkout.join("data/files/processed/report.zip").is_file());
+    let ignored = Command::new("git")
+        .args(["check-ignore", "-q", "data/files/processed/report.zip"])
+        .current_dir(workspace_root())
+        .status()
+        .unwrap();
+    assert!(
+        ignored.success(),
+        ".gitignore does not cover serve's ./data"
+    );
+}
+
+/// Everything `.ci/run` installs is named in README's Tests section: a newcomer running it
+/// knows what it will put on their machine.
+#[test]
+fn readme_names_everything_ci_installs() {
+    let root = workspace_root();
+    let script = std::fs::read_to_string(root.join(".ci/run")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let tests_section = readme
+        .split_once("## Tests")
+        .map(|(_, rest)| rest)
+        .expect("README.md has a Tests section");
+    let mut installed = Vec::new();
+    for line in script.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        // What follows `apt_install`, `pip_install`, `rustup component|target add`,
+        // `cargo install` and `.../pip install`.
+        let start = words.iter().enumerate().find_map(|(i, word)| {
+            let next = words.get(i + 1).copied();
+            match (*word, next) {
+                ("apt_install" | "pip_install", _) if i == 0 => Some(i + 1),
+                ("add", _) if i == 2 && words[0] == "rustup" => Some(i + 1),
+                (word, Some("install")) if word == "cargo" || word.ends_with("/pip") => Some(i + 2),
+                _ => None,
+            }
+        });
+        let Some(start) = start else { continue };
+        installed.extend(
+            words[start..]
+                .iter()
+                .take_while(|word| !word.contains('>') && **word != "||")
+                .filter(|word| !word.starts_with('-') && !word.contains('$'))
+                // 'moto[server]==5.2.5' -> moto[server]; cfn-lint==1.51.0 -> cfn-lint
+                .map(|word| {
+                    word.trim_matches('\'')
+                        .split("==")
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned()
+                }),
+        );
+    }
+    assert!(
+        installed.len() > 15,
+        "read too little from .ci/run: {installed:?}"
+    );
+    for name in installed {
+        assert!(
+            tests_section.contains(&format!("`{name}`")),
+            "README's Tests section does not name `{name}`, which .ci/run installs"
+        );
+    }
+    assert!(tests_section.contains("Debian") && tests_section.contains("root"));
+}
