@@ -3,7 +3,9 @@
 use std::time::{Duration, SystemTime};
 
 use serde_json::json;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::handler::Totals;
 
@@ -14,20 +16,21 @@ pub fn init_logging() {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .or_else(|| std::env::var("AWS_LAMBDA_LOG_LEVEL").ok())
-        .and_then(|level| EnvFilter::try_new(level.to_lowercase()).ok())
+        .and_then(|level| level.to_lowercase().parse::<Targets>().ok())
         // The SDK warns on every read of an object uploaded in parts that its per-part checksum
         // cannot be validated; that is how S3 works, not something an operator can act on.
         // s3s-fs (the store of `serve`) opens an info-level span on every request that formats
         // the whole request with `Debug`, and logs nothing itself below warn: 2% of `serve`'s
         // CPU for spans no line ever shows.
         .unwrap_or_else(|| {
-            EnvFilter::new("info,aws_sdk_s3::http_response_checksum=error,s3s_fs=warn")
+            Targets::new()
+                .with_default(tracing::Level::INFO)
+                .with_target("aws_sdk_s3::http_response_checksum", tracing::Level::ERROR)
+                .with_target("s3s_fs", tracing::Level::WARN)
         });
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT")
         .is_ok_and(|format| format.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr);
     // A second initialisation (tests) keeps the first subscriber, which is what we want.
     let _ = if json {
         builder
@@ -35,9 +38,11 @@ pub fn init_logging() {
             .flatten_event(true)
             .with_current_span(false)
             .without_time()
+            .finish()
+            .with(filter)
             .try_init()
     } else {
-        builder.compact().try_init()
+        builder.compact().finish().with(filter).try_init()
     };
 }
 
