@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
