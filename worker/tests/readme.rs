@@ -148,8 +148,8 @@ fn the_readme_quick_start_works_as_written() {
         started.elapsed()
     );
 
-    // Terminal 2. The upload returns before the worker has compressed it, so the listing
-    // (the block's last command) is looked at again for a while, as a person would.
+    // Terminal 2. The upload returns before the worker has compressed it (and deleted it), so
+    // the listing (the block's last command) is looked at again for a while, as a person would.
     let finished = bash(&shell, &client);
     assert!(
         finished.success(),
@@ -166,7 +166,7 @@ fn the_readme_quick_start_works_as_written() {
         .unwrap();
     let mut listed = listed_keys(&finished.stdout);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !listed.iter().any(|key| key == "processed/report.zip") && Instant::now() < deadline {
+    while listed != ["processed/report.zip"] && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));
         let again = bash(
             &shell,
