@@ -95,6 +95,11 @@ impl Layout {
         tokio::fs::File::open(self.object_path(bucket, key)).await
     }
 
+    /// Whether the bucket exists (its folder does).
+    pub(crate) async fn has_bucket(&self, bucket: &str) -> bool {
+        is_dir(&self.root.join(bucket)).await
+    }
+
     /// Whether `key` (not a folder marker) names a directory: the folder of other objects, so
     /// not an object at all.
     pub(crate) async fn is_folder(&self, bucket: &str, key: &str) -> bool {

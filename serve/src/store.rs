@@ -308,20 +308,15 @@ impl S3 for Store {
                 .ok(),
             Some(_) => None,
         };
-        let head_bucket = sibling(
-            &req,
-            HeadBucketInput {
-                bucket,
-                expected_bucket_owner: None,
-            },
-        );
         let mut response = match self.fs.get_object(req).await {
             Ok(response) => response,
             // s3s-fs answers NoSuchKey in a bucket that does not exist, where S3 says
             // NoSuchBucket: the bucket name is what the client got wrong.
-            Err(error) if *error.code() == S3ErrorCode::NoSuchKey => {
-                self.fs.head_bucket(head_bucket).await?;
-                return Err(error);
+            Err(error)
+                if *error.code() == S3ErrorCode::NoSuchKey
+                    && !self.layout.has_bucket(&bucket).await =>
+            {
+                return Err(s3_error!(NoSuchBucket));
             }
             Err(error) => return Err(error),
         };
