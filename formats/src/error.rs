@@ -38,4 +38,11 @@ pub enum FormatError {
         #[source]
         source: io::Error,
     },
+
+    #[error("{format} output does not decode: {source}")]
+    Decompress {
+        format: &'static str,
+        #[source]
+        source: io::Error,
+    },
 }

@@ -18,6 +18,13 @@ pub trait Format: Send + Sync + fmt::Debug {
         dst: &mut dyn Write,
         entry: &Entry,
     ) -> std::io::Result<()>;
+
+    /// Reads what [`Format::write_compressed`] wrote and writes back the original bytes.
+    ///
+    /// This is the proof the worker asks for before it deletes a source, so it must fail
+    /// rather than guess: on a checksum that does not match, a stream cut short, a second
+    /// entry, or bytes after the end. Memory may not grow with the input here either.
+    fn write_decompressed(&self, src: &mut dyn Read, dst: &mut dyn Write) -> std::io::Result<()>;
 }
 
 /// How the output key is formed from the source key.
@@ -162,5 +169,33 @@ impl Compressor {
             bytes_out: writer.count(),
             crc32,
         })
+    }
+
+    /// Decodes this format's output back into `dst`; fails on anything it did not write.
+    pub fn decompress(&self, src: &mut dyn Read, dst: &mut dyn Write) -> Result<(), FormatError> {
+        self.format
+            .write_decompressed(src, dst)
+            .and_then(|()| dst.flush())
+            .map_err(|source| FormatError::Decompress {
+                format: self.registration.name,
+                source,
+            })
+    }
+}
+
+/// Fails unless `src` has nothing left: bytes after the end of a stream are not ours, and a
+/// reader that stops early would hide them.
+pub fn expect_end(src: &mut dyn Read) -> std::io::Result<()> {
+    let mut probe = [0u8; 1];
+    loop {
+        return match src.read(&mut probe) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "bytes follow the end of the compressed stream",
+            )),
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => Err(error),
+        };
     }
 }

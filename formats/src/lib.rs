@@ -10,12 +10,15 @@ mod deflate;
 mod entry;
 mod error;
 mod format;
+mod inflate;
 mod measure;
 mod registry;
 
 pub use entry::{safe_entry_name, Entry};
 pub use error::FormatError;
-pub use format::{Compressor, Format, Kind, Levels, Options, Registration, Settings, Stats};
+pub use format::{
+    expect_end, Compressor, Format, Kind, Levels, Options, Registration, Settings, Stats,
+};
 pub use registry::Registry;
 
 // Add-on crates call `inventory::submit!` through this re-export, so they need no direct

@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime};
 
 use s3_compressor_formats::{
-    inventory, Entry, FormatError, Kind, Levels, Options, Registration, Registry, Stats,
+    inventory, Compressor, Entry, FormatError, Kind, Levels, Options, Registration, Registry, Stats,
 };
 
 // Linked only for the `inventory::submit!` inside it, exactly as the worker links it.
@@ -566,6 +566,89 @@ fn every_format_round_trips_through_an_independent_decoder() {
     }
 }
 
+fn compressed_with_defaults(
+    registration: &'static Registration,
+    input: &[u8],
+) -> (Compressor, Vec<u8>) {
+    let compressor = registration
+        .compressor(&Options::default())
+        .expect("default options");
+    let mut output = Vec::new();
+    compressor
+        .compress(&mut &input[..], &mut output, &entry_for(input))
+        .unwrap_or_else(|error| panic!("{}: {error}", registration.name));
+    (compressor, output)
+}
+
+/// The worker deletes a source only when the format's own decoder gives the input back, so
+/// that decoder must agree with the independent ones on every output.
+#[test]
+fn every_format_decodes_its_own_output_back_to_the_input() {
+    for (what, input) in round_trip_inputs() {
+        for registration in registry().iter() {
+            let format = registration.name;
+            let (compressor, output) = compressed_with_defaults(registration, &input);
+            let mut decoded = Vec::new();
+            compressor
+                .decompress(&mut &output[..], &mut decoded)
+                .unwrap_or_else(|error| panic!("{format}, {what}: own decoder: {error}"));
+            assert!(
+                decoded == input,
+                "{format}, {what}: the own decoder gave {} bytes that differ from the input",
+                decoded.len()
+            );
+        }
+    }
+}
+
+/// What a verification must never accept: an output cut short anywhere, or one with bytes
+/// after its end. A flipped byte must fail to decode or decode to something else.
+#[test]
+fn every_format_refuses_its_output_damaged() {
+    let input = mixed(600 * 1024);
+    for registration in registry().iter() {
+        let format = registration.name;
+        let (compressor, output) = compressed_with_defaults(registration, &input);
+        let decode = |bytes: &[u8]| {
+            let mut decoded = Vec::new();
+            compressor
+                .decompress(&mut &bytes[..], &mut decoded)
+                .map(|()| decoded)
+        };
+        for cut in [
+            0,
+            1,
+            10,
+            output.len() / 3,
+            output.len() / 2,
+            output.len() - 1,
+        ] {
+            let result = decode(&output[..cut]);
+            assert!(
+                result.is_err(),
+                "{format}: the output cut to {cut} of {} bytes decoded without error",
+                output.len()
+            );
+        }
+        let mut followed = output.clone();
+        followed.extend_from_slice(b"trailing bytes");
+        assert!(
+            decode(&followed).is_err(),
+            "{format}: bytes after the end were accepted"
+        );
+        for at in [output.len() / 4, output.len() / 2, output.len() * 3 / 4] {
+            let mut flipped = output.clone();
+            flipped[at] ^= 0x10;
+            if let Ok(decoded) = decode(&flipped) {
+                assert!(
+                    decoded != input,
+                    "{format}: a flipped byte at {at} decoded to the input"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn every_format_round_trips_when_the_size_is_unknown_or_fails_clearly() {
     let registry = registry();
@@ -921,6 +1004,10 @@ struct Never;
 
 impl s3_compressor_formats::Format for Never {
     fn write_compressed(&self, _: &mut dyn Read, _: &mut dyn Write, _: &Entry) -> io::Result<()> {
+        Err(io::Error::other("never used"))
+    }
+
+    fn write_decompressed(&self, _: &mut dyn Read, _: &mut dyn Write) -> io::Result<()> {
         Err(io::Error::other("never used"))
     }
 }
@@ -1359,8 +1446,29 @@ fn zip64_round_trip(size_known: bool) {
         );
     }
     let unzip_time = started.elapsed();
+
+    // The format's own decoder, which the worker's verification runs: zip64 data descriptor
+    // and central directory.
+    let started = Instant::now();
+    let mut check = MatchesCounterText {
+        expected: CounterText::new(ZIP64_LEN),
+        scratch: Vec::new(),
+        offset: 0,
+        crc: crc32fast::Hasher::new(),
+    };
+    compressor
+        .decompress(
+            &mut BufReader::new(File::open(&path).expect("open big.zip")),
+            &mut check,
+        )
+        .expect("the own decoder reads the zip64 archive back to the input");
+    assert_eq!(
+        check.offset, ZIP64_LEN,
+        "the own decoder gave the whole entry"
+    );
+    let own_time = started.elapsed();
     eprintln!(
         "zip64 ({case}): {ZIP64_LEN} bytes -> {file_len} bytes; compress {compress_time:.1?}, \
-         zip crate read {read_time:.1?}, unzip {unzip_time:.1?}"
+         zip crate read {read_time:.1?}, unzip {unzip_time:.1?}, own decoder {own_time:.1?}"
     );
 }

@@ -8,7 +8,7 @@
 use std::io::{self, Read, Write};
 
 use brotli::enc::BrotliEncoderParams;
-use s3_compressor_formats::{inventory, Entry, Format, Kind, Levels, Registration};
+use s3_compressor_formats::{expect_end, inventory, Entry, Format, Kind, Levels, Registration};
 
 /// Brotli's qualities; 11 is slow and meant for assets compressed once and served often,
 /// so the default is the 9 that web servers commonly use for static files.
@@ -21,6 +21,9 @@ const LEVELS: Levels = Levels {
 /// A 4 MiB window (2^22), brotli's own default: larger windows help little on web assets and
 /// cost decoders memory.
 const WINDOW_BITS: i32 = 22;
+
+/// Compressed input buffered by the decoder.
+const DECODE_BUFFER: usize = 64 * 1024;
 
 inventory::submit! {
     Registration {
@@ -58,5 +61,14 @@ impl Format for Brotli {
         // would drop it.
         brotli::BrotliCompress(&mut &mut *src, &mut &mut *dst, &params)?;
         Ok(())
+    }
+
+    fn write_decompressed(&self, src: &mut dyn Read, dst: &mut dyn Write) -> io::Result<()> {
+        let mut decoder = brotli::Decompressor::new(src, DECODE_BUFFER);
+        io::copy(&mut decoder, dst)?;
+        // The decoder reports bytes left in its buffer after the stream's end on the read
+        // after the last; bytes it never buffered are still in `src`.
+        expect_end(&mut decoder)?;
+        expect_end(decoder.into_inner())
     }
 }

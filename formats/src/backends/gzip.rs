@@ -1,12 +1,12 @@
 //! gzip (`.gz`): one gzip member whose header keeps the original name and time, so
 //! `gzip -dN` restores both; deflated on every core the settings allow.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::num::NonZeroUsize;
 
 use super::{level_or, DEFLATE_LEVELS};
 use crate::deflate::deflate;
-use crate::{Entry, Format, Kind, Registration};
+use crate::{expect_end, Entry, Format, Kind, Registration};
 
 inventory::submit! {
     Registration {
@@ -41,6 +41,12 @@ impl Format for Gzip {
             io::copy(src, w).map(drop)
         })
     }
+
+    fn write_decompressed(&self, src: &mut dyn Read, dst: &mut dyn Write) -> io::Result<()> {
+        read_member(&mut io::BufReader::new(src), |decoded| {
+            io::copy(decoded, dst).map(drop)
+        })
+    }
 }
 
 /// Writes one gzip member (RFC 1952) around what `produce` writes. A single member, not one
@@ -58,6 +64,19 @@ pub(super) fn write_member(
     dst.write_all(&deflated.crc32.to_le_bytes())?;
     // ISIZE is the size modulo 2^32, by definition.
     dst.write_all(&(deflated.size as u32).to_le_bytes())
+}
+
+/// Reads the one gzip member [`write_member`] wrote, handing its decoded bytes to `consume`;
+/// the trailer's CRC-32 and size are checked, and nothing may follow the member.
+pub(super) fn read_member(
+    src: &mut dyn BufRead,
+    consume: impl FnOnce(&mut dyn Read) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut decoder = flate2::bufread::GzDecoder::new(src);
+    consume(&mut decoder)?;
+    // The trailer is checked when the decoder reaches it, which `consume` need not do.
+    expect_end(&mut decoder)?;
+    expect_end(decoder.into_inner())
 }
 
 fn header(name: Option<&str>, entry: &Entry, level: u32) -> Vec<u8> {

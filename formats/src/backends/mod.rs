@@ -54,3 +54,21 @@ pub(crate) fn zstd_encoder<W: std::io::Write>(
     }
     Ok(encoder)
 }
+
+/// Reads the one checksummed zstd frame [`zstd_encoder`] wrote, handing its decoded bytes to
+/// `consume`; nothing may follow the frame.
+pub(crate) fn read_zstd_frame(
+    src: &mut dyn std::io::Read,
+    consume: impl FnOnce(&mut dyn std::io::Read) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    /// zstd's largest window at the levels offered (22 uses 2^27): the decoder allocates up to
+    /// this much, so a frame asking for more is refused rather than trusted.
+    const WINDOW_LOG_MAX: u32 = 27;
+    let mut decoder =
+        ::zstd::stream::read::Decoder::with_buffer(std::io::BufReader::new(src))?.single_frame();
+    decoder.window_log_max(WINDOW_LOG_MAX)?;
+    consume(&mut decoder)?;
+    // Reading to the frame's end is what checks its checksum.
+    crate::expect_end(&mut decoder)?;
+    crate::expect_end(&mut decoder.finish())
+}

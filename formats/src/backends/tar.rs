@@ -4,8 +4,8 @@
 use std::io::{self, Read, Write};
 use std::num::NonZeroUsize;
 
-use super::gzip::write_member;
-use super::{level_or, zstd_encoder, DEFLATE_LEVELS, ZSTD_LEVELS};
+use super::gzip::{read_member, write_member};
+use super::{level_or, read_zstd_frame, zstd_encoder, DEFLATE_LEVELS, ZSTD_LEVELS};
 use crate::{Entry, Format, Kind, Registration};
 
 inventory::submit! {
@@ -87,6 +87,60 @@ impl Format for Tar {
                 let mut zstd = zstd_encoder(dst, level, threads, None)?;
                 write_tar(src, &mut zstd, entry, size)?;
                 zstd.finish().map(drop)
+            }
+        }
+    }
+
+    fn write_decompressed(&self, src: &mut dyn Read, dst: &mut dyn Write) -> io::Result<()> {
+        match self.outer {
+            Outer::Plain => read_tar(src, dst),
+            Outer::Gzip { .. } => {
+                read_member(&mut io::BufReader::new(src), |tar| read_tar(tar, dst))
+            }
+            Outer::Zstd { .. } => read_zstd_frame(src, |tar| read_tar(tar, dst)),
+        }
+    }
+}
+
+/// Reads the one regular entry [`write_tar`] wrote into `dst`; the archive must end after it
+/// with nothing but zero blocks.
+fn read_tar(src: &mut dyn Read, dst: &mut dyn Write) -> io::Result<()> {
+    let invalid = |message: &str| io::Error::new(io::ErrorKind::InvalidData, message.to_owned());
+    let mut archive = tar::Archive::new(src);
+    {
+        let mut entries = archive.entries()?;
+        let mut entry = entries
+            .next()
+            .ok_or_else(|| invalid("the archive holds no entry"))??;
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            return Err(invalid("the archive's entry is not a regular file"));
+        }
+        let size = entry.size();
+        let copied = io::copy(&mut entry, dst)?;
+        if copied != size {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the entry holds {copied} of its {size} bytes"),
+            ));
+        }
+        if entries.next().is_some() {
+            return Err(invalid("the archive holds more than one entry"));
+        }
+    }
+    // The reader stopped at the first of the two zero blocks that end an archive; the
+    // second (and nothing but zeros after it) must still be there.
+    let rest = archive.into_inner();
+    let mut zeros = 0u64;
+    let mut block = [0u8; 512];
+    loop {
+        match rest.read(&mut block)? {
+            0 if zeros >= 512 && zeros % 512 == 0 => return Ok(()),
+            0 => return Err(invalid("the archive's end-of-archive blocks are cut short")),
+            n if block[..n].iter().all(|&byte| byte == 0) => zeros += n as u64,
+            _ => {
+                return Err(invalid(
+                    "bytes other than zero blocks follow the archive's end",
+                ))
             }
         }
     }

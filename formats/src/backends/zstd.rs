@@ -3,7 +3,7 @@
 use std::io::{self, Read, Write};
 use std::num::NonZeroUsize;
 
-use super::{level_or, zstd_encoder, ZSTD_LEVELS};
+use super::{level_or, read_zstd_frame, zstd_encoder, ZSTD_LEVELS};
 use crate::{Entry, Format, Kind, Registration};
 
 inventory::submit! {
@@ -38,5 +38,9 @@ impl Format for Zstd {
         io::copy(src, &mut encoder)?;
         encoder.finish()?;
         Ok(())
+    }
+
+    fn write_decompressed(&self, src: &mut dyn Read, dst: &mut dyn Write) -> io::Result<()> {
+        read_zstd_frame(src, |decoded| io::copy(decoded, dst).map(drop))
     }
 }
