@@ -4,6 +4,7 @@
 //! and maps the [`Outcome`] to its own protocol.
 
 mod identity;
+mod proof;
 mod transfer;
 
 use std::sync::Arc;
@@ -34,8 +35,9 @@ pub struct Tuning {
 }
 
 impl Default for Tuning {
-    /// About 36 MiB of buffers at most: 8 MiB parts, three uploading and one filling, and 4 MiB
-    /// read ahead (at 100 MB/s, 40 ms of input: enough to ride out a stall of the download).
+    /// About 44 MiB of buffers at most: 8 MiB parts, three uploading, one filling and one
+    /// being decoded by the proof, and 4 MiB read ahead (at 100 MB/s, 40 ms of input: enough
+    /// to ride out a stall of the download).
     fn default() -> Self {
         Self {
             min_part_size: 8 * 1024 * 1024,
@@ -215,18 +217,68 @@ impl Worker {
             entry = entry.with_modified(modified);
         }
         let part_size = transfer::part_size(info.size, self.tuning.min_part_size);
-        let mut reader = transfer::spawn_download(download.body, self.tuning.read_ahead_bytes);
+        let reader = transfer::spawn_download(download.body, self.tuning.read_ahead_bytes);
         let (parts, chunks) = mpsc::channel(1);
         let budget = transfer::PartBudget::new(self.tuning.parts_in_flight);
         let compressor = Arc::clone(plan.compressor);
+        let source_info = download.info.clone();
         let compressing = tokio::task::spawn_blocking(move || {
-            let mut writer = PartWriter::new(parts, part_size, budget);
-            let stats = compressor.compress(&mut reader, &mut writer, &entry)?;
-            writer.finish().map_err(|source| FormatError::Compress {
-                format: compressor.registration().name,
-                source,
-            })?;
-            Ok::<_, FormatError>(stats)
+            std::thread::scope(|scope| {
+                // A hand-over, not a queue: the decoder holds at most the part it is decoding
+                // beyond those the upload holds.
+                let (copies, copied) = std::sync::mpsc::sync_channel(0);
+                let decoder = scope.spawn(|| proof::decode_parts(&compressor, copied));
+                let mut writer = PartWriter::new(parts, copies, part_size, budget);
+                let mut read = proof::FingerprintReader::new(reader);
+                let written = compressor
+                    .compress(&mut read, &mut writer, &entry)
+                    .and_then(|stats| {
+                        let last = writer.close().map_err(|source| FormatError::Compress {
+                            format: compressor.registration().name,
+                            source,
+                        })?;
+                        Ok((stats, last))
+                    });
+                let (stats, last) = match written {
+                    Ok(written) => written,
+                    Err(error) => {
+                        let decoder_stopped = writer.decoder_stopped();
+                        // Ends the decoder's stream (and the upload) before waiting for it.
+                        drop(writer);
+                        return Err(match (decoder_stopped, decoder.join()) {
+                            (true, Ok(Err(decode_error))) => {
+                                CompressFailure::Unproven(decode_error.to_string())
+                            }
+                            _ => CompressFailure::Format(error),
+                        });
+                    }
+                };
+                let decoded = match decoder.join() {
+                    Ok(Ok(decoded)) => decoded,
+                    Ok(Err(error)) => return Err(CompressFailure::Unproven(error.to_string())),
+                    Err(_) => {
+                        return Err(CompressFailure::Unproven("the decoder crashed".to_owned()))
+                    }
+                };
+                match proof::check(&source_info, read.fingerprint(), &stats, decoded) {
+                    Ok(()) => {}
+                    Err(proof::Disproof::BadRead(why)) => {
+                        return Err(CompressFailure::BadRead(why))
+                    }
+                    Err(proof::Disproof::BadOutput(why)) => {
+                        return Err(CompressFailure::Unproven(why))
+                    }
+                }
+                writer
+                    .release(last)
+                    .map_err(|source| {
+                        CompressFailure::Format(FormatError::Compress {
+                            format: compressor.registration().name,
+                            source,
+                        })
+                    })
+                    .map(|()| stats)
+            })
         });
 
         let pending = transfer::PendingUpload::default();
@@ -254,7 +306,13 @@ impl Worker {
                 Err(WriteFailure::Raced)
             }
             (_, Err(UploadError::Store(error))) => stop(*failed(error)),
-            (Ok(Err(error)), _) => stop(compression_failed(error)),
+            (Ok(Err(CompressFailure::Format(error))), _) => stop(compression_failed(error)),
+            (Ok(Err(CompressFailure::BadRead(why))), _) => stop(Outcome::transient(format!(
+                "the source was not read whole: {why}; nothing was written and the source is kept"
+            ))),
+            (Ok(Err(CompressFailure::Unproven(why))), _) => stop(Outcome::permanent(format!(
+                "verification failed: {why}; nothing was written and the source is kept"
+            ))),
             (Err(panic), _) => stop(Outcome::permanent(format!(
                 "the compressor crashed: {panic}"
             ))),
@@ -396,6 +454,15 @@ fn report(object: &ObjectRef, plan: Option<&Plan<'_>>, outcome: &Outcome, starte
         Outcome::Failed { .. } => line!(error),
         _ => line!(info),
     }
+}
+
+/// Why the compressor's side did not hand over a proven output.
+enum CompressFailure {
+    Format(FormatError),
+    /// What was read is not the source as S3 describes it.
+    BadRead(String),
+    /// The output does not decode back to what was read.
+    Unproven(String),
 }
 
 /// Why writing the output did not succeed.

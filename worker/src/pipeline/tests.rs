@@ -288,3 +288,91 @@ async fn keys_under_an_output_prefix_are_skipped() {
     assert!(matches!(outcome, Outcome::Skipped(_)), "{outcome}");
     assert!(store.current(BUCKET, "processed/x.zip").is_some());
 }
+
+/// A "zip" that stores its input as is, and whose decoder gives back one byte too few, or the
+/// input with a byte changed: what a codec bug looks like from outside.
+#[derive(Debug)]
+struct Lying {
+    decodes_short: bool,
+}
+
+impl s3_compressor_formats::Format for Lying {
+    fn write_compressed(
+        &self,
+        src: &mut dyn std::io::Read,
+        dst: &mut dyn std::io::Write,
+        _: &s3_compressor_formats::Entry,
+    ) -> std::io::Result<()> {
+        std::io::copy(src, dst).map(drop)
+    }
+
+    fn write_decompressed(
+        &self,
+        src: &mut dyn std::io::Read,
+        dst: &mut dyn std::io::Write,
+    ) -> std::io::Result<()> {
+        let mut all = Vec::new();
+        src.read_to_end(&mut all)?;
+        if self.decodes_short {
+            all.pop();
+        } else if let Some(first) = all.first_mut() {
+            *first ^= 1;
+        }
+        dst.write_all(&all)
+    }
+}
+
+fn lying_zip(decodes_short: bool) -> s3_compressor_formats::Registration {
+    s3_compressor_formats::Registration {
+        name: "zip",
+        extension: "zip",
+        content_type: "application/zip",
+        kind: s3_compressor_formats::Kind::Archive,
+        levels: None,
+        crate_name: "pipeline-tests",
+        build: if decodes_short {
+            |_| {
+                Box::new(Lying {
+                    decodes_short: true,
+                })
+            }
+        } else {
+            |_| {
+                Box::new(Lying {
+                    decodes_short: false,
+                })
+            }
+        },
+    }
+}
+
+#[tokio::test]
+async fn an_output_that_does_not_decode_to_its_source_is_never_completed_and_the_source_stays() {
+    for decodes_short in [true, false] {
+        let registration: &'static _ = Box::leak(Box::new(lying_zip(decodes_short)));
+        let registry = Registry::from_registrations([registration]).unwrap();
+        let routes = Arc::new(Routes::load(None, &registry).unwrap());
+        // One small object (a single PutObject) and one in several parts.
+        for (key, body) in [
+            ("incoming/small.csv", b"a,b\n1,2\n".to_vec()),
+            ("incoming/big.bin", noise(300 * 1024)),
+        ] {
+            let store = Arc::new(MemoryStore::default());
+            store.insert(BUCKET, key, &body);
+            let outcome = Worker::new(store.clone(), Arc::clone(&routes), small_parts())
+                .process(&object(key), None)
+                .await;
+            let case = format!("{key}, decodes short: {decodes_short}");
+            assert!(
+                matches!(&outcome, Outcome::Failed { retry: false, error } if error.contains("verification failed")),
+                "{case}: {outcome}"
+            );
+            assert_eq!(store.current(BUCKET, key).unwrap().body, body, "{case}");
+            let output = key.replace("incoming/", "processed/");
+            let output = format!("{}.zip", output.rsplit_once('.').unwrap().0);
+            assert!(store.current(BUCKET, &output).is_none(), "{case}: {output}");
+            assert_eq!(store.completed_multipart(), 0, "{case}");
+            assert_eq!(store.open_uploads(), 0, "{case}");
+        }
+    }
+}

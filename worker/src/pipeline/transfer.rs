@@ -7,7 +7,8 @@
 //! Both sides are bounded, so a slow side stalls the other instead of buffering: the download
 //! by a budget of bytes read ahead, the output by a [`PartBudget`] of `parts_in_flight + 1`
 //! parts (those uploading and the one filling). The output holds at most
-//! `(parts_in_flight + 1) × part_size`, whatever the object's size.
+//! `(parts_in_flight + 1) × part_size`, whatever the object's size, plus the one part the
+//! proof's decoder may still be reading after its upload returned.
 
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -145,12 +146,19 @@ pub(crate) enum Chunk {
     Finished { last: OutputBytes, crc64nvme: u64 },
 }
 
-/// Cuts the compressed output into parts and hands each to the uploader.
+/// Cuts the compressed output into parts and hands each to the uploader, and a copy of each
+/// to the decoder that proves the output (see [`super::proof`]).
 ///
-/// Only an explicit [`PartWriter::finish`] tells the uploader the output is whole: if the
-/// compressor fails or panics, the channel just closes and the upload is aborted.
+/// Only an explicit [`PartWriter::release`] tells the uploader the output is whole: if the
+/// compressor fails or panics, or the proof fails, the channel just closes and the upload is
+/// aborted.
 pub(crate) struct PartWriter {
     parts: mpsc::Sender<Chunk>,
+    /// `None` once the output is closed, which ends the decoder's stream.
+    copies: Option<std::sync::mpsc::SyncSender<Bytes>>,
+    /// The decoder stopped taking parts before the end: it failed, and its error is the one
+    /// that explains the writer's.
+    decoder_stopped: bool,
     budget: PartBudget,
     /// The part being filled and its place in the budget; `None` between parts, so the next
     /// part is only started (and allocated) once the budget has room.
@@ -160,9 +168,16 @@ pub(crate) struct PartWriter {
 }
 
 impl PartWriter {
-    pub(crate) fn new(parts: mpsc::Sender<Chunk>, part_size: usize, budget: PartBudget) -> Self {
+    pub(crate) fn new(
+        parts: mpsc::Sender<Chunk>,
+        copies: std::sync::mpsc::SyncSender<Bytes>,
+        part_size: usize,
+        budget: PartBudget,
+    ) -> Self {
         Self {
             parts,
+            copies: Some(copies),
+            decoder_stopped: false,
             budget,
             filling: None,
             part_size,
@@ -170,25 +185,48 @@ impl PartWriter {
         }
     }
 
-    pub(crate) fn finish(mut self) -> io::Result<()> {
-        let last = self.seal();
+    /// Ends the output: the last part goes to the decoder, whose stream then ends. The
+    /// uploader hears nothing yet.
+    pub(crate) fn close(&mut self) -> io::Result<OutputBytes> {
+        let last = self.seal()?;
+        self.copies = None;
+        Ok(last)
+    }
+
+    /// Tells the uploader the output is whole, and proven: it may complete the upload.
+    pub(crate) fn release(self, last: OutputBytes) -> io::Result<()> {
         let crc64nvme = self.crc.finalize();
         self.send(Chunk::Finished { last, crc64nvme })
     }
 
-    /// Ends the part being filled (empty if none was started), with its place in the budget.
-    fn seal(&mut self) -> OutputBytes {
+    pub(crate) fn decoder_stopped(&self) -> bool {
+        self.decoder_stopped
+    }
+
+    /// Ends the part being filled (empty if none was started), with its place in the budget,
+    /// and gives the decoder its copy.
+    fn seal(&mut self) -> io::Result<OutputBytes> {
         let Some((buffer, reserved)) = self.filling.take() else {
-            return OutputBytes {
+            return Ok(OutputBytes {
                 bytes: Bytes::new(),
                 _reserved: None,
-            };
+            });
         };
         self.crc.update(&buffer);
-        OutputBytes {
-            bytes: Bytes::from(buffer),
-            _reserved: Some(reserved),
+        let bytes = Bytes::from(buffer);
+        if let Some(copies) = &self.copies {
+            if copies.send(bytes.clone()).is_err() {
+                self.decoder_stopped = true;
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the decoder checking the output stopped",
+                ));
+            }
         }
+        Ok(OutputBytes {
+            bytes,
+            _reserved: Some(reserved),
+        })
     }
 
     fn send(&self, chunk: Chunk) -> io::Result<()> {
@@ -217,7 +255,7 @@ impl Write for PartWriter {
         let n = buf.len().min(self.part_size - buffer.len());
         buffer.extend_from_slice(&buf[..n]);
         if buffer.len() == self.part_size {
-            let part = self.seal();
+            let part = self.seal()?;
             self.send(Chunk::Part(part))?;
         }
         Ok(n)
@@ -481,8 +519,10 @@ mod tests {
         let (parts, chunks) = mpsc::channel(1);
         let budget = PartBudget::new(IN_FLIGHT);
         let observed = Arc::clone(&store);
+        let (copies, copied) = std::sync::mpsc::sync_channel(1);
+        let draining = std::thread::spawn(move || copied.iter().count());
         let writing = tokio::task::spawn_blocking(move || {
-            let mut writer = PartWriter::new(parts, PART, budget);
+            let mut writer = PartWriter::new(parts, copies, PART, budget);
             let block = vec![7u8; 16 * 1024];
             let (mut written, mut most_held) = (0, 0);
             while written < PARTS * PART {
@@ -490,7 +530,8 @@ mod tests {
                 // Parts begun and not yet uploaded, each up to a part of memory.
                 most_held = most_held.max(written.div_ceil(PART) - observed.parts_uploaded());
             }
-            writer.finish()?;
+            let last = writer.close()?;
+            writer.release(last)?;
             io::Result::Ok(most_held)
         });
         let store_for_upload: Arc<dyn ObjectStore> = store.clone();
@@ -503,6 +544,7 @@ mod tests {
         )
         .await;
         let most_held = writing.await.unwrap().unwrap();
+        assert_eq!(draining.join().unwrap(), PARTS, "every part was copied");
 
         assert_eq!(
             uploaded.ok().map(|done| done.bytes),

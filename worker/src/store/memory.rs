@@ -129,6 +129,7 @@ impl MemoryStore {
             last_modified: Some(std::time::SystemTime::UNIX_EPOCH),
             metadata,
             crc64nvme: Some(crate::pipeline::crc64nvme_of(&body)),
+            crc32: None,
         };
         let versions = state
             .objects

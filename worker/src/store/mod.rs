@@ -38,6 +38,9 @@ pub struct ObjectInfo {
     pub metadata: HashMap<String, String>,
     /// The full-object CRC-64/NVME, base64 as S3 sends it, when the store keeps one.
     pub crc64nvme: Option<String>,
+    /// The full-object CRC-32, when the object was uploaded with one (not the composite
+    /// checksum of a multipart upload, which is a checksum of part checksums).
+    pub crc32: Option<String>,
 }
 
 /// An object being read: what it is, and its bytes as they arrive.

@@ -96,6 +96,12 @@ macro_rules! object_info {
                 .and_then(|time| std::time::SystemTime::try_from(*time).ok()),
             metadata: $output.metadata().cloned().unwrap_or_default(),
             crc64nvme: $output.checksum_crc64_nvme().map(str::to_owned),
+            crc32: $output
+                .checksum_crc32()
+                .filter(|crc| {
+                    !crc.contains('-') && $output.checksum_type() != Some(&ChecksumType::Composite)
+                })
+                .map(str::to_owned),
         }
     };
 }
@@ -207,6 +213,8 @@ impl ObjectStore for S3Store {
             .bucket(&location.bucket)
             .key(&location.key)
             .set_version_id(version_id.map(str::to_owned))
+            // The stored checksums, for the proof to hold the bytes read against.
+            .checksum_mode(ChecksumMode::Enabled)
             .send()
             .await
             .map_err(|error| classify(&error, "GetObject", location))?;
