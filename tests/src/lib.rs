@@ -11,9 +11,11 @@
 //! 127.0.0.1), the binary as a Lambda function behind cargo-lambda's Runtime API emulator
 //! ([`LambdaFunction`]), `serve` with the AWS CLI uploading to it, the deployment and the
 //! README's quick start — and `bench/tests/` runs the benchmark. This crate is what they
-//! share: the servers, the processes and the events.
+//! share: the servers, the processes and the events, and [`FaultProxy`], which stands between
+//! a client and moto_server and spoils the S3 operations a fault test picks.
 
 pub mod events;
+pub mod faults;
 pub mod lambda;
 pub mod moto;
 pub mod process;
@@ -21,6 +23,7 @@ pub mod process;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub use faults::FaultProxy;
 pub use lambda::LambdaFunction;
 pub use moto::Moto;
 
