@@ -205,7 +205,10 @@ fn totals(results: &[ObjectResult]) -> Totals {
                 totals.bytes_out += bytes_out;
             }
             Outcome::Failed { .. } => totals.failures += 1,
-            Outcome::AlreadyDone { .. } | Outcome::Skipped(_) | Outcome::SourceMissing => {}
+            Outcome::AlreadyDone { .. }
+            | Outcome::Superseded { .. }
+            | Outcome::Skipped(_)
+            | Outcome::SourceMissing => {}
         }
     }
     totals

@@ -28,6 +28,11 @@ pub enum Outcome {
         output_key: String,
         source: SourceFate,
     },
+    /// This version of the source is no longer the key's current one (a newer upload or a delete
+    /// came after it) and the output was made from, or is left to, what came after: an output
+    /// never goes back to an older version. The version stays as a noncurrent version,
+    /// recoverable until the bucket's lifecycle rule expires it.
+    Superseded { output_key: String },
     /// Nothing to do, with the reason.
     Skipped(String),
     /// The source is not there and no output was made from it: for an event, one that came
@@ -69,6 +74,7 @@ impl Outcome {
         match self {
             Self::Compressed { .. } => "compressed",
             Self::AlreadyDone { .. } => "already_done",
+            Self::Superseded { .. } => "superseded",
             Self::Skipped(_) | Self::SourceMissing => "skipped",
             Self::Failed { retry: true, .. } => "failed_transient",
             Self::Failed { retry: false, .. } => "failed_permanent",
@@ -102,6 +108,12 @@ impl fmt::Display for Outcome {
             Self::AlreadyDone { output_key, source } => {
                 write!(f, "already compressed to {output_key}; {source}")
             }
+            Self::Superseded { output_key } => write!(
+                f,
+                "superseded: a newer upload or a delete of the key came after this version; \
+                 {output_key} is left to the newer one, and this version stays noncurrent \
+                 (recoverable) until the bucket's lifecycle rule expires it"
+            ),
             Self::Skipped(reason) => write!(f, "skipped: {reason}"),
             Self::SourceMissing => {
                 f.write_str("skipped: the source no longer exists and no output was made from it")

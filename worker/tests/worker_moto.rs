@@ -171,6 +171,33 @@ fn assert_made_from(moto: &Moto, bucket: &str, output: &str, source: &str, store
     );
 }
 
+/// A deleted source in a versioned bucket: hidden behind a delete marker, every version still
+/// there to restore (`aws s3api delete-object --version-id MARKER` brings it back).
+fn assert_deleted_recoverably(moto: &Moto, bucket: &str, key: &str, versions: &[&str]) {
+    let listed: Vec<_> = moto
+        .versions(bucket, key)
+        .into_iter()
+        .filter(|version| version.key == key)
+        .collect();
+    let latest: Vec<_> = listed.iter().filter(|version| version.is_latest).collect();
+    assert!(
+        latest.len() == 1 && latest[0].delete_marker,
+        "s3://{bucket}/{key}: the latest is a delete marker: {listed:?}"
+    );
+    for version in versions {
+        assert!(
+            listed
+                .iter()
+                .any(|listed| listed.version_id == *version && !listed.delete_marker),
+            "s3://{bucket}/{key}: version {version} kept, restorable: {listed:?}"
+        );
+    }
+    assert!(
+        moto.head(bucket, key).is_none(),
+        "s3://{bucket}/{key} reads as deleted"
+    );
+}
+
 /// What was uploaded: the write's answer and the size.
 struct Stored(s3_compressor_tests::moto::Stored, usize);
 
@@ -305,11 +332,12 @@ fn several_records_in_one_event_each_get_a_result_and_an_empty_file_is_archived(
         [report_output, empty_output],
         "both outputs, no source left"
     );
-    assert!(
-        moto.versions("files", "incoming/").is_empty(),
-        "the versions compressed are deleted, not hidden behind delete markers: {:?}",
-        moto.versions("files", "incoming/")
-    );
+    for source in [
+        "incoming/teams/emea/finance/2024/q1/Q1 report + appendix 100% final.csv",
+        "incoming/日本/empty marker.txt",
+    ] {
+        assert_deleted_recoverably(&moto, "files", source, &[]);
+    }
 
     let (names, content) = unzip(&moto, "files", report_output);
     assert_eq!(names, ["Q1 report + appendix 100% final.csv"]);
@@ -469,11 +497,13 @@ fn a_repeated_delivery_is_already_done_and_writes_no_second_output() {
         "{second:#}"
     );
     let output = "processed/daily/report.zip";
-    let versions = moto.versions("repeat", "");
+    let outputs = moto.versions("repeat", "processed/");
+    assert_eq!(outputs.len(), 1, "one version of the output: {outputs:?}");
+    assert_deleted_recoverably(&moto, "repeat", key, &[&version]);
     assert_eq!(
-        versions.iter().map(|v| v.key.as_str()).collect::<Vec<_>>(),
-        [output],
-        "one version of the output and nothing else: {versions:?}"
+        moto.versions("repeat", "incoming/").len(),
+        2,
+        "the second delivery adds no second delete marker"
     );
     assert!(unzip(&moto, "repeat", output).1 == text(200_000, 1));
 
@@ -542,8 +572,8 @@ fn concurrent_deliveries_of_one_event_make_one_output() {
         );
         assert!(unzip(&moto, bucket, output).1 == content, "{bucket}");
         if versioned {
-            assert!(moto.versions(bucket, "incoming/").is_empty(), "{bucket}");
             let version = stored.0.version_id.as_deref().unwrap_or_default();
+            assert_deleted_recoverably(&moto, bucket, key, &[version]);
             for output_version in moto.versions(bucket, "processed/") {
                 let id = Some(output_version.version_id.as_str());
                 let head = moto.head_version(bucket, output, id).expect("that version");
@@ -563,52 +593,52 @@ fn concurrent_deliveries_of_one_event_make_one_output() {
     }
 }
 
+/// S3 does not order deliveries: whichever of two versions' events comes first, the output
+/// ends as the newer version's, and a late event for the older one is superseded.
 #[test]
-fn an_older_version_named_by_the_event_is_compressed_while_the_newer_upload_stays() {
+fn events_for_two_versions_in_either_order_leave_the_newer_versions_output() {
     let moto = Moto::start();
-    moto.create_versioned_bucket("versions");
-    let key = "incoming/ledger.csv";
-    let v1 = put(&moto, "versions", key, &text(300_000, 100));
-    let v2 = put(&moto, "versions", key, &text(250_000, 200));
-    let v1_id = v1.0.version_id.clone().expect("versioned");
-    let v2_id = v2.0.version_id.clone().expect("versioned");
+    for (bucket, older_first) in [("in-order", true), ("reordered", false)] {
+        moto.create_versioned_bucket(bucket);
+        let key = "incoming/ledger.csv";
+        let v1 = put(&moto, bucket, key, &text(300_000, 100));
+        let v2 = put(&moto, bucket, key, &text(250_000, 200));
+        let v1_id = v1.0.version_id.clone().expect("versioned");
+        let v2_id = v2.0.version_id.clone().expect("versioned");
+        let deliver = |version: &str| {
+            let event = json!({ "Records": [s3_record(bucket, key, Some(version))] });
+            let response = invoke(&moto, &event);
+            let [(_, outcome)] = outcomes(&response)
+                .try_into()
+                .unwrap_or_else(|_| panic!("one result: {response:#}"));
+            outcome
+        };
+        let output = "processed/ledger.zip";
 
-    // The event for v1 arrives after v2 was uploaded.
-    let event = json!({ "Records": [s3_record("versions", key, Some(&v1_id))] });
-    let response = invoke(&moto, &event);
-
-    assert_eq!(
-        outcomes(&response),
-        [(key.to_owned(), "compressed".to_owned())]
-    );
-    let output = "processed/ledger.zip";
-    let sources: Vec<(String, bool)> = moto
-        .versions("versions", "incoming/")
-        .into_iter()
-        .map(|version| (version.version_id, version.is_latest))
-        .collect();
-    assert_eq!(
-        sources,
-        [(v2_id.clone(), true)],
-        "v1 deleted exactly, v2 current"
-    );
-    assert!(moto.get("versions", key) == text(250_000, 200), "v2 intact");
-    assert!(
-        unzip(&moto, "versions", output).1 == text(300_000, 100),
-        "the output is v1's content"
-    );
-    assert_made_from(&moto, "versions", output, key, &v1);
-
-    // v2's own event then replaces that output with v2's content.
-    let event = json!({ "Records": [s3_record("versions", key, Some(&v2_id))] });
-    let response = invoke(&moto, &event);
-    assert_eq!(
-        outcomes(&response),
-        [(key.to_owned(), "compressed".to_owned())]
-    );
-    assert!(unzip(&moto, "versions", output).1 == text(250_000, 200));
-    assert_made_from(&moto, "versions", output, key, &v2);
-    assert!(moto.versions("versions", "incoming/").is_empty());
+        if older_first {
+            // v1's event after v2 was uploaded: v1 is compressed, and stays as the noncurrent
+            // version under v2; v2's event then replaces the output.
+            assert_eq!(deliver(&v1_id), "compressed", "{bucket}");
+            assert!(
+                moto.get(bucket, key) == text(250_000, 200),
+                "{bucket}: v2 intact"
+            );
+            assert_made_from(&moto, bucket, output, key, &v1);
+            assert_eq!(deliver(&v2_id), "compressed", "{bucket}");
+        } else {
+            assert_eq!(deliver(&v2_id), "compressed", "{bucket}");
+            assert_eq!(deliver(&v1_id), "superseded", "{bucket}");
+        }
+        assert!(
+            unzip(&moto, bucket, output).1 == text(250_000, 200),
+            "{bucket}: the output is v2's content"
+        );
+        assert_made_from(&moto, bucket, output, key, &v2);
+        assert_deleted_recoverably(&moto, bucket, key, &[&v1_id, &v2_id]);
+        // Once more, late: still superseded, nothing changes.
+        assert_eq!(deliver(&v1_id), "superseded", "{bucket}");
+        assert_made_from(&moto, bucket, output, key, &v2);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -72,13 +72,17 @@ impl SourceIdentity {
             }
     }
 
-    /// Deletes only what was read: the exact version, or the object while its ETag holds.
+    /// Deletes only what was read, recoverably: the current object while it still has the
+    /// ETag that was read. In a versioned bucket that leaves a delete marker, so the version
+    /// stays restorable until the lifecycle rule expires it; a newer upload fails the
+    /// condition and stays.
     pub(crate) fn delete_condition(&self) -> Option<DeleteCondition> {
-        match (&self.version_id, &self.etag) {
-            (Some(version_id), _) => Some(DeleteCondition::Version(version_id.clone())),
-            (None, Some(etag)) => Some(DeleteCondition::Matches(etag.clone())),
-            (None, None) => None,
-        }
+        self.etag.clone().map(DeleteCondition::Matches)
+    }
+
+    /// Whether this is a versioned source (whose versions can be told apart by id).
+    pub(crate) fn version_id(&self) -> Option<&str> {
+        self.version_id.as_deref()
     }
 }
 
@@ -146,10 +150,11 @@ mod tests {
             new.delete_condition(),
             Some(DeleteCondition::Matches("e2".to_owned()))
         );
+        // Versioned too: a delete marker, never the version itself.
         let versioned = SourceIdentity::of("incoming/a.csv", &info(Some("v9"), "e2"));
         assert_eq!(
             versioned.delete_condition(),
-            Some(DeleteCondition::Version("v9".to_owned()))
+            Some(DeleteCondition::Matches("e2".to_owned()))
         );
     }
 }

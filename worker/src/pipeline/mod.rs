@@ -16,8 +16,8 @@ use tokio::sync::mpsc;
 
 use crate::outcome::{Outcome, SourceFate};
 use crate::store::{
-    Deleted, Download, ErrorClass, Location, ObjectInfo, ObjectStore, OutputSpec, StoreError,
-    WriteCondition,
+    DeleteCondition, Deleted, Download, ErrorClass, Location, ObjectInfo, ObjectStore, OutputSpec,
+    StoreError, WriteCondition,
 };
 use crate::{Decision, Plan, Routes};
 use identity::SourceIdentity;
@@ -147,13 +147,16 @@ impl Worker {
         let condition = match &existing_output {
             None => WriteCondition::Absent,
             Some(info) if identity.made(info) => {
+                drop(download);
                 return self
-                    .finish_duplicate(plan, &source, &output, &identity)
-                    .await
+                    .finish_duplicate(plan, &source, &output, &identity, info)
+                    .await;
             }
             Some(info) if identity.same_key(info) => {
-                // An older upload of the same key was compressed before: replace that output,
-                // and only that one.
+                // Another upload of the same key was compressed before: replace that output,
+                // and only that one, and only with the key's current version, so an output
+                // never goes back to an older one however late its event comes.
+                self.ensure_current(&source, &output, &identity).await?;
                 WriteCondition::Matches(info.etag.clone().unwrap_or_default())
             }
             Some(info) => return Err(Box::new(collision(&output, info))),
@@ -177,14 +180,22 @@ impl Worker {
                 // delivery of the same event, which is then simply done.
                 return match self.store.head(&output, None).await.map_err(failed)? {
                     Some(info) if identity.made(&info) => {
-                        self.finish_duplicate(plan, &source, &output, &identity)
+                        self.finish_duplicate(plan, &source, &output, &identity, &info)
                             .await
                     }
                     Some(info) if !identity.same_key(&info) => {
                         Err(Box::new(collision(&output, &info)))
                     }
-                    _ => Err(Box::new(Outcome::transient(
-                        "the output was replaced while it was being written; the next attempt starts over",
+                    Some(_) => {
+                        // Another upload of this key got there first; if it is the newer one,
+                        // this one is superseded.
+                        self.ensure_current(&source, &output, &identity).await?;
+                        Err(Box::new(Outcome::transient(
+                            "the output was replaced while it was being written; the next attempt starts over",
+                        )))
+                    }
+                    None => Err(Box::new(Outcome::transient(
+                        "the output was removed while it was being written; the next attempt starts over",
                     ))),
                 };
             }
@@ -260,7 +271,7 @@ impl Worker {
                         return Err(CompressFailure::Unproven("the decoder crashed".to_owned()))
                     }
                 };
-                match proof::check(&source_info, read.fingerprint(), &stats, decoded) {
+                match proof::check(&source_info, read.fingerprint(), decoded) {
                     Ok(()) => {}
                     Err(proof::Disproof::BadRead(why)) => {
                         return Err(CompressFailure::BadRead(why))
@@ -356,20 +367,55 @@ impl Worker {
         } else {
             None
         };
-        match problem {
+        let Some(problem) = problem else {
+            tracing::debug!(
+                key = %output.key,
+                checksum_checked = stored.crc64nvme.is_some(),
+                "output verified"
+            );
+            return Ok(());
+        };
+        // Left in place, an output with this source's identity would be trusted by the next
+        // delivery; it goes, and only it: our own version, or the object while it has our ETag.
+        let removal = match (&uploaded.written.version_id, &uploaded.written.etag) {
+            (Some(version), _) => Some(DeleteCondition::Version(version.clone())),
+            (None, Some(etag)) => Some(DeleteCondition::Matches(etag.clone())),
+            (None, None) => None,
+        };
+        let removed = match removal {
+            Some(condition) => match self.store.delete(output, &condition).await {
+                Ok(_) => "it was removed".to_owned(),
+                Err(error) => format!("removing it failed too ({error})"),
+            },
             None => {
-                tracing::debug!(
-                    key = %output.key,
-                    checksum_checked = stored.crc64nvme.is_some(),
-                    "output verified"
-                );
-                Ok(())
+                "it could not be removed (the store reported neither version nor ETag)".to_owned()
             }
-            Some(problem) => Err(Box::new(Outcome::permanent(format!(
-                "verification failed: s3://{}/{} {problem}; the source is kept",
-                output.bucket, output.key
-            )))),
+        };
+        Err(Box::new(Outcome::permanent(format!(
+            "verification failed: s3://{}/{} {problem}; {removed}, and the source is kept",
+            output.bucket, output.key
+        ))))
+    }
+
+    /// Stops with [`Outcome::Superseded`] unless the version read is still the key's current
+    /// one. Only a versioned source can tell: an unversioned read is always of the current
+    /// object.
+    async fn ensure_current(
+        &self,
+        source: &Location,
+        output: &Location,
+        identity: &SourceIdentity,
+    ) -> Result<(), Stop> {
+        let Some(version_id) = identity.version_id() else {
+            return Ok(());
+        };
+        let current = self.store.head(source, None).await.map_err(failed)?;
+        if current.as_ref().and_then(|info| info.version_id.as_deref()) == Some(version_id) {
+            return Ok(());
         }
+        Err(Box::new(Outcome::Superseded {
+            output_key: output.key.clone(),
+        }))
     }
 
     /// Deletes exactly what was compressed, if the rule says so.
@@ -387,7 +433,16 @@ impl Worker {
             return Ok(SourceFate::Kept);
         };
         match self.store.delete(source, &condition).await {
-            Ok(Deleted::Now) => Ok(SourceFate::Deleted),
+            Ok(Deleted::Now { marker }) => {
+                if let Some(marker) = marker {
+                    tracing::info!(
+                        key = %source.key,
+                        delete_marker = %marker,
+                        "source deleted recoverably: removing this delete marker restores it"
+                    );
+                }
+                Ok(SourceFate::Deleted)
+            }
             Ok(Deleted::AlreadyGone) => Ok(SourceFate::AlreadyGone),
             Err(error) if error.is(ErrorClass::PreconditionFailed) => {
                 Ok(SourceFate::KeptNewerUpload)
@@ -397,19 +452,106 @@ impl Worker {
     }
 
     /// The output already exists and was made from this source: finish what the earlier
-    /// delivery may not have (deleting the source).
+    /// delivery may not have (deleting the source), but only on the strength of a proof made
+    /// here, since nothing says the earlier delivery's proof passed.
     async fn finish_duplicate(
         &self,
         plan: &Plan<'_>,
         source: &Location,
         output: &Location,
         identity: &SourceIdentity,
+        existing: &ObjectInfo,
     ) -> Result<Box<Outcome>, Stop> {
+        let done = |fate| {
+            Box::new(Outcome::AlreadyDone {
+                output_key: output.key.clone(),
+                source: fate,
+            })
+        };
+        if !plan.rule.delete_source {
+            return Ok(done(SourceFate::Kept));
+        }
+        let (source_read, output_read) = tokio::join!(
+            self.store.get(source, identity.version_id()),
+            self.store.get(output, existing.version_id.as_deref()),
+        );
+        let source_read = match source_read {
+            Ok(download) => download,
+            Err(error) if error.is(ErrorClass::NotFound) => {
+                return Ok(done(SourceFate::AlreadyGone))
+            }
+            Err(error) => return Err(failed(error)),
+        };
+        let output_read =
+            match output_read {
+                Ok(download) if identity.made(&download.info) => download,
+                Ok(_) | Err(_) => return Err(Box::new(Outcome::transient(
+                    "the output changed while it was being checked; the next attempt starts over",
+                ))),
+            };
+        let output_version = output_read.info.clone();
+        match self.prove_existing(plan, source_read, output_read).await? {
+            Ok(()) => {}
+            Err(proof::Disproof::BadRead(why)) => {
+                return Err(Box::new(Outcome::transient(format!(
+                    "the source was not read whole: {why}; the source is kept"
+                ))))
+            }
+            Err(proof::Disproof::BadOutput(why)) => {
+                let removal = match (&output_version.version_id, &output_version.etag) {
+                    (Some(version), _) => DeleteCondition::Version(version.clone()),
+                    (None, etag) => DeleteCondition::Matches(etag.clone().unwrap_or_default()),
+                };
+                self.store.delete(output, &removal).await.map_err(failed)?;
+                return Err(Box::new(Outcome::transient(format!(
+                    "an earlier output of this source failed its proof ({why}); it was removed \
+                     and the next attempt compresses again; the source is kept"
+                ))));
+            }
+        }
         let fate = self.delete_source(plan, source, identity).await?;
-        Ok(Box::new(Outcome::AlreadyDone {
-            output_key: output.key.clone(),
-            source: fate,
-        }))
+        Ok(done(fate))
+    }
+
+    /// Decodes an existing output and reads its source side by side, for the same proof a new
+    /// output passes.
+    async fn prove_existing(
+        &self,
+        plan: &Plan<'_>,
+        source: Download,
+        output: Download,
+    ) -> Result<Result<(), proof::Disproof>, Stop> {
+        let source_info = source.info.clone();
+        let source_reader = transfer::spawn_download(source.body, self.tuning.read_ahead_bytes);
+        let output_reader = transfer::spawn_download(output.body, self.tuning.read_ahead_bytes);
+        let compressor = Arc::clone(plan.compressor);
+        let proving = tokio::task::spawn_blocking(move || {
+            std::thread::scope(|scope| {
+                let decoder = scope.spawn(|| proof::decode_stream(&compressor, output_reader));
+                let read = proof::fingerprint_stream(source_reader);
+                (read, decoder.join())
+            })
+        });
+        let (read, decoded) = proving
+            .await
+            .map_err(|_| Box::new(Outcome::transient("the proof's thread crashed")))?;
+        let read = read.map_err(|error| Box::new(read_failed(&error)))?;
+        let decoded = match decoded {
+            Ok(Ok(decoded)) => decoded,
+            Ok(Err(error)) => {
+                // A failed read of the output surfaces as a decode error; its class decides.
+                if let Some(outcome) = store_error_in(&error) {
+                    return Err(Box::new(outcome));
+                }
+                return Ok(Err(proof::Disproof::BadOutput(error.to_string())));
+            }
+            Err(_) => {
+                return Ok(Err(proof::Disproof::BadOutput(
+                    "the decoder crashed".to_owned(),
+                )))
+            }
+        };
+        Ok(proof::check(&source_info, read, decoded))
     }
 }
 
@@ -510,10 +652,27 @@ fn failed(error: StoreError) -> Stop {
 
 /// A failed read surfaces inside the compressor as an I/O error; its class decides.
 fn compression_failed(error: FormatError) -> Outcome {
-    let FormatError::Compress { source, .. } = &error else {
-        return Outcome::permanent(error.to_string());
+    store_error_in(&error).unwrap_or_else(|| Outcome::permanent(error.to_string()))
+}
+
+/// The S3 error behind a format's I/O error, if a read from S3 is what failed.
+fn store_error_in(error: &FormatError) -> Option<Outcome> {
+    let (FormatError::Compress { source, .. } | FormatError::Decompress { source, .. }) = error
+    else {
+        return None;
     };
-    match source
+    source
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<StoreError>())
+        .map(|read_error| Outcome::Failed {
+            retry: read_error.is(ErrorClass::Transient),
+            error: read_error.to_string(),
+        })
+}
+
+/// A read of the source that failed outside a format.
+fn read_failed(error: &std::io::Error) -> Outcome {
+    match error
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<StoreError>())
     {
@@ -521,7 +680,7 @@ fn compression_failed(error: FormatError) -> Outcome {
             retry: read_error.is(ErrorClass::Transient),
             error: read_error.to_string(),
         },
-        None => Outcome::permanent(error.to_string()),
+        None => Outcome::transient(format!("reading the source failed: {error}")),
     }
 }
 

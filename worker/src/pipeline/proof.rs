@@ -16,42 +16,49 @@ use std::sync::mpsc::Receiver;
 
 use bytes::{Buf, Bytes};
 use crc_fast::{CrcAlgorithm, Digest};
-use s3_compressor_formats::{Compressor, FormatError, Stats};
+use s3_compressor_formats::{Compressor, FormatError};
 
 use super::transfer::encode_crc as encode_crc64;
 use crate::store::ObjectInfo;
 
-/// How many bytes went through, and their CRC-64/NVME: the checksum S3 itself keeps for
-/// objects, so the bytes read can also be held against the source's stored checksum.
+/// How many bytes went through, and their checksums in the two kinds S3 keeps whole-object
+/// checksums in (CRC-64/NVME by default, CRC-32 as the SDKs send it), so the bytes read can
+/// also be held against the source's stored checksum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Fingerprint {
     pub bytes: u64,
     pub crc64nvme: u64,
+    pub crc32: u32,
 }
 
 #[derive(Debug)]
 struct Fingerprinting {
-    digest: Digest,
+    crc64: Digest,
+    crc32: Digest,
     bytes: u64,
 }
 
 impl Fingerprinting {
     fn new() -> Self {
         Self {
-            digest: Digest::new(CrcAlgorithm::Crc64Nvme),
+            crc64: Digest::new(CrcAlgorithm::Crc64Nvme),
+            crc32: Digest::new(CrcAlgorithm::Crc32IsoHdlc),
             bytes: 0,
         }
     }
 
     fn update(&mut self, bytes: &[u8]) {
-        self.digest.update(bytes);
+        self.crc64.update(bytes);
+        self.crc32.update(bytes);
         self.bytes += bytes.len() as u64;
     }
 
     fn finish(&self) -> Fingerprint {
         Fingerprint {
             bytes: self.bytes,
-            crc64nvme: self.digest.finalize(),
+            crc64nvme: self.crc64.finalize(),
+            // A CRC-32 digest's value fits in 32 bits.
+            crc32: u32::try_from(self.crc32.finalize()).unwrap_or(u32::MAX),
         }
     }
 }
@@ -123,13 +130,30 @@ pub(crate) fn decode_parts(
     compressor: &Compressor,
     parts: Receiver<Bytes>,
 ) -> Result<Fingerprint, FormatError> {
-    let mut reader = PartsReader {
-        parts,
-        current: Bytes::new(),
-    };
+    decode_stream(
+        compressor,
+        PartsReader {
+            parts,
+            current: Bytes::new(),
+        },
+    )
+}
+
+/// Decodes a whole output and fingerprints what it gives back.
+pub(crate) fn decode_stream(
+    compressor: &Compressor,
+    mut compressed: impl Read,
+) -> Result<Fingerprint, FormatError> {
     let mut decoded = FingerprintWriter(Fingerprinting::new());
-    compressor.decompress(&mut reader, &mut decoded)?;
+    compressor.decompress(&mut compressed, &mut decoded)?;
     Ok(decoded.0.finish())
+}
+
+/// Reads a whole stream and fingerprints it.
+pub(crate) fn fingerprint_stream(stream: impl Read) -> io::Result<Fingerprint> {
+    let mut reader = FingerprintReader::new(stream);
+    io::copy(&mut reader, &mut io::sink())?;
+    Ok(reader.fingerprint())
 }
 
 /// Why an output may not stand for its source.
@@ -147,7 +171,6 @@ pub(crate) enum Disproof {
 pub(crate) fn check(
     source: &ObjectInfo,
     read: Fingerprint,
-    read_stats: &Stats,
     decoded: Fingerprint,
 ) -> Result<(), Disproof> {
     if read.bytes != source.size {
@@ -166,7 +189,7 @@ pub(crate) fn check(
             "the bytes read have CRC-64/NVME {read_crc64}, the source's stored checksum is {stored}"
         )));
     }
-    let read_crc32 = encode_crc32(read_stats.crc32);
+    let read_crc32 = encode_crc32(read.crc32);
     if let Some(stored) = source
         .crc32
         .as_deref()
@@ -206,14 +229,6 @@ mod tests {
         fingerprint.finish()
     }
 
-    fn stats_of(bytes: &[u8]) -> Stats {
-        Stats {
-            bytes_in: bytes.len() as u64,
-            bytes_out: 0,
-            crc32: crc32fast::hash(bytes),
-        }
-    }
-
     fn source(bytes: &[u8]) -> ObjectInfo {
         ObjectInfo {
             size: bytes.len() as u64,
@@ -224,27 +239,31 @@ mod tests {
     }
 
     #[test]
+    fn the_crc32_is_the_one_s3_and_zip_use() {
+        assert_eq!(fingerprint_of(b"123456789").crc32, 0xCBF4_3926);
+        assert_eq!(
+            fingerprint_of(b"123456789").crc32,
+            crc32fast::hash(b"123456789")
+        );
+    }
+
+    #[test]
     fn the_same_bytes_read_stored_and_decoded_pass() {
         let body = b"id,amount\n1,2\n";
         let print = fingerprint_of(body);
-        assert_eq!(check(&source(body), print, &stats_of(body), print), Ok(()));
+        assert_eq!(check(&source(body), print, print), Ok(()));
         let unchecked = ObjectInfo {
             size: body.len() as u64,
             ..ObjectInfo::default()
         };
-        assert_eq!(check(&unchecked, print, &stats_of(body), print), Ok(()));
+        assert_eq!(check(&unchecked, print, print), Ok(()));
     }
 
     #[test]
     fn a_short_or_damaged_read_is_a_bad_read_whatever_the_output() {
         let body = b"id,amount\n1,2\n";
         let short = &body[..body.len() - 1];
-        let result = check(
-            &source(body),
-            fingerprint_of(short),
-            &stats_of(short),
-            fingerprint_of(short),
-        );
+        let result = check(&source(body), fingerprint_of(short), fingerprint_of(short));
         assert!(matches!(result, Err(Disproof::BadRead(_))), "{result:?}");
         let damaged = b"id,amount\n1,3\n";
         for stored in [
@@ -257,12 +276,7 @@ mod tests {
                 ..source(body)
             },
         ] {
-            let result = check(
-                &stored,
-                fingerprint_of(damaged),
-                &stats_of(damaged),
-                fingerprint_of(damaged),
-            );
+            let result = check(&stored, fingerprint_of(damaged), fingerprint_of(damaged));
             assert!(matches!(result, Err(Disproof::BadRead(_))), "{result:?}");
         }
     }
@@ -271,12 +285,7 @@ mod tests {
     fn an_output_that_decodes_to_other_bytes_is_a_bad_output() {
         let body = b"id,amount\n1,2\n";
         for decoded in [&b"id,amount\n1,3\n"[..], &body[..3], b""] {
-            let result = check(
-                &source(body),
-                fingerprint_of(body),
-                &stats_of(body),
-                fingerprint_of(decoded),
-            );
+            let result = check(&source(body), fingerprint_of(body), fingerprint_of(decoded));
             assert!(matches!(result, Err(Disproof::BadOutput(_))), "{result:?}");
         }
     }

@@ -41,6 +41,28 @@ fn object(key: &str) -> ObjectRef {
     }
 }
 
+/// The event for one version of a key.
+fn version_event(key: &str, stored: &crate::store::ObjectInfo) -> ObjectRef {
+    ObjectRef {
+        version_id: stored.version_id.clone(),
+        ..object(key)
+    }
+}
+
+/// The output exists and was made from this version of its source.
+fn assert_output_made_from(
+    store: &MemoryStore,
+    output_key: &str,
+    source: &crate::store::ObjectInfo,
+) {
+    let output = store.current(BUCKET, output_key).unwrap();
+    assert_eq!(
+        output.info.metadata.get("source-version-id"),
+        source.version_id.as_ref(),
+        "{output_key}"
+    );
+}
+
 /// Bytes deflate cannot shrink, so the output spans several parts.
 fn noise(len: usize) -> Vec<u8> {
     let mut state = 0x2545_f491_4f6c_dd1d_u64;
@@ -197,14 +219,35 @@ async fn a_newer_upload_during_processing_survives_without_versioning() {
 }
 
 #[tokio::test]
-async fn a_versioned_bucket_loses_exactly_the_compressed_version() {
+async fn a_versioned_source_replaced_meanwhile_stays_noncurrent_under_the_newer_upload() {
     let store = Arc::new(MemoryStore::versioned());
     let first = store.insert(BUCKET, "incoming/live.csv", b"old");
     store.replace_after_get("incoming/live.csv", b"new");
-    let mut event = object("incoming/live.csv");
-    event.version_id = first.version_id.clone();
     let outcome = worker(&store, Tuning::default())
-        .process(&event, None)
+        .process(&version_event("incoming/live.csv", &first), None)
+        .await;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Compressed {
+                source: SourceFate::KeptNewerUpload,
+                ..
+            }
+        ),
+        "{outcome}"
+    );
+    assert_eq!(store.versions(BUCKET, "incoming/live.csv"), 2);
+    let current = store.current(BUCKET, "incoming/live.csv").unwrap();
+    assert_eq!(&current.body[..], b"new");
+    assert_output_made_from(&store, "processed/live.zip", &first);
+}
+
+#[tokio::test]
+async fn a_versioned_source_is_deleted_recoverably_and_restored_by_removing_the_marker() {
+    let store = Arc::new(MemoryStore::versioned());
+    let source = store.insert(BUCKET, "incoming/kept.csv", b"a,b\n1,2\n");
+    let outcome = worker(&store, Tuning::default())
+        .process(&version_event("incoming/kept.csv", &source), None)
         .await;
     assert!(
         matches!(
@@ -216,14 +259,206 @@ async fn a_versioned_bucket_loses_exactly_the_compressed_version() {
         ),
         "{outcome}"
     );
-    assert_eq!(store.versions(BUCKET, "incoming/live.csv"), 1);
-    let current = store.current(BUCKET, "incoming/live.csv").unwrap();
-    assert_eq!(&current.body[..], b"new");
-    let output = store.current(BUCKET, "processed/live.zip").unwrap();
+    assert!(store.current(BUCKET, "incoming/kept.csv").is_none());
     assert_eq!(
-        output.info.metadata["source-version-id"],
-        first.version_id.unwrap()
+        store.versions(BUCKET, "incoming/kept.csv"),
+        1,
+        "the version stays"
     );
+    assert!(store.remove_delete_marker(BUCKET, "incoming/kept.csv"));
+    assert_eq!(
+        &store.current(BUCKET, "incoming/kept.csv").unwrap().body[..],
+        b"a,b\n1,2\n"
+    );
+}
+
+/// S3 does not order deliveries: v2's event may come first, v1's long after.
+#[tokio::test]
+async fn a_late_event_for_an_older_version_is_superseded_and_the_output_keeps_the_newer() {
+    let store = Arc::new(MemoryStore::versioned());
+    let v1 = store.insert(BUCKET, "incoming/order.csv", b"version one");
+    let v2 = store.insert(BUCKET, "incoming/order.csv", b"version two");
+    let worker = worker(&store, Tuning::default());
+    let event = |info| version_event("incoming/order.csv", info);
+    let newer = worker.process(&event(&v2), None).await;
+    assert!(matches!(newer, Outcome::Compressed { .. }), "{newer}");
+    let older = worker.process(&event(&v1), None).await;
+    assert_eq!(
+        older,
+        Outcome::Superseded {
+            output_key: "processed/order.zip".to_owned()
+        }
+    );
+    assert_eq!(older.label(), "superseded");
+    assert_output_made_from(&store, "processed/order.zip", &v2);
+    // Neither version is visible, and both can still be restored.
+    assert!(store.current(BUCKET, "incoming/order.csv").is_none());
+    assert_eq!(store.versions(BUCKET, "incoming/order.csv"), 2);
+
+    // In order, the older one first: its output is replaced by the newer one's.
+    let store = Arc::new(MemoryStore::versioned());
+    let v1 = store.insert(BUCKET, "incoming/order.csv", b"version one");
+    let v2 = store.insert(BUCKET, "incoming/order.csv", b"version two");
+    let worker = self::worker(&store, Tuning::default());
+    let older = worker.process(&event(&v1), None).await;
+    assert!(
+        matches!(
+            older,
+            Outcome::Compressed {
+                source: SourceFate::KeptNewerUpload,
+                ..
+            }
+        ),
+        "{older}"
+    );
+    let newer = worker.process(&event(&v2), None).await;
+    assert!(
+        matches!(
+            newer,
+            Outcome::Compressed {
+                source: SourceFate::Deleted,
+                ..
+            }
+        ),
+        "{newer}"
+    );
+    assert_output_made_from(&store, "processed/order.zip", &v2);
+}
+
+/// An output with this source's identity proves nothing by itself: a duplicate delivery
+/// decodes it before it deletes anything, and removes it if it is wrong.
+#[tokio::test]
+async fn a_duplicate_finding_an_output_that_fails_its_proof_removes_it_and_keeps_the_source() {
+    let store = Arc::new(MemoryStore::default());
+    let source = store.insert(BUCKET, "incoming/r.csv", b"the real content");
+    let identity = super::identity::SourceIdentity::of("incoming/r.csv", &source);
+    // A zip of other content, labelled as made from this source.
+    let registry = Registry::from_inventory().unwrap();
+    let zip = registry
+        .get("zip")
+        .unwrap()
+        .compressor(&Default::default())
+        .unwrap();
+    let mut wrong = Vec::new();
+    zip.compress(
+        &mut &b"other content"[..],
+        &mut wrong,
+        &s3_compressor_formats::Entry::new("r.csv"),
+    )
+    .unwrap();
+    store.insert_with_metadata(BUCKET, "processed/r.zip", &wrong, identity.metadata());
+
+    let worker = worker(&store, Tuning::default());
+    let outcome = worker.process(&object("incoming/r.csv"), None).await;
+    assert!(
+        matches!(&outcome, Outcome::Failed { retry: true, error } if error.contains("failed its proof")),
+        "{outcome}"
+    );
+    assert!(
+        store.current(BUCKET, "incoming/r.csv").is_some(),
+        "source kept"
+    );
+    assert!(
+        store.current(BUCKET, "processed/r.zip").is_none(),
+        "bad output removed"
+    );
+    // The next attempt compresses again, proves it, and only then deletes.
+    let retry = worker.process(&object("incoming/r.csv"), None).await;
+    assert!(
+        matches!(
+            retry,
+            Outcome::Compressed {
+                source: SourceFate::Deleted,
+                ..
+            }
+        ),
+        "{retry}"
+    );
+}
+
+#[tokio::test]
+async fn a_duplicate_finding_a_good_output_proves_it_then_deletes() {
+    let store = Arc::new(MemoryStore::default());
+    store.insert(BUCKET, "incoming/r.csv", b"x,y\n");
+    let worker = worker(&store, Tuning::default());
+    store.fail_once("DeleteObject", ErrorClass::Transient);
+    let first = worker.process(&object("incoming/r.csv"), None).await;
+    assert!(first.should_retry(), "{first}");
+    let second = worker.process(&object("incoming/r.csv"), None).await;
+    assert!(
+        matches!(
+            second,
+            Outcome::AlreadyDone {
+                source: SourceFate::Deleted,
+                ..
+            }
+        ),
+        "{second}"
+    );
+}
+
+/// A store that keeps something other than what it was sent: the read-back check catches it,
+/// and the output goes so no later delivery trusts it.
+#[tokio::test]
+async fn an_output_stored_damaged_is_removed_and_the_source_kept() {
+    for (key, body, tuning) in [
+        (
+            "incoming/small.csv",
+            b"a,b\n1,2\n".to_vec(),
+            Tuning::default(),
+        ),
+        ("incoming/big.bin", noise(300 * 1024), small_parts()),
+    ] {
+        let store = Arc::new(MemoryStore::default());
+        store.insert(BUCKET, key, &body);
+        store.damage_next_write();
+        let outcome = worker(&store, tuning).process(&object(key), None).await;
+        assert!(
+            matches!(&outcome, Outcome::Failed { retry: false, error }
+                if error.contains("verification failed") && error.contains("it was removed")),
+            "{key}: {outcome}"
+        );
+        let output = format!(
+            "{}.zip",
+            key.replace("incoming/", "processed/")
+                .rsplit_once('.')
+                .unwrap()
+                .0
+        );
+        assert!(
+            store.current(BUCKET, &output).is_none(),
+            "{key}: output removed"
+        );
+        assert_eq!(
+            store.current(BUCKET, key).unwrap().body,
+            body,
+            "{key}: source kept"
+        );
+    }
+}
+
+/// CompleteMultipartUpload succeeded, its answer was lost, and the SDK's retry got
+/// NoSuchUpload: the output is there, ours, and the object is done.
+#[tokio::test]
+async fn a_completed_upload_whose_answer_was_lost_is_recognised() {
+    let store = Arc::new(MemoryStore::default());
+    store.insert(BUCKET, "incoming/noise.bin", &noise(300 * 1024));
+    store.lose_complete_answer();
+    let outcome = worker(&store, small_parts())
+        .process(&object("incoming/noise.bin"), None)
+        .await;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Compressed {
+                source: SourceFate::Deleted,
+                ..
+            }
+        ),
+        "{outcome}"
+    );
+    assert_eq!(store.completed_multipart(), 1);
+    assert!(store.current(BUCKET, "incoming/noise.bin").is_none());
 }
 
 #[tokio::test]

@@ -411,14 +411,49 @@ async fn upload_parts(
     }
     parts.sort_by_key(|part| part.number);
     let crc64nvme = encode_crc(crc64nvme);
-    let written = store
+    let written = match store
         .complete_multipart(spec, upload_id, parts, &crc64nvme)
         .await
-        .map_err(UploadError::Store)?;
+    {
+        Ok(written) => written,
+        // A retried complete whose first attempt succeeded but whose answer was lost: the
+        // upload is gone because it became the object. Only our exact bytes count as that.
+        Err(error) if error.is(ErrorClass::NotFound) => {
+            match completed_meanwhile(store.as_ref(), spec, bytes, &crc64nvme).await {
+                Some(written) => written,
+                None => return Err(UploadError::Store(error)),
+            }
+        }
+        Err(error) => return Err(UploadError::Store(error)),
+    };
     Ok(Uploaded {
         written,
         bytes,
         crc64nvme,
+    })
+}
+
+/// The output as this upload would have completed it, if that is what is there now: the
+/// size, the full-object checksum and the source identity all match.
+async fn completed_meanwhile(
+    store: &dyn ObjectStore,
+    spec: &OutputSpec,
+    bytes: u64,
+    crc64nvme: &str,
+) -> Option<Written> {
+    let info = store.head(&spec.location, None).await.ok()??;
+    let ours = info.size == bytes
+        && info.crc64nvme.as_deref() == Some(crc64nvme)
+        && spec
+            .metadata
+            .iter()
+            .all(|(name, value)| info.metadata.get(name) == Some(value));
+    ours.then(|| {
+        tracing::info!(key = %spec.location.key, "the upload had completed; its answer was lost");
+        Written {
+            etag: info.etag,
+            version_id: info.version_id,
+        }
     })
 }
 

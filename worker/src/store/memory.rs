@@ -16,6 +16,8 @@ use super::{
 pub(crate) struct StoredObject {
     pub body: Bytes,
     pub info: ObjectInfo,
+    /// A delete marker of a versioned bucket: the key reads as absent while it is current.
+    pub delete_marker: bool,
 }
 
 #[derive(Debug, Default)]
@@ -29,6 +31,12 @@ struct State {
     replace_after_get: Option<(String, Bytes)>,
     /// Operations that fail once, with this class.
     fail: HashMap<&'static str, ErrorClass>,
+    /// The next completed multipart upload succeeds but answers `NoSuchUpload`, as a retry
+    /// does after the first attempt's answer was lost.
+    lose_complete_answer: bool,
+    /// The next write stores its body with a byte changed, after every check: a store that
+    /// damages what it keeps.
+    damage_next_write: bool,
     aborted: Vec<String>,
     completed: usize,
     parts_uploaded: usize,
@@ -68,29 +76,40 @@ impl MemoryStore {
     }
 
     pub(crate) fn insert(&self, bucket: &str, key: &str, body: &[u8]) -> ObjectInfo {
-        let mut state = self.lock();
-        Self::store(
-            &mut state,
-            self.versioned,
-            bucket,
-            key,
-            Bytes::copy_from_slice(body),
-            HashMap::new(),
-        )
+        self.insert_with_metadata(bucket, key, body, HashMap::new())
     }
 
+    /// What a GET of the key returns: the current version, unless that is a delete marker.
     pub(crate) fn current(&self, bucket: &str, key: &str) -> Option<StoredObject> {
         self.lock()
             .objects
             .get(&(bucket.to_owned(), key.to_owned()))
             .and_then(|versions| versions.last().cloned())
+            .filter(|object| !object.delete_marker)
     }
 
+    /// Versions of the key that hold data (delete markers are not counted).
     pub(crate) fn versions(&self, bucket: &str, key: &str) -> usize {
         self.lock()
             .objects
             .get(&(bucket.to_owned(), key.to_owned()))
-            .map_or(0, Vec::len)
+            .map_or(0, |versions| {
+                versions
+                    .iter()
+                    .filter(|object| !object.delete_marker)
+                    .count()
+            })
+    }
+
+    /// Removes the key's delete marker: how a person restores a deleted source.
+    pub(crate) fn remove_delete_marker(&self, bucket: &str, key: &str) -> bool {
+        let mut state = self.lock();
+        let Some(versions) = state.objects.get_mut(&(bucket.to_owned(), key.to_owned())) else {
+            return false;
+        };
+        let before = versions.len();
+        versions.retain(|object| !object.delete_marker);
+        versions.len() < before
     }
 
     pub(crate) fn replace_after_get(&self, key: &str, body: &[u8]) {
@@ -99,6 +118,33 @@ impl MemoryStore {
 
     pub(crate) fn fail_once(&self, operation: &'static str, class: ErrorClass) {
         self.lock().fail.insert(operation, class);
+    }
+
+    pub(crate) fn lose_complete_answer(&self) {
+        self.lock().lose_complete_answer = true;
+    }
+
+    pub(crate) fn damage_next_write(&self) {
+        self.lock().damage_next_write = true;
+    }
+
+    /// Stores an object with user metadata, as another run of the worker would have.
+    pub(crate) fn insert_with_metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: &[u8],
+        metadata: HashMap<String, String>,
+    ) -> ObjectInfo {
+        let mut state = self.lock();
+        Self::store(
+            &mut state,
+            self.versioned,
+            bucket,
+            key,
+            Bytes::copy_from_slice(body),
+            metadata,
+        )
     }
 
     pub(crate) fn open_uploads(&self) -> usize {
@@ -141,6 +187,7 @@ impl MemoryStore {
         versions.push(StoredObject {
             body,
             info: info.clone(),
+            delete_marker: false,
         });
         info
     }
@@ -168,6 +215,7 @@ impl MemoryStore {
                 .cloned(),
             None => versions.last().cloned(),
         }
+        .filter(|object| !object.delete_marker)
     }
 
     fn write(
@@ -195,6 +243,15 @@ impl MemoryStore {
             ));
         }
         let mut state = self.lock();
+        let body = if std::mem::take(&mut state.damage_next_write) {
+            let mut damaged = body.to_vec();
+            if let Some(byte) = damaged.last_mut() {
+                *byte ^= 1;
+            }
+            Bytes::from(damaged)
+        } else {
+            body
+        };
         let info = Self::store(
             &mut state,
             self.versioned,
@@ -371,7 +428,16 @@ impl ObjectStore for MemoryStore {
             ));
         }
         let written = self.write(spec, body, "CompleteMultipartUpload")?;
-        self.lock().completed += 1;
+        let mut state = self.lock();
+        state.completed += 1;
+        if std::mem::take(&mut state.lose_complete_answer) {
+            return Err(error(
+                ErrorClass::NotFound,
+                "CompleteMultipartUpload",
+                &spec.location,
+                "NoSuchUpload",
+            ));
+        }
         Ok(written)
     }
 
@@ -402,10 +468,14 @@ impl ObjectStore for MemoryStore {
         };
         match condition {
             DeleteCondition::Version(id) => {
-                versions.retain(|object| object.info.version_id.as_deref() != Some(id))
+                versions.retain(|object| object.info.version_id.as_deref() != Some(id));
+                Ok(Deleted::Now { marker: None })
             }
             DeleteCondition::Matches(etag) => {
-                if versions.last().and_then(|object| object.info.etag.as_ref()) != Some(etag) {
+                let Some(current) = versions.last().filter(|object| !object.delete_marker) else {
+                    return Ok(Deleted::AlreadyGone);
+                };
+                if current.info.etag.as_ref() != Some(etag) {
                     return Err(error(
                         ErrorClass::PreconditionFailed,
                         "DeleteObject",
@@ -413,9 +483,28 @@ impl ObjectStore for MemoryStore {
                         "PreconditionFailed",
                     ));
                 }
-                versions.clear();
+                if !self.versioned {
+                    versions.clear();
+                    return Ok(Deleted::Now { marker: None });
+                }
+                state.next_id += 1;
+                let marker = format!("v{}", state.next_id);
+                state
+                    .objects
+                    .entry((location.bucket.clone(), location.key.clone()))
+                    .or_default()
+                    .push(StoredObject {
+                        body: Bytes::new(),
+                        info: ObjectInfo {
+                            version_id: Some(marker.clone()),
+                            ..ObjectInfo::default()
+                        },
+                        delete_marker: true,
+                    });
+                Ok(Deleted::Now {
+                    marker: Some(marker),
+                })
             }
         }
-        Ok(Deleted::Now)
     }
 }

@@ -92,20 +92,23 @@ pub struct Part {
     pub crc64nvme: Option<String>,
 }
 
-/// Which version of a source a delete may remove.
+/// What a delete may remove.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeleteCondition {
-    /// Exactly this version (versioned buckets): newer versions are untouched by construction.
+    /// Exactly this version, for good: only for an output of our own that failed its proof.
     Version(String),
-    /// The current object, only while it still has this ETag (unversioned buckets), so an
-    /// upload that replaced it during compression survives.
+    /// The current object, only while it still has this ETag (`If-Match`), so an upload that
+    /// replaced it survives. In a versioned bucket this leaves a delete marker and keeps the
+    /// version, recoverable.
     Matches(String),
 }
 
 /// What a delete found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Deleted {
-    Now,
+    /// Deleted; in a versioned bucket, `marker` is the delete marker's version id, which is
+    /// what a restore removes.
+    Now { marker: Option<String> },
     /// Nothing was there any more: another delivery got to it first.
     AlreadyGone,
 }

@@ -429,7 +429,13 @@ impl ObjectStore for S3Store {
             DeleteCondition::Matches(etag) => request.if_match(quoted(etag)),
         };
         match request.send().await {
-            Ok(_) => Ok(Deleted::Now),
+            Ok(output) => Ok(Deleted::Now {
+                marker: output
+                    .delete_marker()
+                    .unwrap_or(false)
+                    .then(|| version(output.version_id()))
+                    .flatten(),
+            }),
             Err(error) => {
                 let error = classify(&error, "DeleteObject", location);
                 if error.is(ErrorClass::NotFound) {
