@@ -16,6 +16,18 @@ pub struct Cli {
     #[arg(long, global = true, env = "S3_COMPRESSOR_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
 
+    /// Seconds an S3 request may wait for an answer, or a download for more data, before it
+    /// is given up and retried (a download resumes where it stopped).
+    #[arg(
+        long,
+        global = true,
+        env = "S3_COMPRESSOR_STALL_SECS",
+        value_name = "SECONDS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub stall_secs: u64,
+
     /// Without a command, the binary serves the Lambda Runtime API if AWS_LAMBDA_RUNTIME_API
     /// is set (so it can be an image's entry point as it is).
     #[command(subcommand)]
@@ -106,17 +118,18 @@ impl Cli {
             _ => self.config.as_deref(),
         };
         let routes = Arc::new(Routes::load(config, &registry)?);
+        let stall = std::time::Duration::from_secs(self.stall_secs);
         match command {
             Command::CheckConfig { .. } => crate::commands::check_config(&routes, out),
             Command::Formats => crate::commands::formats(&registry, out),
             Command::Explain { key } => crate::commands::explain(&key, &routes, out),
-            Command::Lambda => runtime()?.block_on(crate::online::lambda(routes)),
+            Command::Lambda => runtime()?.block_on(crate::online::lambda(routes, stall)),
             Command::Invoke { event } => {
-                runtime()?.block_on(crate::online::invoke(&event, routes, out))
+                runtime()?.block_on(crate::online::invoke(&event, routes, stall, out))
             }
-            Command::Compress { url, version_id } => {
-                runtime()?.block_on(crate::online::compress(&url, version_id, routes, out))
-            }
+            Command::Compress { url, version_id } => runtime()?.block_on(crate::online::compress(
+                &url, version_id, routes, stall, out,
+            )),
             Command::Serve {
                 addr,
                 data,
@@ -140,7 +153,7 @@ impl Cli {
                         .map(|rule| rule.prefix.clone())
                         .collect(),
                 };
-                runtime()?.block_on(crate::online::serve(options, routes, out))
+                runtime()?.block_on(crate::online::serve(options, routes, stall, out))
             }
         }
     }

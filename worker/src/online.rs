@@ -6,6 +6,7 @@
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use s3_compressor_events::ObjectRef;
@@ -23,10 +24,10 @@ fn handler(store: Arc<dyn ObjectStore>, routes: Arc<Routes>) -> Handler {
     Handler::new(Worker::new(store, routes, Tuning::default()))
 }
 
-pub(crate) async fn lambda(routes: Arc<Routes>) -> anyhow::Result<()> {
+pub(crate) async fn lambda(routes: Arc<Routes>, stall: Duration) -> anyhow::Result<()> {
     crate::telemetry::init_logging();
     check_lambda_environment()?;
-    let store = Arc::new(S3Store::from_environment().await);
+    let store = Arc::new(S3Store::from_environment(stall).await);
     let handler = handler(store, routes);
     crate::lambda::run(handler)
         .await
@@ -61,6 +62,7 @@ fn check_lambda_environment() -> anyhow::Result<()> {
 pub(crate) async fn invoke(
     event: &Path,
     routes: Arc<Routes>,
+    stall: Duration,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     crate::telemetry::init_logging();
@@ -68,7 +70,7 @@ pub(crate) async fn invoke(
         .with_context(|| format!("cannot read the event file {}", event.display()))?;
     let payload: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", event.display()))?;
-    let store = Arc::new(S3Store::from_environment().await);
+    let store = Arc::new(S3Store::from_environment(stall).await);
     let handler = handler(store, routes);
     let (response, _totals) = handler.handle(&payload, None).await;
     let response = response.context("the handler failed")?;
@@ -80,11 +82,12 @@ pub(crate) async fn compress(
     url: &str,
     version_id: Option<String>,
     routes: Arc<Routes>,
+    stall: Duration,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     crate::telemetry::init_logging();
     let (bucket, key) = parse_s3_url(url)?;
-    let store = Arc::new(S3Store::from_environment().await);
+    let store = Arc::new(S3Store::from_environment(stall).await);
     let handler = handler(store, routes);
     let object = ObjectRef {
         bucket,
@@ -124,6 +127,7 @@ fn parse_s3_url(url: &str) -> anyhow::Result<(String, String)> {
 pub(crate) async fn serve(
     options: ServeOptions,
     routes: Arc<Routes>,
+    stall: Duration,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     crate::telemetry::init_logging();
@@ -131,7 +135,12 @@ pub(crate) async fn serve(
     let bucket = options.bucket.clone();
     let (server, mut uploads) = EmbeddedS3::start(options).await?;
     let endpoint = server.endpoint_url();
-    let store = Arc::new(S3Store::for_endpoint(&endpoint, &access_key, &secret_key));
+    let store = Arc::new(S3Store::for_endpoint(
+        &endpoint,
+        &access_key,
+        &secret_key,
+        stall,
+    ));
     let handler = handler(store, routes);
 
     writeln!(

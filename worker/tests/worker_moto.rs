@@ -14,8 +14,9 @@ use base64::Engine as _;
 use s3_compressor_tests::events::{
     fixture, percent_decode, s3_event, s3_record, sqs_batch, sqs_message, write_event,
 };
+use s3_compressor_tests::faults::{Fault, Op};
 use s3_compressor_tests::process::{run, Finished, Running, HANG_LIMIT};
-use s3_compressor_tests::{random, splitmix, Moto};
+use s3_compressor_tests::{random, splitmix, FaultProxy, Moto};
 use serde_json::{json, Value};
 
 const MIB: usize = 1024 * 1024;
@@ -1183,4 +1184,80 @@ fn a_one_gib_object_is_compressed_in_bounded_memory() {
         peak / 1024,
         PEAK_RSS_LIMIT_KIB / 1024
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Broken and stalled connections
+
+/// `compress` through a fault proxy in front of moto, with a short stall limit.
+fn compress_through(proxy: &FaultProxy, moto: &Moto, bucket: &str, key: &str) -> Finished {
+    let mut command = moto.s3_compressor();
+    command
+        .env("AWS_ENDPOINT_URL", proxy.endpoint())
+        .env("S3_COMPRESSOR_STALL_SECS", "2")
+        .arg("compress")
+        .arg(format!("s3://{bucket}/{key}"));
+    run(&mut command)
+}
+
+/// A download cut mid-body continues with a ranged GET of the same version from where it
+/// stopped, rather than failing the object; the SDK itself never retries a broken body.
+#[test]
+fn a_download_cut_mid_body_resumes_where_it_stopped() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(moto.endpoint());
+    for (bucket, versioned) in [("cut-versioned", true), ("cut-plain", false)] {
+        if versioned {
+            moto.create_versioned_bucket(bucket);
+        } else {
+            moto.create_bucket(bucket);
+        }
+        let key = "incoming/cut.bin";
+        let content = random(6 * MIB, 5);
+        put(&moto, bucket, key, &content);
+        let gets = proxy.count(Op::GetObject);
+        let applied = proxy.faults_applied();
+        proxy.inject_for_key(Op::GetObject, key, Fault::CutResponse, 2);
+
+        let finished = compress_through(&proxy, &moto, bucket, key);
+
+        assert!(finished.success(), "{bucket}: {}", finished.describe());
+        assert_eq!(
+            proxy.faults_applied() - applied,
+            2,
+            "{bucket}: both cuts fired"
+        );
+        assert_eq!(
+            proxy.count(Op::GetObject) - gets,
+            3,
+            "{bucket}: one GET and two resumes, not a new start"
+        );
+        assert!(
+            unzip(&moto, bucket, "processed/cut.zip").1 == content,
+            "{bucket}: the output is the whole source"
+        );
+        assert!(moto.head(bucket, key).is_none(), "{bucket}: source deleted");
+    }
+}
+
+/// A server that stops answering is given up on after the stall limit and the request
+/// retried, instead of holding the worker until its deadline.
+#[test]
+fn a_stalled_request_is_retried_after_the_stall_limit() {
+    let moto = Moto::start();
+    moto.create_bucket("stall");
+    let proxy = FaultProxy::start(moto.endpoint());
+    let key = "incoming/stall.csv";
+    let content = text(100_000, 3);
+    put(&moto, "stall", key, &content);
+    for op in [Op::HeadObject, Op::PutObject, Op::DeleteObject] {
+        proxy.inject(op, Fault::Stall, 1);
+    }
+
+    let finished = compress_through(&proxy, &moto, "stall", key);
+
+    assert!(finished.success(), "{}", finished.describe());
+    assert_eq!(proxy.faults_applied(), 3, "every stall fired");
+    assert!(unzip(&moto, "stall", "processed/stall.zip").1 == content);
+    assert!(moto.head("stall", key).is_none(), "source deleted");
 }

@@ -1,6 +1,7 @@
 //! [`ObjectStore`] over `aws-sdk-s3`: AWS itself, or any S3-compatible endpoint.
 
 use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::SharedHttpClient;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
@@ -10,6 +11,8 @@ use aws_sdk_s3::types::{
 use aws_sdk_s3::Client;
 use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::{tls, Builder as HttpClientBuilder, ConnectorBuilder};
+use std::time::Duration;
+
 use bytes::Bytes;
 use futures::StreamExt;
 
@@ -21,30 +24,66 @@ use super::{
 #[derive(Debug, Clone)]
 pub struct S3Store {
     client: Client,
+    /// How long a request may wait for an answer, or a download for more data.
+    stall: Duration,
 }
 
+/// Times a stalled download is resumed before the failure is reported.
+const MAX_RESUMES: u32 = 5;
+
+/// The slowest upload a request's timeout allows for, on top of the stall limit: a part of
+/// 8 MiB may take 8 s more than the stall limit before it counts as stalled.
+const SLOWEST_UPLOAD_BYTES_PER_SEC: u64 = 1024 * 1024;
+
 impl S3Store {
-    pub fn new(client: Client) -> Self {
-        Self { client }
+    fn new(client: Client, stall: Duration) -> Self {
+        Self { client, stall }
+    }
+
+    /// Connecting, and the first byte of every answer, within `stall`: without this a server
+    /// that stops answering holds a request until the Lambda deadline, and the whole object
+    /// starts over.
+    fn timeouts(stall: Duration) -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(stall)
+            .read_timeout(stall)
+            .build()
+    }
+
+    /// A request that sends `bytes` first: its answer comes only after they are sent, so the
+    /// first-byte limit grows with them.
+    fn sending(&self, bytes: usize) -> aws_sdk_s3::config::Builder {
+        let sending = Duration::from_secs(bytes as u64 / SLOWEST_UPLOAD_BYTES_PER_SEC);
+        aws_sdk_s3::config::Builder::default().timeout_config(
+            TimeoutConfig::builder()
+                .read_timeout(self.stall + sending)
+                .build(),
+        )
     }
 
     /// A client configured the way the AWS CLI would be: environment, profile, or the Lambda
     /// role. With a custom endpoint (`AWS_ENDPOINT_URL`), requests are path-style, because
     /// local S3 servers rarely resolve bucket subdomains.
-    pub async fn from_environment() -> Self {
+    pub async fn from_environment(stall: Duration) -> Self {
         let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .http_client(https_client())
+            .timeout_config(Self::timeouts(stall))
             .load()
             .await;
         let path_style = shared.endpoint_url().is_some();
         let config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(path_style)
             .build();
-        Self::new(Client::from_conf(config))
+        Self::new(Client::from_conf(config), stall)
     }
 
     /// A client for one endpoint with fixed credentials, such as `serve`'s own.
-    pub fn for_endpoint(endpoint: &str, access_key: &str, secret_key: &str) -> Self {
+    pub fn for_endpoint(
+        endpoint: &str,
+        access_key: &str,
+        secret_key: &str,
+        stall: Duration,
+    ) -> Self {
         let credentials = aws_sdk_s3::config::Credentials::new(
             access_key,
             secret_key,
@@ -59,8 +98,76 @@ impl S3Store {
             .endpoint_url(endpoint)
             .credentials_provider(credentials)
             .force_path_style(true)
+            .timeout_config(Self::timeouts(stall))
             .build();
-        Self::new(Client::from_conf(config))
+        Self::new(Client::from_conf(config), stall)
+    }
+}
+
+/// A download that survives a broken or stalled connection: it asks again for the same
+/// version (or, unversioned, the same ETag) from the byte where it stopped, instead of failing
+/// the object and compressing it again from the start.
+struct Resumable {
+    client: Client,
+    location: Location,
+    version_id: Option<String>,
+    etag: Option<String>,
+    body: ByteStream,
+    offset: u64,
+    resumes: u32,
+    stall: Duration,
+}
+
+impl Resumable {
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, StoreError>> {
+        loop {
+            let problem = match tokio::time::timeout(self.stall, self.body.next()).await {
+                Ok(Some(Ok(chunk))) => {
+                    self.offset += chunk.len() as u64;
+                    return Some(Ok(chunk));
+                }
+                Ok(None) => return None,
+                Ok(Some(Err(error))) => error_chain(&error),
+                Err(_) => format!("no data for {} s", self.stall.as_secs()),
+            };
+            if self.resumes == MAX_RESUMES {
+                return Some(Err(StoreError {
+                    class: ErrorClass::Transient,
+                    operation: "GetObject (reading the body)",
+                    bucket: self.location.bucket.clone(),
+                    key: self.location.key.clone(),
+                    message: format!("{problem} (after {MAX_RESUMES} resumed downloads)"),
+                }));
+            }
+            self.resumes += 1;
+            tracing::warn!(
+                key = %self.location.key,
+                offset = self.offset,
+                problem,
+                "the download broke; resuming where it stopped"
+            );
+            let resumed = self
+                .client
+                .get_object()
+                .bucket(&self.location.bucket)
+                .key(&self.location.key)
+                .set_version_id(self.version_id.clone())
+                .set_if_match(self.etag.as_deref().map(quoted))
+                .range(format!("bytes={}-", self.offset))
+                .send()
+                .await;
+            match resumed {
+                Ok(output) => self.body = output.body,
+                Err(error) => {
+                    // Whatever stopped the resume (the object replaced or deleted meanwhile, a
+                    // server still down), the next attempt reads the object afresh.
+                    let mut error =
+                        classify(&error, "GetObject (resuming the download)", &self.location);
+                    error.class = ErrorClass::Transient;
+                    return Some(Err(error));
+                }
+            }
+        }
     }
 }
 
@@ -219,18 +326,18 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|error| classify(&error, "GetObject", location))?;
         let info = object_info!(output);
-        let failed_read = location.clone();
-        let body = futures::stream::unfold(output.body, |mut body: ByteStream| async move {
-            body.next().await.map(|chunk| (chunk, body))
-        })
-        .map(move |chunk| {
-            chunk.map_err(|error| StoreError {
-                class: ErrorClass::Transient,
-                operation: "GetObject (reading the body)",
-                bucket: failed_read.bucket.clone(),
-                key: failed_read.key.clone(),
-                message: error_chain(&error),
-            })
+        let resumable = Resumable {
+            client: self.client.clone(),
+            location: location.clone(),
+            version_id: info.version_id.clone(),
+            etag: info.etag.clone(),
+            body: output.body,
+            offset: 0,
+            resumes: 0,
+            stall: self.stall,
+        };
+        let body = futures::stream::unfold(resumable, |mut resumable| async move {
+            resumable.next_chunk().await.map(|chunk| (chunk, resumable))
         })
         .boxed();
         Ok(Download { info, body })
@@ -271,6 +378,7 @@ impl ObjectStore for S3Store {
         crc64nvme: &str,
     ) -> Result<Written, StoreError> {
         let location = &spec.location;
+        let size = body.len();
         let request = self
             .client
             .put_object()
@@ -289,6 +397,7 @@ impl ObjectStore for S3Store {
         // would cost a core-second per 200 MB for nothing more.
         let output = request
             .customize()
+            .config_override(self.sending(size))
             .disable_payload_signing()
             .send()
             .await
@@ -332,6 +441,7 @@ impl ObjectStore for S3Store {
         number: i32,
         body: Bytes,
     ) -> Result<Part, StoreError> {
+        let size = body.len();
         let output = self
             .client
             .upload_part()
@@ -342,6 +452,7 @@ impl ObjectStore for S3Store {
             .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
             .body(ByteStream::from(body))
             .customize()
+            .config_override(self.sending(size))
             .disable_payload_signing()
             .send()
             .await
