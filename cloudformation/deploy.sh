@@ -27,6 +27,7 @@ PRIVATE_SUBNET1_CIDR=${PRIVATE_SUBNET1_CIDR:-10.0.1.0/24}
 PRIVATE_SUBNET2_CIDR=${PRIVATE_SUBNET2_CIDR:-10.0.2.0/24}
 NONCURRENT_VERSION_DAYS=${NONCURRENT_VERSION_DAYS:-30}
 LOG_RETENTION_DAYS=${LOG_RETENTION_DAYS:-30}
+ALARM_EMAIL=${ALARM_EMAIL:-}
 # The cargo profile of the binary in the image: `image` (thin LTO) is what ships; the tests
 # build a quicker one.
 BUILD_PROFILE=${BUILD_PROFILE:-image}
@@ -53,8 +54,9 @@ $LAMBDA_STACK. Running it again changes only what changed.
 Settings from the environment (defaults in brackets): VPC_CIDR [10.0.0.0/16],
 PRIVATE_SUBNET1_CIDR [10.0.1.0/24], PRIVATE_SUBNET2_CIDR [10.0.2.0/24],
 NONCURRENT_VERSION_DAYS [30] (days S3 keeps overwritten or deleted versions),
-LOG_RETENTION_DAYS [30] (days the function's logs are kept), BUILD_PROFILE [image] (the
-cargo profile the binary is built with).
+LOG_RETENTION_DAYS [30] (days the function's logs are kept), ALARM_EMAIL [none] (where the
+failure alarms send mail; the address gets a subscription to confirm), BUILD_PROFILE [image]
+(the cargo profile the binary is built with).
 
 Needs the AWS CLI with credentials; to build the image also Docker (with buildx), Rust
 (cargo, rustup target $MUSL_TARGET) and musl-tools, on Linux x86_64.
@@ -244,6 +246,7 @@ lambda_parameters() {
         "SourcePrefixes=$(paste -sd, <<<"$SOURCE_PREFIXES")" \
         "OutputPrefixes=$(paste -sd, <<<"$OUTPUT_PREFIXES")" \
         "LogRetentionDays=$LOG_RETENTION_DAYS" \
+        "AlarmEmail=$ALARM_EMAIL" \
         "EnableAlias=$([[ $WITHOUT_ALIAS == 1 ]] && echo false || echo true)"
 }
 

@@ -7,26 +7,38 @@ use serde_json::{json, Value};
 
 use crate::{Outcome, Worker};
 
-/// The invocation as a whole failed; Lambda will retry it.
+/// The invocation as a whole failed. Lambda retries it, then hands it to the on-failure
+/// destination (the failure queue), which is where a person sees it.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
     #[error("{0}")]
     UnrecognisedEvent(#[from] EventError),
 
-    #[error("{failed} of {total} objects failed and will be retried: {first_error}")]
-    Retry {
+    #[error("{failed} of {total} objects failed: {errors}")]
+    Failed {
         failed: usize,
         total: usize,
-        first_error: String,
+        /// Whether any of the failures may go away on a retry.
+        retryable: bool,
+        /// Each failed object with its reason, the first few of them.
+        errors: String,
     },
 }
+
+/// Failures named in one invocation's error; the log has every one.
+const FAILURES_NAMED: usize = 5;
 
 impl HandlerError {
     /// The error type Lambda reports (and on-failure destinations record).
     pub fn kind(&self) -> &'static str {
         match self {
             Self::UnrecognisedEvent(_) => "UnrecognisedEvent",
-            Self::Retry { .. } => "RetryableFailure",
+            Self::Failed {
+                retryable: true, ..
+            } => "RetryableFailure",
+            Self::Failed {
+                retryable: false, ..
+            } => "PermanentFailure",
         }
     }
 }
@@ -61,11 +73,12 @@ impl Handler {
 
     /// Handles one invocation payload.
     ///
-    /// S3 notifications and EventBridge events have no per-object reply, so any failure worth
-    /// retrying fails the whole invocation (objects already done are recognised on the
-    /// retry). SQS batches answer `batchItemFailures`, so only the failed messages return.
-    /// Failures that a retry cannot fix are reported in the response and the log, never
-    /// retried in a loop.
+    /// S3 notifications and EventBridge events have no per-object reply, so any failure fails
+    /// the whole invocation: Lambda retries it (objects already done are recognised), then
+    /// records it on the failure queue. A failure a retry cannot fix (a collision, access
+    /// denied, a failed proof) fails it too, so that it reaches the queue instead of ending as
+    /// a log line. SQS batches answer `batchItemFailures`: the failed messages return to the
+    /// queue, and to its dead-letter queue in the end.
     pub async fn handle(
         &self,
         payload: &Value,
@@ -84,20 +97,32 @@ impl Handler {
             Invocation::Direct(notices) => {
                 let results = self.process_all(&notices, deadline).await;
                 let totals = totals(&results);
-                let retry: Vec<&ObjectResult> = results
+                let failed: Vec<&ObjectResult> = results
                     .iter()
-                    .filter(|result| result.outcome.should_retry())
+                    .filter(|result| result.outcome.is_failure())
                     .collect();
-                let response = match retry.first() {
-                    Some(first) => Err(HandlerError::Retry {
-                        failed: retry.len(),
+                let response = if failed.is_empty() {
+                    Ok(json!({ "results": describe(&results) }))
+                } else {
+                    let mut errors: Vec<String> = failed
+                        .iter()
+                        .take(FAILURES_NAMED)
+                        .map(|result| {
+                            format!("s3://{}/{}: {}", result.bucket, result.key, result.outcome)
+                        })
+                        .collect();
+                    if failed.len() > FAILURES_NAMED {
+                        errors.push(format!(
+                            "and {} more (see the log)",
+                            failed.len() - FAILURES_NAMED
+                        ));
+                    }
+                    Err(HandlerError::Failed {
+                        failed: failed.len(),
                         total: results.len(),
-                        first_error: format!(
-                            "s3://{}/{}: {}",
-                            first.bucket, first.key, first.outcome
-                        ),
-                    }),
-                    None => Ok(json!({ "results": describe(&results) })),
+                        retryable: failed.iter().any(|result| result.outcome.should_retry()),
+                        errors: errors.join("; "),
+                    })
                 };
                 (response, totals)
             }
@@ -127,7 +152,7 @@ impl Handler {
                 }
             };
             let results = self.process_all(notices, deadline).await;
-            if results.iter().any(|result| result.outcome.should_retry()) {
+            if results.iter().any(|result| result.outcome.is_failure()) {
                 failures.push(json!({ "itemIdentifier": message.message_id }));
             }
             all_results.extend(results);

@@ -450,6 +450,38 @@ fn lambda_template_makes_a_least_privilege_function_behind_an_alias() {
         true
     );
 
+    // Failures end where a person sees them: an alarm on the objects that failed, and one on
+    // the failure queue, both to the topic an operator subscribes to.
+    let alarms: Vec<&Value> = resources_of_type(&lambda, "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .map(|alarm| &alarm["Properties"])
+        .collect();
+    let alarm_on = |namespace: &str, metric: &str| {
+        *alarms
+            .iter()
+            .find(|alarm| alarm["Namespace"] == namespace && alarm["MetricName"] == metric)
+            .unwrap_or_else(|| panic!("no alarm on {namespace} {metric}: {alarms:?}"))
+    };
+    let failures = alarm_on("s3-compressor", "Failures");
+    assert_eq!(
+        failures["Dimensions"],
+        json!([{"Name": "FunctionName", "Value": {"Ref": "Function"}}])
+    );
+    let queue = alarm_on("AWS/SQS", "ApproximateNumberOfMessagesVisible");
+    assert_eq!(
+        queue["Dimensions"][0]["Value"],
+        json!({"Fn::GetAtt": ["FailureQueue", "QueueName"]})
+    );
+    for alarm in [failures, queue] {
+        assert_eq!(alarm["Threshold"], 0);
+        assert_eq!(alarm["ComparisonOperator"], "GreaterThanThreshold");
+        assert_eq!(alarm["AlarmActions"], json!([{"Ref": "AlarmTopic"}]));
+    }
+    assert_eq!(
+        one(&lambda, "AWS::SNS::Topic")["KmsMasterKeyId"],
+        "alias/aws/sns"
+    );
+
     // The role: S3 only on the prefixes, never s3:* or Resource "*" for S3.
     let role = one(&lambda, "AWS::IAM::Role");
     assert!(role.get("ManagedPolicyArns").is_none());
@@ -659,6 +691,9 @@ fn assert_deployed(moto: &Moto, image_uri: &str, prefixes: &[&str]) {
 
     let lambda = outputs(moto, LAMBDA_STACK);
     assert_eq!(lambda["FunctionName"], FUNCTION);
+    // moto accepts AWS::CloudWatch::Alarm in a stack but creates no alarm (its resource
+    // summary has no logical id), so the alarms are checked in the template test only.
+    assert!(lambda["AlarmTopicArn"].is_string(), "{lambda}");
     assert!(lambda["RepositoryUri"]
         .as_str()
         .unwrap()

@@ -738,20 +738,33 @@ fn two_sources_with_one_output_key_fail_permanently_and_keep_the_second_source()
     );
     let output_before = moto.head("clash", "processed/report.zip").expect("output");
 
-    // A permanent failure is reported, not retried: the handler itself succeeds.
-    let second = invoke(&moto, &s3_event("clash", &["incoming/report.txt"]));
-    assert_eq!(
-        outcomes(&second),
-        [(
-            "incoming/report.txt".to_owned(),
-            "failed_permanent".to_owned()
-        )],
-        "{second:#}"
-    );
-    let detail = second["results"][0]["detail"].as_str().unwrap_or_default();
+    // A permanent failure fails the invocation too, so that Lambda hands it to the failure
+    // queue (after its retries) instead of it ending as a log line; the error names the
+    // object, the output and where that came from.
+    let second = invoke_with(&moto, &s3_event("clash", &["incoming/report.txt"]), &[]);
+    assert_eq!(second.status.code(), Some(1), "{}", second.describe());
     assert!(
-        detail.contains("processed/report.zip") && detail.contains("incoming/report.csv"),
-        "the detail names the output and where it came from: {detail}"
+        second
+            .stderr
+            .contains("1 of 1 objects failed: s3://clash/incoming/report.txt")
+            && second.stderr.contains("processed/report.zip")
+            && second.stderr.contains("made from incoming/report.csv"),
+        "{}",
+        second.describe()
+    );
+
+    // From an SQS batch, the message goes back to its queue (and to the dead-letter queue in
+    // the end), while the other messages are done.
+    let batch = sqs_batch(vec![
+        sqs_message(
+            "m-clash",
+            &s3_event("clash", &["incoming/report.txt"]).to_string(),
+        ),
+        sqs_message("m-test", &fixture("s3-test-event.json").to_string()),
+    ]);
+    assert_eq!(
+        invoke(&moto, &batch),
+        json!({ "batchItemFailures": [{ "itemIdentifier": "m-clash" }] })
     );
 
     // `compress` says the same with its exit status.
