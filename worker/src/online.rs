@@ -13,7 +13,7 @@ use s3_compressor_events::ObjectRef;
 use s3_compressor_serve::{EmbeddedS3, ServeOptions, Upload};
 use tokio::task::JoinSet;
 
-use crate::handler::Handler;
+use crate::handler::{Handler, ObjectResult};
 use crate::store::{ObjectStore, S3Store};
 use crate::{Outcome, Routes, Tuning, Worker};
 
@@ -141,7 +141,16 @@ pub(crate) async fn serve(
         &secret_key,
         stall,
     ));
-    let handler = handler(store, routes);
+    let mut prefixes: Vec<String> = routes
+        .config()
+        .rules()
+        .iter()
+        .map(|rule| rule.prefix.clone())
+        .collect();
+    // A nested prefix is listed with its parent.
+    prefixes.sort();
+    prefixes.dedup_by(|nested, parent| nested.starts_with(parent.as_str()));
+    let handler = handler(Arc::clone(&store) as Arc<dyn ObjectStore>, routes);
 
     writeln!(
         out,
@@ -157,6 +166,17 @@ pub(crate) async fn serve(
     )?;
     out.flush()?;
 
+    // Sources already there (left by a run that stopped before finishing them, or copied into
+    // the folder) are taken up like new uploads.
+    let (found, mut left_over) = tokio::sync::mpsc::channel(SERVE_PARALLEL_OBJECTS);
+    tokio::spawn(find_left_over(
+        Arc::clone(&store),
+        bucket.clone(),
+        prefixes,
+        found,
+    ));
+    let mut left_over_open = true;
+
     let mut running = JoinSet::new();
     let stop = tokio::signal::ctrl_c();
     tokio::pin!(stop);
@@ -167,19 +187,88 @@ pub(crate) async fn serve(
                 let handler = handler.clone();
                 running.spawn(async move { handler.process(&object_of(upload), None).await });
             }
-            Some(_) = running.join_next(), if !running.is_empty() => {}
+            object = left_over.recv(), if left_over_open && running.len() < SERVE_PARALLEL_OBJECTS => {
+                let Some(object) = object else {
+                    left_over_open = false;
+                    continue;
+                };
+                let handler = handler.clone();
+                running.spawn(async move { handler.process(&object, None).await });
+            }
+            Some(done) = running.join_next(), if !running.is_empty() => report_failure(done, out)?,
             _ = &mut stop => {
                 tracing::info!(in_flight = running.len(), "stopping after the objects in flight");
                 break;
             }
         }
     }
-    while running.join_next().await.is_some() {}
+    while let Some(done) = running.join_next().await {
+        report_failure(done, out)?;
+    }
     // Uploads that arrive from here on stay under their prefix, uncompressed; closing the
     // queue first keeps an upload waiting for room in it from holding up the shutdown.
     drop(uploads);
     server.shutdown().await;
     Ok(())
+}
+
+/// A failure goes to the console as well as the log: `serve` is run by a person watching it.
+fn report_failure(
+    done: Result<ObjectResult, tokio::task::JoinError>,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    match done {
+        Ok(result) if result.outcome.is_failure() => {
+            writeln!(
+                out,
+                "s3://{}/{}: {}",
+                result.bucket, result.key, result.outcome
+            )?;
+        }
+        Ok(_) => {}
+        Err(error) => writeln!(out, "an object's task crashed: {error}")?,
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Lists the keys under each source prefix and hands them over, a page at a time.
+async fn find_left_over(
+    store: Arc<S3Store>,
+    bucket: String,
+    prefixes: Vec<String>,
+    found: tokio::sync::mpsc::Sender<ObjectRef>,
+) {
+    for prefix in prefixes {
+        let mut continuation = None;
+        loop {
+            let (keys, next) = match store.list_page(&bucket, &prefix, continuation).await {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::error!(%error, %prefix, "could not list the objects left from before");
+                    break;
+                }
+            };
+            for key in keys {
+                tracing::info!(%bucket, %key, "taking up an object left from before");
+                let object = ObjectRef {
+                    bucket: bucket.clone(),
+                    key,
+                    version_id: None,
+                    size: None,
+                    etag: None,
+                    sequencer: None,
+                };
+                if found.send(object).await.is_err() {
+                    return;
+                }
+            }
+            match next {
+                Some(token) => continuation = Some(token),
+                None => break,
+            }
+        }
+    }
 }
 
 fn object_of(upload: Upload) -> ObjectRef {

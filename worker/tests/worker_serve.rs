@@ -22,7 +22,11 @@ struct Serve {
 
 impl Serve {
     fn start(config: Option<&Path>) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), config)
+    }
+
+    /// `serve` on a folder that may already hold data (under `DIR/data`).
+    fn start_in(dir: tempfile::TempDir, config: Option<&Path>) -> Self {
         let port = free_port();
         let mut command = s3_compressor();
         command
@@ -360,4 +364,58 @@ fn compress_says_not_found_for_a_missing_key_or_bucket_and_names_refused_credent
 
     // Nothing was written or deleted by any of them.
     assert_eq!(serve.keys(), ["elsewhere/kept.csv"]);
+}
+
+/// Sources left in the folder (by a run stopped before it finished them, or copied in) are
+/// taken up when `serve` starts, and a failure is printed on its console, not only logged.
+#[test]
+fn serve_takes_up_sources_left_from_before_and_prints_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let incoming = dir.path().join("data").join(BUCKET).join("incoming");
+    std::fs::create_dir_all(incoming.join("nested")).unwrap();
+    let left = text(3_000);
+    std::fs::write(incoming.join("left.csv"), &left).unwrap();
+    std::fs::write(incoming.join("nested").join("deeper.log"), text(10)).unwrap();
+    // Two sources with one output key: one of them cannot be compressed.
+    std::fs::write(incoming.join("clash.csv"), b"a,b\n").unwrap();
+    std::fs::write(incoming.join("clash.txt"), b"a b\n").unwrap();
+
+    let serve = Serve::start_in(dir, None);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let expected_outputs = [
+        "processed/clash.zip",
+        "processed/left.zip",
+        "processed/nested/deeper.zip",
+    ];
+    loop {
+        let keys = serve.keys();
+        let outputs: Vec<&str> = keys
+            .iter()
+            .map(String::as_str)
+            .filter(|key| key.starts_with("processed/"))
+            .collect();
+        let sources = keys
+            .iter()
+            .filter(|key| key.starts_with("incoming/"))
+            .count();
+        if outputs == expected_outputs && sources == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the bucket holds {keys:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(unzip(&serve.download("processed/left.zip")), left);
+
+    let finished = serve.interrupt();
+    assert!(finished.success(), "{}", finished.describe());
+    let failure = finished
+        .stdout
+        .lines()
+        .find(|line| line.starts_with("s3://files/incoming/clash."))
+        .unwrap_or_else(|| panic!("no failure on the console: {}", finished.describe()));
+    assert!(
+        failure.contains("failed (trying again will not help)")
+            && failure.contains("processed/clash.zip"),
+        "{failure}"
+    );
 }

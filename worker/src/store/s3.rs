@@ -77,6 +77,39 @@ impl S3Store {
         Self::new(Client::from_conf(config), stall)
     }
 
+    /// One page of the keys under `prefix`, and where the next page starts.
+    pub async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        continuation: Option<String>,
+    ) -> Result<(Vec<String>, Option<String>), StoreError> {
+        let location = Location {
+            bucket: bucket.to_owned(),
+            key: prefix.to_owned(),
+        };
+        let output = self
+            .client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(continuation)
+            .send()
+            .await
+            .map_err(|error| classify(&error, "ListObjectsV2", &location))?;
+        let keys = output
+            .contents()
+            .iter()
+            .filter_map(|object| object.key().map(str::to_owned))
+            .collect();
+        let next = output
+            .is_truncated()
+            .unwrap_or(false)
+            .then(|| output.next_continuation_token().map(str::to_owned))
+            .flatten();
+        Ok((keys, next))
+    }
+
     /// A client for one endpoint with fixed credentials, such as `serve`'s own.
     pub fn for_endpoint(
         endpoint: &str,
