@@ -71,6 +71,10 @@ pub struct CodecArgs {
     /// The most cores the format may use; default: all available (as the worker).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Also decode the output as it is written and compare it with the input, as the worker
+    /// proves every output before it deletes a source.
+    #[arg(long)]
+    pub prove: bool,
     pub input: PathBuf,
     pub output: PathBuf,
 }

@@ -16,6 +16,8 @@ pub enum Contender {
     EndToEnd(&'static str),
     /// `s3-compressor-bench codec`: the format's codec on a local file.
     Codec(&'static str),
+    /// `s3-compressor-bench codec --prove`: the codec, and the proof the worker runs on it.
+    Proven(&'static str),
     Tool(Tool),
 }
 
@@ -33,6 +35,7 @@ impl Contender {
     pub fn all(tools: bool) -> Vec<Contender> {
         let mut all: Vec<Contender> = FORMATS.iter().map(|f| Contender::EndToEnd(f)).collect();
         all.extend(FORMATS.iter().map(|f| Contender::Codec(f)));
+        all.extend(FORMATS.iter().map(|f| Contender::Proven(f)));
         if tools {
             all.extend(Tool::ALL.iter().copied().map(Contender::Tool));
         }
@@ -43,6 +46,7 @@ impl Contender {
         match self {
             Contender::EndToEnd(format) => end_to_end_name(format),
             Contender::Codec(format) => codec_name(format),
+            Contender::Proven(format) => proven_name(format),
             Contender::Tool(tool) => tool.name().to_owned(),
         }
     }
@@ -50,14 +54,16 @@ impl Contender {
     pub fn kind(self) -> Kind {
         match self {
             Contender::EndToEnd(_) => Kind::EndToEnd,
-            Contender::Codec(_) => Kind::Codec,
+            Contender::Codec(_) | Contender::Proven(_) => Kind::Codec,
             Contender::Tool(_) => Kind::Tool,
         }
     }
 
     pub fn format(self) -> Option<&'static str> {
         match self {
-            Contender::EndToEnd(format) | Contender::Codec(format) => Some(format),
+            Contender::EndToEnd(format) | Contender::Codec(format) | Contender::Proven(format) => {
+                Some(format)
+            }
             Contender::Tool(_) => None,
         }
     }
@@ -69,6 +75,10 @@ pub fn end_to_end_name(format: &str) -> String {
 
 pub fn codec_name(format: &str) -> String {
     format!("{format} codec only")
+}
+
+pub fn proven_name(format: &str) -> String {
+    format!("{format} codec + proof")
 }
 
 /// The CLI tools, at the levels that match the formats' defaults.

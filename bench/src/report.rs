@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::contenders::{codec_name, end_to_end_name, FORMATS};
+use crate::contenders::{codec_name, end_to_end_name, proven_name, FORMATS};
 use crate::results::{InputResult, Results, Target};
 use crate::stats::{KIB, MB, MIB};
 
@@ -182,16 +182,25 @@ fn cpu_table(md: &mut String, results: &Results) -> std::fmt::Result {
                 continue;
             };
             let codec = input.summary(&codec_name(format));
+            let proven = input.summary(&proven_name(format));
             let seconds =
                 |value: Option<f64>| value.map_or("–".to_owned(), |v| format!("{v:.2}"));
+            // What the proof adds to the codec's CPU time, in percent.
+            let proof_cost = match (codec, proven) {
+                (Some(codec), Some(proven)) if codec.cpu_s > 0.0 => {
+                    format!("{:+.1}%", (proven.cpu_s / codec.cpu_s - 1.0) * 100.0)
+                }
+                _ => "–".to_owned(),
+            };
             rows.push(format!(
-                "| {} | {format} | {:.2} | {:.2} | {} | {} | {} |",
+                "| {} | {format} | {:.2} | {:.2} | {} | {} | {} | {} | {proof_cost} |",
                 input.name,
                 e2e.wall_s,
                 e2e.cpu_s,
                 seconds(e2e.endpoint_cpu_s),
                 seconds(codec.map(|c| c.wall_s)),
                 seconds(codec.map(|c| c.cpu_s)),
+                seconds(proven.map(|c| c.cpu_s)),
             ));
         }
     }
@@ -202,13 +211,16 @@ fn cpu_table(md: &mut String, results: &Results) -> std::fmt::Result {
     writeln!(
         md,
         "Worker CPU is the `compress` process's user + system time; endpoint CPU is what the \
-         benchmark process (the embedded S3 endpoint) used meanwhile, on the same cores.\n"
+         benchmark process (the embedded S3 endpoint) used meanwhile, on the same cores. The \
+         proof (decoding every output as it is written and comparing its CRC-64/NVME with the \
+         input's, before any source is deleted) is on in the worker; `codec + proof` runs it \
+         beside the codec alone, and the last column is what it adds.\n"
     )?;
     writeln!(
         md,
-        "| input | format | e2e wall | worker CPU | endpoint CPU | codec-only wall | codec-only CPU |"
+        "| input | format | e2e wall | worker CPU | endpoint CPU | codec-only wall | codec-only CPU | codec + proof CPU | proof cost |"
     )?;
-    writeln!(md, "|---|---|---:|---:|---:|---:|---:|")?;
+    writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|")?;
     for row in rows {
         writeln!(md, "{row}")?;
     }

@@ -303,7 +303,8 @@ fn measure_input(
             }
             let measured = match *contender {
                 Contender::EndToEnd(format) => end_to_end(context, format, &key, input.bytes),
-                Contender::Codec(format) => codec(context, format, input),
+                Contender::Codec(format) => codec(context, format, input, false),
+                Contender::Proven(format) => codec(context, format, input, true),
                 Contender::Tool(tool) => tool_run(context, tool, input),
             };
             record(progress, &input.name, result, run, runs, measured);
@@ -435,15 +436,16 @@ fn end_to_end(context: &Context, format: &str, key: &str, bytes: u64) -> anyhow:
     })
 }
 
-/// `s3-compressor-bench codec --format FORMAT INPUT OUTPUT`.
-fn codec(context: &Context, format: &str, input: &Input) -> anyhow::Result<Run> {
+/// `s3-compressor-bench codec --format FORMAT [--prove] INPUT OUTPUT`.
+fn codec(context: &Context, format: &str, input: &Input, prove: bool) -> anyhow::Result<Run> {
     let output = context.local.join(format!("codec.{format}"));
     remove_if_present(&output)?;
     let mut command = Command::new(&context.exe);
-    command
-        .args(["codec", "--format", format])
-        .arg(&input.path)
-        .arg(&output);
+    command.args(["codec", "--format", format]);
+    if prove {
+        command.arg("--prove");
+    }
+    command.arg(&input.path).arg(&output);
     let sample = context.measurer.measure(&command, None)?;
     let size = output_size(&output)?;
     remove_if_present(&output)?;

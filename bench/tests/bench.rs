@@ -18,13 +18,16 @@ const TOOLS: [&str; 4] = ["zip", "gzip", "pigz", "zstd"];
 const INSTALL: &str = "apt-get install -y zip gzip pigz zstd";
 
 const INPUTS: [&str; 3] = ["logs.jsonl", "records.csv", "random.bin"];
-const CONTENDERS: [&str; 11] = [
+const CONTENDERS: [&str; 14] = [
     "s3-compressor zip (e2e)",
     "s3-compressor gzip (e2e)",
     "s3-compressor zstd (e2e)",
     "zip codec only",
     "gzip codec only",
     "zstd codec only",
+    "zip codec + proof",
+    "gzip codec + proof",
+    "zstd codec + proof",
     "zip -6",
     "gzip -6",
     "pigz -6 -p 2",
@@ -184,6 +187,23 @@ fn the_benchmark_measures_every_contender_on_a_tiny_corpus() {
     }
     for heading in ["## Many small objects", "## Start-up", "## Targets"] {
         assert!(!section(&markdown, heading).is_empty(), "{heading}");
+    }
+    // What the proof costs, per input and format: a percentage in the last column.
+    let cost_rows: Vec<&str> = section(&markdown, "## Where the end-to-end time goes")
+        .into_iter()
+        .filter(|row| row.starts_with("| ") && !row.starts_with("| input"))
+        .collect();
+    assert_eq!(cost_rows.len(), INPUTS.len() * 3, "{markdown}");
+    for row in cost_rows {
+        let cost = row
+            .trim_end_matches(" |")
+            .rsplit("| ")
+            .next()
+            .unwrap_or_default();
+        assert!(
+            cost.ends_with('%') && cost[..cost.len() - 1].parse::<f64>().is_ok(),
+            "no proof cost in {row}"
+        );
     }
 
     // results.json: the raw runs, with plausible ratios and peak RSS.
