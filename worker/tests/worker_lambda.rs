@@ -233,3 +233,34 @@ fn a_transient_failure_fails_the_invocation_so_lambda_retries_it() {
         "{answer:?}"
     );
 }
+
+/// A failure no retry can fix fails the invocation too, typed so, so that it reaches the
+/// on-failure destination after Lambda's retries instead of ending as a log line.
+#[test]
+fn a_permanent_failure_fails_the_invocation_as_a_permanent_failure() {
+    let moto = Moto::start();
+    moto.create_bucket("clash");
+    moto.put("clash", "incoming/report.csv", csv(10));
+    moto.put("clash", "incoming/report.txt", csv(20));
+    let mut function = LambdaFunction::start(&moto, None, &[]);
+
+    let first = function.invoke(&s3_event("clash", &["incoming/report.csv"]));
+    assert_eq!(
+        first.body["results"][0]["outcome"], "compressed",
+        "{first:?}"
+    );
+    let second = function.invoke(&s3_event("clash", &["incoming/report.txt"]));
+
+    assert_eq!(second.body["errorType"], "PermanentFailure", "{second:?}");
+    let message = second.body["errorMessage"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("s3://clash/incoming/report.txt")
+            && message.contains("made from incoming/report.csv"),
+        "names the object and why: {message}"
+    );
+    assert!(function.is_running(), "{}", function.stderr());
+    assert!(
+        moto.head("clash", "incoming/report.txt").is_some(),
+        "source kept"
+    );
+}
