@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use s3_compressor_events::ObjectRef;
-use s3_compressor_formats::{Entry, FormatError, Stats};
+use s3_compressor_formats::{Compressor, Entry, FormatError, Stats};
 use tokio::sync::mpsc;
 
 use crate::outcome::{Outcome, SourceFate};
@@ -234,62 +234,8 @@ impl Worker {
         let compressor = Arc::clone(plan.compressor);
         let source_info = download.info.clone();
         let compressing = tokio::task::spawn_blocking(move || {
-            std::thread::scope(|scope| {
-                // A hand-over, not a queue: the decoder holds at most the part it is decoding
-                // beyond those the upload holds.
-                let (copies, copied) = std::sync::mpsc::sync_channel(0);
-                let decoder = scope.spawn(|| proof::decode_parts(&compressor, copied));
-                let mut writer = PartWriter::new(parts, copies, part_size, budget);
-                let mut read = proof::FingerprintReader::new(reader);
-                let written = compressor
-                    .compress(&mut read, &mut writer, &entry)
-                    .and_then(|stats| {
-                        let last = writer.close().map_err(|source| FormatError::Compress {
-                            format: compressor.registration().name,
-                            source,
-                        })?;
-                        Ok((stats, last))
-                    });
-                let (stats, last) = match written {
-                    Ok(written) => written,
-                    Err(error) => {
-                        let decoder_stopped = writer.decoder_stopped();
-                        // Ends the decoder's stream (and the upload) before waiting for it.
-                        drop(writer);
-                        return Err(match (decoder_stopped, decoder.join()) {
-                            (true, Ok(Err(decode_error))) => {
-                                CompressFailure::Unproven(decode_error.to_string())
-                            }
-                            _ => CompressFailure::Format(error),
-                        });
-                    }
-                };
-                let decoded = match decoder.join() {
-                    Ok(Ok(decoded)) => decoded,
-                    Ok(Err(error)) => return Err(CompressFailure::Unproven(error.to_string())),
-                    Err(_) => {
-                        return Err(CompressFailure::Unproven("the decoder crashed".to_owned()))
-                    }
-                };
-                match proof::check(&source_info, read.fingerprint(), decoded) {
-                    Ok(()) => {}
-                    Err(proof::Disproof::BadRead(why)) => {
-                        return Err(CompressFailure::BadRead(why))
-                    }
-                    Err(proof::Disproof::BadOutput(why)) => {
-                        return Err(CompressFailure::Unproven(why))
-                    }
-                }
-                writer
-                    .release(last)
-                    .map_err(|source| {
-                        CompressFailure::Format(FormatError::Compress {
-                            format: compressor.registration().name,
-                            source,
-                        })
-                    })
-                    .map(|()| stats)
-            })
+            let writer = |copies| PartWriter::new(parts, copies, part_size, budget);
+            compress_proven(&compressor, reader, writer, &entry, &source_info)
         });
 
         let pending = transfer::PendingUpload::default();
@@ -596,6 +542,61 @@ fn report(object: &ObjectRef, plan: Option<&Plan<'_>>, outcome: &Outcome, starte
         Outcome::Failed { .. } => line!(error),
         _ => line!(info),
     }
+}
+
+/// Compresses on this (blocking) thread while a second one decodes the output as it is
+/// written; hands the output over for completion only once the proof holds.
+fn compress_proven(
+    compressor: &Compressor,
+    reader: impl std::io::Read,
+    writer: impl FnOnce(std::sync::mpsc::SyncSender<bytes::Bytes>) -> PartWriter,
+    entry: &Entry,
+    source_info: &ObjectInfo,
+) -> Result<Stats, CompressFailure> {
+    let as_compress_error = |source| FormatError::Compress {
+        format: compressor.registration().name,
+        source,
+    };
+    std::thread::scope(|scope| {
+        // A hand-over, not a queue: the decoder holds at most the part it is decoding beyond
+        // those the upload holds.
+        let (copies, copied) = std::sync::mpsc::sync_channel(0);
+        let decoder = scope.spawn(|| proof::decode_parts(compressor, copied));
+        let mut writer = writer(copies);
+        let mut read = proof::FingerprintReader::new(reader);
+        let written = compressor
+            .compress(&mut read, &mut writer, entry)
+            .and_then(|stats| Ok((stats, writer.close().map_err(as_compress_error)?)));
+        let (stats, last) = match written {
+            Ok(written) => written,
+            Err(error) => {
+                let decoder_stopped = writer.decoder_stopped();
+                // Ends the decoder's stream (and the upload) before waiting for it.
+                drop(writer);
+                return Err(match (decoder_stopped, decoder.join()) {
+                    // The decoder gave up first: its error is the reason.
+                    (true, Ok(Err(decode_error))) => {
+                        CompressFailure::Unproven(decode_error.to_string())
+                    }
+                    _ => CompressFailure::Format(error),
+                });
+            }
+        };
+        let decoded = match decoder.join() {
+            Ok(Ok(decoded)) => decoded,
+            Ok(Err(error)) => return Err(CompressFailure::Unproven(error.to_string())),
+            Err(_) => return Err(CompressFailure::Unproven("the decoder crashed".to_owned())),
+        };
+        match proof::check(source_info, read.fingerprint(), decoded) {
+            Ok(()) => {}
+            Err(proof::Disproof::BadRead(why)) => return Err(CompressFailure::BadRead(why)),
+            Err(proof::Disproof::BadOutput(why)) => return Err(CompressFailure::Unproven(why)),
+        }
+        writer
+            .release(last)
+            .map_err(|source| CompressFailure::Format(as_compress_error(source)))
+            .map(|()| stats)
+    })
 }
 
 /// Why the compressor's side did not hand over a proven output.
