@@ -233,9 +233,14 @@ stack_is_current() {
     # moto_server lists a CommaDelimitedList value as a Python list, ['a/', 'b/']; AWS as a/,b/.
     current=$(sed -E "/\t\[.*\]\$/{s/\t\[/\t/; s/\]\$//; s/', '/,/g; s/'//g}" <<<"$current")
     for pair in "$@"; do
-        # An empty value is listed as "None" by the text output.
-        local value=${pair#*=}
-        grep -qxF "${pair%%=*}"$'\t'"${value:-None}" <<<"$current" || return 1
+        local key=${pair%%=*} value=${pair#*=}
+        # The text output lists an empty value as nothing (moto_server) or as "None".
+        if [[ -z $value ]]; then
+            grep -qxF "$key"$'\t' <<<"$current" || grep -qxF "$key"$'\t'None <<<"$current" \
+                || return 1
+        else
+            grep -qxF "$key"$'\t'"$value" <<<"$current" || return 1
+        fi
     done
 }
 
