@@ -11,7 +11,8 @@
 //! - the fault matrix: operation × fault × once (the SDK's retries absorb it: the run
 //!   succeeds) or always (the run fails), each case followed by a redelivery without faults;
 //!   one test per operation, so nextest runs them side by side, and the stalls in a test of
-//!   their own.
+//!   their own;
+//! - SIGKILL at 50+ moments of a multipart run, each followed by a redelivery.
 //!
 //! Each test starts its own moto_server and proxy, and prints what it saw as a table on
 //! stderr (`cargo nextest run --test faults --no-capture` shows them).
@@ -20,11 +21,11 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{Cursor, Read};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use s3_compressor_tests::faults::{Fault, Op, Times};
 use s3_compressor_tests::moto::{Head, Stored};
-use s3_compressor_tests::process::{run, Finished};
+use s3_compressor_tests::process::{run, Finished, Running};
 use s3_compressor_tests::{random, FaultProxy, Moto};
 
 const MIB: usize = 1024 * 1024;
@@ -496,6 +497,16 @@ fn seed_of(text: &str) -> u64 {
     })
 }
 
+/// xorshift64: the kill moments, replayable from a printed seed.
+fn xorshift(state: &mut u64) -> u64 {
+    let mut x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    x
+}
+
 /// The exit code, or how the process ended otherwise.
 fn exit(finished: &Finished) -> String {
     finished
@@ -876,5 +887,221 @@ fn stalls_on_every_operation_never_lose_the_file() {
         &MATRIX_HEADER,
         &rows,
         &problems,
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIGKILL at any moment
+
+/// How many runs are killed, at moments spread over the length of one run.
+const KILLS: usize = 50;
+
+/// The seed of the kill moments, unless `FAULTS_KILL_SEED` says otherwise (to replay a
+/// failure: the test prints the seed it used).
+const KILL_SEED: u64 = 0x5EED_F00D_C0DE_2024;
+
+/// Latency on every object operation while a run may be killed, so that each stage of it (the
+/// reads, the parts, the completion, the verification, the delete) lasts long enough to be hit.
+const KILL_LATENCY: Duration = Duration::from_millis(100);
+
+/// Time for a request the killed process left in the proxy (waiting out [`KILL_LATENCY`]) to
+/// reach moto before the state is read, so that the redelivery is judged on its own.
+const SETTLE: Duration = Duration::from_millis(500);
+
+const PIPELINE: [(Op, &str); 7] = [
+    (Op::HeadObject, "HEAD"),
+    (Op::GetObject, "GET"),
+    (Op::CreateMultipartUpload, "create"),
+    (Op::UploadPart, "part"),
+    (Op::CompleteMultipartUpload, "complete"),
+    (Op::AbortMultipartUpload, "abort"),
+    (Op::DeleteObject, "delete"),
+];
+
+fn op_counts(proxy: &FaultProxy) -> Vec<usize> {
+    PIPELINE.iter().map(|(op, _)| proxy.count(*op)).collect()
+}
+
+/// The requests a run had sent when it was killed, in the order of the pipeline
+/// (`HEAD GET create part×2 complete HEAD delete`, roughly).
+fn requests_since(proxy: &FaultProxy, before: &[usize]) -> String {
+    let sent: Vec<String> = PIPELINE
+        .iter()
+        .zip(before)
+        .filter_map(|((op, name), before)| {
+            let n = proxy.count(*op) - before;
+            match n {
+                0 => None,
+                1 => Some((*name).to_owned()),
+                n => Some(format!("{name}×{n}")),
+            }
+        })
+        .collect();
+    if sent.is_empty() {
+        "none".to_owned()
+    } else {
+        sent.join(" ")
+    }
+}
+
+fn slow_down(proxy: &FaultProxy) {
+    for (op, _) in PIPELINE {
+        proxy.inject(op, Fault::Latency(KILL_LATENCY), Times::Always);
+    }
+}
+
+#[test]
+fn a_run_killed_at_any_moment_loses_nothing_and_a_redelivery_finishes_it() {
+    let seed = std::env::var("FAULTS_KILL_SEED")
+        .ok()
+        .map(|seed| {
+            let seed = seed.trim();
+            seed.strip_prefix("0x")
+                .map_or_else(|| seed.parse(), |hex| u64::from_str_radix(hex, 16))
+                .unwrap_or_else(|error| panic!("FAULTS_KILL_SEED={seed:?}: {error}"))
+        })
+        .unwrap_or(KILL_SEED)
+        .max(1);
+    eprintln!("kill moments from seed {seed:#x} (FAULTS_KILL_SEED={seed:#x} replays them)");
+    let bench = Bench::start();
+    let buckets = [
+        bench.bucket("kill-versioned", true),
+        bench.bucket("kill-plain", false),
+    ];
+
+    // One run unkilled, as slow as the killed ones: the moments are spread over its length.
+    slow_down(&bench.proxy);
+    let measured = bench.put_source(
+        &buckets[0],
+        "incoming/kill/measure.bin",
+        random(MULTIPART_SIZE, seed),
+    );
+    let started = Instant::now();
+    let finished = bench.compress(measured.bucket, &measured.key);
+    let span = started.elapsed();
+    bench.proxy.clear();
+    assert!(finished.success(), "{}", finished.describe());
+    assert!(bench.look(&measured).done(), "{:?}", bench.look(&measured));
+    eprintln!("one run through the slowed proxy took {span:?}");
+
+    let mut state = seed;
+    let mut rows = Vec::new();
+    let mut problems = Vec::new();
+    let mut killed = 0;
+    let mut left_open = 0;
+    let mut index = 0;
+    // A run may end before its moment (the last slices are close to its end, and runs vary):
+    // more moments, in the first nine tenths of a run, until KILLS runs were really killed.
+    while killed < KILLS && index < KILLS + 30 {
+        // Stratified: one moment in each of KILLS equal slices of the run, at a random place
+        // in its slice.
+        let place = (xorshift(&mut state) % 1000) as f64 / 1000.0;
+        let fraction = if index < KILLS {
+            (index as f64 + place) / KILLS as f64
+        } else {
+            place * 0.9
+        };
+        let delay = span.mul_f64(fraction);
+        let bucket = &buckets[index % 2];
+        let key = format!("incoming/kill/{index:02}.bin");
+        let source = bench.put_source(bucket, &key, random(MULTIPART_SIZE, seed ^ index as u64));
+        let case = format!(
+            "kill {index} after {delay:?} ({} bucket, {key})",
+            bucket.kind()
+        );
+
+        slow_down(&bench.proxy);
+        let before = op_counts(&bench.proxy);
+        let mut running = Running::spawn(&mut bench.command(bucket.name, &key));
+        std::thread::sleep(delay);
+        let sent = requests_since(&bench.proxy, &before);
+        let fate = match running.try_finish() {
+            Some(finished) => format!("finished first (exit {})", exit(&finished)),
+            None => {
+                // Child::kill: SIGKILL, then reaped.
+                drop(running);
+                killed += 1;
+                "killed".to_owned()
+            }
+        };
+        std::thread::sleep(SETTLE);
+        bench.proxy.clear();
+        let after = bench.look(&source);
+        if !after.kept() {
+            problems.push(format!(
+                "{case}: after the kill the file is not kept whole: {} ({after:?})",
+                after.label()
+            ));
+        }
+        problems.extend(
+            bench
+                .other_problem(bucket)
+                .map(|why| format!("{case}: {why}")),
+        );
+
+        let second = bench.compress(bucket.name, &key);
+        let last = bench.look(&source);
+        if !second.success() {
+            problems.push(format!(
+                "{case}: the redelivery failed (exit {}): {}",
+                exit(&second),
+                tail(&second)
+            ));
+        }
+        if !last.done() {
+            problems.push(format!(
+                "{case}: after the redelivery expected the output verified and the source \
+                 deleted (recoverably if versioned), found: {} ({last:?})",
+                last.label()
+            ));
+        }
+        if last.open_uploads > after.open_uploads {
+            problems.push(format!(
+                "{case}: the redelivery left an upload of its own open ({} before it, {} after)",
+                after.open_uploads, last.open_uploads
+            ));
+        }
+        problems.extend(
+            bench
+                .other_problem(bucket)
+                .map(|why| format!("{case}: after the redelivery: {why}")),
+        );
+        rows.push(vec![
+            index.to_string(),
+            bucket.kind().to_owned(),
+            format!("{} ms", delay.as_millis()),
+            sent,
+            fate,
+            after.label(),
+            format!("exit {} {}", exit(&second), outcome(&second)),
+            last.label(),
+        ]);
+        // The lifecycle rule's work, and room in moto for the next run.
+        left_open += after.open_uploads;
+        bench.purge(bucket.name, &[&key, &source.output]);
+        index += 1;
+    }
+    eprintln!(
+        "{killed} of {index} runs killed; {left_open} multipart upload(s) left open by killed \
+         runs (the bucket's lifecycle rule aborts them)"
+    );
+    report(
+        &format!("SIGKILL: {killed} runs killed of {index} (seed {seed:#x}, run length {span:?})"),
+        &[
+            "#",
+            "bucket",
+            "kill at",
+            "requests sent by then",
+            "process",
+            "after the kill",
+            "redelivery",
+            "final",
+        ],
+        &rows,
+        &problems,
+    );
+    assert!(
+        killed >= KILLS,
+        "only {killed} of {index} runs were still running when killed (seed {seed:#x})"
     );
 }
