@@ -12,7 +12,9 @@
 //!   succeeds) or always (the run fails), each case followed by a redelivery without faults;
 //!   one test per operation, so nextest runs them side by side, and the stalls in a test of
 //!   their own;
-//! - SIGKILL at 50+ moments of a multipart run, each followed by a redelivery.
+//! - SIGKILL at 50+ moments of a multipart run, each followed by a redelivery;
+//! - races: concurrent deliveries of one object, a newer upload landing mid-compression, two
+//!   sources mapping to one output.
 //!
 //! Each test starts its own moto_server and proxy, and prints what it saw as a table on
 //! stderr (`cargo nextest run --test faults --no-capture` shows them).
@@ -25,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use s3_compressor_tests::faults::{Fault, Op, Times};
 use s3_compressor_tests::moto::{Head, Stored};
-use s3_compressor_tests::process::{run, Finished, Running};
+use s3_compressor_tests::process::{run, Finished, Running, HANG_LIMIT};
 use s3_compressor_tests::{random, FaultProxy, Moto};
 
 const MIB: usize = 1024 * 1024;
@@ -1103,5 +1105,431 @@ fn a_run_killed_at_any_moment_loses_nothing_and_a_redelivery_finishes_it() {
     assert!(
         killed >= KILLS,
         "only {killed} of {index} runs were still running when killed (seed {seed:#x})"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ordering and races
+
+#[test]
+fn five_concurrent_deliveries_of_one_object_make_one_output() {
+    let bench = Bench::start();
+    let mut rows = Vec::new();
+    let mut problems = Vec::new();
+    for (name, versioned) in [("race-versioned", true), ("race-plain", false)] {
+        let bucket = bench.bucket(name, versioned);
+        for (key, content) in [
+            ("incoming/race/big.bin", random(MULTIPART_SIZE, 5)),
+            ("incoming/race/small.csv", text(40_000, 5)),
+        ] {
+            let source = bench.put_source(&bucket, key, content);
+            let case = format!("{} bucket, {key}", bucket.kind());
+            // Every delivery looks for the output before any has written it, so all five
+            // compress and race to write it.
+            bench.proxy.inject(
+                Op::HeadObject,
+                Fault::Latency(Duration::from_millis(300)),
+                Times::Always,
+            );
+            let running: Vec<Running> = (0..5)
+                .map(|_| Running::spawn(&mut bench.command(name, key)))
+                .collect();
+            let finished: Vec<Finished> = running
+                .into_iter()
+                .map(|running| running.finish(HANG_LIMIT))
+                .collect();
+            bench.proxy.clear();
+            let look = bench.look(&source);
+            for (index, finished) in finished.iter().enumerate() {
+                let said = outcome(finished);
+                if !finished.success()
+                    || !(said.starts_with("compressed") || said.starts_with("already compressed"))
+                {
+                    problems.push(format!(
+                        "{case}: delivery {index}: expected exit 0, compressed or already \
+                         compressed; got exit {}: {}",
+                        exit(finished),
+                        tail(finished)
+                    ));
+                }
+                if said.contains("kept (newer)") {
+                    problems.push(format!(
+                        "{case}: delivery {index} says a newer upload replaced the source, but \
+                         there was none: {}",
+                        finished.stdout.trim_end()
+                    ));
+                }
+            }
+            if !look.done() || look.open_uploads > 0 {
+                problems.push(format!(
+                    "{case}: expected one output of the source, the source deleted and no \
+                     upload open, found: {} ({look:?})",
+                    look.label()
+                ));
+            }
+            // Every version of the output (moto checks a conditional write and writes in two
+            // steps, so racing writes can both land) is made from this source.
+            let versions = bench.moto.versions(name, &source.output);
+            for version in &versions {
+                let id = versioned.then_some(version.version_id.as_str());
+                let problem = match (
+                    bench.moto.head_version(name, &source.output, id),
+                    bench.moto.get_version(name, &source.output, id),
+                ) {
+                    (Some(head), Some(bytes)) => output_problem(&source, &bytes, &head.metadata),
+                    _ => Some("cannot be read".to_owned()),
+                };
+                if let Some(problem) = problem {
+                    problems.push(format!(
+                        "{case}: output version {} is not the source compressed: {problem}",
+                        version.version_id
+                    ));
+                }
+            }
+            problems.extend(
+                bench
+                    .other_problem(&bucket)
+                    .map(|why| format!("{case}: {why}")),
+            );
+            let mut outcomes: Vec<String> = finished.iter().map(outcome).collect();
+            outcomes.sort();
+            rows.push(vec![
+                bucket.kind().to_owned(),
+                key.to_owned(),
+                finished.iter().map(exit).collect::<Vec<_>>().join(" "),
+                outcomes.join(", "),
+                format!("{} output version(s)", versions.len()),
+                look.label(),
+            ]);
+        }
+    }
+    report(
+        "five concurrent deliveries",
+        &["bucket", "key", "exits", "outcomes", "output", "final"],
+        &rows,
+        &problems,
+    );
+}
+
+/// Waits until `op` has reached the proxy more than `before` times, or `running` ended.
+fn wait_for_request(proxy: &FaultProxy, op: Op, before: usize, running: &mut Running) -> bool {
+    let deadline = Instant::now() + HANG_LIMIT;
+    while Instant::now() < deadline {
+        if proxy.count(op) > before {
+            return true;
+        }
+        if let Some(finished) = running.try_finish() {
+            panic!(
+                "the run ended before its {op:?} reached the proxy: {}",
+                finished.describe()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+#[test]
+fn a_newer_upload_landing_mid_compression_is_never_lost() {
+    let bench = Bench::start();
+    let mut rows = Vec::new();
+    let mut problems = Vec::new();
+    for (name, versioned) in [("newer-versioned", true), ("newer-plain", false)] {
+        let bucket = bench.bucket(name, versioned);
+        // The newer upload lands while the output's parts, its single PUT, or the source's
+        // delete wait in the proxy: after the worker read the older one.
+        for (op, key, older, newer) in [
+            (
+                Op::UploadPart,
+                "incoming/newer/big.bin",
+                random(MULTIPART_SIZE, 1),
+                random(MULTIPART_SIZE - 1000, 2),
+            ),
+            (
+                Op::PutObject,
+                "incoming/newer/put.csv",
+                text(30_000, 1),
+                text(31_000, 2),
+            ),
+            (
+                Op::DeleteObject,
+                "incoming/newer/delete.csv",
+                text(30_000, 3),
+                text(29_000, 4),
+            ),
+        ] {
+            let case = format!(
+                "{} bucket, newer upload during {op:?} ({key})",
+                bucket.kind()
+            );
+            let first = bench.put_source(&bucket, key, older);
+            bench.proxy.inject(
+                op,
+                Fault::Latency(Duration::from_millis(1500)),
+                Times::Always,
+            );
+            let before = bench.proxy.count(op);
+            let mut running = Running::spawn(&mut bench.command(name, key));
+            assert!(
+                wait_for_request(&bench.proxy, op, before, &mut running),
+                "{case}: no {op:?} within {HANG_LIMIT:?}"
+            );
+            let second = bench.put_source(&bucket, key, newer);
+            let finished = running.finish(HANG_LIMIT);
+            bench.proxy.clear();
+
+            // The output is one of the two; the newer upload is current and untouched unless
+            // it is the one compressed; the older is in the output or kept as a version.
+            let output = bench.moto.head(name, &first.output).and_then(|head| {
+                let bytes =
+                    bench
+                        .moto
+                        .get_version(name, &first.output, head.version_id.as_deref())?;
+                Some((head, bytes))
+            });
+            let decoded = output
+                .as_ref()
+                .and_then(|(_, bytes)| unzip(bytes).ok())
+                .map(|(_, decoded)| decoded);
+            let which = match &decoded {
+                Some(decoded) if *decoded == first.content => "the older",
+                Some(decoded) if *decoded == second.content => "the newer",
+                Some(_) => "NEITHER",
+                None => "no output",
+            };
+            let current = bench.moto.try_get(name, key);
+            let newer_current = current.as_deref() == Some(second.content.as_slice());
+            let older_kept = which == "the older"
+                || (versioned
+                    && bench
+                        .moto
+                        .get_version(name, key, first.stored.version_id.as_deref())
+                        .as_deref()
+                        == Some(first.content.as_slice()));
+            let made_from = match (which, &output) {
+                ("the older", Some((head, bytes))) => output_problem(&first, bytes, &head.metadata),
+                ("the newer", Some((head, bytes))) => {
+                    output_problem(&second, bytes, &head.metadata)
+                }
+                _ => Some(format!("the output is {which}")),
+            };
+            if let Some(why) = &made_from {
+                problems.push(format!(
+                    "{case}: the output is not one of the two whole: {why}"
+                ));
+            }
+            if which == "the older" && !newer_current {
+                problems.push(format!(
+                    "{case}: the newer upload is not the current object, untouched (current: \
+                     {:?} bytes)",
+                    current.map(|bytes| bytes.len())
+                ));
+            }
+            if which == "the newer" && !(newer_current || bench.look(&second).done()) {
+                problems.push(format!(
+                    "{case}: the newer upload was compressed but is neither kept nor deleted \
+                     recoverably: {:?}",
+                    bench.look(&second)
+                ));
+            }
+            if !older_kept {
+                problems.push(format!(
+                    "{case}: the older upload is lost: not in the output and no version of it"
+                ));
+            }
+            if !finished.success() {
+                problems.push(format!(
+                    "{case}: expected exit 0, got {}: {}",
+                    exit(&finished),
+                    tail(&finished)
+                ));
+            }
+
+            // The newer upload's own delivery then compresses it.
+            let again = bench.compress(name, key);
+            let last = bench.look(&second);
+            if !again.success() || !last.done() || last.open_uploads > 0 {
+                problems.push(format!(
+                    "{case}: the newer upload's delivery: exit {}, {} ({last:?}): {}",
+                    exit(&again),
+                    last.label(),
+                    tail(&again)
+                ));
+            }
+            if versioned && !bench.look(&first).version_kept {
+                problems.push(format!("{case}: the older version is gone"));
+            }
+            problems.extend(
+                bench
+                    .other_problem(&bucket)
+                    .map(|why| format!("{case}: {why}")),
+            );
+            rows.push(vec![
+                bucket.kind().to_owned(),
+                format!("{op:?}"),
+                format!("exit {} {}", exit(&finished), outcome(&finished)),
+                which.to_owned(),
+                if newer_current {
+                    "current, untouched".to_owned()
+                } else {
+                    "not current".to_owned()
+                },
+                format!("exit {} {}", exit(&again), outcome(&again)),
+                last.label(),
+            ]);
+        }
+    }
+    report(
+        "a newer upload mid-compression",
+        &[
+            "bucket",
+            "upload lands during",
+            "run",
+            "output holds",
+            "newer upload",
+            "its delivery",
+            "final",
+        ],
+        &rows,
+        &problems,
+    );
+}
+
+/// How long the second source's write is held in the proxy while the first is compressed.
+const HOLD: Duration = Duration::from_secs(5);
+
+#[test]
+fn two_sources_mapping_to_one_output_the_second_fails_and_keeps_its_source() {
+    let bench = Bench::start();
+    let mut rows = Vec::new();
+    let mut problems = Vec::new();
+    for (name, versioned) in [("clash-versioned", true), ("clash-plain", false)] {
+        let bucket = bench.bucket(name, versioned);
+        // In turn; and with the second's write held in the proxy until the first is done,
+        // so that only its conditional write can tell.
+        for (variant, folder) in [("in turn", "turn"), ("second written last", "late")] {
+            let case = format!("{} bucket, {variant}", bucket.kind());
+            let csv = bench.put_source(
+                &bucket,
+                &format!("incoming/{folder}/r.csv"),
+                text(40_000, 1),
+            );
+            let txt = bench.put_source(
+                &bucket,
+                &format!("incoming/{folder}/r.txt"),
+                text(30_000, 2),
+            );
+            assert_eq!(csv.output, txt.output);
+            let (first, second_finished) = if variant == "in turn" {
+                let first = bench.compress(name, &csv.key);
+                let second = bench.compress(name, &txt.key);
+                (first, second)
+            } else {
+                bench
+                    .proxy
+                    .inject_for_key(Op::PutObject, "r.zip", Fault::Latency(HOLD), 1);
+                let before = bench.proxy.count(Op::PutObject);
+                let mut late = Running::spawn(&mut bench.command(name, &txt.key));
+                assert!(
+                    wait_for_request(&bench.proxy, Op::PutObject, before, &mut late),
+                    "{case}: no PutObject"
+                );
+                let held = Instant::now();
+                let first = bench.compress(name, &csv.key);
+                // What this variant is about: r.txt's write reaches moto only after r.csv's
+                // run is over. Not a limit on the worker: a machine too slow to finish a small
+                // run in HOLD cannot set the case up.
+                assert!(
+                    held.elapsed() < HOLD,
+                    "{case}: r.csv's run took {:?}, longer than r.txt's write was held ({HOLD:?}): \
+                     the case did not happen as meant",
+                    held.elapsed()
+                );
+                (first, late.finish(HANG_LIMIT))
+            };
+            bench.proxy.clear();
+            let output_head = bench.moto.head(name, &csv.output);
+            let csv_look = bench.look(&csv);
+            let txt_look = bench.look(&txt);
+            if !first.success() || !csv_look.done() {
+                problems.push(format!(
+                    "{case}: r.csv: exit {}, {}: {}",
+                    exit(&first),
+                    csv_look.label(),
+                    tail(&first)
+                ));
+            }
+            if second_finished.status.code() != Some(1)
+                || !second_finished
+                    .stdout
+                    .contains(": failed (trying again will not help)")
+            {
+                problems.push(format!(
+                    "{case}: r.txt must fail permanently (exit 1): {}",
+                    tail(&second_finished)
+                ));
+            }
+            if !matches!(txt_look.source, SourceState::Intact) || !txt_look.version_kept {
+                problems.push(format!(
+                    "{case}: r.txt must stay intact: {} ({txt_look:?})",
+                    txt_look.label()
+                ));
+            }
+            let output_versions = bench.moto.versions(name, &csv.output).len();
+            if output_versions != 1 {
+                problems.push(format!(
+                    "{case}: the output has {output_versions} versions: r.txt wrote over it"
+                ));
+            }
+            if csv_look.open_uploads > 0 {
+                problems.push(format!("{case}: {} upload(s) open", csv_look.open_uploads));
+            }
+            // Once more, now that the output is there: still refused, the output unchanged.
+            let again = bench.compress(name, &txt.key);
+            if again.status.code() != Some(1)
+                || bench.moto.head(name, &csv.output) != output_head
+                || !matches!(bench.look(&txt).source, SourceState::Intact)
+            {
+                problems.push(format!(
+                    "{case}: r.txt delivered again must fail and change nothing: {}",
+                    tail(&again)
+                ));
+            }
+            problems.extend(
+                bench
+                    .other_problem(&bucket)
+                    .map(|why| format!("{case}: {why}")),
+            );
+            rows.push(vec![
+                bucket.kind().to_owned(),
+                variant.to_owned(),
+                format!("exit {} {}", exit(&first), outcome(&first)),
+                csv_look.label(),
+                format!(
+                    "exit {} {}",
+                    exit(&second_finished),
+                    outcome(&second_finished)
+                ),
+                match txt_look.source {
+                    SourceState::Intact if txt_look.version_kept => "intact".to_owned(),
+                    _ => format!("NOT INTACT: {}", txt_look.label()),
+                },
+                format!("exit {} {}", exit(&again), outcome(&again)),
+            ]);
+        }
+    }
+    report(
+        "two sources, one output",
+        &[
+            "bucket",
+            "order",
+            "r.csv",
+            "r.csv after",
+            "r.txt",
+            "r.txt after",
+            "r.txt again",
+        ],
+        &rows,
+        &problems,
     );
 }
