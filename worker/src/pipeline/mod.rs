@@ -428,13 +428,20 @@ impl Worker {
             }
             Err(error) => return Err(failed(error)),
         };
-        let output_read =
-            match output_read {
-                Ok(download) if identity.made(&download.info) => download,
-                Ok(_) | Err(_) => return Err(Box::new(Outcome::transient(
+        let output_read = match output_read {
+            Ok(download) if identity.made(&download.info) => download,
+            Ok(_) => {
+                return Err(Box::new(Outcome::transient(
                     "the output changed while it was being checked; the next attempt starts over",
-                ))),
-            };
+                )))
+            }
+            Err(error) if error.is(ErrorClass::NotFound) => {
+                return Err(Box::new(Outcome::transient(
+                    "the output was removed while it was being checked; the next attempt starts over",
+                )))
+            }
+            Err(error) => return Err(failed(error)),
+        };
         let output_version = output_read.info.clone();
         match self.prove_existing(plan, source_read, output_read).await? {
             Ok(()) => {}

@@ -611,3 +611,18 @@ async fn an_output_that_does_not_decode_to_its_source_is_never_completed_and_the
         }
     }
 }
+
+/// A CreateMultipartUpload whose answer was lost left an upload nobody knows the id of: once
+/// the output is complete it is aborted, not left to cost storage.
+#[tokio::test]
+async fn an_upload_started_by_a_lost_create_answer_is_aborted() {
+    let store = Arc::new(MemoryStore::default());
+    store.insert(BUCKET, "incoming/noise.bin", &noise(300 * 1024));
+    store.lose_create_answer();
+    let outcome = worker(&store, small_parts())
+        .process(&object("incoming/noise.bin"), None)
+        .await;
+    assert!(matches!(outcome, Outcome::Compressed { .. }), "{outcome}");
+    assert_eq!(store.open_uploads(), 0);
+    assert_eq!(store.aborted(), 1);
+}

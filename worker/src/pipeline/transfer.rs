@@ -351,17 +351,47 @@ pub(crate) async fn upload_output(
         Chunk::Part(part) => part,
     };
 
-    let id = store
-        .create_multipart(spec)
-        .await
-        .map_err(UploadError::Store)?;
+    let id = match store.create_multipart(spec).await {
+        Ok(id) => id,
+        Err(error) => {
+            // An attempt whose answer was lost may still have started an upload.
+            abort_strays(store.as_ref(), &spec.location).await;
+            return Err(UploadError::Store(error));
+        }
+    };
     pending.set(Some(id.clone()));
     let result = upload_parts(Arc::clone(&store), spec, &id, first_part, chunks, in_flight).await;
     pending.set(None);
-    if result.is_err() {
-        abort(store.as_ref(), &spec.location, &id).await;
+    match &result {
+        Ok(_) => abort_strays(store.as_ref(), &spec.location).await,
+        Err(_) => abort(store.as_ref(), &spec.location, &id).await,
     }
-    result
+    result.map_err(|error| match error {
+        // The upload vanished under us: someone aborted it (a concurrent delivery cleaning up
+        // after itself). The next attempt starts afresh.
+        UploadError::Store(mut error) if error.is(ErrorClass::NotFound) => {
+            error.class = ErrorClass::Transient;
+            UploadError::Store(error)
+        }
+        other => other,
+    })
+}
+
+/// Aborts the uploads still open on the output's key. A CreateMultipartUpload whose answer was
+/// lost starts an upload nobody knows the id of; once this run's output is complete (or its
+/// upload could not even start), no other open upload on the key can become the output
+/// without failing its write condition, so aborting them loses nothing: at worst a
+/// concurrent delivery of the same object fails transiently and finds the output on its
+/// retry. Best effort: the bucket's lifecycle rule is the backstop.
+async fn abort_strays(store: &dyn ObjectStore, location: &Location) {
+    match store.open_uploads(location).await {
+        Ok(ids) => {
+            for id in ids {
+                abort(store, location, &id).await;
+            }
+        }
+        Err(error) => tracing::warn!(%error, "could not list the uploads left open on the output"),
+    }
 }
 
 async fn upload_parts(

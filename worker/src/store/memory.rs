@@ -34,6 +34,9 @@ struct State {
     /// The next completed multipart upload succeeds but answers `NoSuchUpload`, as a retry
     /// does after the first attempt's answer was lost.
     lose_complete_answer: bool,
+    /// The next CreateMultipartUpload starts an upload whose id never reaches the caller
+    /// (an attempt whose answer was lost) before the one it returns.
+    lose_create_answer: bool,
     /// The next write stores its body with a byte changed, after every check: a store that
     /// damages what it keeps.
     damage_next_write: bool,
@@ -122,6 +125,10 @@ impl MemoryStore {
 
     pub(crate) fn lose_complete_answer(&self) {
         self.lock().lose_complete_answer = true;
+    }
+
+    pub(crate) fn lose_create_answer(&self) {
+        self.lock().lose_create_answer = true;
     }
 
     pub(crate) fn damage_next_write(&self) {
@@ -356,6 +363,12 @@ impl ObjectStore for MemoryStore {
     async fn create_multipart(&self, spec: &OutputSpec) -> Result<String, StoreError> {
         self.check_failure("CreateMultipartUpload", &spec.location)?;
         let mut state = self.lock();
+        if std::mem::take(&mut state.lose_create_answer) {
+            // The attempt whose answer was lost; the SDK's retry creates the one returned.
+            state.next_id += 1;
+            let lost = format!("upload-{}", state.next_id);
+            state.uploads.insert(lost, (spec.clone(), Vec::new()));
+        }
         state.next_id += 1;
         let id = format!("upload-{}", state.next_id);
         state.uploads.insert(id.clone(), (spec.clone(), Vec::new()));
@@ -451,6 +464,16 @@ impl ObjectStore for MemoryStore {
         state.aborted.push(upload_id.to_owned());
         let _ = location;
         Ok(())
+    }
+
+    async fn open_uploads(&self, location: &Location) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .lock()
+            .uploads
+            .iter()
+            .filter(|(_, (spec, _))| spec.location == *location)
+            .map(|(id, _)| id.clone())
+            .collect())
     }
 
     async fn delete(

@@ -162,6 +162,9 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     async fn abort_multipart(&self, location: &Location, upload_id: &str)
         -> Result<(), StoreError>;
 
+    /// The ids of the multipart uploads open on exactly this key.
+    async fn open_uploads(&self, location: &Location) -> Result<Vec<String>, StoreError>;
+
     /// Deletes under `condition`. An object that is already gone is not an error.
     async fn delete(
         &self,

@@ -558,6 +558,38 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
+    async fn open_uploads(&self, location: &Location) -> Result<Vec<String>, StoreError> {
+        let mut ids = Vec::new();
+        let (mut key_marker, mut id_marker) = (None, None);
+        loop {
+            let output = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&location.bucket)
+                .prefix(&location.key)
+                .set_key_marker(key_marker)
+                .set_upload_id_marker(id_marker)
+                .send()
+                .await
+                .map_err(|error| classify(&error, "ListMultipartUploads", location))?;
+            ids.extend(
+                output
+                    .uploads()
+                    .iter()
+                    .filter(|upload| upload.key() == Some(location.key.as_str()))
+                    .filter_map(|upload| upload.upload_id().map(str::to_owned)),
+            );
+            if !output.is_truncated().unwrap_or(false) {
+                return Ok(ids);
+            }
+            key_marker = output.next_key_marker().map(str::to_owned);
+            id_marker = output.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() && id_marker.is_none() {
+                return Ok(ids);
+            }
+        }
+    }
+
     async fn delete(
         &self,
         location: &Location,
