@@ -117,3 +117,25 @@ pub fn random(len: usize, seed: u64) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// `len` bytes of CSV-like text, the kind of object the worker is mostly given, from row
+/// `first_row` on (so different seeds give different text).
+pub fn csv_text(len: usize, first_row: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 128);
+    out.extend_from_slice(b"id,customer,region,amount,status\n");
+    let mut row = first_row;
+    while out.len() < len {
+        let line = format!(
+            "{row},customer-{:04},{},{}.{:02},{}\n",
+            row * 7919 % 9973,
+            ["eu-west-1", "us-east-1", "ap-south-1"][(row % 3) as usize],
+            row * 104_729 % 100_000,
+            row % 100,
+            if row % 17 == 0 { "refunded" } else { "paid" },
+        );
+        out.extend_from_slice(line.as_bytes());
+        row += 1;
+    }
+    out.truncate(len);
+    out
+}

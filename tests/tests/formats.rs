@@ -50,23 +50,7 @@ fn entry_for(input: &[u8]) -> Entry {
 
 /// CSV-like text, the kind of object the worker is mostly given.
 fn text(len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 128);
-    out.extend_from_slice(b"id,customer,region,amount,status\n");
-    let mut row = 0u64;
-    while out.len() < len {
-        let line = format!(
-            "{row},customer-{:04},{},{}.{:02},{}\n",
-            row * 7919 % 9973,
-            ["eu-west-1", "us-east-1", "ap-south-1"][(row % 3) as usize],
-            row * 104_729 % 100_000,
-            row % 100,
-            if row % 17 == 0 { "refunded" } else { "paid" },
-        );
-        out.extend_from_slice(line.as_bytes());
-        row += 1;
-    }
-    out.truncate(len);
-    out
+    s3_compressor_tests::csv_text(len, 0)
 }
 
 /// Half text, half noise.

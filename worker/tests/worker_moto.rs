@@ -81,23 +81,7 @@ fn unique() -> u64 {
 
 /// CSV-like text: the kind of object the worker is mostly given.
 fn text(len: usize, seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 128);
-    out.extend_from_slice(b"id,customer,region,amount,status\n");
-    let mut row = seed;
-    while out.len() < len {
-        let line = format!(
-            "{row},customer-{:04},{},{}.{:02},{}\n",
-            row * 7919 % 9973,
-            ["eu-west-1", "us-east-1", "ap-south-1"][(row % 3) as usize],
-            row * 104_729 % 100_000,
-            row % 100,
-            if row % 17 == 0 { "refunded" } else { "paid" },
-        );
-        out.extend_from_slice(line.as_bytes());
-        row += 1;
-    }
-    out.truncate(len);
-    out
+    s3_compressor_tests::csv_text(len, seed)
 }
 
 /// Runs a command-line tool on a file and returns its stdout; fails the test on an error.
@@ -591,6 +575,63 @@ fn concurrent_deliveries_of_one_event_make_one_output() {
             moto.open_uploads(bucket).is_empty(),
             "{bucket}: no upload left open"
         );
+    }
+}
+
+/// The events of two versions of a key delivered at the same moment: whichever writes first,
+/// after the retries Lambda would make the output is the newer version's, and both versions
+/// stay restorable.
+#[test]
+fn events_for_two_versions_at_once_leave_the_newer_versions_output() {
+    let moto = Moto::start();
+    moto.create_versioned_bucket("at-once");
+    for round in 0..3u64 {
+        let key = format!("incoming/ledger-{round}.csv");
+        let v1 = put(&moto, "at-once", &key, &text(400_000, 10 + round));
+        let v2 = put(&moto, "at-once", &key, &text(350_000, 20 + round));
+        let versions = [&v1, &v2].map(|stored| stored.0.version_id.clone().expect("versioned"));
+        let events = versions.clone().map(|version| {
+            let event = json!({ "Records": [s3_record("at-once", &key, Some(&version))] });
+            write_event(
+                moto.dir(),
+                &format!("at-once-{round}-{version}.json"),
+                &event,
+            )
+        });
+        let spawn = |path: &PathBuf| {
+            let mut command = moto.s3_compressor();
+            command.arg("invoke").arg("--event").arg(path);
+            Running::spawn(&mut command)
+        };
+        let (one, two) = (spawn(&events[0]), spawn(&events[1]));
+        let (one, two) = (one.finish(HANG_LIMIT), two.finish(HANG_LIMIT));
+        // A delivery that lost the race to the output fails transiently and is retried.
+        for (path, finished) in events.iter().zip([one, two]) {
+            if !finished.success() {
+                assert!(
+                    finished.stderr.contains("RetryableFailure")
+                        || finished.stderr.contains("transient"),
+                    "round {round}: {}",
+                    finished.describe()
+                );
+                let retried = run(moto.s3_compressor().arg("invoke").arg("--event").arg(path));
+                assert!(retried.success(), "round {round}: {}", retried.describe());
+            }
+        }
+        // At least once: each event may come again. (moto also checks a write's condition and
+        // writes in two steps, so two writes at the same moment can both pass; S3 cannot. The
+        // redelivery of v2 then puts its output back.)
+        for path in &events {
+            let again = run(moto.s3_compressor().arg("invoke").arg("--event").arg(path));
+            assert!(again.success(), "round {round}: {}", again.describe());
+        }
+        let output = format!("processed/ledger-{round}.zip");
+        assert!(
+            unzip(&moto, "at-once", &output).1 == text(350_000, 20 + round),
+            "round {round}: the output is v2's content"
+        );
+        assert_made_from(&moto, "at-once", &output, &key, &v2);
+        assert_deleted_recoverably(&moto, "at-once", &key, &[&versions[0], &versions[1]]);
     }
 }
 
