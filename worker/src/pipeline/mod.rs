@@ -321,26 +321,40 @@ impl Worker {
             );
             return Ok(());
         };
-        // Left in place, an output with this source's identity would be trusted by the next
-        // delivery; it goes, and only it: our own version, or the object while it has our ETag.
-        let removal = match (&uploaded.written.version_id, &uploaded.written.etag) {
-            (Some(version), _) => Some(DeleteCondition::Version(version.clone())),
-            (None, Some(etag)) => Some(DeleteCondition::Matches(etag.clone())),
-            (None, None) => None,
-        };
-        let removed = match removal {
-            Some(condition) => match self.store.delete(output, &condition).await {
-                Ok(_) => "it was removed".to_owned(),
-                Err(error) => format!("removing it failed too ({error})"),
-            },
-            None => {
-                "it could not be removed (the store reported neither version nor ETag)".to_owned()
-            }
-        };
+        let removed = self
+            .remove_unproven(
+                output,
+                uploaded.written.version_id.as_deref(),
+                uploaded.written.etag.as_deref(),
+            )
+            .await;
         Err(Box::new(Outcome::permanent(format!(
             "verification failed: s3://{}/{} {problem}; {removed}, and the source is kept",
             output.bucket, output.key
         ))))
+    }
+
+    /// Removes an output that failed its proof, which the next delivery would otherwise trust
+    /// for carrying this source's identity; only it: that version, or the object while it still
+    /// has that ETag. Says what became of it.
+    async fn remove_unproven(
+        &self,
+        output: &Location,
+        version_id: Option<&str>,
+        etag: Option<&str>,
+    ) -> String {
+        let condition = match (version_id, etag) {
+            (Some(version), _) => DeleteCondition::Version(version.to_owned()),
+            (None, Some(etag)) => DeleteCondition::Matches(etag.to_owned()),
+            (None, None) => {
+                return "it could not be removed (the store reported neither version nor ETag)"
+                    .to_owned()
+            }
+        };
+        match self.store.delete(output, &condition).await {
+            Ok(_) => "it was removed".to_owned(),
+            Err(error) => format!("removing it failed too ({error})"),
+        }
     }
 
     /// Stops with [`Outcome::Superseded`] unless the version read is still the key's current
@@ -451,14 +465,16 @@ impl Worker {
                 ))))
             }
             Err(proof::Disproof::BadOutput(why)) => {
-                let removal = match (&output_version.version_id, &output_version.etag) {
-                    (Some(version), _) => DeleteCondition::Version(version.clone()),
-                    (None, etag) => DeleteCondition::Matches(etag.clone().unwrap_or_default()),
-                };
-                self.store.delete(output, &removal).await.map_err(failed)?;
+                let removed = self
+                    .remove_unproven(
+                        output,
+                        output_version.version_id.as_deref(),
+                        output_version.etag.as_deref(),
+                    )
+                    .await;
                 return Err(Box::new(Outcome::transient(format!(
-                    "an earlier output of this source failed its proof ({why}); it was removed \
-                     and the next attempt compresses again; the source is kept"
+                    "an earlier output of this source failed its proof ({why}); {removed}, and \
+                     the next attempt starts over; the source is kept"
                 ))));
             }
         }
@@ -478,10 +494,11 @@ impl Worker {
         let source_reader = transfer::spawn_download(source.body, self.tuning.read_ahead_bytes);
         let output_reader = transfer::spawn_download(output.body, self.tuning.read_ahead_bytes);
         let compressor = Arc::clone(plan.compressor);
+        let reading = source_info.clone();
         let proving = tokio::task::spawn_blocking(move || {
             std::thread::scope(|scope| {
                 let decoder = scope.spawn(|| proof::decode_stream(&compressor, output_reader));
-                let read = proof::fingerprint_stream(source_reader);
+                let read = proof::fingerprint_stream(source_reader, &reading);
                 (read, decoder.join())
             })
         });
@@ -570,7 +587,7 @@ fn compress_proven(
         let (copies, copied) = std::sync::mpsc::sync_channel(0);
         let decoder = scope.spawn(|| proof::decode_parts(compressor, copied));
         let mut writer = writer(copies);
-        let mut read = proof::FingerprintReader::new(reader);
+        let mut read = proof::FingerprintReader::new(reader, source_info);
         let written = compressor
             .compress(&mut read, &mut writer, entry)
             .and_then(|stats| Ok((stats, writer.close().map_err(as_compress_error)?)));

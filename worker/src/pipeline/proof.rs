@@ -28,28 +28,32 @@ use crate::store::ObjectInfo;
 pub(crate) struct Fingerprint {
     pub bytes: u64,
     pub crc64nvme: u64,
-    pub crc32: u32,
+    /// Only when there is a stored CRC-32 to hold it against: another pass over every byte
+    /// is not worth it otherwise.
+    pub crc32: Option<u32>,
 }
 
 #[derive(Debug)]
 struct Fingerprinting {
     crc64: Digest,
-    crc32: Digest,
+    crc32: Option<Digest>,
     bytes: u64,
 }
 
 impl Fingerprinting {
-    fn new() -> Self {
+    fn new(with_crc32: bool) -> Self {
         Self {
             crc64: Digest::new(CrcAlgorithm::Crc64Nvme),
-            crc32: Digest::new(CrcAlgorithm::Crc32IsoHdlc),
+            crc32: with_crc32.then(|| Digest::new(CrcAlgorithm::Crc32IsoHdlc)),
             bytes: 0,
         }
     }
 
     fn update(&mut self, bytes: &[u8]) {
         self.crc64.update(bytes);
-        self.crc32.update(bytes);
+        if let Some(crc32) = &mut self.crc32 {
+            crc32.update(bytes);
+        }
         self.bytes += bytes.len() as u64;
     }
 
@@ -58,7 +62,10 @@ impl Fingerprinting {
             bytes: self.bytes,
             crc64nvme: self.crc64.finalize(),
             // A CRC-32 digest's value fits in 32 bits.
-            crc32: u32::try_from(self.crc32.finalize()).unwrap_or(u32::MAX),
+            crc32: self
+                .crc32
+                .as_ref()
+                .map(|crc32| u32::try_from(crc32.finalize()).unwrap_or(u32::MAX)),
         }
     }
 }
@@ -70,10 +77,11 @@ pub(crate) struct FingerprintReader<R> {
 }
 
 impl<R: Read> FingerprintReader<R> {
-    pub(crate) fn new(inner: R) -> Self {
+    /// Fingerprints a read of `source`, with the checksums it can be held against.
+    pub(crate) fn new(inner: R, source: &ObjectInfo) -> Self {
         Self {
             inner,
-            fingerprint: Fingerprinting::new(),
+            fingerprint: Fingerprinting::new(source.crc32.is_some()),
         }
     }
 
@@ -144,14 +152,17 @@ pub(crate) fn decode_stream(
     compressor: &Compressor,
     mut compressed: impl Read,
 ) -> Result<Fingerprint, FormatError> {
-    let mut decoded = FingerprintWriter(Fingerprinting::new());
+    let mut decoded = FingerprintWriter(Fingerprinting::new(false));
     compressor.decompress(&mut compressed, &mut decoded)?;
     Ok(decoded.0.finish())
 }
 
 /// Reads a whole stream and fingerprints it.
-pub(crate) fn fingerprint_stream(stream: impl Read) -> io::Result<Fingerprint> {
-    let mut reader = FingerprintReader::new(stream);
+pub(crate) fn fingerprint_stream(
+    stream: impl Read,
+    source: &ObjectInfo,
+) -> io::Result<Fingerprint> {
+    let mut reader = FingerprintReader::new(stream, source);
     io::copy(&mut reader, &mut io::sink())?;
     Ok(reader.fingerprint())
 }
@@ -180,26 +191,28 @@ pub(crate) fn check(
         )));
     }
     let read_crc64 = encode_crc64(read.crc64nvme);
-    if let Some(stored) = source
-        .crc64nvme
-        .as_deref()
-        .filter(|&stored| stored != read_crc64)
-    {
-        return Err(Disproof::BadRead(format!(
-            "the bytes read have CRC-64/NVME {read_crc64}, the source's stored checksum is {stored}"
-        )));
+    let stored_checksums = [
+        (
+            "CRC-64/NVME",
+            source.crc64nvme.as_deref(),
+            Some(read_crc64.clone()),
+        ),
+        (
+            "CRC-32",
+            source.crc32.as_deref(),
+            read.crc32.map(encode_crc32),
+        ),
+    ];
+    for (name, stored, read) in stored_checksums {
+        if let (Some(stored), Some(read)) = (stored, read) {
+            if stored != read {
+                return Err(Disproof::BadRead(format!(
+                    "the bytes read have {name} {read}, the source's stored checksum is {stored}"
+                )));
+            }
+        }
     }
-    let read_crc32 = encode_crc32(read.crc32);
-    if let Some(stored) = source
-        .crc32
-        .as_deref()
-        .filter(|&stored| stored != read_crc32)
-    {
-        return Err(Disproof::BadRead(format!(
-            "the bytes read have CRC-32 {read_crc32}, the source's stored checksum is {stored}"
-        )));
-    }
-    if decoded != read {
+    if (decoded.bytes, decoded.crc64nvme) != (read.bytes, read.crc64nvme) {
         return Err(Disproof::BadOutput(format!(
             "the output decodes to {} bytes with CRC-64/NVME {}, but {} bytes with {} were read",
             decoded.bytes,
@@ -224,7 +237,7 @@ mod tests {
     use super::*;
 
     fn fingerprint_of(bytes: &[u8]) -> Fingerprint {
-        let mut fingerprint = Fingerprinting::new();
+        let mut fingerprint = Fingerprinting::new(true);
         fingerprint.update(bytes);
         fingerprint.finish()
     }
@@ -240,10 +253,10 @@ mod tests {
 
     #[test]
     fn the_crc32_is_the_one_s3_and_zip_use() {
-        assert_eq!(fingerprint_of(b"123456789").crc32, 0xCBF4_3926);
+        assert_eq!(fingerprint_of(b"123456789").crc32, Some(0xCBF4_3926));
         assert_eq!(
             fingerprint_of(b"123456789").crc32,
-            crc32fast::hash(b"123456789")
+            Some(crc32fast::hash(b"123456789"))
         );
     }
 
