@@ -34,8 +34,8 @@ pub enum EventError {
     /// An object with none of the shapes this crate knows; the keys usually say what it is
     /// (`httpMethod`: API Gateway, `Type`: SNS, ...).
     #[error(
-        "{at} is not an S3 notification, S3 test event, SQS batch or S3 EventBridge event; \
-         its keys are {keys}"
+        "{at} is not an S3 notification, S3 test event, SQS batch, S3 EventBridge event or S3 \
+         Batch Operations invocation; its keys are {keys}"
     )]
     Unrecognised { at: String, keys: String },
 
@@ -56,6 +56,14 @@ pub enum EventError {
         at: String,
         source_name: String,
         detail_type: String,
+    },
+
+    /// A value outside the few a field may take.
+    #[error("{at} is the string {received}; expected {expected}")]
+    UnexpectedValue {
+        at: String,
+        received: String,
+        expected: &'static str,
     },
 
     /// A `%` not followed by two hex digits. Not guessed at: a key that S3 did not encode
@@ -86,6 +94,7 @@ impl EventError {
             | EventError::NotJson { at, .. }
             | EventError::Unrecognised { at, .. }
             | EventError::UnexpectedEventSource { at, .. }
+            | EventError::UnexpectedValue { at, .. }
             | EventError::NotFromS3 { at, .. }
             | EventError::InvalidEscape { at, .. }
             | EventError::NotUtf8 { at, .. } => at,

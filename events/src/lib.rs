@@ -1,10 +1,11 @@
 //! Turns a Lambda invocation payload into the objects the worker must process.
 //!
 //! The worker is invoked by S3 directly, through SQS (with S3, SNS or EventBridge in front of
-//! the queue) or by an EventBridge rule, and each wraps "this object was created" differently.
+//! the queue), by an EventBridge rule or by an S3 Batch Operations job, and each wraps "this
+//! object was created" (or "process this object") differently.
 //! [`parse`] recognises them all and answers with an [`Invocation`]: the objects, plus what the
-//! worker needs to report back (per message for SQS, so that one bad message does not send a
-//! whole batch back to the queue). It knows nothing of S3 clients, compression or config.
+//! worker needs to report back (per message for SQS and per task for Batch Operations, so that
+//! one bad message does not send a whole batch back to the queue). It knows nothing of S3 clients, compression or config.
 //!
 //! Payloads are read from a [`serde_json::Value`] by hand rather than deserialised into
 //! `aws_lambda_events` types or structs of our own: a typed deserialisation fails a whole batch
@@ -31,6 +32,7 @@ macro_rules! fixture {
     };
 }
 
+mod batch_job;
 mod error;
 mod eventbridge;
 mod json;
@@ -40,6 +42,7 @@ mod sqs;
 
 use serde_json::Value;
 
+pub use batch_job::{BatchJob, BatchTask};
 pub use error::EventError;
 pub use key::decode_key;
 
@@ -90,6 +93,8 @@ pub enum Invocation {
     TestEvent { bucket: String },
     /// An SQS batch; each message reported on its own (`batchItemFailures`).
     Sqs(Vec<SqsMessage>),
+    /// An S3 Batch Operations invocation; each task answered on its own (a result code).
+    BatchJob(BatchJob),
 }
 
 /// One message of an SQS batch.
@@ -126,6 +131,7 @@ pub fn parse(payload: &Value) -> Result<Invocation, EventError> {
         },
         Shape::TestEvent { bucket } => Ok(Invocation::TestEvent { bucket }),
         Shape::EventBridge => Ok(Invocation::Direct(vec![eventbridge::event(&payload)?])),
+        Shape::BatchJob => Ok(Invocation::BatchJob(batch_job::job(&payload)?)),
     }
 }
 
@@ -143,6 +149,13 @@ pub(crate) fn notices(document: &Located<'_>) -> Result<Vec<Notice>, EventError>
         )),
         Shape::TestEvent { .. } => Ok(Vec::new()),
         Shape::EventBridge => Ok(vec![eventbridge::event(document)?]),
+        Shape::BatchJob => Err(EventError::UnexpectedEventSource {
+            at: document.path.clone(),
+            received: "an S3 Batch Operations invocation".to_owned(),
+            expected: "an S3 notification, S3 test event or S3 EventBridge event (Batch \
+                       Operations invokes the function itself, never through a queue)"
+                .to_owned(),
+        }),
     }
 }
 
@@ -157,6 +170,7 @@ enum Shape<'a> {
         bucket: String,
     },
     EventBridge,
+    BatchJob,
 }
 
 impl<'a> Shape<'a> {
@@ -189,6 +203,9 @@ impl<'a> Shape<'a> {
         }
         if eventbridge::is_event(object) {
             return Ok(Shape::EventBridge);
+        }
+        if batch_job::is_job(object) {
+            return Ok(Shape::BatchJob);
         }
         Err(EventError::Unrecognised {
             at: document.path.clone(),

@@ -180,8 +180,8 @@ mod tests {
             ),
             (
                 r#"{"Type": "Notification", "Message": "{\"Type\": \"Notification\", \"Message\": \"{}\"}"}"#,
-                "body.Message is not an S3 notification, S3 test event, SQS batch or \
-                 S3 EventBridge event; its keys are \"Message\", \"Type\"",
+                "body.Message is not an S3 notification, S3 test event, SQS batch, \
+                 S3 EventBridge event or S3 Batch Operations invocation; its keys are \"Message\", \"Type\"",
             ),
             (
                 r#"{"Records": [{"eventSource": "aws:sqs", "messageId": "x", "body": "{}"}]}"#,

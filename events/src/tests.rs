@@ -28,8 +28,8 @@ pub(crate) fn error_message(payload: &Value) -> String {
 fn an_unknown_event_lists_its_keys() {
     assert_eq!(
         error(&fixture!("unknown.json")).to_string(),
-        "payload is not an S3 notification, S3 test event, SQS batch or S3 EventBridge event; \
-         its keys are \"body\", \"headers\", \"httpMethod\", \"isBase64Encoded\", \
+        "payload is not an S3 notification, S3 test event, SQS batch, S3 EventBridge event or \
+         S3 Batch Operations invocation; its keys are \"body\", \"headers\", \"httpMethod\", \"isBase64Encoded\", \
          \"multiValueHeaders\", \"path\", \"pathParameters\", \"queryStringParameters\", \
          \"requestContext\", \"resource\", \"stageVariables\""
     );
@@ -54,8 +54,8 @@ fn payloads_that_are_not_objects_say_what_they_are() {
         ),
         (
             json!({}),
-            "payload is not an S3 notification, S3 test event, SQS batch or S3 EventBridge \
-             event; its keys are (none: the object is empty)",
+            "payload is not an S3 notification, S3 test event, SQS batch, S3 EventBridge \
+             event or S3 Batch Operations invocation; its keys are (none: the object is empty)",
         ),
     ] {
         assert_eq!(error(&payload).to_string(), message);
@@ -309,6 +309,30 @@ fn sqs_batch() -> BoxedStrategy<Value> {
         .boxed()
 }
 
+fn batch_job() -> BoxedStrategy<Value> {
+    let task = object_of(vec![
+        ("taskId", matching("[A-Za-z0-9]{0,8}")),
+        ("s3Key", matching("incoming/[a-z+%0-9A-F ]{0,12}")),
+        ("s3VersionId", matching("null|[0-9A-Za-z.]{0,8}")),
+        (
+            "s3BucketArn",
+            matching("arn:aws:s3:::[a-z]{0,8}|arn:[a-z:]{0,12}"),
+        ),
+        ("s3Bucket", matching("[a-z]{0,8}")),
+    ]);
+    object_of(vec![
+        ("invocationSchemaVersion", one_of(&["1.0", "2.0", "3.0"])),
+        ("invocationId", matching("[A-Za-z0-9]{0,8}")),
+        ("job", object_of(vec![("id", matching("[a-z0-9-]{0,8}"))])),
+        (
+            "tasks",
+            prop::collection::vec(task, 0..3)
+                .prop_map(Value::Array)
+                .boxed(),
+        ),
+    ])
+}
+
 /// What holds for every answer, whatever the input.
 fn check(payload: &Value) -> Result<(), TestCaseError> {
     let created_names_an_object = |notice: &Notice| match notice {
@@ -325,6 +349,16 @@ fn check(payload: &Value) -> Result<(), TestCaseError> {
                 prop_assert!(!message.message_id.is_empty());
                 match message.notices {
                     Ok(notices) => prop_assert!(notices.iter().all(created_names_an_object)),
+                    Err(error) => check_error(&error)?,
+                }
+            }
+        }
+        Ok(Invocation::BatchJob(job)) => {
+            prop_assert!(!job.invocation_id.is_empty() && !job.tasks.is_empty());
+            for task in job.tasks {
+                prop_assert!(!task.task_id.is_empty());
+                match task.object {
+                    Ok(object) => prop_assert!(!object.bucket.is_empty() && !object.key.is_empty()),
                     Err(error) => check_error(&error)?,
                 }
             }
@@ -354,7 +388,9 @@ proptest! {
 
     #[test]
     fn parse_never_panics_on_near_miss_events(
-        payload in prop_oneof![s3_notification(), eventbridge(), test_event(), sqs_batch()]
+        payload in prop_oneof![
+            s3_notification(), eventbridge(), test_event(), sqs_batch(), batch_job()
+        ]
     ) {
         check(&payload)?;
     }

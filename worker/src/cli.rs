@@ -72,6 +72,22 @@ pub enum Command {
         version_id: Option<String>,
     },
 
+    /// Compress the objects already in a bucket: list them and run each one a rule takes
+    /// through the same pipeline as an upload. Safe to interrupt (Ctrl-C) and run again.
+    Backfill {
+        /// s3://BUCKET (every source prefix of the config) or s3://BUCKET/PREFIX
+        url: String,
+        /// Print what would happen to each key (rule, format, output key) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Objects compressed at once; a memory budget still keeps large ones apart.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+        concurrency: u16,
+        /// Stop after this many objects a rule takes.
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
+    },
+
     /// Run an S3-compatible endpoint backed by a folder, and compress every upload to it.
     Serve {
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -130,6 +146,20 @@ impl Cli {
             Command::Compress { url, version_id } => runtime()?.block_on(crate::online::compress(
                 &url, version_id, routes, stall, out,
             )),
+            Command::Backfill {
+                url,
+                dry_run,
+                concurrency,
+                limit,
+            } => {
+                let options = crate::backfill::Options {
+                    url,
+                    dry_run,
+                    concurrency: usize::from(concurrency),
+                    limit,
+                };
+                runtime()?.block_on(crate::backfill::run(options, routes, stall, out))
+            }
             Command::Serve {
                 addr,
                 data,

@@ -2,7 +2,10 @@
 
 use std::time::Instant;
 
-use s3_compressor_events::{EventError, Invocation, Notice, ObjectRef, SqsMessage};
+use aws_lambda_events::event::s3::batch_job::{S3BatchJobResponse, S3BatchJobResult};
+use aws_lambda_events::event::sqs::SqsBatchResponse;
+use futures::StreamExt as _;
+use s3_compressor_events::{BatchJob, EventError, Invocation, Notice, ObjectRef, SqsMessage};
 use serde_json::{json, Value};
 
 use crate::{Outcome, Worker};
@@ -13,6 +16,9 @@ use crate::{Outcome, Worker};
 pub enum HandlerError {
     #[error("{0}")]
     UnrecognisedEvent(#[from] EventError),
+
+    #[error("the response could not be written: {0}")]
+    Response(#[source] serde_json::Error),
 
     #[error("{failed} of {total} objects failed: {errors}")]
     Failed {
@@ -28,11 +34,22 @@ pub enum HandlerError {
 /// Failures named in one invocation's error; the log has every one.
 const FAILURES_NAMED: usize = 5;
 
+/// Objects of one invocation processed at once. Small objects are mostly waiting on S3's
+/// round trips, so many at a time is what makes a batch of 10,000 finish; the worker's memory
+/// budget, not this, keeps large ones apart.
+const OBJECTS_AT_ONCE: usize = 32;
+
+/// Batch Operations result codes.
+const SUCCEEDED: &str = "Succeeded";
+const TEMPORARY_FAILURE: &str = "TemporaryFailure";
+const PERMANENT_FAILURE: &str = "PermanentFailure";
+
 impl HandlerError {
     /// The error type Lambda reports (and on-failure destinations record).
     pub fn kind(&self) -> &'static str {
         match self {
             Self::UnrecognisedEvent(_) => "UnrecognisedEvent",
+            Self::Response(_) => "ResponseError",
             Self::Failed {
                 retryable: true, ..
             } => "RetryableFailure",
@@ -78,7 +95,8 @@ impl Handler {
     /// records it on the failure queue. A failure a retry cannot fix (a collision, access
     /// denied, a failed proof) fails it too, so that it reaches the queue instead of ending as
     /// a log line. SQS batches answer `batchItemFailures`: the failed messages return to the
-    /// queue, and to its dead-letter queue in the end.
+    /// queue, and to its dead-letter queue in the end. Batch Operations jobs answer a result
+    /// code per task, which the job's completion report lists.
     pub async fn handle(
         &self,
         payload: &Value,
@@ -95,40 +113,16 @@ impl Handler {
                 (Ok(response), Totals::default())
             }
             Invocation::Direct(notices) => {
-                let results = self.process_all(&notices, deadline).await;
-                let totals = totals(&results);
-                let failed: Vec<&ObjectResult> = results
-                    .iter()
-                    .filter(|result| result.outcome.is_failure())
-                    .collect();
-                let response = if failed.is_empty() {
-                    Ok(json!({ "results": describe(&results) }))
-                } else {
-                    let mut errors: Vec<String> = failed
-                        .iter()
-                        .take(FAILURES_NAMED)
-                        .map(|result| {
-                            format!("s3://{}/{}: {}", result.bucket, result.key, result.outcome)
-                        })
-                        .collect();
-                    if failed.len() > FAILURES_NAMED {
-                        errors.push(format!(
-                            "and {} more (see the log)",
-                            failed.len() - FAILURES_NAMED
-                        ));
-                    }
-                    Err(HandlerError::Failed {
-                        failed: failed.len(),
-                        total: results.len(),
-                        retryable: failed.iter().any(|result| result.outcome.should_retry()),
-                        errors: errors.join("; "),
-                    })
-                };
-                (response, totals)
+                let results = self.process_all(notices.iter().collect(), deadline).await;
+                (direct_response(&results), totals(&results))
             }
             Invocation::Sqs(messages) => {
                 let (response, totals) = self.handle_sqs(&messages, deadline).await;
-                (Ok(response), totals)
+                (to_value(&response), totals)
+            }
+            Invocation::BatchJob(job) => {
+                let (response, totals) = self.handle_batch_job(job, deadline).await;
+                (to_value(&response), totals)
             }
         }
     }
@@ -137,59 +131,116 @@ impl Handler {
         &self,
         messages: &[SqsMessage],
         deadline: Option<Instant>,
-    ) -> (Value, Totals) {
-        let mut failures = Vec::new();
-        let mut all_results = Vec::new();
-        for message in messages {
-            let notices = match &message.notices {
-                Ok(notices) => notices,
-                Err(error) => {
-                    // Returned to the queue, and to its dead-letter queue in the end: a body
-                    // nobody understands is kept for a person to look at.
-                    tracing::error!(message_id = %message.message_id, %error, "SQS message not understood");
-                    failures.push(json!({ "itemIdentifier": message.message_id }));
-                    continue;
-                }
-            };
-            let results = self.process_all(notices, deadline).await;
-            if results.iter().any(|result| result.outcome.is_failure()) {
-                failures.push(json!({ "itemIdentifier": message.message_id }));
-            }
-            all_results.extend(results);
+    ) -> (SqsBatchResponse, Totals) {
+        // Every object of every message at once, within the worker's memory budget; each
+        // result is then traced back to its message.
+        let (owners, notices): (Vec<usize>, Vec<&Notice>) = messages
+            .iter()
+            .enumerate()
+            .filter_map(|(index, message)| Some((index, message.notices.as_ref().ok()?)))
+            .flat_map(|(index, notices)| notices.iter().map(move |notice| (index, notice)))
+            .unzip();
+        let results = self.process_all(notices, deadline).await;
+        let mut failed = vec![false; messages.len()];
+        for (owner, result) in owners.iter().zip(&results) {
+            failed[*owner] |= result.outcome.is_failure();
         }
-        let totals = totals(&all_results);
-        (json!({ "batchItemFailures": failures }), totals)
+        let mut response = SqsBatchResponse::default();
+        for (message, failed) in messages.iter().zip(failed) {
+            if let Err(error) = &message.notices {
+                // Returned to the queue, and to its dead-letter queue in the end: a body
+                // nobody understands is kept for a person to look at.
+                tracing::error!(message_id = %message.message_id, %error, "SQS message not understood");
+            } else if !failed {
+                continue;
+            }
+            response.add_failure(message.message_id.clone());
+        }
+        (response, totals(&results))
     }
 
-    /// One object at a time: each already uses every core it is given, and memory stays
-    /// that of one object.
+    /// Answers every task of a Batch Operations job: `Succeeded` when nothing is left to do
+    /// (compressed, already done, or skipped with the reason), `TemporaryFailure` when a retry
+    /// may succeed (Batch Operations retries it), `PermanentFailure` otherwise.
+    async fn handle_batch_job(
+        &self,
+        job: BatchJob,
+        deadline: Option<Instant>,
+    ) -> (S3BatchJobResponse, Totals) {
+        tracing::info!(job_id = %job.job_id, tasks = job.tasks.len(), "S3 Batch Operations tasks");
+        let notices: Vec<Notice> = job
+            .tasks
+            .iter()
+            .filter_map(|task| task.object.as_ref().ok().cloned().map(Notice::Created))
+            .collect();
+        let processed = self.process_all(notices.iter().collect(), deadline).await;
+        let totals = totals(&processed);
+        let mut results = processed.into_iter();
+        let mut response = S3BatchJobResponse::default();
+        response.invocation_schema_version = Some(job.schema_version.clone());
+        response.invocation_id = Some(job.invocation_id.clone());
+        // What Batch Operations records for a task the answer leaves out; every task is
+        // answered, so this only matters if that ever changes.
+        response.treat_missing_keys_as = Some(PERMANENT_FAILURE.to_owned());
+        let mut answered = Vec::with_capacity(job.tasks.len());
+        for task in &job.tasks {
+            let (code, detail) = match (&task.object, results.next()) {
+                (Ok(_), Some(result)) => (
+                    batch_result_code(&result.outcome),
+                    result.outcome.to_string(),
+                ),
+                (Err(error), _) => {
+                    tracing::error!(task_id = %task.task_id, %error, "Batch Operations task not understood");
+                    (PERMANENT_FAILURE, error.to_string())
+                }
+                (Ok(_), None) => (TEMPORARY_FAILURE, "the task was not processed".to_owned()),
+            };
+            let mut result = S3BatchJobResult::default();
+            result.task_id = Some(task.task_id.clone());
+            result.result_code = Some(code.to_owned());
+            result.result_string = Some(detail);
+            answered.push(result);
+        }
+        response.results = answered;
+        (response, totals)
+    }
+
+    /// Processes objects at once, at most [`OBJECTS_AT_ONCE`], within the worker's memory
+    /// budget (a large object runs alone, small ones share it); the results in their order.
     async fn process_all(
         &self,
-        notices: &[Notice],
+        notices: Vec<&Notice>,
         deadline: Option<Instant>,
     ) -> Vec<ObjectResult> {
-        let mut results = Vec::with_capacity(notices.len());
-        for notice in notices {
-            let result = match notice {
-                Notice::Created(object) => self.process(object, deadline).await,
-                Notice::Ignored {
-                    bucket,
-                    key,
-                    event_name,
-                } => {
-                    let outcome =
-                        Outcome::Skipped(format!("{event_name} is not an object creation"));
-                    tracing::info!(%bucket, %key, outcome = outcome.label(), "{outcome}");
-                    ObjectResult {
-                        bucket: bucket.clone(),
-                        key: key.clone(),
-                        outcome,
-                    }
+        let mut results: Vec<(usize, ObjectResult)> =
+            futures::stream::iter(notices.into_iter().enumerate())
+                .map(|(index, notice)| async move {
+                    (index, self.process_notice(notice, deadline).await)
+                })
+                .buffer_unordered(OBJECTS_AT_ONCE)
+                .collect()
+                .await;
+        results.sort_by_key(|(index, _)| *index);
+        results.into_iter().map(|(_, result)| result).collect()
+    }
+
+    async fn process_notice(&self, notice: &Notice, deadline: Option<Instant>) -> ObjectResult {
+        match notice {
+            Notice::Created(object) => self.process(object, deadline).await,
+            Notice::Ignored {
+                bucket,
+                key,
+                event_name,
+            } => {
+                let outcome = Outcome::Skipped(format!("{event_name} is not an object creation"));
+                tracing::info!(%bucket, %key, outcome = outcome.label(), "{outcome}");
+                ObjectResult {
+                    bucket: bucket.clone(),
+                    key: key.clone(),
+                    outcome,
                 }
-            };
-            results.push(result);
+            }
         }
-        results
     }
 
     pub async fn process(&self, object: &ObjectRef, deadline: Option<Instant>) -> ObjectResult {
@@ -199,6 +250,54 @@ impl Handler {
             outcome: self.worker.process(object, deadline).await,
         }
     }
+}
+
+/// A direct invocation fails as a whole when any object failed, naming the first few.
+fn direct_response(results: &[ObjectResult]) -> Result<Value, HandlerError> {
+    let failed: Vec<&ObjectResult> = results
+        .iter()
+        .filter(|result| result.outcome.is_failure())
+        .collect();
+    if failed.is_empty() {
+        return Ok(json!({ "results": describe(results) }));
+    }
+    let mut errors: Vec<String> = failed
+        .iter()
+        .take(FAILURES_NAMED)
+        .map(|result| format!("s3://{}/{}: {}", result.bucket, result.key, result.outcome))
+        .collect();
+    if failed.len() > FAILURES_NAMED {
+        errors.push(format!(
+            "and {} more (see the log)",
+            failed.len() - FAILURES_NAMED
+        ));
+    }
+    Err(HandlerError::Failed {
+        failed: failed.len(),
+        total: results.len(),
+        retryable: failed.iter().any(|result| result.outcome.should_retry()),
+        errors: errors.join("; "),
+    })
+}
+
+/// A skipped or missing object is a task done: nothing is left to do for it, and the result
+/// string says why (a manifest from S3 Inventory lists outputs and objects since deleted too).
+fn batch_result_code(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Failed { retry: true, .. } => TEMPORARY_FAILURE,
+        Outcome::Failed { retry: false, .. } => PERMANENT_FAILURE,
+        Outcome::Compressed { .. }
+        | Outcome::AlreadyDone { .. }
+        | Outcome::Superseded { .. }
+        | Outcome::Skipped(_)
+        | Outcome::SourceMissing => SUCCEEDED,
+    }
+}
+
+/// The response types serialise to plain JSON objects; should one ever not, the invocation
+/// says so rather than answering something Lambda would misread.
+fn to_value(response: &impl serde::Serialize) -> Result<Value, HandlerError> {
+    serde_json::to_value(response).map_err(HandlerError::Response)
 }
 
 fn describe(results: &[ObjectResult]) -> Vec<Value> {

@@ -2,6 +2,7 @@
 //!
 //! The binary's `main.rs` only parses the command line and calls in here.
 
+mod backfill;
 pub mod cli;
 mod commands;
 mod error;

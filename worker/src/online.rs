@@ -141,15 +141,7 @@ pub(crate) async fn serve(
         &secret_key,
         stall,
     ));
-    let mut prefixes: Vec<String> = routes
-        .config()
-        .rules()
-        .iter()
-        .map(|rule| rule.prefix.clone())
-        .collect();
-    // A nested prefix is listed with its parent.
-    prefixes.sort();
-    prefixes.dedup_by(|nested, parent| nested.starts_with(parent.as_str()));
+    let prefixes = routes.source_prefixes();
     let handler = handler(Arc::clone(&store) as Arc<dyn ObjectStore>, routes);
 
     writeln!(
@@ -169,12 +161,10 @@ pub(crate) async fn serve(
     // Sources already there (left by a run that stopped before finishing them, or copied into
     // the folder) are taken up like new uploads.
     let (found, mut left_over) = tokio::sync::mpsc::channel(SERVE_PARALLEL_OBJECTS);
-    tokio::spawn(find_left_over(
-        Arc::clone(&store),
-        bucket.clone(),
-        prefixes,
-        found,
-    ));
+    {
+        let (store, bucket) = (Arc::clone(&store), bucket.clone());
+        tokio::spawn(async move { store.list_into(&bucket, &prefixes, found).await });
+    }
     let mut left_over_open = true;
 
     let mut running = JoinSet::new();
@@ -187,11 +177,21 @@ pub(crate) async fn serve(
                 let handler = handler.clone();
                 running.spawn(async move { handler.process(&object_of(upload), None).await });
             }
-            object = left_over.recv(), if left_over_open && running.len() < SERVE_PARALLEL_OBJECTS => {
-                let Some(object) = object else {
-                    left_over_open = false;
-                    continue;
+            listed = left_over.recv(), if left_over_open && running.len() < SERVE_PARALLEL_OBJECTS => {
+                let listed = match listed {
+                    Some(Ok(listed)) => listed,
+                    Some(Err(error)) => {
+                        tracing::error!(%error, "could not list the objects left from before");
+                        left_over_open = false;
+                        continue;
+                    }
+                    None => {
+                        left_over_open = false;
+                        continue;
+                    }
                 };
+                tracing::info!(%bucket, key = %listed.key, "taking up an object left from before");
+                let object = listed.in_bucket(&bucket);
                 let handler = handler.clone();
                 running.spawn(async move { handler.process(&object, None).await });
             }
@@ -230,45 +230,6 @@ fn report_failure(
     }
     out.flush()?;
     Ok(())
-}
-
-/// Lists the keys under each source prefix and hands them over, a page at a time.
-async fn find_left_over(
-    store: Arc<S3Store>,
-    bucket: String,
-    prefixes: Vec<String>,
-    found: tokio::sync::mpsc::Sender<ObjectRef>,
-) {
-    for prefix in prefixes {
-        let mut continuation = None;
-        loop {
-            let (keys, next) = match store.list_page(&bucket, &prefix, continuation).await {
-                Ok(page) => page,
-                Err(error) => {
-                    tracing::error!(%error, %prefix, "could not list the objects left from before");
-                    break;
-                }
-            };
-            for key in keys {
-                tracing::info!(%bucket, %key, "taking up an object left from before");
-                let object = ObjectRef {
-                    bucket: bucket.clone(),
-                    key,
-                    version_id: None,
-                    size: None,
-                    etag: None,
-                    sequencer: None,
-                };
-                if found.send(object).await.is_err() {
-                    return;
-                }
-            }
-            match next {
-                Some(token) => continuation = Some(token),
-                None => break,
-            }
-        }
-    }
 }
 
 fn object_of(upload: Upload) -> ObjectRef {

@@ -65,6 +65,20 @@ impl Routes {
         &self.config
     }
 
+    /// The source prefixes to list to find every object a rule takes: the rules' prefixes,
+    /// sorted, without those nested in another.
+    pub fn source_prefixes(&self) -> Vec<String> {
+        let mut prefixes: Vec<String> = self
+            .config
+            .rules()
+            .iter()
+            .map(|rule| rule.prefix.clone())
+            .collect();
+        prefixes.sort();
+        prefixes.dedup_by(|nested, parent| nested.starts_with(parent.as_str()));
+        prefixes
+    }
+
     /// Each rule with the compressor it resolved to.
     pub fn rules(&self) -> impl Iterator<Item = (&Rule, &Arc<Compressor>)> {
         self.config.rules().iter().zip(&self.compressors)

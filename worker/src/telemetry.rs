@@ -1,9 +1,11 @@
 //! Logs and metrics: `tracing` for people, CloudWatch Embedded Metric Format for dashboards.
 
+use std::io::IsTerminal as _;
 use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -13,6 +15,15 @@ use crate::handler::Totals;
 /// the function's JSON logging config) and as compact text otherwise. The level comes from
 /// `RUST_LOG`, else Lambda's `AWS_LAMBDA_LOG_LEVEL`, else `info`.
 pub fn init_logging() {
+    init_logging_with(tracing::Level::INFO, std::io::stderr);
+}
+
+/// [`init_logging`] with another default level and writer (for output that has to share the
+/// terminal with a progress bar).
+pub(crate) fn init_logging_with<W>(default: tracing::Level, writer: W)
+where
+    W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
+{
     let filter = std::env::var("RUST_LOG")
         .ok()
         .or_else(|| std::env::var("AWS_LAMBDA_LOG_LEVEL").ok())
@@ -24,13 +35,16 @@ pub fn init_logging() {
         // CPU for spans no line ever shows.
         .unwrap_or_else(|| {
             Targets::new()
-                .with_default(tracing::Level::INFO)
+                .with_default(default)
                 .with_target("aws_sdk_s3::http_response_checksum", tracing::Level::ERROR)
                 .with_target("s3s_fs", tracing::Level::WARN)
         });
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT")
         .is_ok_and(|format| format.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    // Colours only for a person at a terminal, never into a log file or CloudWatch.
+    let builder = tracing_subscriber::fmt()
+        .with_writer(writer)
+        .with_ansi(std::io::stderr().is_terminal());
     // A second initialisation (tests) keeps the first subscriber, which is what we want.
     let _ = if json {
         builder

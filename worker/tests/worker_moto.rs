@@ -14,7 +14,7 @@ use base64::Engine as _;
 use s3_compressor_tests::events::{
     fixture, percent_decode, s3_event, s3_record, sqs_batch, sqs_message, write_event,
 };
-use s3_compressor_tests::faults::{Fault, Op};
+use s3_compressor_tests::faults::{Fault, Op, Times};
 use s3_compressor_tests::process::{run, Finished, Running, HANG_LIMIT};
 use s3_compressor_tests::{random, splitmix, FaultProxy, Moto};
 use serde_json::{json, Value};
@@ -426,6 +426,187 @@ fn a_batch_whose_object_failed_transiently_is_returned_to_the_queue() {
         response_of(&finished),
         json!({ "batchItemFailures": [{ "itemIdentifier": "m-ok" }] })
     );
+}
+
+/// A Batch Operations job in schema `version`: 1.0 names the bucket by ARN and URL-encodes
+/// the key as a CSV manifest does, 2.0 names the bucket and gives the key as it is.
+fn batch_job(version: &str, bucket: &str, tasks: &[(&str, &str)]) -> Value {
+    let tasks: Vec<Value> = tasks
+        .iter()
+        .map(|(task_id, key)| match version {
+            "1.0" => json!({
+                "taskId": task_id,
+                "s3Key": s3_compressor_tests::events::form_encode(key),
+                "s3VersionId": null,
+                "s3BucketArn": format!("arn:aws:s3:::{bucket}"),
+            }),
+            _ => json!({
+                "taskId": task_id, "s3Bucket": bucket, "s3Key": key, "s3VersionId": null
+            }),
+        })
+        .collect();
+    json!({
+        "invocationSchemaVersion": version,
+        "invocationId": format!("invocation-{version}"),
+        "job": {"id": "job-1", "userArguments": {"note": "ignored"}},
+        "tasks": tasks,
+    })
+}
+
+/// `task id -> (result code, result string)` of a Batch Operations response, after checking
+/// that it echoes the invocation.
+fn batch_results(response: &Value, version: &str) -> Vec<(String, String, String)> {
+    assert_eq!(response["invocationSchemaVersion"], version, "{response:#}");
+    assert_eq!(response["invocationId"], format!("invocation-{version}"));
+    assert_eq!(response["treatMissingKeysAs"], "PermanentFailure");
+    response["results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no results in {response:#}"))
+        .iter()
+        .map(|result| {
+            let field = |name: &str| result[name].as_str().unwrap_or_default().to_owned();
+            (field("taskId"), field("resultCode"), field("resultString"))
+        })
+        .collect()
+}
+
+/// Both schema versions, every kind of answer in one job: compressed, skipped and missing
+/// objects are `Succeeded` (nothing is left to do), a collision `PermanentFailure`, an S3
+/// that fails `TemporaryFailure` (Batch Operations tries it again), a task that names no
+/// object `PermanentFailure` with the reason; the invocation itself succeeds.
+#[test]
+fn a_batch_operations_job_answers_each_task_with_its_own_result_code() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(moto.endpoint());
+    for version in ["1.0", "2.0"] {
+        let bucket = format!("job-{}", version.replace('.', "-"));
+        moto.create_bucket(&bucket);
+        let spaced = "incoming/year 2024/a+b%.csv";
+        let spaced_content = text(30_000, 3);
+        put(&moto, &bucket, spaced, &spaced_content);
+        put(&moto, &bucket, "incoming/report.csv", &text(10_000, 4));
+        put(&moto, &bucket, "incoming/report.txt", &text(10_000, 5));
+        put(&moto, &bucket, "incoming/flaky.csv", &text(10_000, 6));
+        put(&moto, &bucket, "notes/readme.txt", b"not under a rule\n");
+        // report.csv takes processed/report.zip first; report.txt then collides with it.
+        let first = invoke(&moto, &s3_event(&bucket, &["incoming/report.csv"]));
+        assert_eq!(outcomes(&first)[0].1, "compressed");
+        proxy.inject_for_key(
+            Op::GetObject,
+            "incoming/flaky.csv",
+            Fault::InternalError,
+            Times::Always,
+        );
+
+        let mut job = batch_job(
+            version,
+            &bucket,
+            &[
+                ("t-spaced", spaced),
+                ("t-clash", "incoming/report.txt"),
+                ("t-flaky", "incoming/flaky.csv"),
+                ("t-outside", "notes/readme.txt"),
+                ("t-missing", "incoming/never-uploaded.csv"),
+                ("t-bad", "incoming/unnamed.csv"),
+            ],
+        );
+        // A task that names no bucket fails alone.
+        let bad = &mut job["tasks"][5];
+        if version == "1.0" {
+            bad["s3BucketArn"] = json!("not-an-arn");
+        } else {
+            bad["s3Bucket"] = json!("");
+        }
+        let path = write_event(moto.dir(), &format!("job-{version}.json"), &job);
+        let finished = run(moto
+            .s3_compressor()
+            .env("AWS_ENDPOINT_URL", proxy.endpoint())
+            .arg("invoke")
+            .arg("--event")
+            .arg(&path));
+        proxy.clear();
+        assert!(finished.success(), "{version}: {}", finished.describe());
+        let results = batch_results(&response_of(&finished), version);
+        let codes: Vec<(&str, &str)> = results
+            .iter()
+            .map(|(task, code, _)| (task.as_str(), code.as_str()))
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                ("t-spaced", "Succeeded"),
+                ("t-clash", "PermanentFailure"),
+                ("t-flaky", "TemporaryFailure"),
+                ("t-outside", "Succeeded"),
+                ("t-missing", "Succeeded"),
+                ("t-bad", "PermanentFailure"),
+            ],
+            "{version}: {results:#?}"
+        );
+        let detail = |task: &str| {
+            results
+                .iter()
+                .find(|(id, _, _)| id == task)
+                .map(|(_, _, detail)| detail.clone())
+                .unwrap_or_default()
+        };
+        assert!(
+            detail("t-spaced").starts_with("compressed to processed/year 2024/a+b%.zip"),
+            "{version}: {}",
+            detail("t-spaced")
+        );
+        assert!(
+            detail("t-clash").contains("made from incoming/report.csv"),
+            "{}",
+            detail("t-clash")
+        );
+        assert!(
+            detail("t-flaky").starts_with("failed (transient"),
+            "{}",
+            detail("t-flaky")
+        );
+        assert!(
+            detail("t-outside").starts_with("skipped:"),
+            "{}",
+            detail("t-outside")
+        );
+        assert!(
+            detail("t-missing").contains("no longer exists"),
+            "{}",
+            detail("t-missing")
+        );
+        let expected_bad = if version == "1.0" {
+            "payload.tasks[5].s3BucketArn is the string \"not-an-arn\"; expected a bucket ARN, \
+             arn:PARTITION:s3:::BUCKET"
+        } else {
+            "payload.tasks[5].s3Bucket is empty"
+        };
+        assert_eq!(detail("t-bad"), expected_bad, "{version}");
+
+        assert!(unzip(&moto, &bucket, "processed/year 2024/a+b%.zip").1 == spaced_content);
+        assert_eq!(
+            moto.keys(&bucket),
+            [
+                "incoming/flaky.csv",
+                "incoming/report.txt",
+                "notes/readme.txt",
+                "processed/report.zip",
+                "processed/year 2024/a+b%.zip",
+            ],
+            "{version}: what failed or is outside the rules is kept"
+        );
+
+        // Batch Operations retries the temporary failure; once S3 answers, it succeeds.
+        let retry = invoke(
+            &moto,
+            &batch_job(version, &bucket, &[("t-flaky", "incoming/flaky.csv")]),
+        );
+        assert_eq!(
+            batch_results(&retry, version)[0].1,
+            "Succeeded",
+            "{retry:#}"
+        );
+    }
 }
 
 #[test]
@@ -1314,4 +1495,267 @@ fn a_stalled_request_is_retried_after_the_stall_limit() {
     assert_eq!(proxy.faults_applied(), 3, "every stall fired");
     assert!(unzip(&moto, "stall", "processed/stall.zip").1 == content);
     assert!(moto.head("stall", key).is_none(), "source deleted");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backfill
+
+/// The bytes of a backfill test object: text, different for every key.
+fn backfill_content(key: &str) -> Vec<u8> {
+    let seed = key.bytes().fold(7u64, |hash, byte| {
+        hash.wrapping_mul(31).wrapping_add(u64::from(byte))
+    });
+    text(200 + (seed % 3_000) as usize, seed % 100_000)
+}
+
+/// `s3-compressor --config CONFIG backfill ARGS...`
+fn backfill(moto: &Moto, config: &Path, args: &[&str]) -> Command {
+    let mut command = moto.s3_compressor();
+    command
+        .arg("--config")
+        .arg(config)
+        .arg("backfill")
+        .args(args);
+    command
+}
+
+/// The count on a summary row (`  compressed   1200  ...`).
+fn summary_count(summary: &str, row: &str) -> u64 {
+    summary
+        .lines()
+        .find_map(|line| {
+            let rest = line.trim_start().strip_prefix(row)?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no row {row:?} in the summary:\n{summary}"))
+}
+
+/// Thousands of objects already in a bucket, across three rules (one keeps its sources):
+/// a dry run changes nothing, `--limit` stops where it says, a run interrupted with Ctrl-C
+/// finishes what is in flight and loses nothing, and the rerun does the rest, recognising
+/// what is done.
+#[test]
+fn backfill_compresses_what_is_there_and_resumes_after_an_interrupt() {
+    let moto = Moto::start();
+    let bucket = "existing";
+    moto.create_bucket(bucket);
+    let config = moto.write_file(
+        "backfill.toml",
+        b"[[rule]]\nprefix = \"incoming/\"\noutput_prefix = \"processed/\"\nformat = \"zip\"\n\n\
+          [[rule]]\nprefix = \"incoming/logs/\"\noutput_prefix = \"processed-logs/\"\nformat = \"gzip\"\n\n\
+          [[rule]]\nprefix = \"archive/\"\noutput_prefix = \"archive-zstd/\"\nformat = \"zstd\"\ndelete_source = false\n",
+    );
+    let mut sources = Vec::new();
+    for index in 0..1_200 {
+        sources.push(format!("incoming/team-{}/report {index}.csv", index % 7));
+    }
+    for index in 0..500 {
+        sources.push(format!("incoming/logs/app-{index}.log"));
+    }
+    for index in 0..300 {
+        sources.push(format!("archive/2024/{index}.json"));
+    }
+    for key in &sources {
+        moto.put(bucket, key, backfill_content(key));
+    }
+    // Not for the worker: outside every rule, and a folder marker.
+    moto.put(bucket, "notes/readme.txt", b"left alone".to_vec());
+    moto.put(bucket, "incoming/team-0/", Vec::new());
+    let output_of = |key: &str| -> String {
+        if let Some(rest) = key.strip_prefix("incoming/logs/") {
+            format!("processed-logs/{rest}.gz")
+        } else if let Some(rest) = key.strip_prefix("archive/") {
+            format!("archive-zstd/{rest}.zst")
+        } else {
+            let rest = key.strip_prefix("incoming/").unwrap_or(key);
+            format!(
+                "processed/{}.zip",
+                rest.strip_suffix(".csv").unwrap_or(rest)
+            )
+        }
+    };
+    let before = moto.keys(bucket);
+
+    // A dry run lists every decision and touches nothing.
+    let dry = run(&mut backfill(
+        &moto,
+        &config,
+        &[&format!("s3://{bucket}"), "--dry-run"],
+    ));
+    assert!(dry.success(), "{}", dry.describe());
+    let example = "incoming/logs/app-7.log -> processed-logs/app-7.log.gz (rule incoming/logs/, gzip level 6, source deleted once verified)";
+    assert!(
+        dry.stdout.lines().any(|line| line == example),
+        "{}",
+        dry.describe()
+    );
+    assert!(dry
+        .stdout
+        .contains("incoming/team-0/: skipped: the key ends with \"/\""));
+    assert_eq!(
+        summary_count(&dry.stdout, "would compress"),
+        2_000,
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(moto.keys(bucket), before, "a dry run changes nothing");
+
+    // --limit: exactly that many.
+    let limited = run(&mut backfill(
+        &moto,
+        &config,
+        &[&format!("s3://{bucket}/incoming/logs/"), "--limit", "50"],
+    ));
+    assert!(limited.success(), "{}", limited.describe());
+    assert_eq!(
+        summary_count(&limited.stdout, "compressed"),
+        50,
+        "{}",
+        limited.stdout
+    );
+
+    // Ctrl-C once some outputs are there: what is in flight finishes, nothing new starts.
+    let mut interrupted = Running::spawn(&mut backfill(
+        &moto,
+        &config,
+        &[&format!("s3://{bucket}"), "--concurrency", "8"],
+    ));
+    let started = Instant::now();
+    while moto
+        .keys(bucket)
+        .iter()
+        .filter(|key| key.starts_with("processed/"))
+        .count()
+        < 100
+    {
+        assert!(started.elapsed() < HANG_LIMIT, "backfill made no progress");
+        assert!(
+            interrupted.try_finish().is_none(),
+            "backfill ended before it was interrupted"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let sent = Command::new("kill")
+        .args(["-INT", &interrupted.id().to_string()])
+        .status();
+    assert!(sent.is_ok_and(|status| status.success()), "kill -INT");
+    let interrupted = interrupted.finish(HANG_LIMIT);
+    assert_eq!(
+        interrupted.status.code(),
+        Some(1),
+        "{}",
+        interrupted.describe()
+    );
+    assert!(
+        interrupted
+            .stdout
+            .contains("interrupted after the objects in flight finished")
+            && interrupted
+                .stderr
+                .contains("rerun to go on where this run stopped"),
+        "{}",
+        interrupted.describe()
+    );
+    let done_first = summary_count(&interrupted.stdout, "compressed");
+    assert!(
+        done_first > 0 && done_first < 1_950,
+        "{}",
+        interrupted.stdout
+    );
+
+    // Nothing lost: every source is still there or has its output, never neither; the
+    // sources of the deleting rules are never both.
+    let after_interrupt: std::collections::BTreeSet<String> =
+        moto.keys(bucket).into_iter().collect();
+    let mut compressed = 0;
+    for key in &sources {
+        let (source, output) = (
+            after_interrupt.contains(key),
+            after_interrupt.contains(&output_of(key)),
+        );
+        assert!(source || output, "{key}: lost");
+        if !key.starts_with("archive/") {
+            assert!(
+                !(source && output),
+                "{key}: both source and output after the run stopped"
+            );
+        }
+        compressed += usize::from(output);
+    }
+    assert_eq!(compressed as u64, 50 + done_first);
+    assert!(moto.open_uploads(bucket).is_empty(), "no upload left open");
+
+    // The rerun does the rest; what the first run did is not done again.
+    let rerun = run(&mut backfill(&moto, &config, &[&format!("s3://{bucket}")]));
+    assert!(rerun.success(), "{}", rerun.describe());
+    let archive_done_before = sources
+        .iter()
+        .filter(|key| key.starts_with("archive/") && after_interrupt.contains(&output_of(key)))
+        .count() as u64;
+    assert_eq!(
+        summary_count(&rerun.stdout, "compressed"),
+        2_000 - compressed as u64,
+        "{}",
+        rerun.stdout
+    );
+    assert_eq!(
+        summary_count(&rerun.stdout, "already done"),
+        archive_done_before,
+        "{}",
+        rerun.stdout
+    );
+    assert_eq!(
+        summary_count(&rerun.stdout, "skipped: folder marker"),
+        1,
+        "{}",
+        rerun.stdout
+    );
+
+    let mut expected: Vec<String> = sources.iter().map(|key| output_of(key)).collect();
+    expected.extend(
+        sources
+            .iter()
+            .filter(|key| key.starts_with("archive/"))
+            .cloned(),
+    );
+    expected.extend(["incoming/team-0/".to_owned(), "notes/readme.txt".to_owned()]);
+    expected.sort();
+    assert_eq!(
+        moto.keys(bucket),
+        expected,
+        "every output, the kept sources and what is not for the worker"
+    );
+
+    // One output of each rule decodes to its source, with the usual tools.
+    for (key, decoder) in [
+        ("incoming/team-3/report 10.csv", None),
+        ("incoming/logs/app-400.log", Some(["gzip", "-dc"])),
+        ("archive/2024/299.json", Some(["zstd", "-dcq"])),
+    ] {
+        let output = output_of(key);
+        let decoded = match decoder {
+            None => unzip(&moto, bucket, &output).1,
+            Some([program, flag]) => tool(program, &[flag], &download(&moto, bucket, &output)),
+        };
+        assert!(
+            decoded == backfill_content(key),
+            "{output} decodes to {key}"
+        );
+    }
+
+    // A third run finds nothing left to do.
+    let third = run(&mut backfill(&moto, &config, &[&format!("s3://{bucket}")]));
+    assert!(third.success(), "{}", third.describe());
+    assert_eq!(
+        summary_count(&third.stdout, "compressed"),
+        0,
+        "{}",
+        third.stdout
+    );
+    assert_eq!(
+        summary_count(&third.stdout, "already done"),
+        300,
+        "{}",
+        third.stdout
+    );
 }

@@ -4,6 +4,7 @@
 //! and maps the [`Outcome`] to its own protocol.
 
 mod identity;
+mod memory;
 mod proof;
 mod transfer;
 
@@ -13,6 +14,7 @@ use std::time::Instant;
 use s3_compressor_events::ObjectRef;
 use s3_compressor_formats::{Compressor, Entry, FormatError, Stats};
 use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
 
 use crate::outcome::{Outcome, SourceFate};
 use crate::store::{
@@ -21,6 +23,7 @@ use crate::store::{
 };
 use crate::{Decision, Plan, Routes};
 use identity::SourceIdentity;
+use memory::MemoryBudget;
 use transfer::{PartWriter, UploadError, Uploaded};
 
 /// Knobs that trade memory for throughput.
@@ -53,6 +56,10 @@ pub struct Worker {
     store: Arc<dyn ObjectStore>,
     routes: Arc<Routes>,
     tuning: Tuning,
+    /// Shared by every clone, so every object in flight counts against it.
+    memory: Arc<MemoryBudget>,
+    /// Aborts of multipart uploads left behind by objects stopped midway.
+    aborts: TaskTracker,
 }
 
 /// A reason to stop processing one object, already turned into its outcome.
@@ -64,7 +71,19 @@ impl Worker {
             store,
             routes,
             tuning,
+            memory: Arc::new(MemoryBudget::new(tuning)),
+            aborts: TaskTracker::new(),
         }
+    }
+
+    /// Waits (up to `limit`) for the aborts of uploads that objects stopped midway left open,
+    /// before the process exits: a runtime dropped mid-abort would leave them open until the
+    /// bucket's lifecycle rule removes them. Returns whether they all finished.
+    pub async fn settle(&self, limit: std::time::Duration) -> bool {
+        self.aborts.close();
+        tokio::time::timeout(limit, self.aborts.wait())
+            .await
+            .is_ok()
     }
 
     pub fn routes(&self) -> &Routes {
@@ -122,6 +141,9 @@ impl Worker {
             key: plan.output_key.clone(),
         };
 
+        // Its place in the memory budget, sized by the event's word until the GET says better.
+        let reservation = self.memory.reserve(object.size).await;
+
         // Read: the exact version the event names, so a newer upload is never mixed in. The
         // output's HEAD goes out alongside the GET: one round trip instead of two, which is much
         // of the time a small object takes.
@@ -141,6 +163,7 @@ impl Worker {
             }
             Err(error) => return Err(failed(error)),
         };
+        let reservation = self.memory.refit(reservation, download.info.size).await;
         let identity = SourceIdentity::of(&source.key, &download.info);
 
         // An output already made from this very source: a repeated or concurrent delivery.
@@ -169,12 +192,26 @@ impl Worker {
             metadata: identity.metadata(),
             condition,
         };
-        let (stats, uploaded) = match self
+        let written = self
             .compress_and_upload(plan, &source, download, &spec)
-            .await
-        {
+            .await;
+        // The buffers are gone; what is left is a few requests.
+        drop(reservation);
+        let (stats, uploaded) = match written {
             Ok(done) => done,
             Err(WriteFailure::Stop(stop)) => return Err(stop),
+            Err(WriteFailure::Store(error)) => {
+                // A concurrent delivery of the same event that finished first aborts this
+                // one's multipart upload as a stray (S3 then answers NoSuchUpload): its output
+                // is made from this very source, so this delivery is done too.
+                return match self.store.head(&output, None).await {
+                    Ok(Some(info)) if identity.made(&info) => {
+                        self.finish_duplicate(plan, &source, &output, &identity, &info)
+                            .await
+                    }
+                    _ => Err(failed(error)),
+                };
+            }
             Err(WriteFailure::Raced) => {
                 // Someone wrote the output while we compressed: most often a concurrent
                 // delivery of the same event, which is then simply done.
@@ -228,13 +265,16 @@ impl Worker {
             entry = entry.with_modified(modified);
         }
         let part_size = transfer::part_size(info.size, self.tuning.min_part_size);
+        let entry_size = info.size;
         let reader = transfer::spawn_download(download.body, self.tuning.read_ahead_bytes);
         let (parts, chunks) = mpsc::channel(1);
         let budget = transfer::PartBudget::new(self.tuning.parts_in_flight);
         let compressor = Arc::clone(plan.compressor);
         let source_info = download.info.clone();
         let compressing = tokio::task::spawn_blocking(move || {
-            let writer = |copies| PartWriter::new(parts, copies, part_size, budget);
+            let expected_output = transfer::worst_output(entry_size);
+            let writer =
+                |copies| PartWriter::new(parts, copies, part_size, expected_output, budget);
             compress_proven(&compressor, reader, writer, &entry, &source_info)
         });
 
@@ -244,6 +284,7 @@ impl Worker {
             store: Arc::clone(&self.store),
             location: spec.location.clone(),
             pending: pending.clone(),
+            aborts: self.aborts.clone(),
         };
         let uploaded = transfer::upload_output(
             Arc::clone(&self.store),
@@ -262,7 +303,7 @@ impl Worker {
             (_, Err(UploadError::Store(error))) if error.is(ErrorClass::PreconditionFailed) => {
                 Err(WriteFailure::Raced)
             }
-            (_, Err(UploadError::Store(error))) => stop(*failed(error)),
+            (_, Err(UploadError::Store(error))) => Err(WriteFailure::Store(error)),
             (Ok(Err(CompressFailure::Format(error))), _) => stop(compression_failed(error)),
             (Ok(Err(CompressFailure::BadRead(why))), _) => stop(Outcome::transient(format!(
                 "the source was not read whole: {why}; nothing was written and the source is kept"
@@ -636,6 +677,8 @@ enum CompressFailure {
 enum WriteFailure {
     /// A conditional write lost: the output changed since it was inspected.
     Raced,
+    /// The store refused a write for another reason.
+    Store(StoreError),
     Stop(Stop),
 }
 

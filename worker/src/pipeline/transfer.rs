@@ -19,19 +19,25 @@ use crc_fast::{CrcAlgorithm, Digest};
 use futures::StreamExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio_util::task::TaskTracker;
 
 use crate::store::{ErrorClass, Location, ObjectStore, OutputSpec, Part, StoreError, Written};
 
 /// S3 allows at most this many parts in one upload.
 const MAX_PARTS: u64 = 10_000;
 
+const MIB: u64 = 1024 * 1024;
+
+/// The most output a source of `source_size` bytes makes: deflate and zstd add well under 1%
+/// to incompressible input, archives a few KiB of headers.
+pub(crate) fn worst_output(source_size: u64) -> u64 {
+    source_size + source_size / 100 + 64 * 1024
+}
+
 /// Part size for a source of `source_size` bytes: at least `min_part_size`, and large enough
 /// that 10,000 parts hold even incompressible input plus the format's overhead.
 pub(crate) fn part_size(source_size: u64, min_part_size: usize) -> usize {
-    const MIB: u64 = 1024 * 1024;
-    // Deflate and zstd add well under 1% to incompressible input; archives add a few KiB.
-    let worst_output = source_size + source_size / 100 + MIB;
-    let needed = worst_output.div_ceil(MAX_PARTS);
+    let needed = worst_output(source_size).div_ceil(MAX_PARTS);
     if needed <= min_part_size as u64 {
         return min_part_size;
     }
@@ -164,6 +170,9 @@ pub(crate) struct PartWriter {
     /// part is only started (and allocated) once the budget has room.
     filling: Option<(Vec<u8>, OwnedSemaphorePermit)>,
     part_size: usize,
+    /// What a part is allocated with: the part size, or less when the whole output will be
+    /// smaller, so that a 1 KiB object does not allocate 8 MiB.
+    part_capacity: usize,
     crc: Digest,
 }
 
@@ -172,6 +181,7 @@ impl PartWriter {
         parts: mpsc::Sender<Chunk>,
         copies: std::sync::mpsc::SyncSender<Bytes>,
         part_size: usize,
+        expected_output: u64,
         budget: PartBudget,
     ) -> Self {
         Self {
@@ -181,6 +191,8 @@ impl PartWriter {
             budget,
             filling: None,
             part_size,
+            part_capacity: usize::try_from(expected_output)
+                .map_or(part_size, |expected| expected.clamp(1, part_size)),
             crc: Digest::new(CrcAlgorithm::Crc64Nvme),
         }
     }
@@ -249,7 +261,7 @@ impl Write for PartWriter {
             None => {
                 let reserved = self.budget.reserve()?;
                 self.filling
-                    .insert((Vec::with_capacity(self.part_size), reserved))
+                    .insert((Vec::with_capacity(self.part_capacity), reserved))
             }
         };
         let n = buf.len().min(self.part_size - buffer.len());
@@ -304,6 +316,8 @@ pub(crate) struct AbortOnDrop {
     pub store: Arc<dyn ObjectStore>,
     pub location: Location,
     pub pending: PendingUpload,
+    /// Where the abort is tracked, so that an entry point stopping early can wait for it.
+    pub aborts: TaskTracker,
 }
 
 impl Drop for AbortOnDrop {
@@ -314,7 +328,9 @@ impl Drop for AbortOnDrop {
         let (store, location) = (Arc::clone(&self.store), self.location.clone());
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(async move { abort(store.as_ref(), &location, &upload_id).await });
+                runtime.spawn(self.aborts.track_future(async move {
+                    abort(store.as_ref(), &location, &upload_id).await;
+                }));
             }
             Err(_) => tracing::error!(upload_id, "no runtime left to abort the multipart upload"),
         }
@@ -587,7 +603,7 @@ mod tests {
         let (copies, copied) = std::sync::mpsc::sync_channel(1);
         let draining = std::thread::spawn(move || copied.iter().count());
         let writing = tokio::task::spawn_blocking(move || {
-            let mut writer = PartWriter::new(parts, copies, PART, budget);
+            let mut writer = PartWriter::new(parts, copies, PART, PART as u64, budget);
             let block = vec![7u8; 16 * 1024];
             let (mut written, mut most_held) = (0, 0);
             while written < PARTS * PART {

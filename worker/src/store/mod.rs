@@ -25,6 +25,28 @@ pub struct Location {
     pub key: String,
 }
 
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size: Option<u64>,
+}
+
+impl Listed {
+    /// The object to process: whatever version is current when it is read, as for a person's
+    /// `compress`; the listed size sizes its place in the memory budget.
+    pub fn in_bucket(self, bucket: &str) -> s3_compressor_events::ObjectRef {
+        s3_compressor_events::ObjectRef {
+            bucket: bucket.to_owned(),
+            key: self.key,
+            version_id: None,
+            size: self.size,
+            etag: None,
+            sequencer: None,
+        }
+    }
+}
+
 /// What HEAD (or GET) says about an object.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObjectInfo {

@@ -17,8 +17,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::{
-    DeleteCondition, Deleted, Download, ErrorClass, Location, ObjectInfo, ObjectStore, OutputSpec,
-    Part, StoreError, WriteCondition, Written,
+    DeleteCondition, Deleted, Download, ErrorClass, Listed, Location, ObjectInfo, ObjectStore,
+    OutputSpec, Part, StoreError, WriteCondition, Written,
 };
 
 #[derive(Debug, Clone)]
@@ -77,13 +77,45 @@ impl S3Store {
         Self::new(Client::from_conf(config), stall)
     }
 
-    /// One page of the keys under `prefix`, and where the next page starts.
-    pub async fn list_page(
+    /// Lists each prefix in turn into `found`, an object at a time, so that what is held is a
+    /// page whatever the bucket holds; stops at the first error (sent on) or when the receiver
+    /// goes away.
+    pub async fn list_into(
+        &self,
+        bucket: &str,
+        prefixes: &[String],
+        found: tokio::sync::mpsc::Sender<Result<Listed, StoreError>>,
+    ) {
+        for prefix in prefixes {
+            let mut continuation = None;
+            loop {
+                let (objects, next) = match self.list_page(bucket, prefix, continuation).await {
+                    Ok(page) => page,
+                    Err(error) => {
+                        let _ = found.send(Err(error)).await;
+                        return;
+                    }
+                };
+                for object in objects {
+                    if found.send(Ok(object)).await.is_err() {
+                        return;
+                    }
+                }
+                match next {
+                    Some(token) => continuation = Some(token),
+                    None => break,
+                }
+            }
+        }
+    }
+
+    /// One page (up to 1,000) of the objects under `prefix`, and where the next page starts.
+    async fn list_page(
         &self,
         bucket: &str,
         prefix: &str,
         continuation: Option<String>,
-    ) -> Result<(Vec<String>, Option<String>), StoreError> {
+    ) -> Result<(Vec<Listed>, Option<String>), StoreError> {
         let location = Location {
             bucket: bucket.to_owned(),
             key: prefix.to_owned(),
@@ -100,7 +132,12 @@ impl S3Store {
         let keys = output
             .contents()
             .iter()
-            .filter_map(|object| object.key().map(str::to_owned))
+            .filter_map(|object| {
+                Some(Listed {
+                    key: object.key()?.to_owned(),
+                    size: object.size().and_then(|size| u64::try_from(size).ok()),
+                })
+            })
             .collect();
         let next = output
             .is_truncated()
