@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Removes everything deploy.sh made: the bucket's notifications, every object version and
 # delete marker in it, the images in ECR, the stacks file-compression-lambda and
-# file-compression-infra (the function, its versions, alias, role, log group and queue, the
-# repository, the VPC and the bucket).
+# file-compression-infra (the function, its versions, alias, role, log group, its queues — the
+# failure queue and, with the queue trigger, the buffer queue, its dead-letter queue and event
+# source mapping, with any messages in them — the repository, the VPC and the bucket).
 #
 #   ./cloudformation/cleanup.sh [--region REGION] [--yes]
 #
@@ -137,7 +138,8 @@ main() {
     bucket=$(infra_bucket)
     if [[ -n $bucket ]] && bucket_exists "$bucket"; then
         log "bucket $bucket"
-        # First, so that nothing invokes the function while it goes away.
+        # First, so that nothing invokes the function (or fills the buffer queue) while it goes
+        # away.
         awsr s3api put-bucket-notification-configuration --bucket "$bucket" \
             --notification-configuration '{}'
         note "notifications removed"

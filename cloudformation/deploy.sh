@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Deploys s3-compressor to AWS: the VPC and bucket (stack file-compression-infra), the image in
 # ECR and the function behind its `live` alias (stack file-compression-lambda), and the bucket
-# notifications for every source prefix of config/compressor.toml.
+# notifications for every source prefix of config/compressor.toml, aimed at the function or at
+# an SQS queue in front of it (--trigger).
 #
-#   ./cloudformation/deploy.sh [--region REGION] [--image-uri URI] [--yes]
+#   ./cloudformation/deploy.sh [--region REGION] [--image-uri URI] [--trigger direct|queue] [--yes]
 #
 # Safe to run again: what did not change is left alone, and a new function version is
 # published (and `live` moved to it) only when the image changed. The config is baked into the
@@ -28,6 +29,11 @@ PRIVATE_SUBNET2_CIDR=${PRIVATE_SUBNET2_CIDR:-10.0.2.0/24}
 NONCURRENT_VERSION_DAYS=${NONCURRENT_VERSION_DAYS:-30}
 LOG_RETENTION_DAYS=${LOG_RETENTION_DAYS:-30}
 ALARM_EMAIL=${ALARM_EMAIL:-}
+# How uploads reach the function: `direct` (S3 invokes it) or `queue` (S3 -> SQS -> batches).
+TRIGGER=${TRIGGER:-direct}
+QUEUE_BATCH_SIZE=${QUEUE_BATCH_SIZE:-100}
+QUEUE_BATCHING_WINDOW=${QUEUE_BATCHING_WINDOW:-5}
+QUEUE_MAX_CONCURRENCY=${QUEUE_MAX_CONCURRENCY:-10}
 # The cargo profile of the binary in the image: `image` (thin LTO) is what ships; the tests
 # build a quicker one.
 BUILD_PROFILE=${BUILD_PROFILE:-image}
@@ -36,7 +42,7 @@ readonly MAX_PREFIXES=5
 
 usage() {
     cat <<EOF
-Usage: $0 [--region REGION] [--image-uri URI [--config PATH]] [--yes]
+Usage: $0 [--region REGION] [--image-uri URI [--config PATH]] [--trigger direct|queue] [--yes]
 
 Builds the s3-compressor image, pushes it to ECR and deploys the stacks $INFRA_STACK and
 $LAMBDA_STACK. Running it again changes only what changed.
@@ -48,6 +54,13 @@ $LAMBDA_STACK. Running it again changes only what changed.
                     config/compressor.toml, which must be the one in the image.
   --config PATH     with --image-uri: the config baked into that image, if it is not
                     config/compressor.toml (a built image always has config/compressor.toml)
+  --trigger direct|queue
+                    how uploads reach the function (default: \$TRIGGER, else direct).
+                    direct: S3 invokes it, one event per invocation. queue: S3 sends the events
+                    to an SQS queue (with a dead-letter queue and an alarm on it) that Lambda
+                    polls in batches, at most QUEUE_MAX_CONCURRENCY invocations at once: for
+                    bursts. Switching from queue to direct deletes the queues, so it stops
+                    while they hold messages.
   --yes             do not ask before deploying
   -h, --help        this help
 
@@ -56,7 +69,9 @@ PRIVATE_SUBNET1_CIDR [10.0.1.0/24], PRIVATE_SUBNET2_CIDR [10.0.2.0/24],
 NONCURRENT_VERSION_DAYS [30] (days S3 keeps overwritten or deleted versions),
 LOG_RETENTION_DAYS [30] (days the function's logs are kept), ALARM_EMAIL [none] (where the
 failure alarms send mail; the address gets a subscription to confirm), BUILD_PROFILE [image]
-(the cargo profile the binary is built with).
+(the cargo profile the binary is built with); with --trigger queue: QUEUE_BATCH_SIZE [100]
+(S3 events per invocation, 1-10000), QUEUE_BATCHING_WINDOW [5] (seconds Lambda waits to fill
+a batch, 1-300), QUEUE_MAX_CONCURRENCY [10] (invocations at once, 2-1000).
 
 Needs the AWS CLI with credentials; to build the image also Docker (with buildx), Rust
 (cargo, rustup target $MUSL_TARGET) and musl-tools, on Linux x86_64.
@@ -71,11 +86,15 @@ while (($#)); do
         --image-uri=*) IMAGE_URI=${1#*=}; shift ;;
         --config) CONFIG=${2:?--config needs a value}; CONFIG_GIVEN=true; shift 2 ;;
         --config=*) CONFIG=${1#*=}; CONFIG_GIVEN=true; shift ;;
+        --trigger) TRIGGER=${2:?--trigger needs a value}; shift 2 ;;
+        --trigger=*) TRIGGER=${1#*=}; shift ;;
         --yes | -y) YES=true; shift ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
 done
+[[ $TRIGGER == direct || $TRIGGER == queue ]] ||
+    die "--trigger is 'direct' or 'queue', not '$TRIGGER'."
 
 # ---------------------------------------------------------------------------------------------
 # Prerequisites
@@ -252,7 +271,39 @@ lambda_parameters() {
         "OutputPrefixes=$(paste -sd, <<<"$OUTPUT_PREFIXES")" \
         "LogRetentionDays=$LOG_RETENTION_DAYS" \
         "AlarmEmail=$ALARM_EMAIL" \
-        "EnableAlias=$([[ $WITHOUT_ALIAS == 1 ]] && echo false || echo true)"
+        "EnableAlias=$([[ $WITHOUT_ALIAS == 1 ]] && echo false || echo true)" \
+        "Trigger=$TRIGGER" \
+        "QueueBatchSize=$QUEUE_BATCH_SIZE" \
+        "QueueBatchingWindowSeconds=$QUEUE_BATCHING_WINDOW" \
+        "QueueMaximumConcurrency=$QUEUE_MAX_CONCURRENCY"
+}
+
+# The AWS CLI v1 ignores AWS_ENDPOINT_URL for SQS (local stand-ins set it); name it explicitly.
+sqs() {
+    local endpoint=()
+    [[ -z ${AWS_ENDPOINT_URL:-} ]] || endpoint=(--endpoint-url "$AWS_ENDPOINT_URL")
+    awsr sqs "${endpoint[@]}" "$@"
+}
+
+# Deploying the direct trigger over the queue trigger deletes the buffer queue and its
+# dead-letter queue with whatever they hold: stops while either holds a message.
+check_queues_drained() {
+    [[ $TRIGGER == direct ]] || return 0
+    local output queue count
+    for output in BufferQueueUrl BufferDeadLetterQueueUrl; do
+        queue=$(stack_output "$LAMBDA_STACK" "$output")
+        [[ -n $queue ]] || continue
+        count=$(sqs get-queue-attributes --queue-url "$queue" --attribute-names \
+            ApproximateNumberOfMessages ApproximateNumberOfMessagesNotVisible \
+            ApproximateNumberOfMessagesDelayed \
+            --query 'sum(map(&to_number(@), values(Attributes)))' --output text) ||
+            die "cannot read how many messages $queue holds."
+        ((count == 0)) ||
+            die "the deployed trigger is 'queue', and $queue holds $count message(s);" \
+                "--trigger direct would delete that queue with them." \
+                "Deploy with --trigger queue to keep it, or let the function drain the queue (and" \
+                "redrive or handle what is on the dead-letter queue) before switching."
+    done
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -354,25 +405,32 @@ resolve_image_uri() {
 # ---------------------------------------------------------------------------------------------
 # Bucket notifications
 
-# One notification per outermost source prefix, all aimed at `target`; rewritten only when it
-# differs (the whole configuration is replaced: this bucket belongs to this deployment).
+# One notification per outermost source prefix, all aimed at `target`: the function or its
+# alias when `kind` is lambda, the buffer queue when it is queue. Rewritten only when it differs;
+# the whole configuration is replaced (this bucket belongs to this deployment), so a switch of
+# trigger leaves nothing aimed at the other target.
 configure_notifications() {
-    local bucket=$1 target=$2 prefix desired='' configs='' separator=''
+    local bucket=$1 kind=$2 target=$3 section field
+    case $kind in
+        lambda) section=LambdaFunctionConfigurations field=LambdaFunctionArn ;;
+        queue) section=QueueConfigurations field=QueueArn ;;
+        *) die "configure_notifications: unknown kind $kind" ;;
+    esac
+    local prefix desired='' configs='' separator=''
     while IFS= read -r prefix; do
-        desired+="s3-compressor $prefix"$'\t'"$target"$'\t'"s3:ObjectCreated:*"$'\t'"$prefix"$'\n'
-        configs+="$separator{\"Id\":$(json_string "s3-compressor $prefix"),\"LambdaFunctionArn\":$(json_string "$target"),\"Events\":[\"s3:ObjectCreated:*\"],\"Filter\":{\"Key\":{\"FilterRules\":[{\"Name\":\"prefix\",\"Value\":$(json_string "$prefix")}]}}}"
+        desired+="$kind"$'\t'"s3-compressor $prefix"$'\t'"$target"$'\t'"s3:ObjectCreated:*"$'\t'"$prefix"$'\n'
+        configs+="$separator{\"Id\":$(json_string "s3-compressor $prefix"),\"$field\":$(json_string "$target"),\"Events\":[\"s3:ObjectCreated:*\"],\"Filter\":{\"Key\":{\"FilterRules\":[{\"Name\":\"prefix\",\"Value\":$(json_string "$prefix")}]}}}"
         separator=,
     done <<<"$SOURCE_PREFIXES"
     local current
-    # shellcheck disable=SC2016 # `,` is a JMESPath literal, not a command substitution
     current=$(awsr s3api get-bucket-notification-configuration --bucket "$bucket" --output text \
-        --query 'LambdaFunctionConfigurations[].[Id, LambdaFunctionArn, join(`,`, Events), Filter.Key.FilterRules[0].Value]')
+        --query "[LambdaFunctionConfigurations[].['lambda', Id, LambdaFunctionArn, join(',', Events), Filter.Key.FilterRules[0].Value], QueueConfigurations[].['queue', Id, QueueArn, join(',', Events), Filter.Key.FilterRules[0].Value]][]")
     if [[ "$(sort <<<"$current")" == "$(sort <<<"${desired%$'\n'}")" ]]; then
         note "bucket notifications unchanged"
         return
     fi
     awsr s3api put-bucket-notification-configuration --bucket "$bucket" \
-        --notification-configuration "{\"LambdaFunctionConfigurations\":[$configs]}"
+        --notification-configuration "{\"$section\":[$configs]}"
     note "bucket notifications set: ObjectCreated under $(tr '\n' ' ' <<<"$SOURCE_PREFIXES")-> $target"
 }
 
@@ -388,6 +446,7 @@ main() {
         read -r -p "Continue? [y/N] " answer
         [[ $answer == [yY]* ]] || die "stopped; nothing was changed."
     fi
+    check_queues_drained
 
     if [[ -z $IMAGE_URI ]]; then
         log "building the static binary (cargo, $MUSL_TARGET, profile $BUILD_PROFILE)"
@@ -452,8 +511,20 @@ main() {
     fi
     [[ -n $function_name && -n $target ]] || die "stack $LAMBDA_STACK is missing its function outputs"
 
-    log "bucket notifications"
-    configure_notifications "$bucket" "$target"
+    log "bucket notifications ($TRIGGER)"
+    local trigger
+    if [[ $TRIGGER == queue ]]; then
+        local buffer dead_letter
+        buffer=$(stack_output "$LAMBDA_STACK" BufferQueueArn)
+        dead_letter=$(stack_output "$LAMBDA_STACK" BufferDeadLetterQueueUrl)
+        [[ -n $buffer && -n $dead_letter ]] || die "stack $LAMBDA_STACK is missing its queue outputs"
+        configure_notifications "$bucket" queue "$buffer"
+        trigger="queue $buffer (batches of up to $QUEUE_BATCH_SIZE, $QUEUE_MAX_CONCURRENCY at once)
+  dead letters: $dead_letter"
+    else
+        configure_notifications "$bucket" lambda "$target"
+        trigger="direct, S3 invokes $target"
+    fi
 
     local log_group queue
     log_group=$(stack_output "$LAMBDA_STACK" LogGroupName)
@@ -464,6 +535,7 @@ Deployed s3-compressor in $REGION.
   bucket:    $bucket
   function:  $function_name ($version)
   image:     $image
+  trigger:   $trigger
   logs:      $log_group
   failures:  $queue
 

