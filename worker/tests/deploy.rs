@@ -497,7 +497,7 @@ fn lambda_template_makes_a_least_privilege_function_behind_an_alias() {
     );
 
     // The role: S3 only on the prefixes, never s3:* or Resource "*" for S3.
-    let role = one(&lambda, "AWS::IAM::Role");
+    let role = resource(&lambda, "FunctionRole");
     assert!(role.get("ManagedPolicyArns").is_none());
     let statements = role["Policies"][0]["PolicyDocument"]["Statement"]
         .as_array()
@@ -662,11 +662,95 @@ fn rendered(template: &Value, parameters: &[(&str, &str)]) -> Value {
     out
 }
 
+/// The properties of the resource named `logical_id`.
+fn resource<'a>(template: &'a Value, logical_id: &str) -> &'a Value {
+    let found = &template["Resources"][logical_id]["Properties"];
+    assert!(found.is_object(), "no resource {logical_id}");
+    found
+}
+
+/// The statements of the function's role.
 fn role_statements(template: &Value) -> Vec<Value> {
-    one(template, "AWS::IAM::Role")["Policies"][0]["PolicyDocument"]["Statement"]
+    resource(template, "FunctionRole")["Policies"][0]["PolicyDocument"]["Statement"]
         .as_array()
         .unwrap()
         .clone()
+}
+
+/// The role Batch Operations jobs run as: only S3 Batch Operations of this account may assume
+/// it, and it may only invoke the function (its `live` alias when there is one) and read
+/// manifests and write reports under one prefix, never the sources or outputs.
+#[test]
+fn lambda_template_gives_batch_operations_a_role_that_only_invokes_the_function() {
+    if !have(&["cfn-lint"], PIP_LINTERS) {
+        return;
+    }
+    let lambda = template("lambda-template.yaml");
+    assert_eq!(
+        lambda["Parameters"]["BatchOperationsPrefix"]["Default"],
+        "batch-operations/"
+    );
+    let image = (
+        "LambdaImageUri",
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com/r@sha256:0",
+    );
+    for (alias, invoked) in [
+        ("true", json!({"Ref": "LiveAlias"})),
+        ("false", json!({"Fn::GetAtt": ["Function", "Arn"]})),
+    ] {
+        let rendered = rendered(&lambda, &[image, ("EnableAlias", alias)]);
+        let role = resource(&rendered, "BatchOperationsRole");
+        let trust = &role["AssumeRolePolicyDocument"]["Statement"];
+        assert_eq!(trust.as_array().map(Vec::len), Some(1), "{trust}");
+        assert_eq!(
+            trust[0]["Principal"],
+            json!({"Service": "batchoperations.s3.amazonaws.com"})
+        );
+        assert_eq!(
+            trust[0]["Condition"]["StringEquals"]["aws:SourceAccount"],
+            json!({"Ref": "AWS::AccountId"})
+        );
+        assert_eq!(role["Policies"].as_array().map(Vec::len), Some(1));
+        let statements = role["Policies"][0]["PolicyDocument"]["Statement"]
+            .as_array()
+            .unwrap();
+        let mut actions: Vec<String> = Vec::new();
+        for statement in statements {
+            assert_eq!(statement["Effect"], "Allow");
+            let granted = strings(&statement["Action"]);
+            if granted.iter().any(|action| action.starts_with("lambda:")) {
+                assert_eq!(granted, ["lambda:InvokeFunction"]);
+                assert_eq!(statement["Resource"], invoked, "alias {alias}");
+            } else {
+                let resource = statement["Resource"].to_string();
+                assert!(
+                    resource.contains("${BucketArn}/${BatchOperationsPrefix}*")
+                        && !resource.contains("SourcePrefixes")
+                        && !resource.contains("OutputPrefixes"),
+                    "{resource}"
+                );
+            }
+            actions.extend(granted);
+        }
+        actions.sort();
+        assert_eq!(
+            actions,
+            [
+                "lambda:InvokeFunction",
+                "s3:GetObject",
+                "s3:GetObjectVersion",
+                "s3:PutObject"
+            ]
+        );
+        assert_eq!(
+            rendered["Outputs"]["BatchOperationsRoleArn"]["Value"],
+            json!({"Fn::GetAtt": ["BatchOperationsRole", "Arn"]})
+        );
+    }
+    // The first deployment (the repository alone) has no role to hand out yet.
+    let bare = rendered(&lambda, &[]);
+    assert!(bare["Resources"].get("BatchOperationsRole").is_none());
+    assert!(bare["Outputs"].get("BatchOperationsRoleArn").is_none());
 }
 
 #[test]
@@ -1068,6 +1152,17 @@ fn assert_deployed(moto: &Moto, image_uri: &str, prefixes: &[&str], trigger: Tri
     // moto accepts AWS::CloudWatch::Alarm in a stack but creates no alarm (its resource
     // summary has no logical id), so the alarms are checked in the template test only.
     assert!(lambda["AlarmTopicArn"].is_string(), "{lambda}");
+    // The role a Batch Operations job runs as exists, and trusts Batch Operations alone.
+    let batch_role = lambda["BatchOperationsRoleArn"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{lambda}"));
+    let role_name = batch_role.rsplit('/').next().unwrap_or_default();
+    let role = aws(moto, &["iam", "get-role", "--role-name", role_name]);
+    assert_eq!(
+        role["Role"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["Service"],
+        "batchoperations.s3.amazonaws.com",
+        "{role}"
+    );
     assert!(lambda["RepositoryUri"]
         .as_str()
         .unwrap()
