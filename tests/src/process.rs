@@ -31,6 +31,27 @@ impl Finished {
     }
 }
 
+/// What [`Running::finish_measuring_memory`] saw, in KiB.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MemoryKib {
+    /// VmHWM: the most the process ever held resident.
+    pub peak: u64,
+    /// The largest VmRSS sampled.
+    pub largest_sampled: u64,
+}
+
+/// Peak and current resident set of a running process, in KiB, from /proc.
+fn memory_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    Some((field("VmHWM:")?, field("VmRSS:")?))
+}
+
 /// A running child whose stdout and stderr are read as it goes (so it never blocks on a full
 /// pipe), killed and reaped if dropped before it finished.
 #[derive(Debug)]
@@ -114,6 +135,29 @@ impl Running {
                     partial.map_or_else(String::new, |finished| finished.describe())
                 );
             }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// [`Running::finish`], sampling the process's memory every 20 ms as it runs: the peak
+    /// resident set the kernel recorded (VmHWM) and the largest resident set seen (VmRSS), in
+    /// KiB.
+    pub fn finish_measuring_memory(mut self, limit: Duration) -> (Finished, MemoryKib) {
+        let deadline = Instant::now() + limit;
+        let mut measured = MemoryKib::default();
+        loop {
+            if let Some((peak, resident)) = memory_kib(self.id()) {
+                measured.peak = measured.peak.max(peak);
+                measured.largest_sampled = measured.largest_sampled.max(resident);
+            }
+            if let Some(finished) = self.try_finish() {
+                return (finished, measured);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not finish within {limit:?}",
+                self.what
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

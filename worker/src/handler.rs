@@ -97,12 +97,17 @@ impl Handler {
     /// a log line. SQS batches answer `batchItemFailures`: the failed messages return to the
     /// queue, and to its dead-letter queue in the end. Batch Operations jobs answer a result
     /// code per task, which the job's completion report lists.
+    ///
+    /// The payload is taken, and dropped once read: a batch of 10,000 records is megabytes
+    /// as JSON, which need not stay while its objects are compressed.
     pub async fn handle(
         &self,
-        payload: &Value,
+        payload: Value,
         deadline: Option<Instant>,
     ) -> (Result<Value, HandlerError>, Totals) {
-        let invocation = match s3_compressor_events::parse(payload) {
+        let parsed = s3_compressor_events::parse(&payload);
+        drop(payload);
+        let invocation = match parsed {
             Ok(invocation) => invocation,
             Err(error) => return (Err(error.into()), Totals::default()),
         };

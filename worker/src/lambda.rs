@@ -19,7 +19,7 @@ pub async fn run(handler: Handler) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let started = Instant::now();
         let deadline = instant_of(event.context.deadline);
-        let (response, totals) = handler.handle(&event.payload, deadline).await;
+        let (response, totals) = handler.handle(event.payload, deadline).await;
         // EMF lines go to stdout, where Lambda's log capture picks them up as they are.
         println!("{}", metrics_line(&totals, started.elapsed(), function));
         // lambda_runtime logs the failed invocation itself, at ERROR with the diagnostic.

@@ -66,13 +66,14 @@ pub(crate) async fn invoke(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     crate::telemetry::init_logging();
-    let text = std::fs::read_to_string(event)
+    // Read as it is parsed: a batch's file can be megabytes, which need not be held twice.
+    let file = std::fs::File::open(event)
         .with_context(|| format!("cannot read the event file {}", event.display()))?;
-    let payload: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", event.display()))?;
+    let payload: serde_json::Value = serde_json::from_reader(std::io::BufReader::new(file))
+        .with_context(|| format!("{} is not JSON", event.display()))?;
     let store = Arc::new(S3Store::from_environment(stall).await);
     let handler = handler(store, routes);
-    let (response, _totals) = handler.handle(&payload, None).await;
+    let (response, _totals) = handler.handle(payload, None).await;
     let response = response.context("the handler failed")?;
     writeln!(out, "{}", serde_json::to_string_pretty(&response)?)?;
     Ok(())

@@ -1317,18 +1317,6 @@ impl Read for Generated {
     }
 }
 
-/// Peak and current resident set of a running process, in KiB, from /proc.
-fn memory_kib(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-    };
-    Some((field("VmHWM:")?, field("VmRSS:")?))
-}
-
 /// Length and CRC-32 of what `unzip -p` writes, read as it streams.
 fn unzip_stream(path: &Path) -> (u64, u32) {
     let mut child = Command::new("unzip")
@@ -1374,24 +1362,8 @@ fn a_one_gib_object_is_compressed_in_bounded_memory() {
     let started = Instant::now();
     let mut command = moto.s3_compressor();
     command.arg("compress").arg(format!("s3://huge/{key}"));
-    let mut running = Running::spawn(&mut command);
-    let pid = running.id();
-    let (mut peak, mut peak_rss) = (0, 0);
-    let deadline = Instant::now() + HANG_LIMIT;
-    let finished = loop {
-        if let Some((hwm, rss)) = memory_kib(pid) {
-            peak = peak.max(hwm);
-            peak_rss = peak_rss.max(rss);
-        }
-        if let Some(finished) = running.try_finish() {
-            break finished;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "compress did not finish within {HANG_LIMIT:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let (finished, memory) = Running::spawn(&mut command).finish_measuring_memory(HANG_LIMIT);
+    let (peak, peak_rss) = (memory.peak, memory.largest_sampled);
     let compressed_in = started.elapsed();
 
     assert!(finished.success(), "{}", finished.describe());

@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use s3_compressor_tests::process::{free_port, run, Finished, Running};
-use s3_compressor_tests::{random, s3_compressor, workspace_root};
+use s3_compressor_tests::events::{s3_event, sqs_batch, sqs_message, write_event};
+use s3_compressor_tests::process::{free_port, run, Finished, Running, HANG_LIMIT};
+use s3_compressor_tests::{csv_text, random, s3_compressor, workspace_root};
 
 const BUCKET: &str = "files";
 const ACCESS_KEY: &str = "serve-test";
@@ -134,8 +135,15 @@ impl Serve {
     /// `s3-compressor compress s3://BUCKET/KEY` against this endpoint, with `secret` as the
     /// secret key.
     fn compress(&self, bucket: &str, key: &str, secret: &str) -> Finished {
-        run(s3_compressor()
-            .args(["compress", &format!("s3://{bucket}/{key}")])
+        run(self
+            .worker(secret)
+            .args(["compress", &format!("s3://{bucket}/{key}")]))
+    }
+
+    /// Another `s3-compressor` pointed at this endpoint, with `secret` as the secret key.
+    fn worker(&self, secret: &str) -> Command {
+        let mut command = s3_compressor();
+        command
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", secret)
             .env("AWS_DEFAULT_REGION", "us-east-1")
@@ -145,7 +153,8 @@ impl Serve {
             )
             .env("AWS_CONFIG_FILE", "/dev/null")
             .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            .env("AWS_EC2_METADATA_DISABLED", "true"))
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        command
     }
 
     /// Ctrl-C, as a user stops it.
@@ -417,5 +426,100 @@ fn serve_takes_up_sources_left_from_before_and_prints_failures() {
         failure.contains("failed (trying again will not help)")
             && failure.contains("processed/clash.zip"),
         "{failure}"
+    );
+}
+
+/// The most a worker's peak resident set may be with a batch in flight: 64 MiB, what one
+/// large object may take, plus 1 KiB per record for the batch itself (the record as parsed
+/// and its result, held until the answer).
+fn batch_peak_rss_limit_kib(records: usize) -> u64 {
+    64 * 1024 + records as u64
+}
+
+/// A batch of 10,000 SQS messages, each an S3 event for one small object (the largest batch an
+/// event source mapping hands over), through `invoke` against the embedded endpoint: the
+/// objects run many at a time within the worker's memory budget, every one is compressed and
+/// proven, and the peak resident set stays within that of one large object plus the batch's
+/// own records. Each record is a whole S3 event, so the payload (15 MB) is larger than the
+/// 6 MB Lambda would ever hand over.
+#[test]
+fn a_batch_of_ten_thousand_small_objects_runs_at_once_in_bounded_memory() {
+    const OBJECTS: usize = 10_000;
+    // `serve` itself leaves incoming/ alone: the batch is the `invoke` run's to process.
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "serve.toml",
+        b"[[rule]]\nprefix = \"elsewhere/\"\noutput_prefix = \"elsewhere-out/\"\n",
+    );
+    let serve = Serve::start(Some(&config));
+    let sources = dir.path().join("batch");
+    std::fs::create_dir(&sources).unwrap();
+    let content = |index: usize| csv_text(100 + index * 7919 % 4_000, index as u64);
+    for index in 0..OBJECTS {
+        write(&sources, &format!("{index:05}.csv"), &content(index));
+    }
+    let started = Instant::now();
+    let uploaded = run(serve
+        .aws()
+        .args(["s3", "cp", "--recursive", "--only-show-errors"])
+        .arg(&sources)
+        .arg(format!("s3://{BUCKET}/incoming/batch/")));
+    assert!(
+        uploaded.success(),
+        "aws s3 cp --recursive: {}",
+        uploaded.describe()
+    );
+    let uploaded_in = started.elapsed();
+
+    let messages: Vec<serde_json::Value> = (0..OBJECTS)
+        .map(|index| {
+            let key = format!("incoming/batch/{index:05}.csv");
+            sqs_message(
+                &format!("m-{index}"),
+                &s3_event(BUCKET, &[&key]).to_string(),
+            )
+        })
+        .collect();
+    let event = write_event(dir.path(), "batch.json", &sqs_batch(messages));
+    let started = Instant::now();
+    let (finished, memory) = Running::spawn(
+        serve
+            .worker(SECRET_KEY)
+            .env("RUST_LOG", "warn")
+            .args(["invoke", "--event"])
+            .arg(&event),
+    )
+    .finish_measuring_memory(HANG_LIMIT);
+    let processed_in = started.elapsed();
+
+    assert!(finished.success(), "{}", finished.describe());
+    let response: serde_json::Value = serde_json::from_str(&finished.stdout).unwrap();
+    assert_eq!(response, serde_json::json!({ "batchItemFailures": [] }));
+    let keys = serve.keys();
+    assert_eq!(
+        keys.len(),
+        OBJECTS,
+        "one output per source, every source deleted"
+    );
+    assert!(keys.iter().all(|key| key.starts_with("processed/batch/")));
+    for index in [0, 4_321, OBJECTS - 1] {
+        let output = serve.download(&format!("processed/batch/{index:05}.zip"));
+        assert!(
+            unzip(&output) == content(index),
+            "output {index} unzips to its source"
+        );
+    }
+    eprintln!(
+        "{OBJECTS} objects: uploaded in {uploaded_in:.1?}, processed in {processed_in:.1?} \
+         ({:.0} objects/s), peak RSS {} MiB (VmHWM)",
+        OBJECTS as f64 / processed_in.as_secs_f64(),
+        memory.peak / 1024
+    );
+    let limit = batch_peak_rss_limit_kib(OBJECTS);
+    assert!(
+        memory.peak <= limit,
+        "peak RSS {} KiB, over {limit} KiB",
+        memory.peak
     );
 }
