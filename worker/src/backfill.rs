@@ -242,6 +242,9 @@ struct Tally {
     already_done: u64,
     superseded: u64,
     gone: u64,
+    /// Only an invocation with a deadline hands objects off, and a backfill has none; counted
+    /// all the same, should that change.
+    handed_off: u64,
     skipped: BTreeMap<String, u64>,
     /// Each failed key with its outcome.
     failed: Vec<(String, Outcome)>,
@@ -276,6 +279,7 @@ impl Tally {
             Outcome::AlreadyDone { .. } => self.already_done += 1,
             Outcome::Superseded { .. } => self.superseded += 1,
             Outcome::SourceMissing => self.gone += 1,
+            Outcome::HandedOff { .. } => self.handed_off += 1,
             Outcome::Skipped(reason) => *self.skipped.entry(reason).or_default() += 1,
             failed @ Outcome::Failed { .. } => self.failed.push((key, failed)),
         }
@@ -287,6 +291,7 @@ impl Tally {
             + self.already_done
             + self.superseded
             + self.gone
+            + self.handed_off
             + self.skipped.values().sum::<u64>()
             + self.failed.len() as u64
             + self.aborted

@@ -58,9 +58,16 @@ pub enum Command {
     /// Run the handler once on an event JSON file against the S3 endpoint of the environment
     /// (AWS_ENDPOINT_URL, AWS_PROFILE, ...) and print its response, like `sam local invoke`.
     Invoke {
-        /// An S3 notification, SQS batch, EventBridge event or S3 test event.
+        /// An S3 notification, SQS batch, EventBridge event, S3 Batch Operations job or S3 test
+        /// event.
         #[arg(long, value_name = "FILE")]
         event: PathBuf,
+        /// Give the invocation this long, as a function's timeout does: an object that cannot
+        /// finish in time (judged by AWS_LAMBDA_FUNCTION_MEMORY_SIZE's CPU, else this
+        /// machine's) is not started, and goes to the Fargate task S3_COMPRESSOR_HANDOFF_*
+        /// configure, if any.
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        timeout: Option<u64>,
     },
 
     /// Compress one object with the same rules and pipeline as the Lambda function.
@@ -140,8 +147,9 @@ impl Cli {
             Command::Formats => crate::commands::formats(&registry, out),
             Command::Explain { key } => crate::commands::explain(&key, &routes, out),
             Command::Lambda => runtime()?.block_on(crate::online::lambda(routes, stall)),
-            Command::Invoke { event } => {
-                runtime()?.block_on(crate::online::invoke(&event, routes, stall, out))
+            Command::Invoke { event, timeout } => {
+                let timeout = timeout.map(std::time::Duration::from_secs);
+                runtime()?.block_on(crate::online::invoke(&event, timeout, routes, stall, out))
             }
             Command::Compress { url, version_id } => runtime()?.block_on(crate::online::compress(
                 &url, version_id, routes, stall, out,

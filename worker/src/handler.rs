@@ -1,14 +1,12 @@
 //! From an invocation payload to a response: what Lambda, `invoke` and `serve` share.
 
-use std::time::Instant;
-
 use aws_lambda_events::event::s3::batch_job::{S3BatchJobResponse, S3BatchJobResult};
 use aws_lambda_events::event::sqs::SqsBatchResponse;
 use futures::StreamExt as _;
 use s3_compressor_events::{BatchJob, EventError, Invocation, Notice, ObjectRef, SqsMessage};
 use serde_json::{json, Value};
 
-use crate::{Outcome, Worker};
+use crate::{Deadline, Outcome, Worker};
 
 /// The invocation as a whole failed. Lambda retries it, then hands it to the on-failure
 /// destination (the failure queue), which is where a person sees it.
@@ -103,7 +101,7 @@ impl Handler {
     pub async fn handle(
         &self,
         payload: Value,
-        deadline: Option<Instant>,
+        deadline: Option<Deadline>,
     ) -> (Result<Value, HandlerError>, Totals) {
         let parsed = s3_compressor_events::parse(&payload);
         drop(payload);
@@ -135,7 +133,7 @@ impl Handler {
     async fn handle_sqs(
         &self,
         messages: &[SqsMessage],
-        deadline: Option<Instant>,
+        deadline: Option<Deadline>,
     ) -> (SqsBatchResponse, Totals) {
         // Every object of every message at once, within the worker's memory budget; each
         // result is then traced back to its message.
@@ -170,7 +168,7 @@ impl Handler {
     async fn handle_batch_job(
         &self,
         job: BatchJob,
-        deadline: Option<Instant>,
+        deadline: Option<Deadline>,
     ) -> (S3BatchJobResponse, Totals) {
         tracing::info!(job_id = %job.job_id, tasks = job.tasks.len(), "S3 Batch Operations tasks");
         let notices: Vec<Notice> = job
@@ -215,7 +213,7 @@ impl Handler {
     async fn process_all(
         &self,
         notices: Vec<&Notice>,
-        deadline: Option<Instant>,
+        deadline: Option<Deadline>,
     ) -> Vec<ObjectResult> {
         let mut results: Vec<(usize, ObjectResult)> =
             futures::stream::iter(notices.into_iter().enumerate())
@@ -229,7 +227,7 @@ impl Handler {
         results.into_iter().map(|(_, result)| result).collect()
     }
 
-    async fn process_notice(&self, notice: &Notice, deadline: Option<Instant>) -> ObjectResult {
+    async fn process_notice(&self, notice: &Notice, deadline: Option<Deadline>) -> ObjectResult {
         match notice {
             Notice::Created(object) => self.process(object, deadline).await,
             Notice::Ignored {
@@ -248,7 +246,7 @@ impl Handler {
         }
     }
 
-    pub async fn process(&self, object: &ObjectRef, deadline: Option<Instant>) -> ObjectResult {
+    pub async fn process(&self, object: &ObjectRef, deadline: Option<Deadline>) -> ObjectResult {
         ObjectResult {
             bucket: object.bucket.clone(),
             key: object.key.clone(),
@@ -294,6 +292,7 @@ fn batch_result_code(outcome: &Outcome) -> &'static str {
         Outcome::Compressed { .. }
         | Outcome::AlreadyDone { .. }
         | Outcome::Superseded { .. }
+        | Outcome::HandedOff { .. }
         | Outcome::Skipped(_)
         | Outcome::SourceMissing => SUCCEEDED,
     }
@@ -336,6 +335,7 @@ fn totals(results: &[ObjectResult]) -> Totals {
             Outcome::Failed { .. } => totals.failures += 1,
             Outcome::AlreadyDone { .. }
             | Outcome::Superseded { .. }
+            | Outcome::HandedOff { .. }
             | Outcome::Skipped(_)
             | Outcome::SourceMissing => {}
         }

@@ -7,10 +7,11 @@ use serde_json::Value;
 
 use crate::handler::Handler;
 use crate::telemetry::metrics_line;
+use crate::Deadline;
 
 /// Time kept back from the invocation deadline to abort uploads and answer cleanly: a tenth
 /// of the time left, at most this much.
-const DEADLINE_MARGIN: Duration = Duration::from_secs(3);
+pub(crate) const DEADLINE_MARGIN: Duration = Duration::from_secs(3);
 
 pub async fn run(handler: Handler) -> Result<(), lambda_runtime::Error> {
     let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default();
@@ -18,7 +19,7 @@ pub async fn run(handler: Handler) -> Result<(), lambda_runtime::Error> {
     let function = function.as_str();
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let started = Instant::now();
-        let deadline = instant_of(event.context.deadline);
+        let deadline = deadline_of(event.context.deadline);
         let (response, totals) = handler.handle(event.payload, deadline).await;
         // EMF lines go to stdout, where Lambda's log capture picks them up as they are.
         println!("{}", metrics_line(&totals, started.elapsed(), function));
@@ -37,10 +38,10 @@ pub async fn run(handler: Handler) -> Result<(), lambda_runtime::Error> {
 /// started the invocation): it comes from a clock problem or an emulator that sends the
 /// timeout instead (cargo-lambda sends 600000). Working without a deadline then is better than
 /// failing every object at once; Lambda still stops the function at its real timeout.
-fn instant_of(deadline_ms: u64) -> Option<Instant> {
+fn deadline_of(deadline_ms: u64) -> Option<Deadline> {
     let deadline = SystemTime::UNIX_EPOCH + Duration::from_millis(deadline_ms);
     match deadline.duration_since(SystemTime::now()) {
-        Ok(remaining) => Some(Instant::now() + remaining - DEADLINE_MARGIN.min(remaining / 10)),
+        Ok(remaining) => Some(Deadline::after(remaining, DEADLINE_MARGIN)),
         Err(_) => {
             tracing::warn!(
                 deadline_ms,

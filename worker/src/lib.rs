@@ -7,6 +7,7 @@ pub mod cli;
 mod commands;
 mod error;
 pub mod handler;
+pub mod handoff;
 mod lambda;
 mod online;
 mod outcome;
@@ -17,7 +18,7 @@ pub mod telemetry;
 
 pub use error::Error;
 pub use outcome::{Outcome, SourceFate};
-pub use pipeline::{Tuning, Worker};
+pub use pipeline::{Deadline, Pace, Tuning, Worker};
 pub use routes::{Decision, Plan, Routes};
 
 // Add-on formats are linked in here, one line each; their `inventory::submit!` does the rest.

@@ -14,8 +14,9 @@ use s3_compressor_serve::{EmbeddedS3, ServeOptions, Upload};
 use tokio::task::JoinSet;
 
 use crate::handler::{Handler, ObjectResult};
+use crate::handoff::{FargateHandoff, Handoff};
 use crate::store::{ObjectStore, S3Store};
-use crate::{Outcome, Routes, Tuning, Worker};
+use crate::{Deadline, Outcome, Pace, Routes, Tuning, Worker};
 
 /// Objects `serve` compresses at once: uploads from a person's shell are small and many.
 const SERVE_PARALLEL_OBJECTS: usize = 8;
@@ -24,11 +25,27 @@ fn handler(store: Arc<dyn ObjectStore>, routes: Arc<Routes>) -> Handler {
     Handler::new(Worker::new(store, routes, Tuning::default()))
 }
 
+/// The handler of an invocation with a deadline: objects that cannot finish in time go to the
+/// Fargate task the environment configures, if any, and are judged by the CPU the function
+/// has.
+async fn invocation_handler(
+    store: Arc<dyn ObjectStore>,
+    routes: Arc<Routes>,
+) -> anyhow::Result<Handler> {
+    let handoff = FargateHandoff::from_environment()
+        .await?
+        .map(|handoff| Arc::new(handoff) as Arc<dyn Handoff>);
+    let worker = Worker::new(store, routes, Tuning::default())
+        .with_pace(Pace::from_environment())
+        .with_handoff(handoff);
+    Ok(Handler::new(worker))
+}
+
 pub(crate) async fn lambda(routes: Arc<Routes>, stall: Duration) -> anyhow::Result<()> {
     crate::telemetry::init_logging();
     check_lambda_environment()?;
     let store = Arc::new(S3Store::from_environment(stall).await);
-    let handler = handler(store, routes);
+    let handler = invocation_handler(store, routes).await?;
     crate::lambda::run(handler)
         .await
         .map_err(|error| anyhow::anyhow!("the Lambda runtime loop stopped: {error}"))
@@ -61,6 +78,7 @@ fn check_lambda_environment() -> anyhow::Result<()> {
 
 pub(crate) async fn invoke(
     event: &Path,
+    timeout: Option<Duration>,
     routes: Arc<Routes>,
     stall: Duration,
     out: &mut dyn Write,
@@ -72,8 +90,9 @@ pub(crate) async fn invoke(
     let payload: serde_json::Value = serde_json::from_reader(std::io::BufReader::new(file))
         .with_context(|| format!("{} is not JSON", event.display()))?;
     let store = Arc::new(S3Store::from_environment(stall).await);
-    let handler = handler(store, routes);
-    let (response, _totals) = handler.handle(payload, None).await;
+    let handler = invocation_handler(store, routes).await?;
+    let deadline = timeout.map(|timeout| Deadline::after(timeout, crate::lambda::DEADLINE_MARGIN));
+    let (response, _totals) = handler.handle(payload, deadline).await;
     let response = response.context("the handler failed")?;
     writeln!(out, "{}", serde_json::to_string_pretty(&response)?)?;
     Ok(())

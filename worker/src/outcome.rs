@@ -33,6 +33,9 @@ pub enum Outcome {
     /// never goes back to an older version. The version stays as a noncurrent version,
     /// recoverable until the bucket's lifecycle rule expires it.
     Superseded { output_key: String },
+    /// Too large to finish before the invocation's deadline: handed to this Fargate task, which
+    /// compresses it with the same pipeline. The source stays until that is done.
+    HandedOff { task: String },
     /// Nothing to do, with the reason.
     Skipped(String),
     /// The source is not there and no output was made from it: for an event, one that came
@@ -75,6 +78,7 @@ impl Outcome {
             Self::Compressed { .. } => "compressed",
             Self::AlreadyDone { .. } => "already_done",
             Self::Superseded { .. } => "superseded",
+            Self::HandedOff { .. } => "handed_off",
             Self::Skipped(_) | Self::SourceMissing => "skipped",
             Self::Failed { retry: true, .. } => "failed_transient",
             Self::Failed { retry: false, .. } => "failed_permanent",
@@ -113,6 +117,11 @@ impl fmt::Display for Outcome {
                 "superseded: a newer upload or a delete of the key came after this version; \
                  {output_key} is left to the newer one, and this version stays noncurrent \
                  (recoverable) until the bucket's lifecycle rule expires it"
+            ),
+            Self::HandedOff { task } => write!(
+                f,
+                "handed off: too large for this invocation, so Fargate task {task} compresses \
+                 it; the source stays until that is done"
             ),
             Self::Skipped(reason) => write!(f, "skipped: {reason}"),
             Self::SourceMissing => {

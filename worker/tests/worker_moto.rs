@@ -1731,3 +1731,216 @@ fn backfill_compresses_what_is_there_and_resumes_after_an_interrupt() {
         third.stdout
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Objects beyond one invocation
+
+/// The string at `pointer` (`/Vpc/VpcId`) of an answer.
+fn string_at(value: &Value, pointer: &str) -> String {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no string at {pointer} in {value:#}"))
+        .to_owned()
+}
+
+/// The AWS CLI against moto, answering JSON.
+fn aws_json(moto: &Moto, args: &[&str]) -> Value {
+    let mut command = Command::new("aws");
+    moto.point_at(&mut command);
+    let finished = run(command.args(args).args(["--output", "json"]));
+    assert!(finished.success(), "aws {args:?}: {}", finished.describe());
+    if finished.stdout.trim().is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_str(&finished.stdout).unwrap_or_else(|error| panic!("aws {args:?}: {error}"))
+}
+
+/// An invocation with a deadline does not start an object it cannot finish in time: with the
+/// Fargate task configured it starts the task (ECS RunTask, the command `compress s3://...`
+/// in the function's subnets) and answers `handed_off`; without, it fails permanently saying
+/// why and what to do. The source is untouched either way, and the task's command compresses
+/// it.
+#[test]
+fn an_object_too_large_for_the_invocation_goes_to_a_fargate_task() {
+    let moto = Moto::start();
+    let bucket = "large";
+    moto.create_bucket(bucket);
+    let big = "incoming/big.csv";
+    let big_content = text(8 * MIB, 1);
+    put(&moto, bucket, big, &big_content);
+    put(&moto, bucket, "incoming/small.csv", &text(1_000, 2));
+
+    let vpc = aws_json(&moto, &["ec2", "create-vpc", "--cidr-block", "10.0.0.0/16"]);
+    let vpc = string_at(&vpc, "/Vpc/VpcId");
+    // As a VPC with interface endpoints must be (and moto's RunTask needs it to name the
+    // task's network interface).
+    aws_json(
+        &moto,
+        &[
+            "ec2",
+            "modify-vpc-attribute",
+            "--vpc-id",
+            &vpc,
+            "--enable-dns-hostnames",
+            r#"{"Value": true}"#,
+        ],
+    );
+    let subnet = aws_json(
+        &moto,
+        &[
+            "ec2",
+            "create-subnet",
+            "--vpc-id",
+            &vpc,
+            "--cidr-block",
+            "10.0.1.0/24",
+        ],
+    );
+    let subnet = string_at(&subnet, "/Subnet/SubnetId");
+    let group = aws_json(
+        &moto,
+        &[
+            "ec2",
+            "create-security-group",
+            "--group-name",
+            "worker",
+            "--description",
+            "worker",
+            "--vpc-id",
+            &vpc,
+        ],
+    );
+    let group = string_at(&group, "/GroupId");
+    let cluster = aws_json(
+        &moto,
+        &["ecs", "create-cluster", "--cluster-name", "large-objects"],
+    );
+    let cluster = string_at(&cluster, "/cluster/clusterArn");
+    let task_definition = aws_json(
+        &moto,
+        &[
+            "ecs",
+            "register-task-definition",
+            "--family",
+            "s3-compressor-large",
+            "--requires-compatibilities",
+            "FARGATE",
+            "--network-mode",
+            "awsvpc",
+            "--cpu",
+            "2048",
+            "--memory",
+            "4096",
+            "--container-definitions",
+            r#"[{"name": "worker", "image": "s3-compressor", "essential": true, "cpu": 2048, "memory": 4096}]"#,
+        ],
+    );
+    let task_definition = string_at(&task_definition, "/taskDefinition/taskDefinitionArn");
+
+    // A 128 MB function has 0.07 vCPU: 8 MiB of zip needs about 6 s, more than the 4.5 s a
+    // 5 s invocation has; 1 KB needs the requests' 2 s.
+    let event = s3_event(bucket, &[big, "incoming/small.csv"]);
+    let path = write_event(moto.dir(), "large.json", &event);
+    let invoke = |handoff: bool| {
+        let mut command = moto.s3_compressor();
+        command
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .args(["invoke", "--timeout", "5", "--event"])
+            .arg(&path);
+        if handoff {
+            command
+                .env("S3_COMPRESSOR_HANDOFF_CLUSTER", &cluster)
+                .env("S3_COMPRESSOR_HANDOFF_TASK_DEFINITION", &task_definition)
+                .env("S3_COMPRESSOR_HANDOFF_CONTAINER", "worker")
+                .env("S3_COMPRESSOR_HANDOFF_SUBNETS", &subnet)
+                .env("S3_COMPRESSOR_HANDOFF_SECURITY_GROUPS", &group);
+        }
+        run(&mut command)
+    };
+
+    // Without a task to hand it to: a permanent failure that says why and what would work.
+    let refused = invoke(false);
+    assert_eq!(refused.status.code(), Some(1), "{}", refused.describe());
+    assert!(
+        refused.stderr.contains("PermanentFailure")
+            || refused.stderr.contains("trying again will not help"),
+        "{}",
+        refused.describe()
+    );
+    for part in [
+        "s3://large/incoming/big.csv is 8388608 bytes",
+        "an invocation has 4 s",
+        "`s3-compressor compress s3://large/incoming/big.csv`",
+        "--large-objects fargate",
+    ] {
+        assert!(
+            refused.stderr.contains(part),
+            "{part:?} in {}",
+            refused.describe()
+        );
+    }
+    assert_eq!(
+        moto.keys(bucket),
+        [big, "processed/small.zip"],
+        "the small one compressed, the big one untouched"
+    );
+
+    // With the task configured: handed off, and the task started with the command that
+    // compresses it.
+    put(&moto, bucket, "incoming/small.csv", &text(1_000, 2));
+    let handed = invoke(true);
+    assert!(handed.success(), "{}", handed.describe());
+    let outcomes = outcomes(&response_of(&handed));
+    assert_eq!(
+        outcomes,
+        [
+            (big.to_owned(), "handed_off".to_owned()),
+            ("incoming/small.csv".to_owned(), "already_done".to_owned())
+        ]
+    );
+    let tasks = aws_json(&moto, &["ecs", "list-tasks", "--cluster", &cluster]);
+    let task_arns: Vec<&str> = tasks["taskArns"]
+        .as_array()
+        .map(|arns| arns.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(task_arns.len(), 1, "{tasks}");
+    let described = aws_json(
+        &moto,
+        &[
+            "ecs",
+            "describe-tasks",
+            "--cluster",
+            &cluster,
+            "--tasks",
+            task_arns[0],
+        ],
+    );
+    let task = &described["tasks"][0];
+    assert_eq!(
+        task["taskDefinitionArn"],
+        task_definition.as_str(),
+        "{task:#}"
+    );
+    assert_eq!(task["startedBy"], "s3-compressor");
+    assert_eq!(
+        task["overrides"]["containerOverrides"][0],
+        json!({"name": "worker", "command": ["compress", "s3://large/incoming/big.csv"]}),
+        "{task:#}"
+    );
+    assert!(
+        handed.stdout.contains(task_arns[0]),
+        "the answer names the task: {}",
+        handed.stdout
+    );
+    assert!(moto.get(bucket, big) == big_content, "the source untouched");
+
+    // What the task runs, with no deadline: the same pipeline compresses it.
+    let finished = compress(&moto, bucket, big);
+    assert!(finished.success(), "{}", finished.describe());
+    assert!(unzip(&moto, bucket, "processed/big.zip").1 == big_content);
+    assert_eq!(
+        moto.keys(bucket),
+        ["processed/big.zip", "processed/small.zip"]
+    );
+}

@@ -5,6 +5,7 @@
 
 mod identity;
 mod memory;
+mod pace;
 mod proof;
 mod transfer;
 
@@ -16,6 +17,7 @@ use s3_compressor_formats::{Compressor, Entry, FormatError, Stats};
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
+use crate::handoff::Handoff;
 use crate::outcome::{Outcome, SourceFate};
 use crate::store::{
     DeleteCondition, Deleted, Download, ErrorClass, Location, ObjectInfo, ObjectStore, OutputSpec,
@@ -24,6 +26,7 @@ use crate::store::{
 use crate::{Decision, Plan, Routes};
 use identity::SourceIdentity;
 use memory::MemoryBudget;
+pub use pace::{Deadline, Pace};
 use transfer::{PartWriter, UploadError, Uploaded};
 
 /// Knobs that trade memory for throughput.
@@ -60,6 +63,10 @@ pub struct Worker {
     memory: Arc<MemoryBudget>,
     /// Aborts of multipart uploads left behind by objects stopped midway.
     aborts: TaskTracker,
+    /// What an object's compression should take here, against the deadline.
+    pace: Pace,
+    /// Where objects that cannot finish before the deadline go; without it they fail.
+    handoff: Option<Arc<dyn Handoff>>,
 }
 
 /// A reason to stop processing one object, already turned into its outcome.
@@ -73,7 +80,21 @@ impl Worker {
             tuning,
             memory: Arc::new(MemoryBudget::new(tuning)),
             aborts: TaskTracker::new(),
+            pace: Pace::this_machine(),
+            handoff: None,
         }
+    }
+
+    /// Estimates against `deadline`s with this CPU.
+    pub fn with_pace(mut self, pace: Pace) -> Self {
+        self.pace = pace;
+        self
+    }
+
+    /// Hands objects that cannot finish before their deadline to `handoff`.
+    pub fn with_handoff(mut self, handoff: Option<Arc<dyn Handoff>>) -> Self {
+        self.handoff = handoff;
+        self
     }
 
     /// Waits (up to `limit`) for the aborts of uploads that objects stopped midway left open,
@@ -95,7 +116,7 @@ impl Worker {
     /// `deadline` is when the caller must have an answer (the Lambda deadline less a margin):
     /// work still running then is abandoned, with any multipart upload aborted and the source
     /// left alone.
-    pub async fn process(&self, object: &ObjectRef, deadline: Option<Instant>) -> Outcome {
+    pub async fn process(&self, object: &ObjectRef, deadline: Option<Deadline>) -> Outcome {
         let started = Instant::now();
         let plan = match self.routes.decide(&object.key) {
             Decision::Compress(plan) => plan,
@@ -105,10 +126,10 @@ impl Worker {
                 return outcome;
             }
         };
-        let work = self.compress_object(object, &plan);
+        let work = self.compress_object(object, &plan, deadline);
         let outcome = match deadline {
             None => work.await,
-            Some(deadline) => tokio::time::timeout_at(deadline.into(), work)
+            Some(deadline) => tokio::time::timeout_at(deadline.at.into(), work)
                 .await
                 .unwrap_or_else(|_| {
                     Outcome::transient(
@@ -121,8 +142,13 @@ impl Worker {
         outcome
     }
 
-    async fn compress_object(&self, object: &ObjectRef, plan: &Plan<'_>) -> Outcome {
-        match self.try_compress_object(object, plan).await {
+    async fn compress_object(
+        &self,
+        object: &ObjectRef,
+        plan: &Plan<'_>,
+        deadline: Option<Deadline>,
+    ) -> Outcome {
+        match self.try_compress_object(object, plan, deadline).await {
             Ok(outcome) | Err(outcome) => *outcome,
         }
     }
@@ -131,6 +157,7 @@ impl Worker {
         &self,
         object: &ObjectRef,
         plan: &Plan<'_>,
+        deadline: Option<Deadline>,
     ) -> Result<Box<Outcome>, Stop> {
         let source = Location {
             bucket: object.bucket.clone(),
@@ -163,6 +190,8 @@ impl Worker {
             }
             Err(error) => return Err(failed(error)),
         };
+        self.check_time(object, plan, download.info.size, deadline)
+            .await?;
         let reservation = self.memory.refit(reservation, download.info.size).await;
         let identity = SourceIdentity::of(&source.key, &download.info);
 
@@ -249,6 +278,62 @@ impl Worker {
             bytes_out: uploaded.bytes,
             source: fate,
         }))
+    }
+
+    /// Does not start an object that cannot finish before `deadline`, since it would be stopped
+    /// there and retried from zero. One that needs more than a whole invocation never fits: it
+    /// goes to the handoff when there is one, else it fails at once, permanently, saying what
+    /// would work. One that only needs more than is left (objects before it in the batch took
+    /// the rest) fails transiently, for a fresh invocation. The source is untouched either way.
+    async fn check_time(
+        &self,
+        object: &ObjectRef,
+        plan: &Plan<'_>,
+        size: u64,
+        deadline: Option<Deadline>,
+    ) -> Result<(), Stop> {
+        let Some(deadline) = deadline else {
+            return Ok(());
+        };
+        let format = plan.compressor.registration().name;
+        let needed = self.pace.estimate(format, size);
+        let left = deadline.at.saturating_duration_since(Instant::now());
+        if needed <= left {
+            return Ok(());
+        }
+        let name = format!("s3://{}/{}", object.bucket, object.key);
+        let why = |time: &str, seconds: u64| {
+            format!(
+                "{name} is {size} bytes; at the {:.1} MB/s {format} manages on {:.2} vCPU it \
+                 needs about {} s, and {time} {seconds} s",
+                self.pace.megabytes_per_second(format),
+                self.pace.vcpus(),
+                needed.as_secs(),
+            )
+        };
+        if needed <= deadline.granted {
+            return Err(Box::new(Outcome::transient(format!(
+                "{}, so it was not started; a fresh invocation has the time",
+                why("this invocation has", left.as_secs())
+            ))));
+        }
+        let why = why("an invocation has", deadline.granted.as_secs());
+        let Some(handoff) = &self.handoff else {
+            return Err(Box::new(Outcome::permanent(format!(
+                "{why}, so it was not started (the source is kept). Compress it where time is \
+                 not limited: `s3-compressor compress {name}`, or deploy with \
+                 --large-objects fargate to have such objects handed to a Fargate task"
+            ))));
+        };
+        match handoff.hand_off(object).await {
+            Ok(task) => {
+                tracing::info!(key = %object.key, %task, "{why}: handed to a Fargate task");
+                Err(Box::new(Outcome::HandedOff { task }))
+            }
+            Err(error) => Err(Box::new(Outcome::transient(format!(
+                "{why}, and handing it to a Fargate task failed: {error}; the source is kept"
+            )))),
+        }
     }
 
     /// Runs the compressor on a blocking thread between the download and the upload.

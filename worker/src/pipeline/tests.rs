@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use s3_compressor_events::ObjectRef;
 use s3_compressor_formats::Registry;
 
-use super::{Tuning, Worker};
+use super::{Deadline, Pace, Tuning, Worker};
 use crate::store::memory::MemoryStore;
 use crate::store::ErrorClass;
 use crate::{Outcome, Routes, SourceFate};
@@ -494,8 +494,10 @@ async fn access_denied_is_permanent() {
 async fn the_deadline_stops_the_work_aborts_the_upload_and_keeps_the_source() {
     let store = Arc::new(MemoryStore::default());
     store.insert(BUCKET, "incoming/noise.bin", &noise(4 * 1024 * 1024));
-    let deadline = Instant::now() + Duration::from_millis(30);
+    // Judged able to finish in time, so it starts, and is stopped by the deadline.
+    let deadline = Deadline::after(Duration::from_millis(30), Duration::ZERO);
     let outcome = worker(&store, small_parts())
+        .with_pace(Pace::instant_requests(1e6))
         .process(&object("incoming/noise.bin"), Some(deadline))
         .await;
     let Outcome::Failed { retry: true, error } = &outcome else {
@@ -625,4 +627,83 @@ async fn an_upload_started_by_a_lost_create_answer_is_aborted() {
     assert!(matches!(outcome, Outcome::Compressed { .. }), "{outcome}");
     assert_eq!(store.open_uploads(), 0);
     assert_eq!(store.aborted(), 1);
+}
+
+/// Records what it is handed instead of starting a task.
+#[derive(Debug, Default)]
+struct RecordingHandoff(std::sync::Mutex<Vec<ObjectRef>>);
+
+#[async_trait::async_trait]
+impl crate::handoff::Handoff for RecordingHandoff {
+    async fn hand_off(&self, object: &ObjectRef) -> Result<String, crate::handoff::HandoffError> {
+        self.0.lock().unwrap().push(object.clone());
+        Ok("arn:aws:ecs:us-east-1:123456789012:task/cluster/1".to_owned())
+    }
+}
+
+/// An object that cannot finish in a whole invocation is not started: it goes to the handoff
+/// when there is one, else fails permanently saying what would work; one that only lacks the
+/// time left fails transiently, for a fresh invocation. The source stays every time.
+#[tokio::test]
+async fn an_object_too_large_for_the_invocation_is_handed_off_or_refused_not_started() {
+    let store = Arc::new(MemoryStore::default());
+    let key = "incoming/large.csv";
+    store.insert(BUCKET, key, &vec![b'x'; 1_000_000]);
+    // 1 MB of zip at 0.01 vCPU: 4 s, with the requests.
+    let slow = Pace::instant_requests(0.01);
+    let whole = |seconds| Deadline::after(Duration::from_secs(seconds), Duration::ZERO);
+
+    let refused = worker(&store, Tuning::default())
+        .with_pace(slow)
+        .process(&object(key), Some(whole(1)))
+        .await;
+    let Outcome::Failed {
+        retry: false,
+        error,
+    } = &refused
+    else {
+        panic!("{refused}");
+    };
+    assert!(
+        error.contains("is 1000000 bytes")
+            && error.contains("an invocation has 1 s")
+            && error.contains("s3-compressor compress s3://files/incoming/large.csv")
+            && error.contains("--large-objects fargate"),
+        "{error}"
+    );
+
+    let handoff = Arc::new(RecordingHandoff::default());
+    let handed = worker(&store, Tuning::default())
+        .with_pace(slow)
+        .with_handoff(Some(handoff.clone()))
+        .process(&object(key), Some(whole(1)))
+        .await;
+    assert!(
+        matches!(&handed, Outcome::HandedOff { task } if task.ends_with("task/cluster/1")),
+        "{handed}"
+    );
+    assert_eq!(handoff.0.lock().unwrap().as_slice(), [object(key)]);
+
+    // Enough for a whole invocation, not for what is left of this one.
+    let late = Deadline {
+        at: Instant::now() + Duration::from_secs(1),
+        granted: Duration::from_secs(60),
+    };
+    let retried = worker(&store, Tuning::default())
+        .with_pace(slow)
+        .with_handoff(Some(handoff.clone()))
+        .process(&object(key), Some(late))
+        .await;
+    let Outcome::Failed { retry: true, error } = &retried else {
+        panic!("{retried}");
+    };
+    assert!(error.contains("a fresh invocation has the time"), "{error}");
+    assert_eq!(handoff.0.lock().unwrap().len(), 1, "not handed off");
+
+    assert_eq!(
+        store.current(BUCKET, key).unwrap().body.len(),
+        1_000_000,
+        "the source stays"
+    );
+    assert!(store.current(BUCKET, "processed/large.zip").is_none());
 }

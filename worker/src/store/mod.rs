@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 
 pub use error::{ErrorClass, StoreError};
+pub(crate) use s3::https_client;
 pub use s3::S3Store;
 
 /// Which object a request is about.

@@ -244,7 +244,7 @@ impl Resumable {
 /// The SDK's default HTTPS client (hyper, rustls, proxies from `HTTPS_PROXY` and the like), on
 /// ring instead of aws-lc (see the workspace's Cargo.toml). It mirrors the SDK's own
 /// `default_https_client`, which is the one place that builds a client this way.
-fn https_client() -> SharedHttpClient {
+pub(crate) fn https_client() -> SharedHttpClient {
     HttpClientBuilder::new().build_with_connector_fn(|settings, components| {
         let mut connector = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(
             tls::rustls_provider::CryptoMode::Ring,
