@@ -190,8 +190,6 @@ impl Worker {
             }
             Err(error) => return Err(failed(error)),
         };
-        self.check_time(object, plan, download.info.size, deadline)
-            .await?;
         let reservation = self.memory.refit(reservation, download.info.size).await;
         let identity = SourceIdentity::of(&source.key, &download.info);
 
@@ -213,6 +211,10 @@ impl Worker {
             }
             Some(info) => return Err(Box::new(collision(&output, info))),
         };
+
+        // Not started if it cannot finish in time (a duplicate, above, is proven, not compressed).
+        self.check_time(object, plan, download.info.size, deadline)
+            .await?;
 
         // Compress and write.
         let spec = OutputSpec {
