@@ -335,6 +335,21 @@ check_queues_drained() {
     done
 }
 
+# Deploying --large-objects fail over fargate deletes the cluster, which ECS refuses while a
+# task runs in it (and the task would lose its work): stops while one does.
+check_no_tasks_running() {
+    [[ $LARGE_OBJECTS == fail ]] || return 0
+    local cluster count
+    cluster=$(stack_output "$LAMBDA_STACK" LargeObjectsClusterArn)
+    [[ -n $cluster ]] || return 0
+    count=$(awsr ecs list-tasks --cluster "$cluster" --query 'length(taskArns)' --output text) ||
+        die "cannot list the tasks of $cluster."
+    ((count == 0)) ||
+        die "$count large-object task(s) still run in $cluster;" \
+            "--large-objects fail would delete the cluster under them." \
+            "Wait until 'aws ecs list-tasks --cluster $cluster' lists none, or keep --large-objects fargate."
+}
+
 # ---------------------------------------------------------------------------------------------
 # The image
 
@@ -476,6 +491,7 @@ main() {
         [[ $answer == [yY]* ]] || die "stopped; nothing was changed."
     fi
     check_queues_drained
+    check_no_tasks_running
 
     if [[ -z $IMAGE_URI ]]; then
         log "building the static binary (cargo, $MUSL_TARGET, profile $BUILD_PROFILE)"
