@@ -3,7 +3,9 @@
 # delete marker in it, the images in ECR, the stacks file-compression-lambda and
 # file-compression-infra (the function, its versions, alias, role, log group, its queues — the
 # failure queue and, with the queue trigger, the buffer queue, its dead-letter queue and event
-# source mapping, with any messages in them — the repository, the VPC and the bucket).
+# source mapping, with any messages in them — the large-object tasks' cluster, task definition
+# and log group, stopping tasks still running, the repository, the VPC, its endpoints and the
+# bucket).
 #
 #   ./cloudformation/cleanup.sh [--region REGION] [--yes]
 #
@@ -95,6 +97,22 @@ delete_images() {
     done
 }
 
+# The large-object tasks still running (LargeObjects 'fargate'): ECS deletes no cluster with
+# tasks in it. A stopped task leaves its source in place; only a verified output removes it.
+stop_tasks() {
+    local cluster task tasks=()
+    cluster=$(stack_output "$LAMBDA_STACK" LargeObjectsClusterArn)
+    [[ -n $cluster ]] || return 0
+    while IFS= read -r task; do
+        [[ -n $task && $task != None ]] || continue
+        awsr ecs stop-task --cluster "$cluster" --task "$task" \
+            --reason "s3-compressor cleanup.sh" >/dev/null
+        note "stopping the task $task"
+        tasks+=("$task")
+    done < <(awsr ecs list-tasks --cluster "$cluster" --query 'taskArns[]' --output text | tr '\t' '\n')
+    ((${#tasks[@]} == 0)) || awsr ecs wait tasks-stopped --cluster "$cluster" --tasks "${tasks[@]}"
+}
+
 # Deletes a stack and waits; one that does not exist is already deleted.
 delete_stack() {
     local stack=$1 status
@@ -150,6 +168,9 @@ main() {
 
     log "images in $REPOSITORY"
     delete_images
+
+    log "large-object tasks"
+    stop_tasks
 
     log "stacks"
     delete_stack "$LAMBDA_STACK"

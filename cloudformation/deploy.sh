@@ -2,9 +2,11 @@
 # Deploys s3-compressor to AWS: the VPC and bucket (stack file-compression-infra), the image in
 # ECR and the function behind its `live` alias (stack file-compression-lambda), and the bucket
 # notifications for every source prefix of config/compressor.toml, aimed at the function or at
-# an SQS queue in front of it (--trigger).
+# an SQS queue in front of it (--trigger); optionally the Fargate task for objects too large for
+# one invocation (--large-objects fargate).
 #
-#   ./cloudformation/deploy.sh [--region REGION] [--image-uri URI] [--trigger direct|queue] [--yes]
+#   ./cloudformation/deploy.sh [--region REGION] [--image-uri URI] [--trigger direct|queue]
+#                              [--large-objects fail|fargate] [--yes]
 #
 # Safe to run again: what did not change is left alone, and a new function version is
 # published (and `live` moved to it) only when the image changed. The config is baked into the
@@ -34,6 +36,11 @@ TRIGGER=${TRIGGER:-direct}
 QUEUE_BATCH_SIZE=${QUEUE_BATCH_SIZE:-100}
 QUEUE_BATCHING_WINDOW=${QUEUE_BATCHING_WINDOW:-5}
 QUEUE_MAX_CONCURRENCY=${QUEUE_MAX_CONCURRENCY:-10}
+# What the function does with an object it cannot finish in time: `fail` it, or hand it to a
+# `fargate` task (which also needs the infra stack's interface endpoints).
+LARGE_OBJECTS=${LARGE_OBJECTS:-fail}
+TASK_CPU=${TASK_CPU:-2048}
+TASK_MEMORY=${TASK_MEMORY:-4096}
 # The cargo profile of the binary in the image: `image` (thin LTO) is what ships; the tests
 # build a quicker one.
 BUILD_PROFILE=${BUILD_PROFILE:-image}
@@ -42,7 +49,8 @@ readonly MAX_PREFIXES=5
 
 usage() {
     cat <<EOF
-Usage: $0 [--region REGION] [--image-uri URI [--config PATH]] [--trigger direct|queue] [--yes]
+Usage: $0 [--region REGION] [--image-uri URI [--config PATH]] [--trigger direct|queue]
+          [--large-objects fail|fargate] [--yes]
 
 Builds the s3-compressor image, pushes it to ECR and deploys the stacks $INFRA_STACK and
 $LAMBDA_STACK. Running it again changes only what changed.
@@ -61,6 +69,13 @@ $LAMBDA_STACK. Running it again changes only what changed.
                     polls in batches, at most QUEUE_MAX_CONCURRENCY invocations at once: for
                     bursts. Switching from queue to direct deletes the queues, so it stops
                     while they hold messages.
+  --large-objects fail|fargate
+                    what the function does with an object it cannot compress before its
+                    timeout (default: \$LARGE_OBJECTS, else fail). fail: it fails it at once
+                    (permanent error; the source is kept). fargate: it runs the same image as an
+                    ECS Fargate task for it (TASK_CPU, TASK_MEMORY), which adds interface
+                    endpoints for ECS, ECR and CloudWatch Logs to the VPC: about 58 USD a
+                    month in us-east-1 whether tasks run or not (README).
   --yes             do not ask before deploying
   -h, --help        this help
 
@@ -71,7 +86,9 @@ LOG_RETENTION_DAYS [30] (days the function's logs are kept), ALARM_EMAIL [none] 
 failure alarms send mail; the address gets a subscription to confirm), BUILD_PROFILE [image]
 (the cargo profile the binary is built with); with --trigger queue: QUEUE_BATCH_SIZE [100]
 (S3 events per invocation, 1-10000), QUEUE_BATCHING_WINDOW [5] (seconds Lambda waits to fill
-a batch, 1-300), QUEUE_MAX_CONCURRENCY [10] (invocations at once, 2-1000).
+a batch, 1-300), QUEUE_MAX_CONCURRENCY [10] (invocations at once, 2-1000); with
+--large-objects fargate: TASK_CPU [2048] (CPU units of a task, 1024 = 1 vCPU), TASK_MEMORY
+[4096] (MiB, a size Fargate offers with TASK_CPU).
 
 Needs the AWS CLI with credentials; to build the image also Docker (with buildx), Rust
 (cargo, rustup target $MUSL_TARGET) and musl-tools, on Linux x86_64.
@@ -88,6 +105,8 @@ while (($#)); do
         --config=*) CONFIG=${1#*=}; CONFIG_GIVEN=true; shift ;;
         --trigger) TRIGGER=${2:?--trigger needs a value}; shift 2 ;;
         --trigger=*) TRIGGER=${1#*=}; shift ;;
+        --large-objects) LARGE_OBJECTS=${2:?--large-objects needs a value}; shift 2 ;;
+        --large-objects=*) LARGE_OBJECTS=${1#*=}; shift ;;
         --yes | -y) YES=true; shift ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
@@ -95,6 +114,8 @@ while (($#)); do
 done
 [[ $TRIGGER == direct || $TRIGGER == queue ]] ||
     die "--trigger is 'direct' or 'queue', not '$TRIGGER'."
+[[ $LARGE_OBJECTS == fail || $LARGE_OBJECTS == fargate ]] ||
+    die "--large-objects is 'fail' or 'fargate', not '$LARGE_OBJECTS'."
 
 # ---------------------------------------------------------------------------------------------
 # Prerequisites
@@ -275,7 +296,15 @@ lambda_parameters() {
         "Trigger=$TRIGGER" \
         "QueueBatchSize=$QUEUE_BATCH_SIZE" \
         "QueueBatchingWindowSeconds=$QUEUE_BATCHING_WINDOW" \
-        "QueueMaximumConcurrency=$QUEUE_MAX_CONCURRENCY"
+        "QueueMaximumConcurrency=$QUEUE_MAX_CONCURRENCY" \
+        "LargeObjects=$LARGE_OBJECTS" \
+        "TaskCpu=$TASK_CPU" \
+        "TaskMemory=$TASK_MEMORY"
+}
+
+# The infra stack's interface endpoints are what a Fargate task needs to start and log.
+interface_endpoints() {
+    if [[ $LARGE_OBJECTS == fargate ]]; then echo fargate; else echo none; fi
 }
 
 # The AWS CLI v1 ignores AWS_ENDPOINT_URL for SQS (local stand-ins set it); name it explicitly.
@@ -304,6 +333,21 @@ check_queues_drained() {
                 "Deploy with --trigger queue to keep it, or let the function drain the queue (and" \
                 "redrive or handle what is on the dead-letter queue) before switching."
     done
+}
+
+# Deploying --large-objects fail over fargate deletes the cluster, which ECS refuses while a
+# task runs in it (and the task would lose its work): stops while one does.
+check_no_tasks_running() {
+    [[ $LARGE_OBJECTS == fail ]] || return 0
+    local cluster count
+    cluster=$(stack_output "$LAMBDA_STACK" LargeObjectsClusterArn)
+    [[ -n $cluster ]] || return 0
+    count=$(awsr ecs list-tasks --cluster "$cluster" --query 'length(taskArns)' --output text) ||
+        die "cannot list the tasks of $cluster."
+    ((count == 0)) ||
+        die "$count large-object task(s) still run in $cluster;" \
+            "--large-objects fail would delete the cluster under them." \
+            "Wait until 'aws ecs list-tasks --cluster $cluster' lists none, or keep --large-objects fargate."
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -447,6 +491,7 @@ main() {
         [[ $answer == [yY]* ]] || die "stopped; nothing was changed."
     fi
     check_queues_drained
+    check_no_tasks_running
 
     if [[ -z $IMAGE_URI ]]; then
         log "building the static binary (cargo, $MUSL_TARGET, profile $BUILD_PROFILE)"
@@ -471,7 +516,8 @@ main() {
     deploy_stack "$INFRA_STACK" "$CLOUDFORMATION_DIR/infra-template.yaml" \
         "VpcCIDR=$VPC_CIDR" "PrivateSubnet1CIDR=$PRIVATE_SUBNET1_CIDR" \
         "PrivateSubnet2CIDR=$PRIVATE_SUBNET2_CIDR" \
-        "NoncurrentVersionExpirationDays=$NONCURRENT_VERSION_DAYS" "S3PrefixListId=$prefix_list"
+        "NoncurrentVersionExpirationDays=$NONCURRENT_VERSION_DAYS" "S3PrefixListId=$prefix_list" \
+        "InterfaceEndpoints=$(interface_endpoints)"
     local bucket
     bucket=$(stack_output "$INFRA_STACK" S3BucketName)
     [[ -n $bucket ]] || die "stack $INFRA_STACK has no output S3BucketName"
@@ -526,9 +572,19 @@ main() {
         trigger="direct, S3 invokes $target"
     fi
 
-    local log_group queue
+    local log_group queue large_objects
     log_group=$(stack_output "$LAMBDA_STACK" LogGroupName)
     queue=$(stack_output "$LAMBDA_STACK" FailureQueueUrl)
+    if [[ $LARGE_OBJECTS == fargate ]]; then
+        local cluster task_logs
+        cluster=$(stack_output "$LAMBDA_STACK" LargeObjectsClusterArn)
+        task_logs=$(stack_output "$LAMBDA_STACK" LargeObjectsLogGroupName)
+        [[ -n $cluster && -n $task_logs ]] || die "stack $LAMBDA_STACK is missing its large-object outputs"
+        large_objects="Fargate tasks in $cluster
+  task logs: $task_logs"
+    else
+        large_objects="failed at once (the source is kept)"
+    fi
     cat <<EOF
 
 Deployed s3-compressor in $REGION.
@@ -536,6 +592,7 @@ Deployed s3-compressor in $REGION.
   function:  $function_name ($version)
   image:     $image
   trigger:   $trigger
+  too large: $large_objects
   logs:      $log_group
   failures:  $queue
 

@@ -255,7 +255,12 @@ fn infra_template_makes_a_private_vpc_and_a_locked_down_bucket() {
     if !have(&["cfn-lint"], PIP_LINTERS) {
         return;
     }
-    let infra = template("infra-template.yaml");
+    // As deploy.sh deploys it in AWS (with the region's S3 prefix list), without the interface
+    // endpoints (see the next test for them).
+    let infra = rendered(
+        &template("infra-template.yaml"),
+        &[("S3PrefixListId", "pl-63a5400a")],
+    );
     for parameter in [
         "VpcCIDR",
         "PrivateSubnet1CIDR",
@@ -388,6 +393,117 @@ fn infra_template_makes_a_private_vpc_and_a_locked_down_bucket() {
     assert_eq!(policy["Condition"]["Bool"]["aws:SecureTransport"], "false");
 }
 
+/// InterfaceEndpoints 'fargate': what a Fargate task in the private subnets needs to start (ECR),
+/// log (CloudWatch Logs) and be started by the function (ECS), reachable from the function's
+/// security group alone; 'none' (the default) leaves the VPC as it was.
+#[test]
+fn infra_template_adds_interface_endpoints_for_fargate_tasks_only_when_asked() {
+    if !have(&["cfn-lint"], PIP_LINTERS) {
+        return;
+    }
+    let infra = template("infra-template.yaml");
+    assert_choice(&infra, "InterfaceEndpoints", "none", &["none", "fargate"]);
+    let prefix_list = ("S3PrefixListId", "pl-63a5400a");
+    let gateway_statements = |rendered: &Value| {
+        resource(rendered, "S3GatewayEndpoint")["PolicyDocument"]["Statement"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+
+    let plain = rendered(&infra, &[prefix_list]);
+    assert_eq!(resources_of_type(&plain, "AWS::EC2::VPCEndpoint").len(), 1);
+    assert_eq!(
+        resources_of_type(&plain, "AWS::EC2::SecurityGroup").len(),
+        1
+    );
+    assert!(resources_of_type(&plain, "AWS::EC2::SecurityGroupEgress").is_empty());
+    assert_eq!(gateway_statements(&plain).len(), 1);
+
+    let with = rendered(&infra, &[prefix_list, ("InterfaceEndpoints", "fargate")]);
+    let interface: Vec<&Value> = resources_of_type(&with, "AWS::EC2::VPCEndpoint")
+        .into_iter()
+        .map(|endpoint| &endpoint["Properties"])
+        .filter(|endpoint| endpoint["VpcEndpointType"] == "Interface")
+        .collect();
+    let mut services: Vec<String> = interface
+        .iter()
+        .map(|endpoint| strings(&endpoint["ServiceName"]["Fn::Sub"]).concat())
+        .collect();
+    services.sort();
+    assert_eq!(
+        services,
+        ["ecr.api", "ecr.dkr", "ecs", "logs"]
+            .map(|service| format!("com.amazonaws.${{AWS::Region}}.{service}"))
+    );
+    for endpoint in &interface {
+        assert_eq!(endpoint["PrivateDnsEnabled"], true, "{endpoint}");
+        assert_eq!(
+            endpoint["SubnetIds"],
+            json!([{"Ref": "PrivateSubnet1"}, {"Ref": "PrivateSubnet2"}])
+        );
+        assert_eq!(
+            endpoint["SecurityGroupIds"],
+            json!([{"Ref": "EndpointSecurityGroup"}])
+        );
+    }
+    // The endpoints take HTTPS from the function's group (its tasks use it too) and nothing
+    // else, and start nothing.
+    let endpoints_group = resource(&with, "EndpointSecurityGroup");
+    assert_eq!(
+        endpoints_group["SecurityGroupIngress"],
+        json!([{
+            "IpProtocol": "tcp", "FromPort": 443, "ToPort": 443,
+            "Description": "HTTPS from the function and its Fargate tasks",
+            "SourceSecurityGroupId": {"Ref": "FunctionSecurityGroup"}
+        }])
+    );
+    let endpoints_egress = endpoints_group["SecurityGroupEgress"].as_array().unwrap();
+    assert_eq!(endpoints_egress.len(), 1);
+    assert_eq!(endpoints_egress[0]["CidrIp"], "255.255.255.255/32");
+    // The function's group: still no ingress, and HTTPS out to the endpoints' group besides S3.
+    let function_group = resource(&with, "FunctionSecurityGroup");
+    assert!(function_group.get("SecurityGroupIngress").is_none());
+    assert!(resources_of_type(&with, "AWS::EC2::SecurityGroupIngress").is_empty());
+    assert_eq!(
+        function_group["SecurityGroupEgress"],
+        resource(&plain, "FunctionSecurityGroup")["SecurityGroupEgress"]
+    );
+    let to_endpoints = one(&with, "AWS::EC2::SecurityGroupEgress");
+    assert_eq!(
+        to_endpoints["GroupId"],
+        json!({"Ref": "FunctionSecurityGroup"})
+    );
+    assert_eq!(
+        (
+            &to_endpoints["IpProtocol"],
+            &to_endpoints["FromPort"],
+            &to_endpoints["ToPort"]
+        ),
+        (&json!("tcp"), &json!(443), &json!(443))
+    );
+    assert_eq!(
+        to_endpoints["DestinationSecurityGroupId"],
+        json!({"Ref": "EndpointSecurityGroup"})
+    );
+    // Image layers come from ECR's own bucket through the Gateway endpoint: read, that bucket.
+    let gateway = gateway_statements(&with);
+    assert_eq!(gateway.len(), 2);
+    assert_eq!(gateway[0], gateway_statements(&plain)[0]);
+    assert_eq!(gateway[1]["Action"], "s3:GetObject");
+    assert_eq!(
+        gateway[1]["Resource"],
+        json!({"Fn::Sub": "arn:${AWS::Partition}:s3:::prod-${AWS::Region}-starport-layer-bucket/*"})
+    );
+    for kind in [
+        "AWS::EC2::NatGateway",
+        "AWS::EC2::InternetGateway",
+        "AWS::EC2::Route",
+    ] {
+        assert!(resources_of_type(&with, kind).is_empty(), "{kind}");
+    }
+}
+
 #[test]
 fn lambda_template_makes_a_least_privilege_function_behind_an_alias() {
     if !have(&["cfn-lint"], PIP_LINTERS) {
@@ -445,7 +561,7 @@ fn lambda_template_makes_a_least_privilege_function_behind_an_alias() {
         function["LoggingConfig"]["LogGroup"],
         json!({"Ref": "LogGroup"})
     );
-    assert!(one(&lambda, "AWS::Logs::LogGroup")["RetentionInDays"].is_object());
+    assert!(resource(&lambda, "LogGroup")["RetentionInDays"].is_object());
 
     assert_eq!(one(&lambda, "AWS::Lambda::Alias")["Name"], "live");
     let version = &lambda["Resources"]["Version"];
@@ -491,17 +607,40 @@ fn lambda_template_makes_a_least_privilege_function_behind_an_alias() {
         "ApproximateNumberOfMessagesVisible",
         &json!({"Fn::GetAtt": ["FailureQueue", "QueueName"]}),
     );
+    // Under a key CloudWatch (and EventBridge) may use: with the AWS managed alias/aws/sns,
+    // whose policy grants them nothing, the alarms could not publish.
     assert_eq!(
         one(&lambda, "AWS::SNS::Topic")["KmsMasterKeyId"],
-        "alias/aws/sns"
+        json!({"Ref": "AlarmTopicKey"})
+    );
+    let key = resource(&lambda, "AlarmTopicKey");
+    assert_eq!(key["EnableKeyRotation"], true);
+    let publishers = key["KeyPolicy"]["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|statement| statement["Sid"] == "AlarmsAndRulesPublish")
+        .unwrap();
+    assert_eq!(
+        publishers["Principal"]["Service"],
+        json!(["cloudwatch.amazonaws.com", "events.amazonaws.com"])
+    );
+    assert_eq!(
+        publishers["Action"],
+        json!(["kms:Decrypt", "kms:GenerateDataKey*"])
     );
 
-    // The role: S3 only on the prefixes, never s3:* or Resource "*" for S3.
+    // The role: S3 only on the prefixes, never s3:* or Resource "*" for S3. The S3 statements
+    // are in ObjectsPolicy, attached to the role (and to the large-object task's, if any).
     let role = resource(&lambda, "FunctionRole");
     assert!(role.get("ManagedPolicyArns").is_none());
-    let statements = role["Policies"][0]["PolicyDocument"]["Statement"]
-        .as_array()
-        .unwrap();
+    let statements = &function_statements(&lambda);
+    assert!(
+        role_statements(&lambda)
+            .iter()
+            .all(|statement| !statement.to_string().contains("\"s3:")),
+        "no S3 statement in the role's own policy"
+    );
     let mut s3_actions = Vec::new();
     for statement in statements {
         let actions = strings(&statement["Action"]);
@@ -669,12 +808,42 @@ fn resource<'a>(template: &'a Value, logical_id: &str) -> &'a Value {
     found
 }
 
+/// Asserts that the parameter `name` is a choice of `allowed`, `default` unless given.
+fn assert_choice(template: &Value, name: &str, default: &str, allowed: &[&str]) {
+    let parameter = &template["Parameters"][name];
+    assert_eq!(parameter["Default"], default, "{name}");
+    assert_eq!(parameter["AllowedValues"], json!(allowed), "{name}");
+}
+
+/// Asserts that `template` rendered with `parameters` but no image is the ECR repository alone,
+/// as the first deployment makes it.
+fn assert_repository_alone(template: &Value, parameters: &[(&str, &str)]) {
+    let bare = rendered(template, parameters);
+    let resources: Vec<&String> = bare["Resources"].as_object().unwrap().keys().collect();
+    assert_eq!(resources, ["Repository"], "{parameters:?}");
+}
+
 /// The statements of the function's role.
 fn role_statements(template: &Value) -> Vec<Value> {
     resource(template, "FunctionRole")["Policies"][0]["PolicyDocument"]["Statement"]
         .as_array()
         .unwrap()
         .clone()
+}
+
+/// The statements of ObjectsPolicy: the S3 permissions of the function and of its task.
+fn objects_statements(template: &Value) -> Vec<Value> {
+    resource(template, "ObjectsPolicy")["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Everything the function may do: its role's own statements and ObjectsPolicy's.
+fn function_statements(template: &Value) -> Vec<Value> {
+    let mut statements = role_statements(template);
+    statements.extend(objects_statements(template));
+    statements
 }
 
 /// The role Batch Operations jobs run as: only S3 Batch Operations of this account may assume
@@ -753,6 +922,245 @@ fn lambda_template_gives_batch_operations_a_role_that_only_invokes_the_function(
     assert!(bare["Outputs"].get("BatchOperationsRoleArn").is_none());
 }
 
+/// The Fargate task for objects too large for one invocation, behind LargeObjects: nothing of it
+/// with 'fail'; with 'fargate' a task definition of the function's own image, a task role with
+/// the function's S3 permissions (the same policy), an execution role that can pull that image
+/// and write that log group, the function allowed to run that task in that cluster alone and
+/// told where by five variables, and a failed task on the alarm topic.
+#[test]
+fn lambda_template_hands_large_objects_to_a_fargate_task_or_fails_them() {
+    if !have(&["cfn-lint"], PIP_LINTERS) {
+        return;
+    }
+    let lambda = template("lambda-template.yaml");
+    assert_choice(&lambda, "LargeObjects", "fail", &["fail", "fargate"]);
+    assert_eq!(lambda["Parameters"]["TaskCpu"]["Default"], 2048);
+    assert_eq!(lambda["Parameters"]["TaskMemory"]["Default"], 4096);
+    let image = (
+        "LambdaImageUri",
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/s3-compressor@sha256:0",
+    );
+    let fargate_only = [
+        "Cluster",
+        "TaskLogGroup",
+        "TaskRole",
+        "TaskExecutionRole",
+        "TaskDefinition",
+        "TaskFailureRule",
+        "AlarmTopicPolicy",
+    ];
+    let outputs = [
+        "LargeObjectsClusterArn",
+        "LargeObjectsTaskDefinitionArn",
+        "LargeObjectsLogGroupName",
+    ];
+    let handoff_actions = |statements: &[Value]| -> Vec<String> {
+        statements
+            .iter()
+            .flat_map(|statement| strings(&statement["Action"]))
+            .filter(|action| action.starts_with("ecs:") || action.starts_with("iam:"))
+            .collect()
+    };
+
+    // fail: none of it, and the function has no variables.
+    let failing = rendered(&lambda, &[image]);
+    for id in fargate_only {
+        assert!(failing["Resources"].get(id).is_none(), "{id}");
+    }
+    for output in outputs {
+        assert!(failing["Outputs"].get(output).is_none(), "{output}");
+    }
+    assert!(resource(&failing, "Function").get("Environment").is_none());
+    assert!(handoff_actions(&role_statements(&failing)).is_empty());
+    assert_eq!(
+        resource(&failing, "ObjectsPolicy")["Roles"],
+        json!([{"Ref": "FunctionRole"}])
+    );
+    // Nor without an image (the first deployment's repository alone).
+    assert_repository_alone(&lambda, &[("LargeObjects", "fargate")]);
+
+    let fargate = rendered(&lambda, &[image, ("LargeObjects", "fargate")]);
+    assert_eq!(
+        resource(&fargate, "Cluster")["ClusterSettings"],
+        json!([{"Name": "containerInsights", "Value": "enabled"}])
+    );
+    let task = resource(&fargate, "TaskDefinition");
+    assert_eq!(task["RequiresCompatibilities"], json!(["FARGATE"]));
+    assert_eq!(task["NetworkMode"], "awsvpc");
+    assert_eq!(
+        task["RuntimePlatform"],
+        json!({"OperatingSystemFamily": "LINUX", "CpuArchitecture": "X86_64"})
+    );
+    assert_eq!(
+        (&task["Cpu"], &task["Memory"]),
+        (&json!({"Ref": "TaskCpu"}), &json!({"Ref": "TaskMemory"}))
+    );
+    assert_eq!(
+        task["TaskRoleArn"],
+        json!({"Fn::GetAtt": ["TaskRole", "Arn"]})
+    );
+    assert_eq!(
+        task["ExecutionRoleArn"],
+        json!({"Fn::GetAtt": ["TaskExecutionRole", "Arn"]})
+    );
+    let containers = task["ContainerDefinitions"].as_array().unwrap();
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    let container = &containers[0];
+    assert_eq!(container["Name"], "worker");
+    assert_eq!(container["Image"], json!({"Ref": "LambdaImageUri"}));
+    // The container's share is the task's (moto_server's RunTask needs it stated).
+    assert_eq!(container["Cpu"], task["Cpu"]);
+    assert_eq!(container["Memory"], task["Memory"]);
+    assert_eq!(container["ReadonlyRootFilesystem"], true);
+    assert_eq!(container["Privileged"], false);
+    for absent in ["Command", "EntryPoint", "PortMappings", "Secrets"] {
+        assert!(container.get(absent).is_none(), "{absent}: {container}");
+    }
+    let logging = &container["LogConfiguration"];
+    assert_eq!(logging["LogDriver"], "awslogs");
+    assert_eq!(
+        logging["Options"]["awslogs-group"],
+        json!({"Ref": "TaskLogGroup"})
+    );
+    assert_eq!(
+        resource(&fargate, "TaskLogGroup")["RetentionInDays"],
+        json!({"Ref": "LogRetentionDays"})
+    );
+
+    // The task role: trusted by ECS tasks, and the function's S3 permissions, the same policy.
+    let task_role = resource(&fargate, "TaskRole");
+    let trust = &task_role["AssumeRolePolicyDocument"]["Statement"];
+    assert_eq!(
+        trust[0]["Principal"],
+        json!({"Service": "ecs-tasks.amazonaws.com"})
+    );
+    assert!(task_role.get("Policies").is_none() && task_role.get("ManagedPolicyArns").is_none());
+    assert_eq!(
+        resource(&fargate, "ObjectsPolicy")["Roles"],
+        json!([{"Ref": "FunctionRole"}, {"Ref": "TaskRole"}])
+    );
+    // The execution role: the registry token (which has no resource), that image's repository,
+    // that log group.
+    let execution = resource(&fargate, "TaskExecutionRole")["Policies"][0]["PolicyDocument"]
+        ["Statement"]
+        .as_array()
+        .unwrap();
+    let granted: Vec<(Vec<String>, String)> = execution
+        .iter()
+        .map(|statement| {
+            (
+                strings(&statement["Action"]),
+                statement["Resource"].to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        granted,
+        [
+            (
+                vec!["ecr:GetAuthorizationToken".to_owned()],
+                "\"*\"".to_owned()
+            ),
+            (
+                vec![
+                    "ecr:BatchCheckLayerAvailability".to_owned(),
+                    "ecr:GetDownloadUrlForLayer".to_owned(),
+                    "ecr:BatchGetImage".to_owned()
+                ],
+                execution[1]["Resource"].to_string()
+            ),
+            (
+                vec![
+                    "logs:CreateLogStream".to_owned(),
+                    "logs:PutLogEvents".to_owned()
+                ],
+                json!({"Fn::GetAtt": ["TaskLogGroup", "Arn"]}).to_string()
+            ),
+        ]
+    );
+    assert_eq!(
+        execution[1]["Resource"]["Fn::Sub"][0],
+        "arn:${AWS::Partition}:ecr:${Region}:${Account}:repository/${Name}"
+    );
+
+    // The function: that task definition in that cluster, those two roles to ECS, no more.
+    let statements = role_statements(&fargate);
+    assert_eq!(
+        handoff_actions(&statements),
+        ["ecs:RunTask", "iam:PassRole"]
+    );
+    let by_sid = |sid: &str| statements.iter().find(|s| s["Sid"] == sid).unwrap();
+    assert_eq!(
+        by_sid("RunTheLargeObjectTask"),
+        &json!({
+            "Sid": "RunTheLargeObjectTask", "Effect": "Allow", "Action": "ecs:RunTask",
+            "Resource": {"Ref": "TaskDefinition"},
+            "Condition": {"ArnEquals": {"ecs:cluster": {"Fn::GetAtt": ["Cluster", "Arn"]}}}
+        })
+    );
+    assert_eq!(
+        by_sid("PassTheTaskRoles"),
+        &json!({
+            "Sid": "PassTheTaskRoles", "Effect": "Allow", "Action": "iam:PassRole",
+            "Resource": [
+                {"Fn::GetAtt": ["TaskRole", "Arn"]},
+                {"Fn::GetAtt": ["TaskExecutionRole", "Arn"]}
+            ],
+            "Condition": {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}}
+        })
+    );
+    let import =
+        |name: &str| json!({"Fn::ImportValue": {"Fn::Sub": format!("${{InfraStackName}}-{name}")}});
+    assert_eq!(
+        resource(&fargate, "Function")["Environment"]["Variables"],
+        json!({
+            "S3_COMPRESSOR_HANDOFF_CLUSTER": {"Fn::GetAtt": ["Cluster", "Arn"]},
+            "S3_COMPRESSOR_HANDOFF_TASK_DEFINITION": {"Ref": "TaskDefinition"},
+            "S3_COMPRESSOR_HANDOFF_CONTAINER": container["Name"],
+            "S3_COMPRESSOR_HANDOFF_SUBNETS":
+                {"Fn::Join": [",", [import("PrivateSubnet1ID"), import("PrivateSubnet2ID")]]},
+            "S3_COMPRESSOR_HANDOFF_SECURITY_GROUPS": import("SecurityGroupID")
+        })
+    );
+
+    // A task that stopped with a failing exit code, or never started, reaches the alarm topic,
+    // which only that rule may publish to through EventBridge.
+    let rule = resource(&fargate, "TaskFailureRule");
+    let pattern = &rule["EventPattern"];
+    assert_eq!(pattern["source"], json!(["aws.ecs"]));
+    assert_eq!(pattern["detail-type"], json!(["ECS Task State Change"]));
+    assert_eq!(
+        pattern["detail"]["clusterArn"],
+        json!([{"Fn::GetAtt": ["Cluster", "Arn"]}])
+    );
+    assert_eq!(pattern["detail"]["lastStatus"], json!(["STOPPED"]));
+    assert_eq!(
+        pattern["detail"]["$or"],
+        json!([
+            {"containers": {"exitCode": [{"anything-but": 0}]}},
+            {"stopCode": ["TaskFailedToStart"]}
+        ])
+    );
+    assert_eq!(
+        rule["Targets"],
+        json!([{"Id": "alarm-topic", "Arn": {"Ref": "AlarmTopic"}}])
+    );
+    let topic_policy = resource(&fargate, "AlarmTopicPolicy");
+    assert_eq!(topic_policy["Topics"], json!([{"Ref": "AlarmTopic"}]));
+    assert_eq!(
+        topic_policy["PolicyDocument"]["Statement"],
+        json!([{
+            "Sid": "FailedTasksRuleOnly", "Effect": "Allow",
+            "Principal": {"Service": "events.amazonaws.com"},
+            "Action": "sns:Publish", "Resource": {"Ref": "AlarmTopic"},
+            "Condition": {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["TaskFailureRule", "Arn"]}}}
+        }])
+    );
+    for output in outputs {
+        assert!(fargate["Outputs"][output].is_object(), "{output}");
+    }
+}
+
 #[test]
 fn lambda_template_triggers_the_function_directly_or_through_a_buffer_queue() {
     if !have(&["cfn-lint"], PIP_LINTERS) {
@@ -760,11 +1168,7 @@ fn lambda_template_triggers_the_function_directly_or_through_a_buffer_queue() {
     }
     let lambda = template("lambda-template.yaml");
     let parameter = |name: &str| lambda["Parameters"][name].clone();
-    assert_eq!(parameter("Trigger")["Default"], "direct");
-    assert_eq!(
-        parameter("Trigger")["AllowedValues"],
-        json!(["direct", "queue"])
-    );
+    assert_choice(&lambda, "Trigger", "direct", &["direct", "queue"]);
     assert_eq!(parameter("QueueBatchSize")["Default"], 100);
     assert_eq!(parameter("QueueBatchSize")["MaxValue"], 10_000);
     assert_eq!(parameter("QueueMaximumConcurrency")["Default"], 10);
@@ -799,15 +1203,7 @@ fn lambda_template_triggers_the_function_directly_or_through_a_buffer_queue() {
         assert!(direct["Outputs"].get(output).is_none(), "{output}");
     }
     // Nothing of the queue trigger without an image (the first deployment's repository alone).
-    let bare = rendered(&lambda, &[("Trigger", "queue")]);
-    assert_eq!(
-        bare["Resources"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .collect::<Vec<_>>(),
-        ["Repository"]
-    );
+    assert_repository_alone(&lambda, &[("Trigger", "queue")]);
 
     // Queue: S3 -> BufferQueue (dead letters to BufferDeadLetterQueue) -> the mapping -> `live`.
     let queued = rendered(&lambda, &[image, ("Trigger", "queue")]);
@@ -1329,6 +1725,194 @@ fn assert_buffer(moto: &Moto, lambda: &Value) {
     assert_eq!(queues.len(), 3, "{queues:?}");
 }
 
+/// What `--large-objects fargate` leaves behind, as far as moto_server shows it: the interface
+/// endpoints in the VPC, the cluster, the task definition of the function's image, the function
+/// and task roles sharing ObjectsPolicy, the execution role pulling from the image's repository,
+/// the failure rule aimed at the alarm topic, and the function's five variables naming them by
+/// their real ids. (moto keeps neither the launch type, the network mode, the roles nor the
+/// cluster settings of what CloudFormation makes, nor the topic policy or the egress rule; the
+/// template tests check those.)
+///
+/// `image_uri`: the image the task definition runs, `None` after a stack update, which in moto
+/// registers the task definition again with its container settings untranslated (no name, no
+/// image; its update path skips the key mapping its create path does) and leaves ObjectsPolicy
+/// out of the stack's resources; so those two are checked after the stack's creation only.
+fn assert_large_objects(moto: &Moto, image_uri: Option<&str>) {
+    let infra = outputs(moto, INFRA_STACK);
+    let lambda = outputs(moto, LAMBDA_STACK);
+    let id = |outputs: &Value, key: &str| outputs[key].as_str().unwrap().to_owned();
+    let subnets = [
+        id(&infra, "PrivateSubnet1ID"),
+        id(&infra, "PrivateSubnet2ID"),
+    ];
+    let function_group = id(&infra, "SecurityGroupID");
+    let endpoints_group = stack_resource(moto, INFRA_STACK, "EndpointSecurityGroup")
+        .expect("the endpoints' security group");
+    let endpoints = aws(
+        moto,
+        &[
+            "ec2",
+            "describe-vpc-endpoints",
+            "--filters",
+            &format!("Name=vpc-id,Values={}", id(&infra, "VpcId")),
+        ],
+    );
+    let mut services: Vec<&str> = endpoints["VpcEndpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|endpoint| endpoint["VpcEndpointType"] == "Interface")
+        .map(|endpoint| {
+            assert_eq!(endpoint["SubnetIds"], json!(subnets), "{endpoint}");
+            assert_eq!(endpoint["Groups"][0]["GroupId"], endpoints_group.as_str());
+            assert_eq!(endpoint["PrivateDnsEnabled"], true);
+            endpoint["ServiceName"].as_str().unwrap()
+        })
+        .collect();
+    services.sort_unstable();
+    assert_eq!(
+        services,
+        ["ecr.api", "ecr.dkr", "ecs", "logs"]
+            .map(|service| format!("com.amazonaws.us-east-1.{service}"))
+    );
+    let ingress = &aws(
+        moto,
+        &[
+            "ec2",
+            "describe-security-groups",
+            "--group-ids",
+            &endpoints_group,
+        ],
+    )["SecurityGroups"][0]["IpPermissions"];
+    assert_eq!(ingress.as_array().map(Vec::len), Some(1), "{ingress}");
+    assert_eq!(
+        (&ingress[0]["FromPort"], &ingress[0]["ToPort"]),
+        (&json!(443), &json!(443))
+    );
+    assert_eq!(
+        ingress[0]["UserIdGroupPairs"][0]["GroupId"],
+        function_group.as_str()
+    );
+
+    let cluster = id(&lambda, "LargeObjectsClusterArn");
+    let task_definition = id(&lambda, "LargeObjectsTaskDefinitionArn");
+    let clusters = aws(moto, &["ecs", "describe-clusters", "--clusters", &cluster]);
+    assert_eq!(clusters["clusters"][0]["status"], "ACTIVE", "{clusters}");
+    if let Some(image_uri) = image_uri {
+        let definition = &aws(
+            moto,
+            &[
+                "ecs",
+                "describe-task-definition",
+                "--task-definition",
+                &task_definition,
+            ],
+        )["taskDefinition"];
+        let containers = definition["containerDefinitions"].as_array().unwrap();
+        assert_eq!(containers.len(), 1, "{definition}");
+        let container = &containers[0];
+        assert_eq!(container["name"], "worker", "{definition}");
+        assert_eq!(container["image"], image_uri, "the function's image");
+        assert_eq!(
+            (&container["cpu"], &container["memory"]),
+            (&json!(2048), &json!(4096))
+        );
+        assert_eq!(container["readonlyRootFilesystem"], true);
+        assert!(container.get("command").is_none(), "{container}");
+        assert_eq!(
+            container["logConfiguration"]["options"]["awslogs-group"],
+            lambda["LargeObjectsLogGroupName"]
+        );
+    }
+
+    // After a stack update moto no longer lists ObjectsPolicy among the stack's resources.
+    if image_uri.is_some() {
+        let policy = stack_resource(moto, LAMBDA_STACK, "ObjectsPolicy").unwrap();
+        for role in ["FunctionRole", "TaskRole"] {
+            let name = stack_resource(moto, LAMBDA_STACK, role).unwrap();
+            let attached = aws(
+                moto,
+                &["iam", "list-attached-role-policies", "--role-name", &name],
+            );
+            assert_eq!(
+                attached["AttachedPolicies"],
+                json!([{"PolicyName": policy.rsplit('/').next(), "PolicyArn": policy}]),
+                "{role}: {attached}"
+            );
+        }
+    }
+    let execution = stack_resource(moto, LAMBDA_STACK, "TaskExecutionRole").unwrap();
+    let document = aws(
+        moto,
+        &[
+            "iam",
+            "get-role-policy",
+            "--role-name",
+            &execution,
+            "--policy-name",
+            "pull-image-and-log",
+        ],
+    )["PolicyDocument"]
+        .clone();
+    // moto hands the document back as Python prints a dict (single quotes), so it is read as
+    // text: the pulls name the function image's repository, quoted whole.
+    let document = match document {
+        Value::String(text) => text,
+        other => other.to_string(),
+    };
+    // The repository of the function's image.
+    let function_image = aws(
+        moto,
+        &["lambda", "get-function", "--function-name", FUNCTION],
+    )["Code"]["ImageUri"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let repository = function_image
+        .split_once('/')
+        .unwrap()
+        .1
+        .split('@')
+        .next()
+        .unwrap();
+    let arn = format!("arn:aws:ecr:us-east-1:{MOTO_ACCOUNT}:repository/{repository}");
+    assert!(
+        document.contains(&format!("'{arn}'")) || document.contains(&format!("\"{arn}\"")),
+        "{arn} in {document}"
+    );
+
+    let rule = stack_resource(moto, LAMBDA_STACK, "TaskFailureRule").unwrap();
+    let targets = aws(moto, &["events", "list-targets-by-rule", "--rule", &rule]);
+    assert_eq!(targets["Targets"][0]["Arn"], lambda["AlarmTopicArn"]);
+    let pattern: Value = serde_json::from_str(
+        aws(moto, &["events", "describe-rule", "--name", &rule])["EventPattern"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(pattern["detail"]["clusterArn"], json!([cluster]));
+
+    let function = aws(
+        moto,
+        &[
+            "lambda",
+            "get-function-configuration",
+            "--function-name",
+            FUNCTION,
+        ],
+    );
+    assert_eq!(
+        function["Environment"]["Variables"],
+        json!({
+            "S3_COMPRESSOR_HANDOFF_CLUSTER": cluster,
+            "S3_COMPRESSOR_HANDOFF_TASK_DEFINITION": task_definition,
+            "S3_COMPRESSOR_HANDOFF_CONTAINER": "worker",
+            "S3_COMPRESSOR_HANDOFF_SUBNETS": subnets.join(","),
+            "S3_COMPRESSOR_HANDOFF_SECURITY_GROUPS": function_group
+        })
+    );
+}
+
 fn versions(moto: &Moto) -> Vec<String> {
     let listed = aws(
         moto,
@@ -1467,11 +2051,20 @@ fn deploy_with_an_image_uri_twice_then_cleanup_against_moto() {
         refused.describe()
     );
 
+    // Objects too large for the function go to a Fargate task. (Created with the stack: moto's
+    // stack updates rewrite a task definition without its containers' settings; see
+    // assert_large_objects.)
     let first = must(
         run_script(
             &moto,
             "deploy.sh",
-            &["--yes", "--image-uri", &format!("{registry}:v1")],
+            &[
+                "--yes",
+                "--image-uri",
+                &format!("{registry}:v1"),
+                "--large-objects",
+                "fargate",
+            ],
             &env,
         ),
         "deploy.sh",
@@ -1484,6 +2077,14 @@ fn deploy_with_an_image_uri_twice_then_cleanup_against_moto() {
     assert!(first.stdout.contains("aws lambda update-alias --function-name file-compression-lambda-file-compression --name live"));
     let by_digest = format!("{registry}@{digest}");
     assert_deployed(&moto, &by_digest, &["incoming/"], Trigger::Direct);
+    assert!(
+        first.stdout.contains(
+            "too large: Fargate tasks in arn:aws:ecs:us-east-1:123456789012:cluster/file-compression-lambda-large-objects"
+        ),
+        "{}",
+        first.stdout
+    );
+    assert_large_objects(&moto, Some(&by_digest));
     let versions_before = versions(&moto);
     assert_eq!(
         versions_before.len(),
@@ -1495,13 +2096,14 @@ fn deploy_with_an_image_uri_twice_then_cleanup_against_moto() {
         stack_updated_at(&moto, LAMBDA_STACK),
     );
 
-    // Again: nothing changes.
+    // Again (the setting from the environment this time): nothing changes.
+    let fargate_env = [env[0], ("LARGE_OBJECTS", "fargate")];
     let second = must(
         run_script(
             &moto,
             "deploy.sh",
             &["--yes", "--image-uri", &format!("{registry}:v1")],
-            &env,
+            &fargate_env,
         ),
         "deploy.sh again",
     );
@@ -1530,6 +2132,78 @@ fn deploy_with_an_image_uri_twice_then_cleanup_against_moto() {
     );
     assert_deployed(&moto, &by_digest, &["incoming/"], Trigger::Direct);
 
+    // A task as the function starts one, from its variables. Going back to --large-objects
+    // fail would delete the cluster under it: refused. (cleanup.sh stops it, below.)
+    let bucket = bucket_of(&moto);
+    let lambda = outputs(&moto, LAMBDA_STACK);
+    let function = aws(
+        &moto,
+        &[
+            "lambda",
+            "get-function-configuration",
+            "--function-name",
+            FUNCTION,
+        ],
+    );
+    let handoff = |name: &str| {
+        function["Environment"]["Variables"][format!("S3_COMPRESSOR_HANDOFF_{name}")]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let running = aws(
+        &moto,
+        &[
+            "ecs",
+            "run-task",
+            "--cluster",
+            &handoff("CLUSTER"),
+            "--task-definition",
+            &handoff("TASK_DEFINITION"),
+            "--launch-type",
+            "FARGATE",
+            "--network-configuration",
+            &format!(
+                "awsvpcConfiguration={{subnets=[{}],securityGroups=[{}]}}",
+                handoff("SUBNETS"),
+                handoff("SECURITY_GROUPS")
+            ),
+            "--overrides",
+            &json!({"containerOverrides": [{
+                "name": handoff("CONTAINER"),
+                "command": ["compress", format!("s3://{bucket}/incoming/big.bin")]
+            }]})
+            .to_string(),
+        ],
+    );
+    let task = running["tasks"][0]["taskArn"].as_str().unwrap().to_owned();
+    assert_eq!(
+        running["tasks"][0]["clusterArn"],
+        lambda["LargeObjectsClusterArn"]
+    );
+    // Back to --large-objects fail would delete the cluster under the task: refused.
+    let refused = run_script(
+        &moto,
+        "deploy.sh",
+        &[
+            "--yes",
+            "--image-uri",
+            &format!("{registry}:v1"),
+            "--large-objects",
+            "fail",
+        ],
+        &env,
+    );
+    assert!(
+        !refused.success()
+            && refused
+                .stderr
+                .contains("1 large-object task(s) still run in")
+            && refused.stderr.contains("keep --large-objects fargate"),
+        "{}",
+        refused.describe()
+    );
+
     // A rule for another folder: the trigger follows the config.
     let config = std::fs::read_to_string(root().join("config/compressor.toml")).unwrap()
         + "\n[[rule]]\nprefix = \"uploads/\"\noutput_prefix = \"compressed/\"\n";
@@ -1546,10 +2220,19 @@ fn deploy_with_an_image_uri_twice_then_cleanup_against_moto() {
                 &format!("{registry}:v2"),
                 "--config",
                 &config_arg,
+                "--large-objects",
+                "fargate",
             ],
             &env,
         ),
         "deploy.sh with a new rule and image",
+    );
+    assert!(
+        third.stdout.contains(
+            "too large: Fargate tasks in arn:aws:ecs:us-east-1:123456789012:cluster/file-compression-lambda-large-objects"
+        ),
+        "{}",
+        third.stdout
     );
     assert!(
         third
@@ -1565,6 +2248,7 @@ fn deploy_with_an_image_uri_twice_then_cleanup_against_moto() {
         &["incoming/", "uploads/"],
         Trigger::Direct,
     );
+    assert_large_objects(&moto, None);
     let parameters = aws(
         &moto,
         &[
@@ -1580,8 +2264,8 @@ fn deploy_with_an_image_uri_twice_then_cleanup_against_moto() {
         "OutputPrefixes follow the config: {parameters}"
     );
 
-    // Cleanup: refuses without a terminal or --yes, then removes every trace, twice over.
-    let bucket = bucket_of(&moto);
+    // Cleanup: refuses without a terminal or --yes, then removes every trace, twice over,
+    // stopping a large-object task still running first (ECS deletes no cluster with tasks).
     use_the_bucket(&moto, &bucket);
     let refused = run_script(&moto, "cleanup.sh", &[], &[]);
     assert!(
@@ -1605,6 +2289,13 @@ fn deploy_with_an_image_uri_twice_then_cleanup_against_moto() {
         cleanup
             .stderr
             .contains("aborted the unfinished upload of incoming/big.bin"),
+        "{}",
+        cleanup.stderr
+    );
+    assert!(
+        cleanup
+            .stderr
+            .contains(&format!("stopping the task {task}")),
         "{}",
         cleanup.stderr
     );
@@ -1712,8 +2403,21 @@ fn deploy_with_the_queue_trigger_then_uploads_reach_the_worker_in_batches_agains
     };
 
     // Deployed as before, then switched to the queue.
-    must(deploy("direct"), "deploy.sh --trigger direct");
+    let direct = must(deploy("direct"), "deploy.sh --trigger direct");
     assert_deployed(&moto, &by_digest, &["incoming/"], Trigger::Direct);
+    // --large-objects fail, the default: no handoff variables, no interface endpoints.
+    assert!(direct.stdout.contains("too large: failed at once"));
+    let function = aws(
+        &moto,
+        &[
+            "lambda",
+            "get-function-configuration",
+            "--function-name",
+            FUNCTION,
+        ],
+    );
+    assert!(function["Environment"]["Variables"].is_null(), "{function}");
+    assert!(stack_resource(&moto, INFRA_STACK, "EcsEndpoint").is_none());
     let first = must(deploy("queue"), "deploy.sh --trigger queue");
     assert!(
         first.stdout.contains(
