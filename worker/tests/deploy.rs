@@ -1007,7 +1007,7 @@ fn lambda_template_hands_large_objects_to_a_fargate_task_or_fails_them() {
     assert_eq!(containers.len(), 1, "{containers:?}");
     let container = &containers[0];
     assert_eq!(container["Name"], "worker");
-    assert_eq!(container["Image"], json!({"Ref": "LambdaImageUri"}));
+    assert_eq!(container["Image"], json!({"Fn::Sub": "${LambdaImageUri}"}));
     // The container's share is the task's (moto_server's RunTask needs it stated).
     assert_eq!(container["Cpu"], task["Cpu"]);
     assert_eq!(container["Memory"], task["Memory"]);
