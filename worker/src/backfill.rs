@@ -202,20 +202,12 @@ fn parse_bucket_url(url: &str) -> anyhow::Result<(String, Option<String>)> {
 }
 
 fn describe_plan(key: &str, plan: &crate::Plan<'_>) -> String {
-    let format = plan.compressor.registration().name;
-    let level = plan
-        .compressor
-        .settings()
-        .level
-        .map_or_else(String::new, |level| format!(" level {level}"));
-    let source = if plan.rule.delete_source {
-        "deleted once verified"
-    } else {
-        "kept"
-    };
     format!(
-        "{key} -> {} (rule {}, {format}{level}, source {source})",
-        plan.output_key, plan.rule.prefix
+        "{key} -> {} (rule {}, {}, source {})",
+        plan.output_key,
+        plan.rule.prefix,
+        crate::commands::describe_compression(plan.compressor),
+        crate::commands::describe_source_handling(plan.rule)
     )
 }
 

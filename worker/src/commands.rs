@@ -80,7 +80,7 @@ pub(crate) fn explain(key: &str, routes: &Routes, out: &mut dyn Write) -> anyhow
     Ok(())
 }
 
-fn describe_compression(compressor: &Compressor) -> String {
+pub(crate) fn describe_compression(compressor: &Compressor) -> String {
     let name = compressor.registration().name;
     match compressor.settings().level {
         Some(level) => format!("{name}, level {level}"),
@@ -88,7 +88,7 @@ fn describe_compression(compressor: &Compressor) -> String {
     }
 }
 
-fn describe_source_handling(rule: &Rule) -> &'static str {
+pub(crate) fn describe_source_handling(rule: &Rule) -> &'static str {
     if rule.delete_source {
         "deleted once the output is verified"
     } else {
