@@ -53,14 +53,17 @@ impl Entry {
 /// The name given to an entry whose name has nothing safe left in it.
 const FALLBACK_NAME: &str = "file";
 
-/// Turns an arbitrary object name into a relative path that extracts inside the target folder
-/// on every common unpacker.
+/// Turns an arbitrary object name into one file name that extracts inside the target folder on
+/// every common unpacker, with no folders of its own.
 ///
 /// Object keys may hold anything, and tools like `unzip` and `tar` follow what an archive says:
 /// `..` components and absolute paths escape the target, backslashes and drive letters do the
-/// same on Windows, and control characters can rewrite a terminal. So: backslashes become
-/// separators, empty, `.` and `..` components and drive letters are dropped, control characters
-/// become `_`, and a name left empty becomes `file`.
+/// same on Windows, and control characters can rewrite a terminal. So: `/` and `\` split the
+/// name into parts, empty, `.` and `..` parts and drive letters are dropped, the parts left are
+/// joined with `_` (one file, so nothing an unpacker has to create or check a folder for),
+/// control characters become `_`, a name left empty becomes `file`, and a name longer than the
+/// 255 bytes Linux, macOS and Windows allow a file name is cut to fit, keeping its extension
+/// (an S3 key's last part may be 1,000 bytes, and no unpacker could create that file).
 pub fn safe_entry_name(name: &str) -> String {
     let mut safe = Vec::new();
     for component in name.split(['/', '\\']) {
@@ -77,8 +80,28 @@ pub fn safe_entry_name(name: &str) -> String {
     if safe.is_empty() {
         FALLBACK_NAME.to_owned()
     } else {
-        safe.join("/")
+        shortened(safe.join("_"))
     }
+}
+
+/// The longest file name (in bytes) common file systems take.
+const MAX_NAME_BYTES: usize = 255;
+
+/// `name` cut to [`MAX_NAME_BYTES`] at a character boundary, its extension (up to 16 bytes)
+/// kept so the file still opens with the right program.
+fn shortened(name: String) -> String {
+    if name.len() <= MAX_NAME_BYTES {
+        return name;
+    }
+    let extension = match name.rfind('.') {
+        Some(dot) if dot > 0 && name.len() - dot <= 16 => &name[dot..],
+        _ => "",
+    };
+    let mut keep = MAX_NAME_BYTES - extension.len();
+    while !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}{extension}", &name[..keep])
 }
 
 /// Drops every leading `X:`, so `C:D:x` cannot turn into a drive letter on a second pass.
@@ -112,12 +135,19 @@ mod tests {
 
     #[test]
     fn escapes_are_removed() {
-        assert_eq!(safe_entry_name("../../etc/passwd"), "etc/passwd");
-        assert_eq!(safe_entry_name("/etc/passwd"), "etc/passwd");
-        assert_eq!(safe_entry_name("C:\\Windows\\win.ini"), "Windows/win.ini");
-        assert_eq!(safe_entry_name("a/./b//c"), "a/b/c");
+        assert_eq!(safe_entry_name("../../etc/passwd"), "etc_passwd");
+        assert_eq!(safe_entry_name("/etc/passwd"), "etc_passwd");
+        assert_eq!(safe_entry_name("C:\\Windows\\win.ini"), "Windows_win.ini");
+        assert_eq!(safe_entry_name("..\\..\\evil.exe"), "evil.exe");
+        assert_eq!(safe_entry_name("a/./b//c"), "a_b_c");
         assert_eq!(safe_entry_name("bell\u{7}\r\n.txt"), "bell___.txt");
         assert_eq!(safe_entry_name(".."), FALLBACK_NAME);
+        let long = format!("{}.csv", "日".repeat(400));
+        let cut = safe_entry_name(&long);
+        assert!(
+            cut.len() <= MAX_NAME_BYTES && cut.ends_with("日.csv"),
+            "{cut}"
+        );
         assert_eq!(safe_entry_name(""), FALLBACK_NAME);
         assert_eq!(safe_entry_name("c:"), FALLBACK_NAME);
     }
@@ -127,14 +157,11 @@ mod tests {
         fn any_name_is_safe(name in any::<String>()) {
             let safe = safe_entry_name(&name);
             prop_assert!(!safe.is_empty());
-            prop_assert!(!safe.starts_with('/'));
-            prop_assert!(!safe.contains('\\'));
+            prop_assert!(!safe.contains(['/', '\\']));
+            prop_assert!(safe.len() <= MAX_NAME_BYTES);
             prop_assert!(!safe.chars().any(char::is_control));
-            for component in safe.split('/') {
-                prop_assert!(!component.is_empty());
-                prop_assert!(component != "." && component != "..");
-                prop_assert_eq!(strip_drive_letter(component), component);
-            }
+            prop_assert!(safe != "." && safe != "..");
+            prop_assert_eq!(strip_drive_letter(&safe), safe.as_str());
         }
 
         #[test]

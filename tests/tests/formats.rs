@@ -1073,9 +1073,9 @@ fn hostile_names_stay_inside_the_target_folder() {
     let registry = registry();
     let input = text(1000);
     let cases = [
-        ("../../etc/passwd", "etc/passwd"),
-        ("C:\\x\\y.txt", "x/y.txt"),
-        ("/abs/../report.csv", "abs/report.csv"),
+        ("../../etc/passwd", "etc_passwd"),
+        ("C:\\x\\y.txt", "x_y.txt"),
+        ("/abs/../report.csv", "abs_report.csv"),
         // flate2 panics on a NUL in a gzip file name; control characters must not reach it.
         ("nul\0and\u{1b}[31mred.csv", "nul_and_[31mred.csv"),
     ];
@@ -1092,25 +1092,14 @@ fn hostile_names_stay_inside_the_target_folder() {
                 continue; // zstd and brotli record no name
             };
             assert!(
-                !name.starts_with('/')
-                    && !name.contains('\\')
+                !name.contains(['/', '\\'])
                     && !name.chars().any(char::is_control)
-                    && !name.split('/').any(|part| part == ".." || part.is_empty()),
-                "{format}: {name:?} is a safe relative path"
+                    && name != ".."
+                    && !name.is_empty(),
+                "{format}: {name:?} is one safe file name"
             );
-            let base_name = safe.rsplit('/').next().unwrap_or(safe);
-            if format == "gzip" {
-                // RFC 1952 wants FNAME without directories, and `gzip -dN` keeps only the
-                // last component anyway; either form is safe.
-                assert!(
-                    name == safe || name == base_name,
-                    "gzip: the name recorded for {hostile:?} is {name:?}"
-                );
-                assert_extracts_to(registration, &output, base_name);
-            } else {
-                assert_eq!(name, safe, "{format}: the name recorded for {hostile:?}");
-                assert_extracts_to(registration, &output, safe);
-            }
+            assert_eq!(name, safe, "{format}: the name recorded for {hostile:?}");
+            assert_extracts_to(registration, &output, safe);
         }
     }
 }
