@@ -124,6 +124,12 @@ pub(crate) async fn run(
                             writeln!(out, "{}: skipped: {reason}", listed.key)?;
                         }
                     }
+                    Decision::Refuse(reason) => {
+                        if options.dry_run {
+                            writeln!(out, "{}: refused: {reason}", listed.key)?;
+                        }
+                        tally.failed.push((listed.key, Outcome::permanent(reason)));
+                    }
                     Decision::Compress(plan) => {
                         tally.taken += 1;
                         if options.dry_run {

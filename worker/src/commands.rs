@@ -76,6 +76,7 @@ pub(crate) fn explain(key: &str, routes: &Routes, out: &mut dyn Write) -> anyhow
             writeln!(out, "source:  {}", describe_source_handling(plan.rule))?;
         }
         Decision::Skip(reason) => writeln!(out, "skipped: {reason}")?,
+        Decision::Refuse(reason) => writeln!(out, "refused: {reason}")?,
     }
     Ok(())
 }

@@ -12,11 +12,13 @@ use crate::{Deadline, Outcome, Worker};
 /// destination (the failure queue), which is where a person sees it.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
-    #[error("{0}")]
+    /// Transparent: the message is the event error's own, said once in an error chain.
+    #[error(transparent)]
     UnrecognisedEvent(#[from] EventError),
 
+    /// Not a `#[source]`, so that a chain does not repeat the message.
     #[error("the response could not be written: {0}")]
-    Response(#[source] serde_json::Error),
+    Response(serde_json::Error),
 
     #[error("{failed} of {total} objects failed: {errors}")]
     Failed {

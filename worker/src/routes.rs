@@ -22,7 +22,14 @@ pub struct Routes {
 pub enum Decision<'a> {
     Compress(Plan<'a>),
     Skip(SkipReason),
+    /// A rule takes the key, but its output cannot exist: a failure a person must see, found
+    /// before anything is read.
+    Refuse(String),
 }
+
+/// S3's longest key, in bytes of UTF-8. moto and `serve` take longer ones, so the worker checks
+/// for itself rather than learn it from a PutObject after the whole compression.
+pub const MAX_KEY_BYTES: usize = 1024;
 
 /// How one key is compressed and where the result goes.
 #[derive(Debug)]
@@ -101,10 +108,22 @@ impl Routes {
             Kind::Archive => Naming::ReplaceExtension,
             Kind::Stream => Naming::AppendExtension,
         };
+        let output_key = rule.output_key(key, registration.extension, naming);
+        if output_key.len() > MAX_KEY_BYTES {
+            return Decision::Refuse(format!(
+                "the output key would be {} bytes ({} -> {}), over S3's limit of \
+                 {MAX_KEY_BYTES}; the source is kept: shorten its key, or the rule's output \
+                 prefix \"{}\"",
+                output_key.len(),
+                rule.prefix,
+                rule.output_prefix,
+                rule.output_prefix,
+            ));
+        }
         Decision::Compress(Plan {
             rule,
             compressor,
-            output_key: rule.output_key(key, registration.extension, naming),
+            output_key,
         })
     }
 }

@@ -125,6 +125,11 @@ impl Worker {
                 report(object, None, &outcome, started);
                 return outcome;
             }
+            Decision::Refuse(reason) => {
+                let outcome = Outcome::permanent(reason);
+                report(object, None, &outcome, started);
+                return outcome;
+            }
         };
         let work = self.compress_object(object, &plan, deadline);
         let outcome = match deadline {

@@ -337,7 +337,9 @@ where
                     None => error_chain(error),
                 },
             };
-            if status == Some(403) {
+            if code == "InvalidObjectState" {
+                message.push_str(ARCHIVED_HINT);
+            } else if status == Some(403) {
                 message.push_str(CREDENTIALS_HINT);
             }
             (class, message)
@@ -354,6 +356,12 @@ where
         message,
     }
 }
+
+/// S3 answers a GET of an object in Glacier Flexible Retrieval, Deep Archive or an
+/// Intelligent-Tiering archive tier with 403 InvalidObjectState until it is restored: not the
+/// credentials' fault, and no retry helps.
+const ARCHIVED_HINT: &str = "; the object is in an archived storage class: restore it \
+    (aws s3api restore-object), then compress it again (s3-compressor compress or backfill)";
 
 /// What a person can do about a 403: it is the credentials or the permissions, never the object.
 const CREDENTIALS_HINT: &str = "; the credentials were refused or may not do this (check \
