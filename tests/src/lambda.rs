@@ -186,5 +186,10 @@ impl Drop for LambdaFunction {
     fn drop(&mut self) {
         self.function.stop();
         self.emulator.stop();
+        // A test already failing has said what went wrong; a second panic would abort.
+        if !std::thread::panicking() {
+            crate::assert_no_leaks("the Lambda function", &self.stdout());
+            crate::assert_no_leaks("the Lambda function", &self.stderr());
+        }
     }
 }

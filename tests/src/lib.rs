@@ -27,6 +27,37 @@ pub use faults::FaultProxy;
 pub use lambda::LambdaFunction;
 pub use moto::Moto;
 
+/// The key pair every test gives moto_server's clients: distinctive, so that
+/// [`assert_no_leaks`] can look for the secret.
+pub const MOTO_ACCESS_KEY: &str = "s3c-test-access-key";
+pub const MOTO_SECRET_KEY: &str = "s3c-test-secret-never-printed";
+
+/// What nothing the worker prints may contain: the tests' secret keys (moto's, and the one
+/// `worker/tests/worker_serve.rs` gives `serve`), the parts of a presigned URL or a signed
+/// request that would let someone act with the credentials, and a marker of object content
+/// (every row of [`csv_text`] has `customer-`; no test key does).
+pub const LEAK_MARKERS: &[&str] = &[
+    MOTO_SECRET_KEY,
+    "serve-test-secret",
+    "X-Amz-Signature",
+    "X-Amz-Credential",
+    "Signature=",
+    "customer-",
+];
+
+/// Fails the test if `output` (what `what` printed) contains any of [`LEAK_MARKERS`].
+///
+/// The harness calls it on the output of every `s3-compressor` process it runs and of the
+/// Lambda function, so every end-to-end test checks the worker's logs, not one test.
+pub fn assert_no_leaks(what: &str, output: &str) {
+    for marker in LEAK_MARKERS {
+        if let Some(at) = output.find(marker) {
+            let line = output[..at].lines().count().max(1);
+            panic!("{what} printed {marker:?} (line {line}); logs must never hold credentials, signatures or object content:\n{output}");
+        }
+    }
+}
+
 /// The workspace root, for the shipped files the tests read (`config/compressor.toml`).
 pub fn workspace_root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
@@ -138,4 +169,29 @@ pub fn csv_text(len: usize, first_row: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_output_passes_the_leak_check() {
+        assert_no_leaks(
+            "a worker",
+            "{\"level\":\"INFO\",\"key\":\"incoming/report.csv\",\"outcome\":\"compressed\"}",
+        );
+    }
+
+    #[test]
+    fn every_marker_fails_the_leak_check() {
+        for marker in LEAK_MARKERS {
+            let output = format!("line one\nGET /b/k?X=1&{marker}=abc HTTP/1.1\n");
+            let caught = std::panic::catch_unwind(|| assert_no_leaks("a worker", &output));
+            assert!(caught.is_err(), "{marker:?} went unnoticed");
+        }
+        let content = String::from_utf8(csv_text(200, 1)).expect("text");
+        let caught = std::panic::catch_unwind(|| assert_no_leaks("a worker", &content));
+        assert!(caught.is_err(), "object content went unnoticed");
+    }
 }

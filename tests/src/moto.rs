@@ -19,6 +19,7 @@ use aws_sdk_s3::types::{
 use aws_sdk_s3::Client;
 
 use crate::process::{free_port, wait_for_port, KillOnDrop};
+use crate::{MOTO_ACCESS_KEY, MOTO_SECRET_KEY};
 
 /// moto_server usually answers within two seconds; a loaded CI machine gets much longer.
 const STARTUP_LIMIT: Duration = Duration::from_secs(60);
@@ -116,7 +117,13 @@ impl Moto {
             .http_client(http_client())
             .region(Region::new("us-east-1"))
             .endpoint_url(&endpoint)
-            .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+            .credentials_provider(Credentials::new(
+                MOTO_ACCESS_KEY,
+                MOTO_SECRET_KEY,
+                None,
+                None,
+                "tests",
+            ))
             .force_path_style(true)
             .build();
         Self {
@@ -156,8 +163,8 @@ impl Moto {
         let nowhere = self.dir.path().join("no-aws-config").display().to_string();
         vec![
             ("AWS_ENDPOINT_URL", self.endpoint.clone()),
-            ("AWS_ACCESS_KEY_ID", "test".to_owned()),
-            ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+            ("AWS_ACCESS_KEY_ID", MOTO_ACCESS_KEY.to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", MOTO_SECRET_KEY.to_owned()),
             ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
             ("AWS_REGION", "us-east-1".to_owned()),
             // A developer's ~/.aws must not change what the tests do.
@@ -409,6 +416,9 @@ impl Moto {
     }
 
     /// Every key in the bucket, sorted.
+    ///
+    /// Listed URL-encoded: a key may hold characters XML 1.0 cannot carry (NUL, ESC), which
+    /// the SDK's XML reader refuses.
     pub fn keys(&self, bucket: &str) -> Vec<String> {
         self.block_on(async {
             let mut keys = Vec::new();
@@ -416,6 +426,7 @@ impl Moto {
                 .client
                 .list_objects_v2()
                 .bucket(bucket)
+                .encoding_type(aws_sdk_s3::types::EncodingType::Url)
                 .into_paginator()
                 .send();
             while let Some(page) = pages.next().await {
@@ -423,7 +434,7 @@ impl Moto {
                 keys.extend(
                     page.contents()
                         .iter()
-                        .filter_map(|object| object.key().map(str::to_owned)),
+                        .filter_map(|object| object.key().map(crate::events::percent_decode)),
                 );
             }
             keys.sort();

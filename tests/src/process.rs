@@ -57,6 +57,9 @@ fn memory_kib(pid: u32) -> Option<(u64, u64)> {
 #[derive(Debug)]
 pub struct Running {
     what: String,
+    /// Whether this is one of the project's binaries, whose output [`crate::assert_no_leaks`]
+    /// checks.
+    ours: bool,
     child: Child,
     stdout: Option<JoinHandle<String>>,
     stderr: Option<JoinHandle<String>>,
@@ -78,6 +81,9 @@ impl Running {
     /// Starts `command` with no stdin and both outputs captured.
     pub fn spawn(command: &mut Command) -> Self {
         let what = format!("{command:?}");
+        let ours = std::path::Path::new(command.get_program())
+            .file_name()
+            .is_some_and(|name| name.to_string_lossy().starts_with("s3-compressor"));
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -88,6 +94,7 @@ impl Running {
         let stderr = drain(child.stderr.take());
         Self {
             what,
+            ours,
             child,
             stdout,
             stderr,
@@ -111,11 +118,16 @@ impl Running {
                 .map(|handle| handle.join().unwrap_or_default())
                 .unwrap_or_default()
         };
-        Some(Finished {
+        let finished = Finished {
             status,
             stdout: joined(self.stdout.take()),
             stderr: joined(self.stderr.take()),
-        })
+        };
+        if self.ours {
+            crate::assert_no_leaks(&self.what, &finished.stdout);
+            crate::assert_no_leaks(&self.what, &finished.stderr);
+        }
+        Some(finished)
     }
 
     /// Waits for the process to exit; kills it and fails the test if it takes longer than

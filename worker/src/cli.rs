@@ -114,7 +114,7 @@ pub enum Command {
         #[arg(
             long,
             env = "S3_COMPRESSOR_SECRET_KEY",
-            default_value = "s3-compressor-secret"
+            default_value = crate::online::DEFAULT_SECRET_KEY
         )]
         secret_key: String,
     },

@@ -144,6 +144,9 @@ fn parse_s3_url(url: &str) -> anyhow::Result<(String, String)> {
         .with_context(|| format!("expected s3://BUCKET/KEY, got {url:?}"))
 }
 
+/// `serve`'s secret key when none is given: public (it is in README), so printed for copying.
+pub(crate) const DEFAULT_SECRET_KEY: &str = "s3-compressor-secret";
+
 pub(crate) async fn serve(
     options: ServeOptions,
     routes: Arc<Routes>,
@@ -169,7 +172,15 @@ pub(crate) async fn serve(
         "S3 endpoint {endpoint}, bucket {bucket}. To use it from this shell:"
     )?;
     writeln!(out, "export AWS_ACCESS_KEY_ID={access_key}")?;
-    writeln!(out, "export AWS_SECRET_ACCESS_KEY={secret_key}")?;
+    // A secret someone chose stays out of the console, and so out of any log it is kept in.
+    if secret_key == DEFAULT_SECRET_KEY {
+        writeln!(out, "export AWS_SECRET_ACCESS_KEY={secret_key}")?;
+    } else {
+        writeln!(
+            out,
+            "export AWS_SECRET_ACCESS_KEY=...   # the secret key serve was given"
+        )?;
+    }
     writeln!(out, "export AWS_DEFAULT_REGION=us-east-1")?;
     writeln!(out, "export AWS_ENDPOINT_URL={endpoint}")?;
     writeln!(
