@@ -33,13 +33,19 @@ impl Serve {
 
     /// `serve` on a folder that may already hold data (under `DIR/data`).
     fn start_in(dir: tempfile::TempDir, config: Option<&Path>) -> Self {
+        let data = dir.path().join("data");
+        Self::start_on(&data, dir, config)
+    }
+
+    /// `serve` with `data` as its data directory; `dir` is the test's own folder.
+    fn start_on(data: &Path, dir: tempfile::TempDir, config: Option<&Path>) -> Self {
         let port = free_port();
         let mut command = s3_compressor();
         command
             .arg("serve")
             .args(["--addr", &format!("127.0.0.1:{port}")])
             .arg("--data")
-            .arg(dir.path().join("data"))
+            .arg(data)
             .args(["--bucket", BUCKET])
             .env("S3_COMPRESSOR_ACCESS_KEY", ACCESS_KEY)
             .env("S3_COMPRESSOR_SECRET_KEY", SECRET_KEY);
@@ -886,23 +892,7 @@ fn serve_answers_a_full_disk_with_an_s3_error_keeps_nothing_of_it_and_keeps_serv
     let Some(disk) = SmallDisk::mount(dir.path(), "8m") else {
         return;
     };
-    let serve = {
-        let port = free_port();
-        let mut command = s3_compressor();
-        command
-            .arg("serve")
-            .args(["--addr", &format!("127.0.0.1:{port}")])
-            .arg("--data")
-            .arg(&disk.0)
-            .args(["--bucket", BUCKET])
-            .env("S3_COMPRESSOR_ACCESS_KEY", ACCESS_KEY)
-            .env("S3_COMPRESSOR_SECRET_KEY", SECRET_KEY);
-        Serve::listening(
-            Running::spawn(&mut command),
-            port,
-            tempfile::tempdir().unwrap(),
-        )
-    };
+    let serve = Serve::start_on(&disk.0, tempfile::tempdir().unwrap(), None);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = s3_client(
         &format!("http://127.0.0.1:{}", serve.port),
