@@ -2,6 +2,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use s3s::{s3_error, S3Error};
+
 /// Why the embedded endpoint could not start. Each message says what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -53,4 +55,36 @@ pub enum ServeError {
         #[source]
         source: io::Error,
     },
+}
+
+/// Whether a failed write failed because the data directory's file system is full (or the
+/// user's quota is): an I/O error with that kind anywhere in its chain of causes.
+pub(crate) fn is_disk_full(error: &S3Error) -> bool {
+    let mut cause = error
+        .source()
+        .map(|source| source as &(dyn std::error::Error + 'static));
+    while let Some(current) = cause {
+        if let Some(io) = current.downcast_ref::<io::Error>() {
+            if matches!(
+                io.kind(),
+                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+            ) {
+                return true;
+            }
+        }
+        cause = current.source();
+    }
+    false
+}
+
+/// The answer to a write the disk had no room for. S3 has no error for a full disk; 503
+/// ServiceUnavailable says that the server, not the request, is at fault and that the same
+/// request may succeed later (the worker frees space as it compresses, and a person can free
+/// more), and every SDK retries it with backoff before giving up.
+pub(crate) fn disk_full(key: &str) -> S3Error {
+    s3_error!(
+        ServiceUnavailable,
+        "the embedded S3 server's disk is full: there was no space left in its data directory to \
+         store {key:?}, and nothing of it was kept; free some space and try again"
+    )
 }

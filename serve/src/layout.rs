@@ -42,6 +42,16 @@ pub(crate) struct PendingUpload {
     pub initiated: Option<SystemTime>,
 }
 
+/// The longest file name, in bytes, of the file systems Linux serves from (ext4, XFS, Btrfs,
+/// tmpfs, ...).
+const NAME_MAX: usize = 255;
+
+/// The longest path, in bytes, without the terminating NUL of Linux's `PATH_MAX`.
+const PATH_MAX: usize = 4095;
+
+/// `s3s-fs` names a multipart upload by a hyphenated UUID.
+const UPLOAD_ID_LEN: usize = 36;
+
 /// Numbers scratch files; process-wide, because several servers may share a data directory.
 static SCRATCH_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -135,6 +145,42 @@ impl Layout {
         None
     }
 
+    /// The longest key, in bytes, that `bucket` can hold: every object has files in the data
+    /// directory named after its key in base64 (see the module's notes), and the longest of
+    /// them, a multipart upload's metadata, must fit in one file name.
+    pub(crate) fn longest_key(bucket: &str) -> usize {
+        let room = NAME_MAX.saturating_sub(
+            Self::object_stem(bucket, "").len()
+                + ".upload-".len()
+                + UPLOAD_ID_LEN
+                + ".metadata.json".len(),
+        );
+        // Unpadded base64 spends 4 characters on every 3 bytes, and 2 or 3 on what is left.
+        room / 4 * 3 + (room % 4).saturating_sub(1)
+    }
+
+    /// Why `key` cannot be written as a file here, if it cannot: its name files would be longer
+    /// than a file name may be, or its path longer than a path may be.
+    pub(crate) fn name_problem(&self, bucket: &str, key: &str) -> Option<String> {
+        let longest = Self::longest_key(bucket);
+        if key.len() > longest {
+            return Some(format!(
+                "the embedded S3 server names files after each key, which limits keys in bucket \
+                 \"{bucket}\" to {longest} bytes of UTF-8 (this key has {}; S3 allows 1,024)",
+                key.len()
+            ));
+        }
+        let path_len = self.object_path(bucket, key).as_os_str().len();
+        if path_len > PATH_MAX {
+            return Some(format!(
+                "its file would be {}, a path of {path_len} bytes, over the {PATH_MAX} a path may \
+                 have; serve from a data directory with a shorter path",
+                self.object_path(bucket, key).display()
+            ));
+        }
+        None
+    }
+
     fn object_stem(bucket: &str, key: &str) -> String {
         format!(
             ".bucket-{}.object-{}",
@@ -178,6 +224,24 @@ impl Layout {
             return Err(error);
         }
         Ok(())
+    }
+
+    /// Removes whatever parts of the multipart upload `upload_id` are left
+    /// (`.upload_id-ID.part-N`).
+    pub(crate) async fn remove_parts(&self, upload_id: &str) {
+        let prefix = format!(".upload_id-{upload_id}.part-");
+        let Ok(mut entries) = fs::read_dir(&self.root).await else {
+            return;
+        };
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            if entry
+                .file_name()
+                .to_str()
+                .is_some_and(|name| name.starts_with(&prefix))
+            {
+                remove_if_present(&entry.path()).await;
+            }
+        }
     }
 
     /// The multipart uploads in progress in `bucket`, in no particular order.
@@ -231,6 +295,11 @@ pub(crate) enum Previous {
 }
 
 impl Previous {
+    /// Whether the key held no object before the write.
+    pub(crate) fn is_absent(&self) -> bool {
+        matches!(self, Previous::Absent { .. })
+    }
+
     /// The upload succeeded: the previous object is no longer needed.
     pub(crate) async fn discard(self) {
         if let Previous::Kept { backup, .. } = self {
@@ -380,6 +449,43 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp."))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    /// The limit is what the file system really allows: the longest key's upload metadata file
+    /// can be created in the data directory, one byte more cannot.
+    #[test]
+    fn the_longest_key_fits_a_file_name_and_one_byte_more_does_not() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let layout = Layout::new(dir.path().to_owned());
+        assert_eq!(Layout::longest_key("files"), 130);
+        let upload_metadata = |key: &str| {
+            let id = "0".repeat(UPLOAD_ID_LEN);
+            let stem = Layout::object_stem("files", key);
+            std::fs::write(
+                dir.path().join(format!("{stem}.upload-{id}.metadata.json")),
+                "{}",
+            )
+        };
+        for bucket_len in [3, 5, 40, 63] {
+            let bucket = "b".repeat(bucket_len);
+            let longest = Layout::longest_key(&bucket);
+            let key = format!("incoming/{}", "k".repeat(longest - "incoming/".len()));
+            assert_eq!(layout.name_problem(&bucket, &key), None, "{bucket}");
+            let problem = layout
+                .name_problem(&bucket, &format!("{key}k"))
+                .expect("one byte too long");
+            assert!(
+                problem.contains(&format!("to {longest} bytes")),
+                "{problem}"
+            );
+        }
+        let key = format!("incoming/{}", "ü".repeat(60));
+        assert!(key.len() <= 130);
+        upload_metadata(&key).expect("the longest key's files can be made");
+        let key = format!("incoming/{}", "k".repeat(130 - 9));
+        upload_metadata(&key).expect("the longest key's files can be made");
+        let error = upload_metadata(&format!("{key}k")).expect_err("one byte more cannot");
+        assert_eq!(error.raw_os_error(), Some(36), "ENAMETOOLONG: {error}");
     }
 
     #[tokio::test]

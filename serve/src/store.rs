@@ -6,7 +6,12 @@
 //! - DeleteObject and DeleteObjects honour `If-Match` (and `x-amz-if-match-size`), GetObject and
 //!   HeadObject honour `If-Match`, `If-None-Match` and the date conditions;
 //! - keys a directory cannot hold faithfully are refused (see [`crate::keys`]), and so is a key
-//!   that would be both an object and a folder (see [`crate::layout`]);
+//!   that would be both an object and a folder, or too long for the file names `s3s-fs` makes
+//!   of it (KeyTooLongError; see [`crate::layout`]);
+//! - a malformed Content-MD5 is InvalidDigest, and a part whose Content-MD5 does not match is
+//!   BadDigest (`s3s-fs` checks a PutObject's itself, and its checksums);
+//! - a write that finds the disk full is answered 503 ServiceUnavailable, saying so, once the
+//!   rest of its body was read, and leaves nothing behind (see [`crate::error::disk_full`]);
 //! - stale checksums and metadata are not inherited by a new object (see [`crate::layout`]);
 //! - listings honour `encoding-type=url` (see [`crate::listing`]);
 //! - ListMultipartUploads, which `s3s-fs` lacks, is answered from its records;
@@ -14,6 +19,7 @@
 
 use std::sync::Arc;
 
+use base64::Engine as _;
 use s3s::dto::*;
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 use s3s_fs::FileSystem;
@@ -21,7 +27,9 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_util::io::ReaderStream;
 
+use crate::body;
 use crate::conditions::{etag_matches, ReadConditions};
+use crate::error::{disk_full, is_disk_full};
 use crate::keys::check_key;
 use crate::layout::Layout;
 use crate::listing;
@@ -95,6 +103,9 @@ impl Store {
 
     /// Refuses to write `key` where the directory tree cannot hold it (see [`Layout::make_room`]).
     async fn check_writable(&self, bucket: &str, key: &str) -> S3Result<()> {
+        if let Some(why) = self.layout.name_problem(bucket, key) {
+            return Err(s3_error!(KeyTooLongError, "{why}"));
+        }
         match self.layout.make_room(bucket, key).await {
             None => Ok(()),
             Some(why) => Err(s3_error!(
@@ -160,6 +171,43 @@ fn copy_source_object(source: &CopySource) -> S3Result<Option<(&str, &str)>> {
             Ok(Some((bucket, key)))
         }
         _ => Ok(None),
+    }
+}
+
+/// Hands the request's body over through [`body::share`], keeping a handle on what is left
+/// of it.
+fn share_body(body: &mut Option<StreamingBlob>) -> Option<body::Leftover> {
+    let (shared, leftover) = body::share(body.take()?);
+    *body = Some(shared);
+    Some(leftover)
+}
+
+/// What a client is told of a write `s3s-fs` failed: a full disk is said in words (see
+/// [`disk_full`]), after the rest of the body was read so that the client gets the answer.
+async fn write_failure(error: S3Error, key: &str, leftover: Option<body::Leftover>) -> S3Error {
+    if !is_disk_full(&error) {
+        return error;
+    }
+    let drained = match leftover {
+        Some(leftover) => leftover.drain().await,
+        None => 0,
+    };
+    tracing::warn!(%key, drained, %error, "no space left to store an upload; refused it");
+    disk_full(key)
+}
+
+/// A Content-MD5 that is not the base64 of 16 bytes is InvalidDigest, as on S3 (s3s-fs would
+/// answer InvalidArgument, or BadDigest for the wrong length). Returns the MD5 in hex.
+fn check_content_md5(content_md5: Option<&str>) -> S3Result<Option<String>> {
+    let Some(content_md5) = content_md5 else {
+        return Ok(None);
+    };
+    match base64::engine::general_purpose::STANDARD.decode(content_md5) {
+        Ok(md5) if md5.len() == 16 => Ok(Some(md5.iter().map(|b| format!("{b:02x}")).collect())),
+        _ => Err(s3_error!(
+            InvalidDigest,
+            "the Content-MD5 you specified is not valid: it must be the base64 of a 16-byte MD5"
+        )),
     }
 }
 
@@ -232,12 +280,15 @@ impl S3 for Store {
         &self,
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
+        let mut req = req;
         check_key(&req.input.key)?;
+        check_content_md5(req.input.content_md5.as_deref())?;
         let bucket = req.input.bucket.clone();
         let key = req.input.key.clone();
         let guard = self.locks.lock(&bucket, &key).await;
         self.check_writable(&bucket, &key).await?;
         let head_req = sibling(&req, ());
+        let leftover = share_body(&mut req.input.body);
         let previous = self.layout.keep_previous(&bucket, &key).await;
         let response = match self.fs.put_object(req).await {
             Ok(response) => {
@@ -245,9 +296,14 @@ impl S3 for Store {
                 response
             }
             Err(error) => {
-                // s3s-fs checks Content-MD5 and the checksums after the file is in place.
+                // s3s-fs checks Content-MD5 and the checksums after the file is in place, and
+                // may have written the new object's metadata before a write failed.
+                let was_absent = previous.is_absent();
                 previous.restore().await;
-                return Err(error);
+                if was_absent {
+                    self.layout.forget_object(&bucket, &key).await;
+                }
+                return Err(write_failure(error, &key, leftover).await);
             }
         };
         let (size, etag) = if key.ends_with('/') {
@@ -537,7 +593,11 @@ impl S3 for Store {
         self.check_not_folder(src_bucket, src_key).await?;
         self.check_writable(&req.input.bucket, &req.input.key)
             .await?;
-        self.fs.copy_object(req).await
+        let key = req.input.key.clone();
+        match self.fs.copy_object(req).await {
+            Ok(response) => Ok(response),
+            Err(error) => Err(write_failure(error, &key, None).await),
+        }
     }
 
     async fn create_multipart_upload(
@@ -548,14 +608,37 @@ impl S3 for Store {
         // Checked again on completion; refusing now spares uploading every part first.
         self.check_writable(&req.input.bucket, &req.input.key)
             .await?;
-        self.fs.create_multipart_upload(req).await
+        let key = req.input.key.clone();
+        match self.fs.create_multipart_upload(req).await {
+            Ok(response) => Ok(response),
+            Err(error) => Err(write_failure(error, &key, None).await),
+        }
     }
 
     async fn upload_part(
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
-        self.fs.upload_part(req).await
+        let mut req = req;
+        let content_md5 = check_content_md5(req.input.content_md5.as_deref())?;
+        let key = req.input.key.clone();
+        let leftover = share_body(&mut req.input.body);
+        let response = match self.fs.upload_part(req).await {
+            Ok(response) => response,
+            Err(error) => return Err(write_failure(error, &key, leftover).await),
+        };
+        // s3s-fs ignores Content-MD5 on parts; its ETag is the part's MD5. A part refused here
+        // is replaced by the client's retry of the same part number.
+        if let Some(expected) = content_md5 {
+            let stored = response.output.e_tag.as_ref().map(|etag| etag.value());
+            if stored != Some(expected.as_str()) {
+                return Err(s3_error!(
+                    BadDigest,
+                    "the Content-MD5 you specified did not match what was received"
+                ));
+            }
+        }
+        Ok(response)
     }
 
     async fn upload_part_copy(
@@ -595,7 +678,18 @@ impl S3 for Store {
         let guard = self.locks.lock(&bucket, &key).await;
         self.check_writable(&bucket, &key).await?;
         let head_req = sibling(&req, ());
-        let mut response = self.fs.complete_multipart_upload(req).await?;
+        let upload_id = req.input.upload_id.clone();
+        let mut response = match self.fs.complete_multipart_upload(req).await {
+            Ok(response) => response,
+            Err(error) => {
+                if is_disk_full(&error) {
+                    // s3s-fs ended the upload before writing the object, and removed only the
+                    // parts it had copied: the others would take the space for good.
+                    self.layout.remove_parts(&upload_id).await;
+                }
+                return Err(write_failure(error, &key, None).await);
+            }
+        };
         // `s3s-fs` has finished the object when it returns and puts the result in a future that
         // s3s would await while writing the response. Resolve it here, so the upload is announced
         // whether or not the client stays to read the answer.

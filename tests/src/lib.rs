@@ -94,6 +94,28 @@ pub fn s3_compressor() -> Command {
     command
 }
 
+/// An AWS SDK S3 client for the endpoint at `endpoint` (path-style, us-east-1), signing with
+/// the given key pair, over rustls with ring as the worker's own client (the SDK has no default
+/// client in this workspace).
+pub fn s3_client(endpoint: &str, access_key: &str, secret_key: &str) -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    let http_client = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .http_client(http_client)
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new(
+            access_key, secret_key, None, None, "tests",
+        ))
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
 /// Whether `tool` is an executable file in a folder of `PATH`.
 pub fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|path| {
@@ -169,6 +191,35 @@ pub fn csv_text(len: usize, first_row: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// The CRC-32 of `bytes`.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(bytes);
+    hasher.finalize()
+}
+
+/// The one entry of a zip output: its name, and the length and CRC-32 of what it decodes to,
+/// read by the `zip` crate (no code shared with the worker's writer). Fails the test if the
+/// archive does not hold exactly one entry that decodes.
+pub fn zip_entry(bytes: &[u8]) -> (String, u64, u32) {
+    use std::io::Read;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .unwrap_or_else(|error| panic!("not a zip: {error}"));
+    assert_eq!(archive.len(), 1, "one entry");
+    let mut entry = archive
+        .by_index(0)
+        .unwrap_or_else(|error| panic!("the entry: {error}"));
+    let name = entry
+        .name()
+        .unwrap_or_else(|error| panic!("the entry's name: {error}"))
+        .into_owned();
+    let mut content = Vec::new();
+    entry
+        .read_to_end(&mut content)
+        .unwrap_or_else(|error| panic!("{name} does not decode: {error}"));
+    (name, content.len() as u64, crc32(&content))
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
@@ -81,6 +80,95 @@ fn unquoted(etag: Option<&str>) -> String {
     etag.unwrap_or_default().trim_matches('"').to_owned()
 }
 
+/// Uploads what `source` yields to `bucket`/`key` as a multipart upload of `part_size`-byte
+/// parts, holding one part in memory at a time.
+pub async fn put_in_parts(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    source: &mut dyn Read,
+    part_size: usize,
+) -> Stored {
+    let what = format!("s3://{bucket}/{key}");
+    let created = client
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("CreateMultipartUpload {what}: {error:?}"));
+    let upload_id = created.upload_id().expect("an upload id").to_owned();
+    let mut parts = Vec::new();
+    for number in 1.. {
+        let mut part = Vec::with_capacity(part_size);
+        source
+            .take(part_size as u64)
+            .read_to_end(&mut part)
+            .unwrap_or_else(|error| panic!("reading the source of {what}: {error}"));
+        if part.is_empty() && number > 1 {
+            break;
+        }
+        let last = part.len() < part_size;
+        let uploaded = client
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(&upload_id)
+            .part_number(number)
+            .body(ByteStream::from(part))
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("UploadPart {number} of {what}: {error:?}"));
+        parts.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(uploaded.e_tag().map(str::to_owned))
+                .set_checksum_crc32(uploaded.checksum_crc32().map(str::to_owned))
+                .build(),
+        );
+        if last {
+            break;
+        }
+    }
+    let completed = client
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(&upload_id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("CompleteMultipartUpload {what}: {error:?}"));
+    Stored {
+        etag: unquoted(completed.e_tag()),
+        version_id: version_of(completed.version_id()),
+    }
+}
+
+/// Every key in `bucket`, sorted, a page of ListObjectsV2 at a time.
+pub async fn list_keys(client: &Client, bucket: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.unwrap_or_else(|error| panic!("ListObjectsV2 {bucket}: {error:?}"));
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|object| object.key().map(str::to_owned)),
+        );
+    }
+    keys.sort();
+    keys
+}
+
 impl Moto {
     /// Starts moto_server and waits until it accepts connections.
     pub fn start() -> Self {
@@ -112,26 +200,13 @@ impl Moto {
             .enable_all()
             .build()
             .expect("a tokio runtime for the S3 client");
-        let config = aws_sdk_s3::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .http_client(http_client())
-            .region(Region::new("us-east-1"))
-            .endpoint_url(&endpoint)
-            .credentials_provider(Credentials::new(
-                MOTO_ACCESS_KEY,
-                MOTO_SECRET_KEY,
-                None,
-                None,
-                "tests",
-            ))
-            .force_path_style(true)
-            .build();
+        let client = crate::s3_client(&endpoint, MOTO_ACCESS_KEY, MOTO_SECRET_KEY);
         Self {
             server,
             endpoint,
             dir,
             runtime,
-            client: Client::from_conf(config),
+            client,
         }
     }
 
@@ -251,69 +326,7 @@ impl Moto {
         source: &mut dyn Read,
         part_size: usize,
     ) -> Stored {
-        let what = format!("s3://{bucket}/{key}");
-        self.block_on(async {
-            let created = self
-                .client
-                .create_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .send()
-                .await
-                .unwrap_or_else(|error| panic!("CreateMultipartUpload {what}: {error:?}"));
-            let upload_id = created.upload_id().expect("an upload id").to_owned();
-            let mut parts = Vec::new();
-            for number in 1.. {
-                let mut part = Vec::with_capacity(part_size);
-                source
-                    .take(part_size as u64)
-                    .read_to_end(&mut part)
-                    .unwrap_or_else(|error| panic!("reading the source of {what}: {error}"));
-                if part.is_empty() && number > 1 {
-                    break;
-                }
-                let last = part.len() < part_size;
-                let uploaded = self
-                    .client
-                    .upload_part()
-                    .bucket(bucket)
-                    .key(key)
-                    .upload_id(&upload_id)
-                    .part_number(number)
-                    .body(ByteStream::from(part))
-                    .send()
-                    .await
-                    .unwrap_or_else(|error| panic!("UploadPart {number} of {what}: {error:?}"));
-                parts.push(
-                    CompletedPart::builder()
-                        .part_number(number)
-                        .set_e_tag(uploaded.e_tag().map(str::to_owned))
-                        .set_checksum_crc32(uploaded.checksum_crc32().map(str::to_owned))
-                        .build(),
-                );
-                if last {
-                    break;
-                }
-            }
-            let completed = self
-                .client
-                .complete_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await
-                .unwrap_or_else(|error| panic!("CompleteMultipartUpload {what}: {error:?}"));
-            Stored {
-                etag: unquoted(completed.e_tag()),
-                version_id: version_of(completed.version_id()),
-            }
-        })
+        self.block_on(put_in_parts(&self.client, bucket, key, source, part_size))
     }
 
     /// The object's bytes; fails the test if it is not there.
@@ -490,12 +503,4 @@ impl Moto {
                 .collect()
         })
     }
-}
-
-/// rustls over ring, as the worker's client (the SDK has no default client in this workspace).
-fn http_client() -> aws_sdk_s3::config::SharedHttpClient {
-    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(Provider::Rustls(CryptoMode::Ring))
-        .build_https()
 }

@@ -52,6 +52,11 @@ fn memory_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmHWM:")?, field("VmRSS:")?))
 }
 
+/// The most the process `pid` has held resident so far (VmHWM), in KiB; `None` once it is gone.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    memory_kib(pid).map(|(peak, _)| peak)
+}
+
 /// A running child whose stdout and stderr are read as it goes (so it never blocks on a full
 /// pipe), killed and reaped if dropped before it finished.
 #[derive(Debug)]

@@ -428,6 +428,128 @@ fn a_batch_whose_object_failed_transiently_is_returned_to_the_queue() {
     );
 }
 
+/// 2,000 S3 events through four `invoke` runs at once, 500 records each, each run processing
+/// its objects 32 at a time, against one moto: every object is compressed exactly once and
+/// decodes back to what was put, no source is left, nothing else is written, and each run's
+/// peak resident set stays within the worker's limit.
+#[test]
+fn two_thousand_events_through_concurrent_invocations_are_each_compressed_once() {
+    const OBJECTS: usize = 2_000;
+    const INVOCATIONS: usize = 4;
+    let moto = Moto::start();
+    moto.create_bucket("load");
+    // 0 bytes for every 50th, a few of 2 to 9 MiB (outputs in parts), the rest up to 64 KiB.
+    let size = |index: usize| match index {
+        _ if index % 50 == 0 => 0,
+        1..=8 => (index + 1) * MIB,
+        _ => index * 7_919 % (64 * 1024),
+    };
+    let key = |index: usize| format!("incoming/load/{}/{index:04}.csv", index % 7);
+    let started = Instant::now();
+    let mut sent = Vec::with_capacity(OBJECTS);
+    for index in 0..OBJECTS {
+        let body = text(size(index), index as u64 * 1_000);
+        moto.put("load", &key(index), body.as_slice());
+        sent.push((
+            key(index),
+            body.len() as u64,
+            s3_compressor_tests::crc32(&body),
+        ));
+    }
+    let put_in = started.elapsed();
+
+    let keys: Vec<String> = (0..OBJECTS).map(key).collect();
+    let runs: Vec<Running> = keys
+        .chunks(OBJECTS / INVOCATIONS)
+        .enumerate()
+        .map(|(run, keys)| {
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            let event = write_event(
+                moto.dir(),
+                &format!("load-{run}.json"),
+                &s3_event("load", &keys),
+            );
+            let mut command = moto.s3_compressor();
+            command
+                .env("RUST_LOG", "warn")
+                .args(["invoke", "--event"])
+                .arg(event);
+            Running::spawn(&mut command)
+        })
+        .collect();
+    let started = Instant::now();
+    let finished: Vec<(Finished, u64)> = std::thread::scope(|scope| {
+        let runs: Vec<_> = runs
+            .into_iter()
+            .map(|run| {
+                scope.spawn(move || {
+                    let (finished, memory) = run.finish_measuring_memory(HANG_LIMIT);
+                    (finished, memory.peak)
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .map(|run| run.join().expect("a run's thread"))
+            .collect()
+    });
+    let processed_in = started.elapsed();
+
+    for (finished, _) in &finished {
+        assert!(finished.success(), "{}", finished.describe());
+        let response = response_of(finished);
+        let results = outcomes(&response);
+        assert_eq!(results.len(), OBJECTS / INVOCATIONS);
+        assert!(
+            results.iter().all(|(_, outcome)| outcome == "compressed"),
+            "{response:#}"
+        );
+    }
+    let output_of = |key: &str| {
+        let stem = key
+            .strip_prefix("incoming/")
+            .and_then(|k| k.strip_suffix(".csv"));
+        format!("processed/{}.zip", stem.expect("a source key"))
+    };
+    let mut expected: Vec<String> = keys.iter().map(|key| output_of(key)).collect();
+    expected.sort();
+    assert_eq!(
+        moto.keys("load"),
+        expected,
+        "one output per source, no source left"
+    );
+    for (key, len, crc) in &sent {
+        let output = output_of(key);
+        let name = key.rsplit('/').next().unwrap_or_default().to_owned();
+        assert_eq!(
+            s3_compressor_tests::zip_entry(&moto.get("load", &output)),
+            (name, *len, *crc),
+            "{output} decodes to {key}"
+        );
+    }
+    let peak = finished
+        .iter()
+        .map(|(_, peak)| *peak)
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "{OBJECTS} objects ({} MiB) put in {put_in:.1?}; {INVOCATIONS} invocations of {} records \
+         at once processed them in {processed_in:.1?} ({:.0} objects/s), peak RSS of a run {} MiB \
+         (VmHWM; each: {:?} MiB)",
+        sent.iter().map(|(_, len, _)| len).sum::<u64>() / MIB as u64,
+        OBJECTS / INVOCATIONS,
+        OBJECTS as f64 / processed_in.as_secs_f64(),
+        peak / 1024,
+        finished
+            .iter()
+            .map(|(_, peak)| peak / 1024)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        peak <= PEAK_RSS_LIMIT_KIB,
+        "a run's peak RSS was {peak} KiB, over {PEAK_RSS_LIMIT_KIB} KiB"
+    );
+}
+
 /// A Batch Operations job in schema `version`: 1.0 names the bucket by ARN and URL-encodes
 /// the key as a CSV manifest does, 2.0 names the bucket and gives the key as it is.
 fn batch_job(version: &str, bucket: &str, tasks: &[(&str, &str)]) -> Value {

@@ -6,9 +6,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use aws_sdk_s3::error::ProvideErrorMetadata;
+
 use s3_compressor_tests::events::{s3_event, sqs_batch, sqs_message, write_event};
+use s3_compressor_tests::moto::{list_keys, put_in_parts};
 use s3_compressor_tests::process::{free_port, run, Finished, Running, HANG_LIMIT};
-use s3_compressor_tests::{csv_text, random, s3_compressor, workspace_root};
+use s3_compressor_tests::{
+    crc32, csv_text, random, s3_client, s3_compressor, workspace_root, zip_entry,
+};
 
 const BUCKET: &str = "files";
 const ACCESS_KEY: &str = "serve-test";
@@ -28,20 +33,30 @@ impl Serve {
 
     /// `serve` on a folder that may already hold data (under `DIR/data`).
     fn start_in(dir: tempfile::TempDir, config: Option<&Path>) -> Self {
+        let data = dir.path().join("data");
+        Self::start_on(&data, dir, config)
+    }
+
+    /// `serve` with `data` as its data directory; `dir` is the test's own folder.
+    fn start_on(data: &Path, dir: tempfile::TempDir, config: Option<&Path>) -> Self {
         let port = free_port();
         let mut command = s3_compressor();
         command
             .arg("serve")
             .args(["--addr", &format!("127.0.0.1:{port}")])
             .arg("--data")
-            .arg(dir.path().join("data"))
+            .arg(data)
             .args(["--bucket", BUCKET])
             .env("S3_COMPRESSOR_ACCESS_KEY", ACCESS_KEY)
             .env("S3_COMPRESSOR_SECRET_KEY", SECRET_KEY);
         if let Some(config) = config {
             command.arg("--config").arg(config);
         }
-        let mut process = Running::spawn(&mut command);
+        Self::listening(Running::spawn(&mut command), port, dir)
+    }
+
+    /// Waits until `process`, a `serve` started on `port`, listens.
+    fn listening(mut process: Running, port: u16, dir: tempfile::TempDir) -> Self {
         let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
@@ -523,4 +538,447 @@ fn a_batch_of_ten_thousand_small_objects_runs_at_once_in_bounded_memory() {
         "peak RSS {} KiB, over {limit} KiB",
         memory.peak
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Under load, and what it cannot store
+
+/// One upload of the load test: its key, and the length and CRC-32 of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Sent {
+    key: String,
+    len: u64,
+    crc: u32,
+}
+
+/// The bytes of upload `index` of the load test, `len` long: CSV text, different for every
+/// index. Large ones repeat a 1 MiB block after their own first line (cheap to make, and far
+/// beyond deflate's window, so it compresses like fresh text).
+fn load_content(index: usize, len: usize) -> Vec<u8> {
+    const BLOCK: usize = 1024 * 1024;
+    if len <= BLOCK {
+        return csv_text(len, index as u64 * 1_000);
+    }
+    let block = csv_text(BLOCK, 7);
+    let mut bytes = format!("upload {index}\n").into_bytes();
+    while bytes.len() < len {
+        let take = block.len().min(len - bytes.len());
+        bytes.extend_from_slice(&block[..take]);
+    }
+    bytes
+}
+
+/// The most `serve` may hold resident under the load test: the 72 MiB the worker may take for
+/// any object (`worker_moto::PEAK_RSS_LIMIT_KIB`), plus the endpoint's side with eight clients'
+/// requests in flight, up to an 8 MiB part each. Measured: 102 MiB.
+const SERVE_PEAK_RSS_LIMIT_KIB: u64 = (72 + 8 * 8) * 1024;
+
+/// 2,000 uploads from 8 clients at once, from 0 bytes to 50 MiB (the large ones in parts):
+/// every one is compressed, exactly once, and decodes back to what was sent; nothing is lost,
+/// `incoming/` ends empty, and `serve`'s peak resident set stays bounded.
+#[test]
+fn two_thousand_uploads_from_eight_clients_are_each_compressed_once() {
+    const CLIENTS: usize = 8;
+    const UPLOADS: usize = 2_000;
+    const MIB: usize = 1024 * 1024;
+    let serve = Serve::start(None);
+    // Three of 50 MiB and six of 10 MiB in parts; the rest small, 0 bytes to 64 KiB.
+    let size = |index: usize| match index {
+        0..=2 => 50 * MIB,
+        3..=8 => 10 * MIB + index,
+        _ => index * 7_919 % (64 * 1024 + 1) * usize::from(index % 10 != 0),
+    };
+    let key = |index: usize| format!("incoming/load/c{}/{index:04}.csv", index % CLIENTS);
+    let endpoint = format!("http://127.0.0.1:{}", serve.port);
+
+    let started = Instant::now();
+    let sent: Vec<Sent> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|client_index| {
+                let endpoint = &endpoint;
+                scope.spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    let client = s3_client(endpoint, ACCESS_KEY, SECRET_KEY);
+                    let mut sent = Vec::new();
+                    // Each client takes every 8th upload, so the large ones start at once.
+                    for index in (client_index..UPLOADS).step_by(CLIENTS) {
+                        let key = key(index);
+                        let body = load_content(index, size(index));
+                        runtime.block_on(async {
+                            if body.len() > 8 * MIB {
+                                let mut source = body.as_slice();
+                                put_in_parts(&client, BUCKET, &key, &mut source, 8 * MIB).await;
+                            } else {
+                                client
+                                    .put_object()
+                                    .bucket(BUCKET)
+                                    .key(&key)
+                                    .body(body.clone().into())
+                                    .send()
+                                    .await
+                                    .unwrap_or_else(|error| panic!("PutObject {key}: {error:?}"));
+                            }
+                        });
+                        sent.push(Sent {
+                            key,
+                            len: body.len() as u64,
+                            crc: crc32(&body),
+                        });
+                    }
+                    sent
+                })
+            })
+            .collect();
+        clients
+            .into_iter()
+            .flat_map(|client| client.join().unwrap())
+            .collect()
+    });
+    let uploaded_in = started.elapsed();
+    let volume: u64 = sent.iter().map(|sent| sent.len).sum();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = s3_client(&endpoint, ACCESS_KEY, SECRET_KEY);
+    let output_of = |key: &str| {
+        let stem = key.strip_prefix("incoming/").unwrap().strip_suffix(".csv");
+        format!("processed/{}.zip", stem.unwrap())
+    };
+    let mut expected: Vec<String> = sent.iter().map(|sent| output_of(&sent.key)).collect();
+    expected.sort();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let keys = loop {
+        let keys = runtime.block_on(list_keys(&client, BUCKET));
+        if keys.iter().all(|key| key.starts_with("processed/")) && keys.len() >= UPLOADS {
+            break keys;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 120 s, {} keys, {} of them under incoming/",
+            keys.len(),
+            keys.iter()
+                .filter(|key| key.starts_with("incoming/"))
+                .count()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let compressed_in = started.elapsed();
+    let pid = serve.process.as_ref().unwrap().id();
+    let peak = s3_compressor_tests::process::peak_rss_kib(pid).unwrap();
+
+    assert_eq!(keys.len(), UPLOADS, "one output per upload, nothing else");
+    assert_eq!(keys, expected, "exactly the outputs of the uploads");
+    for sent in &sent {
+        let output = output_of(&sent.key);
+        let bytes = runtime.block_on(async {
+            client
+                .get_object()
+                .bucket(BUCKET)
+                .key(&output)
+                .send()
+                .await
+                .unwrap_or_else(|error| panic!("GetObject {output}: {error:?}"))
+                .body
+                .collect()
+                .await
+                .unwrap()
+                .to_vec()
+        });
+        let name = sent.key.rsplit('/').next().unwrap().to_owned();
+        assert_eq!(
+            zip_entry(&bytes),
+            (name, sent.len, sent.crc),
+            "{output} decodes to {}",
+            sent.key
+        );
+    }
+    let finished = serve.interrupt();
+    assert!(finished.success(), "{}", finished.describe());
+    assert!(
+        !finished.stdout.contains("failed"),
+        "no failure on the console: {}",
+        finished.describe()
+    );
+    eprintln!(
+        "{UPLOADS} uploads from {CLIENTS} clients ({} MiB, 9 of them multipart): uploaded in \
+         {uploaded_in:.1?}, all compressed {compressed_in:.1?} after the first upload \
+         ({:.0} objects/s), serve's peak RSS {} MiB (VmHWM)",
+        volume / MIB as u64,
+        UPLOADS as f64 / compressed_in.as_secs_f64(),
+        peak / 1024
+    );
+    assert!(
+        peak <= SERVE_PEAK_RSS_LIMIT_KIB,
+        "serve's peak RSS was {peak} KiB, over {SERVE_PEAK_RSS_LIMIT_KIB} KiB"
+    );
+}
+
+/// The code, HTTP status and message of an S3 error the SDK got.
+fn refusal<E: ProvideErrorMetadata>(
+    result: Result<
+        impl std::fmt::Debug,
+        aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    >,
+) -> (String, u16, String) {
+    let error = result.expect_err("refused");
+    let status = error.raw_response().map_or(0, |r| r.status().as_u16());
+    (
+        error.code().unwrap_or_default().to_owned(),
+        status,
+        error.message().unwrap_or_default().to_owned(),
+    )
+}
+
+impl Serve {
+    /// Uploads a small file with the SDK and waits until it is compressed and its source gone:
+    /// the server still serves, and the worker behind it still works.
+    fn still_compresses(&self, runtime: &tokio::runtime::Runtime, name: &str) {
+        let client = s3_client(
+            &format!("http://127.0.0.1:{}", self.port),
+            ACCESS_KEY,
+            SECRET_KEY,
+        );
+        let original = text(500);
+        runtime
+            .block_on(
+                client
+                    .put_object()
+                    .bucket(BUCKET)
+                    .key(format!("incoming/{name}.csv"))
+                    .body(original.clone().into())
+                    .send(),
+            )
+            .unwrap_or_else(|error| panic!("a normal upload after a refusal: {error:?}"));
+        let output = format!("processed/{name}.zip");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let keys = self.keys();
+            if keys.contains(&output) && !keys.iter().any(|key| key.starts_with("incoming/")) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "not compressed: {keys:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(unzip(&self.download(&output)), original);
+    }
+}
+
+/// Keys S3 or the folder cannot hold and bodies that do not match their checksum are refused
+/// with S3's own errors, nothing of them is kept, and the next upload is compressed as usual.
+#[test]
+fn serve_refuses_long_keys_and_bad_checksums_as_s3_does_and_keeps_serving() {
+    let serve = Serve::start(None);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = s3_client(
+        &format!("http://127.0.0.1:{}", serve.port),
+        ACCESS_KEY,
+        SECRET_KEY,
+    );
+    let put = |key: String| {
+        client
+            .put_object()
+            .bucket(BUCKET)
+            .key(key)
+            .body(b"a,b\n1,2\n".to_vec().into())
+    };
+
+    // Over S3's own limit of 1,024 bytes.
+    let (code, status, _) =
+        refusal(runtime.block_on(put(format!("incoming/{}", "k".repeat(1_016))).send()));
+    assert_eq!((code.as_str(), status), ("KeyTooLongError", 400));
+    serve.still_compresses(&runtime, "after-s3-limit");
+
+    // Within S3's limit, but longer than the file names serve makes of a key allow.
+    let (code, status, message) =
+        refusal(runtime.block_on(put(format!("incoming/{}.csv", "ü".repeat(100))).send()));
+    assert_eq!(
+        (code.as_str(), status),
+        ("KeyTooLongError", 400),
+        "{message}"
+    );
+    assert!(message.contains("to 130 bytes"), "{message}");
+    let (code, _, _) = refusal(
+        runtime.block_on(
+            client
+                .create_multipart_upload()
+                .bucket(BUCKET)
+                .key(format!("incoming/{}", "k".repeat(200)))
+                .send(),
+        ),
+    );
+    assert_eq!(code, "KeyTooLongError");
+    // The longest key it can hold is compressed (its output key is one byte longer).
+    let longest = format!("incoming/{}.csv", "k".repeat(130 - 9 - 4 - 1));
+    assert_eq!(longest.len(), 129);
+    runtime.block_on(put(longest.clone()).send()).unwrap();
+    serve.still_compresses(&runtime, "after-long-key");
+    assert!(serve.keys().contains(
+        &longest
+            .replace("incoming/", "processed/")
+            .replace(".csv", ".zip")
+    ));
+
+    // A CRC32 that is not the body's.
+    let (code, status, _) = refusal(
+        runtime.block_on(
+            put("incoming/bad-crc32.csv".to_owned())
+                .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32)
+                .checksum_crc32("AAAAAA==")
+                .send(),
+        ),
+    );
+    assert_eq!((code.as_str(), status), ("BadDigest", 400));
+    serve.still_compresses(&runtime, "after-bad-crc32");
+
+    // A Content-MD5 of other bytes, and one that is no MD5 at all.
+    for (content_md5, expected) in [
+        ("1B2M2Y8AsgTpgAmY7PhCfg==", "BadDigest"),
+        ("not an md5", "InvalidDigest"),
+    ] {
+        let put = put("incoming/bad-md5.csv".to_owned()).content_md5(content_md5);
+        let (code, status, _) = refusal(runtime.block_on(put.send()));
+        assert_eq!((code.as_str(), status), (expected, 400), "{content_md5}");
+    }
+    serve.still_compresses(&runtime, "after-bad-md5");
+
+    let keys = serve.keys();
+    assert!(
+        keys.iter().all(|key| key.starts_with("processed/")),
+        "nothing refused was kept: {keys:?}"
+    );
+    assert_eq!(keys.len(), 5, "{keys:?}");
+    assert!(serve.interrupt().success());
+}
+
+/// A tmpfs of `size` mounted on a new folder of `dir`, unmounted on drop. `None` where mounting
+/// is not allowed (not root): the test is then skipped, except on CI.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> Option<Self> {
+        let path = dir.join("small-disk");
+        std::fs::create_dir(&path).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        if mounted.status.success() {
+            return Some(Self(path));
+        }
+        let why = String::from_utf8_lossy(&mounted.stderr);
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "cannot mount a tmpfs (CI=true): {why}"
+        );
+        println!("SKIPPED: cannot mount a tmpfs (run as root): {why}");
+        None
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// `serve` on an 8 MiB file system: an upload larger than the space left is refused with 503
+/// ServiceUnavailable saying the disk is full, as a single PutObject and as a part of a
+/// multipart upload; nothing of it is left, and the next upload is stored and compressed.
+#[test]
+fn serve_answers_a_full_disk_with_an_s3_error_keeps_nothing_of_it_and_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = SmallDisk::mount(dir.path(), "8m") else {
+        return;
+    };
+    let serve = Serve::start_on(&disk.0, tempfile::tempdir().unwrap(), None);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = s3_client(
+        &format!("http://127.0.0.1:{}", serve.port),
+        ACCESS_KEY,
+        SECRET_KEY,
+    );
+    let big = random(12 * 1024 * 1024, 5);
+
+    let started = Instant::now();
+    let (code, status, message) = refusal(
+        runtime.block_on(
+            client
+                .put_object()
+                .bucket(BUCKET)
+                .key("incoming/big.bin")
+                .body(big.clone().into())
+                .send(),
+        ),
+    );
+    assert_eq!(
+        (code.as_str(), status),
+        ("ServiceUnavailable", 503),
+        "{message}"
+    );
+    assert!(
+        message.contains("disk is full") && message.contains("incoming/big.bin"),
+        "{message}"
+    );
+    eprintln!(
+        "a 12 MiB PutObject on an 8 MiB disk: refused in {:.1?} (the SDK's retries included)",
+        started.elapsed()
+    );
+    assert!(
+        serve.keys().is_empty(),
+        "nothing of it is visible: {:?}",
+        serve.keys()
+    );
+    serve.still_compresses(&runtime, "after-put");
+
+    // In parts: the second 5 MiB part does not fit.
+    let created = runtime
+        .block_on(
+            client
+                .create_multipart_upload()
+                .bucket(BUCKET)
+                .key("incoming/parts.bin")
+                .send(),
+        )
+        .unwrap();
+    let upload_id = created.upload_id().unwrap();
+    let part = |number: i32| {
+        client
+            .upload_part()
+            .bucket(BUCKET)
+            .key("incoming/parts.bin")
+            .upload_id(upload_id)
+            .part_number(number)
+            .body(big[..5 * 1024 * 1024].to_vec().into())
+            .send()
+    };
+    runtime.block_on(part(1)).unwrap();
+    let (code, status, _) = refusal(runtime.block_on(part(2)));
+    assert_eq!((code.as_str(), status), ("ServiceUnavailable", 503));
+    runtime
+        .block_on(
+            client
+                .abort_multipart_upload()
+                .bucket(BUCKET)
+                .key("incoming/parts.bin")
+                .upload_id(upload_id)
+                .send(),
+        )
+        .unwrap();
+    serve.still_compresses(&runtime, "after-parts");
+
+    // No scratch file of the refused writes is left taking space.
+    let leftovers: Vec<String> = std::fs::read_dir(&disk.0)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".tmp.") || name.starts_with(".upload"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(
+        serve.keys(),
+        ["processed/after-parts.zip", "processed/after-put.zip"]
+    );
+    assert!(serve.interrupt().success());
 }
