@@ -1024,6 +1024,7 @@ fn lambda_template_lets_the_worker_write_only_under_output_prefixes() {
         ("OutputPrefixes", "processed/,done/"),
         ("LargeObjects", "fargate"),
         ("Trigger", "queue"),
+        ("SourceKmsKeyArn", SOURCE_KMS_KEY),
     ];
     let deployed = rendered(&lambda, &parameters);
     let under = |prefixes: &[&str]| -> Vec<String> {
@@ -1190,6 +1191,66 @@ fn lambda_template_lets_the_worker_write_only_under_output_prefixes() {
         "s3:PutObject",
         &format!("{BUCKET_ARN}/data/incoming/a.zip")
     ));
+}
+
+/// A customer managed key the bucket's objects are encrypted with (SourceKmsKeyArn).
+const SOURCE_KMS_KEY: &str =
+    "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+/// SourceKmsKeyArn: empty (the default), no KMS permission; a key ARN, exactly kms:Decrypt and
+/// kms:GenerateDataKey on that key, in a policy attached to the same roles as ObjectsPolicy (so
+/// the Fargate task has them too).
+#[test]
+fn lambda_template_grants_the_source_kms_key_only_when_given() {
+    if !have(&["cfn-lint"], PIP_LINTERS) {
+        return;
+    }
+    let lambda = template("lambda-template.yaml");
+    assert_eq!(lambda["Parameters"]["SourceKmsKeyArn"]["Default"], "");
+    let image = (
+        "LambdaImageUri",
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com/r@sha256:0",
+    );
+    let kms_statements = |parameters: &[(&str, &str)]| -> Vec<Value> {
+        let deployed = rendered(&lambda, parameters);
+        for role in ["FunctionRole", "TaskRole"] {
+            assert!(
+                !deployed["Resources"][role].to_string().contains("\"kms:"),
+                "{role}'s own policies name no KMS action"
+            );
+        }
+        every_iam_statement(&deployed)
+            .into_iter()
+            .filter(|statement| statement.to_string().contains("kms:"))
+            .collect()
+    };
+    for large_objects in ["fail", "fargate"] {
+        let without = [image, ("LargeObjects", large_objects)];
+        assert_eq!(kms_statements(&without), Vec::<Value>::new());
+        let with = [
+            image,
+            ("LargeObjects", large_objects),
+            ("SourceKmsKeyArn", SOURCE_KMS_KEY),
+        ];
+        let statements = kms_statements(&with);
+        assert_eq!(statements.len(), 1, "{statements:?}");
+        let statement = &statements[0];
+        assert_eq!(statement["Effect"], "Allow");
+        assert_eq!(
+            strings(&statement["Action"]),
+            ["kms:Decrypt", "kms:GenerateDataKey"]
+        );
+        assert_eq!(resource_arns(&lambda, &with, statement), [SOURCE_KMS_KEY]);
+        assert!(statement.get("Condition").is_none());
+        let deployed = rendered(&lambda, &with);
+        let policy = resource(&deployed, "SourceKeyPolicy");
+        assert_eq!(policy["PolicyDocument"]["Statement"], json!([statement]));
+        assert_eq!(
+            policy["Roles"],
+            resource(&deployed, "ObjectsPolicy")["Roles"],
+            "the function's role, and the task's with LargeObjects {large_objects}"
+        );
+    }
 }
 
 /// The role Batch Operations jobs run as: only S3 Batch Operations of this account may assume
@@ -1857,7 +1918,8 @@ enum Trigger {
 }
 
 /// The recursion guard as deployed: the function role's one managed policy denies writes under
-/// each source prefix (`prefixes`, sorted). Only after the stack's creation: a moto stack update leaves a managed policy's document as
+/// each source prefix (`prefixes`, sorted). SourceKmsKeyArn is empty, so it names no KMS action.
+/// Only after the stack's creation: a moto stack update leaves a managed policy's document as
 /// it was.
 fn assert_recursion_guard(moto: &Moto, prefixes: &[&str]) {
     let function = aws(
@@ -1920,6 +1982,7 @@ fn assert_recursion_guard(moto: &Moto, prefixes: &[&str]) {
         .map(|prefix| format!("{bucket_arn}/{prefix}*"))
         .collect();
     assert_eq!(denied, sources, "prefixes are given sorted");
+    assert!(!document.to_string().contains("kms:"), "{document}");
 }
 
 /// What every deployment must leave behind, as far as moto_server shows it.
