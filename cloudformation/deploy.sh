@@ -31,6 +31,9 @@ PRIVATE_SUBNET2_CIDR=${PRIVATE_SUBNET2_CIDR:-10.0.2.0/24}
 NONCURRENT_VERSION_DAYS=${NONCURRENT_VERSION_DAYS:-30}
 LOG_RETENTION_DAYS=${LOG_RETENTION_DAYS:-30}
 ALARM_EMAIL=${ALARM_EMAIL:-}
+# The customer managed KMS key (ARN) the bucket's objects are encrypted with, if any: the
+# function and its task may then decrypt and generate data keys with that key alone.
+SOURCE_KMS_KEY_ARN=${SOURCE_KMS_KEY_ARN:-}
 # How uploads reach the function: `direct` (S3 invokes it) or `queue` (S3 -> SQS -> batches).
 TRIGGER=${TRIGGER:-direct}
 QUEUE_BATCH_SIZE=${QUEUE_BATCH_SIZE:-100}
@@ -83,12 +86,14 @@ Settings from the environment (defaults in brackets): VPC_CIDR [10.0.0.0/16],
 PRIVATE_SUBNET1_CIDR [10.0.1.0/24], PRIVATE_SUBNET2_CIDR [10.0.2.0/24],
 NONCURRENT_VERSION_DAYS [30] (days S3 keeps overwritten or deleted versions),
 LOG_RETENTION_DAYS [30] (days the function's logs are kept), ALARM_EMAIL [none] (where the
-failure alarms send mail; the address gets a subscription to confirm), BUILD_PROFILE [image]
-(the cargo profile the binary is built with); with --trigger queue: QUEUE_BATCH_SIZE [100]
-(S3 events per invocation, 1-10000), QUEUE_BATCHING_WINDOW [5] (seconds Lambda waits to fill
-a batch, 1-300), QUEUE_MAX_CONCURRENCY [10] (invocations at once, 2-1000); with
---large-objects fargate: TASK_CPU [2048] (CPU units of a task, 1024 = 1 vCPU), TASK_MEMORY
-[4096] (MiB, a size Fargate offers with TASK_CPU).
+failure alarms send mail; the address gets a subscription to confirm), SOURCE_KMS_KEY_ARN
+[none] (the ARN of a customer managed KMS key the bucket's objects are encrypted with
+(SSE-KMS): the function and its tasks get kms:Decrypt and kms:GenerateDataKey on that key
+alone), BUILD_PROFILE [image] (the cargo profile the binary is built with); with --trigger
+queue: QUEUE_BATCH_SIZE [100] (S3 events per invocation, 1-10000), QUEUE_BATCHING_WINDOW [5]
+(seconds Lambda waits to fill a batch, 1-300), QUEUE_MAX_CONCURRENCY [10] (invocations at
+once, 2-1000); with --large-objects fargate: TASK_CPU [2048] (CPU units of a task, 1024 =
+1 vCPU), TASK_MEMORY [4096] (MiB, a size Fargate offers with TASK_CPU).
 
 Needs the AWS CLI with credentials; to build the image also Docker (with buildx), Rust
 (cargo, rustup target $MUSL_TARGET) and musl-tools, on Linux x86_64.
@@ -292,6 +297,7 @@ lambda_parameters() {
         "OutputPrefixes=$(paste -sd, <<<"$OUTPUT_PREFIXES")" \
         "LogRetentionDays=$LOG_RETENTION_DAYS" \
         "AlarmEmail=$ALARM_EMAIL" \
+        "SourceKmsKeyArn=$SOURCE_KMS_KEY_ARN" \
         "EnableAlias=$([[ $WITHOUT_ALIAS == 1 ]] && echo false || echo true)" \
         "Trigger=$TRIGGER" \
         "QueueBatchSize=$QUEUE_BATCH_SIZE" \

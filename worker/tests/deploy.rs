@@ -332,35 +332,45 @@ fn infra_template_makes_a_private_vpc_and_a_locked_down_bucket() {
         endpoint["RouteTableIds"],
         json!([{"Ref": "PrivateRouteTable"}])
     );
-    let endpoint_resources = strings(&endpoint["PolicyDocument"]["Statement"][0]["Resource"]);
+    let endpoint_statements = endpoint["PolicyDocument"]["Statement"].as_array().unwrap();
+    assert_eq!(endpoint_statements.len(), 1);
+    let reachable = &endpoint_statements[0];
+    assert_eq!(reachable["Effect"], "Allow");
+    assert!(reachable.get("NotResource").is_none() && reachable.get("NotAction").is_none());
     assert_eq!(
-        endpoint["PolicyDocument"]["Statement"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
+        reachable["Resource"],
+        json!([{"Fn::GetAtt": ["Bucket", "Arn"]}, {"Fn::Sub": "${Bucket.Arn}/*"}]),
+        "the endpoint reaches the bucket and its objects, nothing else"
     );
-    assert!(
-        endpoint["PolicyDocument"]["Statement"][0]["Resource"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r.to_string().contains("Bucket")),
-        "the endpoint reaches only the bucket: {endpoint_resources:?}"
+    // Every S3 action the worker may take passes the endpoint (the function and its task reach
+    // S3 only through it), and nothing more does.
+    let mut needed: Vec<String> = objects_statements(&template("lambda-template.yaml"))
+        .iter()
+        .filter(|statement| statement["Effect"] == "Allow")
+        .flat_map(|statement| strings(&statement["Action"]))
+        .filter(|action| action.starts_with("s3:"))
+        .collect();
+    needed.sort();
+    needed.dedup();
+    let mut passing = strings(&reachable["Action"]);
+    passing.sort();
+    assert_eq!(
+        passing, needed,
+        "the endpoint passes exactly the worker's S3 actions"
     );
 
     let group = one(&infra, "AWS::EC2::SecurityGroup");
     assert!(group.get("SecurityGroupIngress").is_none(), "no ingress");
-    let egress = group["SecurityGroupEgress"].to_string();
-    assert!(
-        egress.contains("\"FromPort\":443") && egress.contains("\"ToPort\":443"),
-        "{egress}"
+    assert!(resources_of_type(&infra, "AWS::EC2::SecurityGroupIngress").is_empty());
+    // One way out: HTTPS to the region's S3 prefix list.
+    assert_eq!(
+        group["SecurityGroupEgress"],
+        json!([{
+            "IpProtocol": "tcp", "FromPort": 443, "ToPort": 443,
+            "Description": "HTTPS to S3 (the only route out is the S3 Gateway endpoint)",
+            "DestinationPrefixListId": {"Ref": "S3PrefixListId"}
+        }])
     );
-    assert!(
-        egress.contains("DestinationPrefixListId"),
-        "egress to the S3 prefix list: {egress}"
-    );
-    assert!(!egress.contains("\"IpProtocol\":\"-1\""), "{egress}");
 
     let bucket = one(&infra, "AWS::S3::Bucket");
     assert_eq!(bucket["VersioningConfiguration"]["Status"], "Enabled");
@@ -388,8 +398,24 @@ fn infra_template_makes_a_private_vpc_and_a_locked_down_bucket() {
         .iter()
         .any(|r| r["NoncurrentVersionExpiration"]["NoncurrentDays"]
             == json!({"Ref": "NoncurrentVersionExpirationDays"})));
-    let policy = &one(&infra, "AWS::S3::BucketPolicy")["PolicyDocument"]["Statement"][0];
+    let bucket_policy = &one(&infra, "AWS::S3::BucketPolicy");
+    assert_eq!(bucket_policy["Bucket"], json!({"Ref": "Bucket"}));
+    let statements = bucket_policy["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap();
+    assert_eq!(statements.len(), 1);
+    let policy = &statements[0];
     assert_eq!(policy["Effect"], "Deny");
+    assert_eq!(
+        (&policy["Principal"], &policy["Action"]),
+        (&json!("*"), &json!("s3:*")),
+        "anyone, any action"
+    );
+    assert_eq!(
+        policy["Resource"],
+        json!([{"Fn::GetAtt": ["Bucket", "Arn"]}, {"Fn::Sub": "${Bucket.Arn}/*"}]),
+        "the bucket and every object"
+    );
     assert_eq!(policy["Condition"]["Bool"]["aws:SecureTransport"], "false");
 }
 
@@ -653,7 +679,9 @@ fn lambda_template_makes_a_least_privilege_function_behind_an_alias() {
                 statement["Resource"], "*",
                 "S3 on every resource: {statement}"
             );
-            s3_actions.extend(actions.clone());
+            if statement["Effect"] == "Allow" {
+                s3_actions.extend(actions.clone());
+            }
         }
         if actions.iter().any(|a| a.starts_with("logs:")) {
             assert_eq!(
@@ -699,8 +727,8 @@ fn lambda_template_makes_a_least_privilege_function_behind_an_alias() {
 }
 
 /// The value of a condition of `template` with `parameters` (the others at their defaults), or
-/// `None` for one that needs more than `Fn::Equals`, `Fn::And`, `Fn::Or`, `Fn::Not`,
-/// `Condition` and `Ref` to a parameter (the prefix slots' `Fn::Select` among them).
+/// `None` for one that needs more than `Fn::Equals` (of what [`evaluated`] can tell: the prefix
+/// slots' `Fn::Select` among them), `Fn::And`, `Fn::Or`, `Fn::Not` and `Condition`.
 fn condition(template: &Value, parameters: &[(&str, &str)], value: &Value) -> Option<bool> {
     let (function, arguments) = value.as_object()?.iter().next()?;
     let each = || {
@@ -729,21 +757,106 @@ fn condition(template: &Value, parameters: &[(&str, &str)], value: &Value) -> Op
 }
 
 fn scalar(template: &Value, parameters: &[(&str, &str)], value: &Value) -> Option<String> {
+    evaluated(template, parameters, value)?
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// The bucket the infra stack makes, as [`evaluated`] imports its ARN.
+const BUCKET_ARN: &str = "arn:aws:s3:::file-compression-infra-123456789012-us-east-1";
+
+/// What `value` (free of `Fn::If` and `AWS::NoValue`: see [`rendered`]) of `template` comes to
+/// with `parameters` (the others at their defaults), deployed in us-east-1 of account
+/// [`MOTO_ACCOUNT`] next to the infra stack, whose bucket is [`BUCKET_ARN`]: a string, or a list
+/// of them. `None` for what only a deployed stack knows (`Fn::GetAtt`, a `Ref` to a resource,
+/// the stack's name).
+fn evaluated(template: &Value, parameters: &[(&str, &str)], value: &Value) -> Option<Value> {
+    let text = |value: &Value| -> Option<String> {
+        evaluated(template, parameters, value)?
+            .as_str()
+            .map(str::to_owned)
+    };
     match value {
-        Value::String(text) => Some(text.clone()),
-        Value::Number(number) => Some(number.to_string()),
-        Value::Object(object) => {
-            let name = object.get("Ref")?.as_str()?;
-            match parameters.iter().find(|(key, _)| *key == name) {
-                Some((_, given)) => Some((*given).to_owned()),
-                None => scalar(
-                    template,
-                    parameters,
-                    &template["Parameters"][name]["Default"],
-                ),
+        Value::String(_) => Some(value.clone()),
+        Value::Number(number) => Some(json!(number.to_string())),
+        Value::Array(items) => items
+            .iter()
+            .map(|item| evaluated(template, parameters, item))
+            .collect::<Option<Vec<Value>>>()
+            .map(Value::Array),
+        Value::Object(object) if object.len() == 1 => {
+            let (function, arguments) = object.iter().next()?;
+            match function.as_str() {
+                "Ref" => reference(template, parameters, arguments.as_str()?),
+                "Fn::Select" => {
+                    let index: usize = text(&arguments[0])?.parse().ok()?;
+                    evaluated(template, parameters, &arguments[1])?
+                        .get(index)
+                        .cloned()
+                }
+                "Fn::Split" => {
+                    let whole = text(&arguments[1])?;
+                    Some(json!(whole
+                        .split(arguments[0].as_str()?)
+                        .collect::<Vec<_>>()))
+                }
+                "Fn::Join" => {
+                    let items = evaluated(template, parameters, &arguments[1])?;
+                    let items: Option<Vec<&str>> =
+                        items.as_array()?.iter().map(Value::as_str).collect();
+                    Some(json!(items?.join(arguments[0].as_str()?)))
+                }
+                "Fn::ImportValue" => (text(arguments)? == "file-compression-infra-S3BucketARN")
+                    .then(|| json!(BUCKET_ARN)),
+                "Fn::Sub" => {
+                    let (mut rest, variables) = match arguments {
+                        Value::String(pattern) => (pattern.as_str(), None),
+                        _ => (arguments[0].as_str()?, arguments[1].as_object()),
+                    };
+                    let mut out = String::new();
+                    while let Some(start) = rest.find("${") {
+                        let end = start + rest[start..].find('}')?;
+                        let name = &rest[start + 2..end];
+                        let value = match variables.and_then(|variables| variables.get(name)) {
+                            Some(given) => text(given)?,
+                            None => reference(template, parameters, name)?.as_str()?.to_owned(),
+                        };
+                        out.push_str(&rest[..start]);
+                        out.push_str(&value);
+                        rest = &rest[end + 1..];
+                    }
+                    out.push_str(rest);
+                    Some(json!(out))
+                }
+                _ => None,
             }
         }
         _ => None,
+    }
+}
+
+/// What `Ref` of `name` comes to for [`evaluated`]: a parameter (a list for a
+/// `CommaDelimitedList`) or the partition, region or account.
+fn reference(template: &Value, parameters: &[(&str, &str)], name: &str) -> Option<Value> {
+    match name {
+        "AWS::Partition" => return Some(json!("aws")),
+        "AWS::Region" => return Some(json!("us-east-1")),
+        "AWS::AccountId" => return Some(json!(MOTO_ACCOUNT)),
+        _ => {}
+    }
+    let parameter = template["Parameters"].get(name)?;
+    let value = match parameters.iter().find(|(key, _)| *key == name) {
+        Some((_, given)) => (*given).to_owned(),
+        None => match &parameter["Default"] {
+            Value::String(text) => text.clone(),
+            Value::Number(number) => number.to_string(),
+            _ => return None,
+        },
+    };
+    if parameter["Type"] == "CommaDelimitedList" {
+        Some(json!(value.split(',').collect::<Vec<_>>()))
+    } else {
+        Some(json!(value))
     }
 }
 
@@ -844,6 +957,300 @@ fn function_statements(template: &Value) -> Vec<Value> {
     let mut statements = role_statements(template);
     statements.extend(objects_statements(template));
     statements
+}
+
+/// The statements of every IAM policy of `template`: the roles' own and the managed policies.
+fn every_iam_statement(template: &Value) -> Vec<Value> {
+    let mut statements = Vec::new();
+    for resource in template["Resources"].as_object().unwrap().values() {
+        let properties = &resource["Properties"];
+        let documents: Vec<&Value> = match resource["Type"].as_str().unwrap() {
+            "AWS::IAM::Role" => properties["Policies"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|policy| &policy["PolicyDocument"])
+                .collect(),
+            "AWS::IAM::ManagedPolicy" | "AWS::IAM::Policy" => vec![&properties["PolicyDocument"]],
+            _ => Vec::new(),
+        };
+        for document in documents {
+            statements.extend(document["Statement"].as_array().unwrap().iter().cloned());
+        }
+    }
+    statements
+}
+
+/// The ARNs a statement's `Resource` names, with `parameters`.
+fn resource_arns(template: &Value, parameters: &[(&str, &str)], statement: &Value) -> Vec<String> {
+    let arns = evaluated(template, parameters, &statement["Resource"])
+        .unwrap_or_else(|| panic!("cannot tell the resources of {statement}"));
+    strings(&arns)
+}
+
+/// Whether the statements allow `action` on `arn`: an `Allow` names both, and no `Deny` does
+/// (IAM's `*` stands only at the end of these resources).
+fn allows(statements: &[(Value, Vec<String>)], action: &str, arn: &str) -> bool {
+    let says = |effect: &str| {
+        statements.iter().any(|(statement, arns)| {
+            statement["Effect"] == effect
+                && strings(&statement["Action"]).iter().any(|a| a == action)
+                && arns.iter().any(|pattern| match pattern.strip_suffix('*') {
+                    Some(prefix) => arn.starts_with(prefix),
+                    None => arn == pattern,
+                })
+        })
+    };
+    says("Allow") && !says("Deny")
+}
+
+/// The function and its Fargate task, with two source and two output prefixes: every S3
+/// permission they have is on those prefixes (the two bucket-level list actions aside, on the
+/// bucket), they may write under the output prefixes alone, and an explicit Deny keeps them
+/// from writing under a source prefix whatever else allows it (the recursion guard, in IAM).
+/// No policy of the stack allows `*`, `SERVICE:*`, or S3, logs or KMS on every resource.
+#[test]
+fn lambda_template_lets_the_worker_write_only_under_output_prefixes() {
+    if !have(&["cfn-lint"], PIP_LINTERS) {
+        return;
+    }
+    let lambda = template("lambda-template.yaml");
+    let parameters = [
+        (
+            "LambdaImageUri",
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com/r@sha256:0",
+        ),
+        ("SourcePrefixes", "incoming/,raw/"),
+        ("OutputPrefixes", "processed/,done/"),
+        ("LargeObjects", "fargate"),
+        ("Trigger", "queue"),
+        ("SourceKmsKeyArn", SOURCE_KMS_KEY),
+    ];
+    let deployed = rendered(&lambda, &parameters);
+    let under = |prefixes: &[&str]| -> Vec<String> {
+        prefixes
+            .iter()
+            .map(|prefix| format!("{BUCKET_ARN}/{prefix}*"))
+            .collect()
+    };
+    let (sources, outputs) = (
+        under(&["incoming/", "raw/"]),
+        under(&["processed/", "done/"]),
+    );
+
+    for statement in every_iam_statement(&deployed) {
+        if statement["Effect"] != "Allow" {
+            continue;
+        }
+        let actions = strings(&statement["Action"]);
+        assert!(
+            !actions.iter().any(|a| a == "*" || a.ends_with(":*")),
+            "a wildcard action: {statement}"
+        );
+        if actions.iter().any(|a| {
+            ["s3:", "logs:", "kms:"]
+                .iter()
+                .any(|service| a.starts_with(service))
+        }) {
+            assert!(
+                !strings(&statement["Resource"]).iter().any(|r| r == "*"),
+                "S3, logs or KMS on every resource: {statement}"
+            );
+        }
+    }
+
+    // The task role takes its S3 permissions from the same policy, and has no other.
+    assert_eq!(
+        resource(&deployed, "ObjectsPolicy")["Roles"],
+        json!([{"Ref": "FunctionRole"}, {"Ref": "TaskRole"}])
+    );
+    assert!(!resource(&deployed, "TaskRole")
+        .to_string()
+        .contains("\"s3:"));
+    let s3: Vec<(Value, Vec<String>)> = function_statements(&deployed)
+        .into_iter()
+        .filter(|statement| {
+            strings(&statement["Action"])
+                .iter()
+                .any(|a| a.starts_with("s3:"))
+        })
+        .map(|statement| {
+            let arns = resource_arns(&lambda, &parameters, &statement);
+            (statement, arns)
+        })
+        .collect();
+    for (statement, arns) in &s3 {
+        let actions = strings(&statement["Action"]);
+        if statement["Effect"] == "Deny" {
+            continue;
+        }
+        // Bucket-level: ListObjects and ListMultipartUploads name the bucket, not a key (and
+        // the worker needs them: a missing key is a 404 only with s3:ListBucket, and a lost
+        // CreateMultipartUpload answer is found with ListMultipartUploads). They list key
+        // names, never read contents.
+        if actions.iter().any(|a| a.starts_with("s3:ListBucket")) {
+            assert_eq!(
+                actions,
+                ["s3:ListBucket", "s3:ListBucketMultipartUploads"],
+                "{statement}"
+            );
+            assert_eq!(arns, &[BUCKET_ARN], "{statement}");
+            continue;
+        }
+        assert!(
+            arns.iter()
+                .all(|arn| sources.contains(arn) || outputs.contains(arn)),
+            "S3 outside the source and output prefixes: {statement}"
+        );
+    }
+    let allowed_to_put: Vec<&String> = s3
+        .iter()
+        .filter(|(statement, _)| {
+            statement["Effect"] == "Allow"
+                && strings(&statement["Action"])
+                    .iter()
+                    .any(|a| a == "s3:PutObject")
+        })
+        .flat_map(|(_, arns)| arns)
+        .collect();
+    assert_eq!(allowed_to_put, outputs.iter().collect::<Vec<_>>());
+
+    // The Deny: every action that writes an object, on exactly the source prefixes.
+    let denied: Vec<&(Value, Vec<String>)> = s3
+        .iter()
+        .filter(|(statement, _)| statement["Effect"] == "Deny")
+        .collect();
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    let (deny, denied_arns) = denied[0];
+    assert_eq!(deny["Sid"], "NeverWriteUnderSources");
+    assert!(deny.get("Condition").is_none(), "the Deny holds always");
+    assert_eq!(denied_arns, &sources);
+    let denied_actions = strings(&deny["Action"]);
+    for write in [
+        "s3:PutObject",
+        "s3:PutObjectAcl",
+        "s3:PutObjectVersionAcl",
+        "s3:PutObjectTagging",
+        "s3:PutObjectVersionTagging",
+    ] {
+        assert!(
+            denied_actions.iter().any(|a| a == write),
+            "{write} not denied"
+        );
+    }
+    for (statement, _) in &s3 {
+        for action in strings(&statement["Action"]) {
+            if action.starts_with("s3:Put") {
+                assert!(
+                    denied_actions.contains(&action),
+                    "{action} is allowed, not denied under sources"
+                );
+            }
+        }
+    }
+
+    // What the policy lets the worker do with each key.
+    for (key, put, get, delete) in [
+        ("incoming/a/report.csv", false, true, true),
+        ("raw/x.log", false, true, true),
+        ("processed/a/report.zip", true, true, true),
+        ("done/x.log.gz", true, true, true),
+        ("batch-operations/manifest.csv", false, false, false),
+        ("elsewhere/x", false, false, false),
+        ("incoming", false, false, false),
+    ] {
+        let arn = format!("{BUCKET_ARN}/{key}");
+        assert_eq!(allows(&s3, "s3:PutObject", &arn), put, "PutObject {key}");
+        assert_eq!(allows(&s3, "s3:GetObject", &arn), get, "GetObject {key}");
+        assert_eq!(
+            allows(&s3, "s3:DeleteObject", &arn),
+            delete,
+            "DeleteObject {key}"
+        );
+    }
+    // An output prefix around a source prefix: the Deny still wins there.
+    let nested = [
+        parameters[0],
+        ("SourcePrefixes", "data/incoming/"),
+        ("OutputPrefixes", "data/"),
+    ];
+    let s3: Vec<(Value, Vec<String>)> = objects_statements(&rendered(&lambda, &nested))
+        .into_iter()
+        .map(|statement| {
+            let arns = resource_arns(&lambda, &nested, &statement);
+            (statement, arns)
+        })
+        .collect();
+    assert!(allows(
+        &s3,
+        "s3:PutObject",
+        &format!("{BUCKET_ARN}/data/a.zip")
+    ));
+    assert!(!allows(
+        &s3,
+        "s3:PutObject",
+        &format!("{BUCKET_ARN}/data/incoming/a.zip")
+    ));
+}
+
+/// A customer managed key the bucket's objects are encrypted with (SourceKmsKeyArn).
+const SOURCE_KMS_KEY: &str =
+    "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+/// SourceKmsKeyArn: empty (the default), no KMS permission; a key ARN, exactly kms:Decrypt and
+/// kms:GenerateDataKey on that key, in a policy attached to the same roles as ObjectsPolicy (so
+/// the Fargate task has them too).
+#[test]
+fn lambda_template_grants_the_source_kms_key_only_when_given() {
+    if !have(&["cfn-lint"], PIP_LINTERS) {
+        return;
+    }
+    let lambda = template("lambda-template.yaml");
+    assert_eq!(lambda["Parameters"]["SourceKmsKeyArn"]["Default"], "");
+    let image = (
+        "LambdaImageUri",
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com/r@sha256:0",
+    );
+    let kms_statements = |parameters: &[(&str, &str)]| -> Vec<Value> {
+        let deployed = rendered(&lambda, parameters);
+        for role in ["FunctionRole", "TaskRole"] {
+            assert!(
+                !deployed["Resources"][role].to_string().contains("\"kms:"),
+                "{role}'s own policies name no KMS action"
+            );
+        }
+        every_iam_statement(&deployed)
+            .into_iter()
+            .filter(|statement| statement.to_string().contains("kms:"))
+            .collect()
+    };
+    for large_objects in ["fail", "fargate"] {
+        let without = [image, ("LargeObjects", large_objects)];
+        assert_eq!(kms_statements(&without), Vec::<Value>::new());
+        let with = [
+            image,
+            ("LargeObjects", large_objects),
+            ("SourceKmsKeyArn", SOURCE_KMS_KEY),
+        ];
+        let statements = kms_statements(&with);
+        assert_eq!(statements.len(), 1, "{statements:?}");
+        let statement = &statements[0];
+        assert_eq!(statement["Effect"], "Allow");
+        assert_eq!(
+            strings(&statement["Action"]),
+            ["kms:Decrypt", "kms:GenerateDataKey"]
+        );
+        assert_eq!(resource_arns(&lambda, &with, statement), [SOURCE_KMS_KEY]);
+        assert!(statement.get("Condition").is_none());
+        let deployed = rendered(&lambda, &with);
+        let policy = resource(&deployed, "SourceKeyPolicy");
+        assert_eq!(policy["PolicyDocument"]["Statement"], json!([statement]));
+        assert_eq!(
+            policy["Roles"],
+            resource(&deployed, "ObjectsPolicy")["Roles"],
+            "the function's role, and the task's with LargeObjects {large_objects}"
+        );
+    }
 }
 
 /// The role Batch Operations jobs run as: only S3 Batch Operations of this account may assume
@@ -1510,6 +1917,74 @@ enum Trigger {
     Queue,
 }
 
+/// The recursion guard as deployed: the function role's one managed policy denies writes under
+/// each source prefix (`prefixes`, sorted). SourceKmsKeyArn is empty, so it names no KMS action.
+/// Only after the stack's creation: a moto stack update leaves a managed policy's document as
+/// it was.
+fn assert_recursion_guard(moto: &Moto, prefixes: &[&str]) {
+    let function = aws(
+        moto,
+        &["lambda", "get-function", "--function-name", FUNCTION],
+    );
+    let role_name = function["Configuration"]["Role"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap();
+    let attached = aws(
+        moto,
+        &[
+            "iam",
+            "list-attached-role-policies",
+            "--role-name",
+            role_name,
+        ],
+    );
+    let policies = attached["AttachedPolicies"].as_array().unwrap();
+    assert_eq!(policies.len(), 1, "{attached}");
+    let policy_arn = policies[0]["PolicyArn"].as_str().unwrap();
+    let policy = aws(moto, &["iam", "get-policy", "--policy-arn", policy_arn]);
+    let version = policy["Policy"]["DefaultVersionId"].as_str().unwrap();
+    let document = aws(
+        moto,
+        &[
+            "iam",
+            "get-policy-version",
+            "--policy-arn",
+            policy_arn,
+            "--version-id",
+            version,
+        ],
+    )["PolicyVersion"]["Document"]
+        .clone();
+    let guard = document["Statement"]
+        .as_array()
+        .and_then(|statements| {
+            statements
+                .iter()
+                .find(|statement| statement["Sid"] == "NeverWriteUnderSources")
+        })
+        .unwrap_or_else(|| panic!("no recursion guard in {document}"));
+    assert_eq!(guard["Effect"], "Deny");
+    // moto keeps the AWS::NoValue of an unused prefix slot as null; AWS leaves it out.
+    let mut denied: Vec<&str> = guard["Resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    denied.sort_unstable();
+    let infra = outputs(moto, INFRA_STACK);
+    let bucket_arn = infra["S3BucketARN"].as_str().unwrap();
+    let sources: Vec<String> = prefixes
+        .iter()
+        .map(|prefix| format!("{bucket_arn}/{prefix}*"))
+        .collect();
+    assert_eq!(denied, sources, "prefixes are given sorted");
+    assert!(!document.to_string().contains("kms:"), "{document}");
+}
+
 /// What every deployment must leave behind, as far as moto_server shows it.
 fn assert_deployed(moto: &Moto, image_uri: &str, prefixes: &[&str], trigger: Trigger) {
     let infra = outputs(moto, INFRA_STACK);
@@ -1601,7 +2076,6 @@ fn assert_deployed(moto: &Moto, image_uri: &str, prefixes: &[&str], trigger: Tri
         function["Code"]["ImageUri"], image_uri,
         "the function runs the image by digest"
     );
-
     let notifications = aws(
         moto,
         &[
@@ -2077,6 +2551,7 @@ fn deploy_with_an_image_uri_twice_then_cleanup_against_moto() {
     assert!(first.stdout.contains("aws lambda update-alias --function-name file-compression-lambda-file-compression --name live"));
     let by_digest = format!("{registry}@{digest}");
     assert_deployed(&moto, &by_digest, &["incoming/"], Trigger::Direct);
+    assert_recursion_guard(&moto, &["incoming/"]);
     assert!(
         first.stdout.contains(
             "too large: Fargate tasks in arn:aws:ecs:us-east-1:123456789012:cluster/file-compression-lambda-large-objects"
