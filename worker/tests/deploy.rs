@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use s3_compressor::handler::Totals;
+use s3_compressor::telemetry::metrics_line;
 use s3_compressor_tests::events::{percent_decode, s3_event, write_event};
 use s3_compressor_tests::process::{free_port, run, wait_for_port, Finished, KillOnDrop, Running};
 use s3_compressor_tests::{csv_text, have, s3_compressor_binary, workspace_root, Moto};
@@ -726,6 +728,13 @@ fn lambda_template_makes_a_least_privilege_function_behind_an_alias() {
     assert!(!by_sid("WriteAndVerifyOutputs").contains("SourcePrefixes"));
 }
 
+/// An image to render the lambda template with (`LambdaImageUri`, which everything but the
+/// repository needs).
+const IMAGE: (&str, &str) = (
+    "LambdaImageUri",
+    "123456789012.dkr.ecr.us-east-1.amazonaws.com/r@sha256:0",
+);
+
 /// The value of a condition of `template` with `parameters` (the others at their defaults), or
 /// `None` for one that needs more than `Fn::Equals` (of what [`evaluated`] can tell: the prefix
 /// slots' `Fn::Select` among them), `Fn::And`, `Fn::Or`, `Fn::Not` and `Condition`.
@@ -808,31 +817,41 @@ fn evaluated(template: &Value, parameters: &[(&str, &str)], value: &Value) -> Op
                 }
                 "Fn::ImportValue" => (text(arguments)? == "file-compression-infra-S3BucketARN")
                     .then(|| json!(BUCKET_ARN)),
-                "Fn::Sub" => {
-                    let (mut rest, variables) = match arguments {
-                        Value::String(pattern) => (pattern.as_str(), None),
-                        _ => (arguments[0].as_str()?, arguments[1].as_object()),
-                    };
-                    let mut out = String::new();
-                    while let Some(start) = rest.find("${") {
-                        let end = start + rest[start..].find('}')?;
-                        let name = &rest[start + 2..end];
-                        let value = match variables.and_then(|variables| variables.get(name)) {
-                            Some(given) => text(given)?,
-                            None => reference(template, parameters, name)?.as_str()?.to_owned(),
-                        };
-                        out.push_str(&rest[..start]);
-                        out.push_str(&value);
-                        rest = &rest[end + 1..];
-                    }
-                    out.push_str(rest);
-                    Some(json!(out))
-                }
+                "Fn::Sub" => substitute(arguments, |name, given| match given {
+                    Some(given) => text(given),
+                    None => Some(reference(template, parameters, name)?.as_str()?.to_owned()),
+                })
+                .map(Value::String),
                 _ => None,
             }
         }
         _ => None,
     }
+}
+
+/// The string `Fn::Sub` with `arguments` (a pattern, or a pattern and its variables) makes, each
+/// `${NAME}` replaced by what `value_of` says of the name and the variable given for it, if any.
+fn substitute(
+    arguments: &Value,
+    mut value_of: impl FnMut(&str, Option<&Value>) -> Option<String>,
+) -> Option<String> {
+    let (mut rest, variables) = match arguments {
+        Value::String(pattern) => (pattern.as_str(), None),
+        _ => (arguments[0].as_str()?, arguments[1].as_object()),
+    };
+    let mut out = String::new();
+    while let Some(start) = rest.find("${") {
+        let end = start + rest[start..].find('}')?;
+        let name = &rest[start + 2..end];
+        out.push_str(&rest[..start]);
+        out.push_str(&value_of(
+            name,
+            variables.and_then(|variables| variables.get(name)),
+        )?);
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 /// What `Ref` of `name` comes to for [`evaluated`]: a parameter (a list for a
@@ -1016,10 +1035,7 @@ fn lambda_template_lets_the_worker_write_only_under_output_prefixes() {
     }
     let lambda = template("lambda-template.yaml");
     let parameters = [
-        (
-            "LambdaImageUri",
-            "123456789012.dkr.ecr.us-east-1.amazonaws.com/r@sha256:0",
-        ),
+        IMAGE,
         ("SourcePrefixes", "incoming/,raw/"),
         ("OutputPrefixes", "processed/,done/"),
         ("LargeObjects", "fargate"),
@@ -1207,10 +1223,7 @@ fn lambda_template_grants_the_source_kms_key_only_when_given() {
     }
     let lambda = template("lambda-template.yaml");
     assert_eq!(lambda["Parameters"]["SourceKmsKeyArn"]["Default"], "");
-    let image = (
-        "LambdaImageUri",
-        "123456789012.dkr.ecr.us-east-1.amazonaws.com/r@sha256:0",
-    );
+    let image = IMAGE;
     let kms_statements = |parameters: &[(&str, &str)]| -> Vec<Value> {
         let deployed = rendered(&lambda, parameters);
         for role in ["FunctionRole", "TaskRole"] {
@@ -1266,10 +1279,7 @@ fn lambda_template_gives_batch_operations_a_role_that_only_invokes_the_function(
         lambda["Parameters"]["BatchOperationsPrefix"]["Default"],
         "batch-operations/"
     );
-    let image = (
-        "LambdaImageUri",
-        "123456789012.dkr.ecr.us-east-1.amazonaws.com/r@sha256:0",
-    );
+    let image = IMAGE;
     for (alias, invoked) in [
         ("true", json!({"Ref": "LiveAlias"})),
         ("false", json!({"Fn::GetAtt": ["Function", "Arn"]})),
@@ -1581,10 +1591,7 @@ fn lambda_template_triggers_the_function_directly_or_through_a_buffer_queue() {
     assert_eq!(parameter("QueueMaximumConcurrency")["Default"], 10);
     // Lambda refuses a batch size over 10 without a batching window of at least a second.
     assert!(parameter("QueueBatchingWindowSeconds")["MinValue"].as_u64() >= Some(1));
-    let image = (
-        "LambdaImageUri",
-        "123456789012.dkr.ecr.us-east-1.amazonaws.com/r@sha256:0",
-    );
+    let image = IMAGE;
     let buffer_outputs = [
         "BufferQueueArn",
         "BufferQueueUrl",
@@ -1734,6 +1741,196 @@ fn lambda_template_triggers_the_function_directly_or_through_a_buffer_queue() {
     );
     for output in buffer_outputs {
         assert!(queued["Outputs"][output].is_object(), "{output}");
+    }
+}
+
+/// A string or `Fn::Sub` of the rendered `template` with `parameters` as the stack
+/// [`LAMBDA_STACK`] makes it: `${AWS::StackName}`, a function's name (`${Function}`) and a
+/// queue's (`${Queue.QueueName}`) as those resources name themselves, the rest as [`evaluated`]
+/// tells it.
+fn substituted(template: &Value, parameters: &[(&str, &str)], value: &Value) -> String {
+    if let Some(text) = value.as_str() {
+        return text.to_owned();
+    }
+    let name_of = |logical_id: &str, property: &str| {
+        substituted(
+            template,
+            parameters,
+            &resource(template, logical_id)[property],
+        )
+    };
+    let arguments = &value["Fn::Sub"];
+    substitute(arguments, |name, given| {
+        Some(match (given, name.split_once('.')) {
+            (Some(given), _) => substituted(template, parameters, given),
+            (None, Some((queue, "QueueName"))) => name_of(queue, "QueueName"),
+            (None, None) if name == "AWS::StackName" => LAMBDA_STACK.to_owned(),
+            (None, None) if template["Resources"][name]["Type"] == "AWS::Lambda::Function" => {
+                name_of(name, "FunctionName")
+            }
+            _ => scalar(template, parameters, &json!({"Ref": name}))?,
+        })
+    })
+    .unwrap_or_else(|| panic!("cannot substitute {value}"))
+}
+
+/// Each series of a dashboard widget as `NAMESPACE METRIC DIMENSION=VALUE STAT`, or
+/// `= EXPRESSION` for metric math.
+fn series(widget: &Value) -> Vec<String> {
+    let properties = &widget["properties"];
+    properties["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            let row = row.as_array().unwrap();
+            let options = row.last().filter(|last| last.is_object());
+            if let Some(expression) = options.and_then(|options| options.get("expression")) {
+                return format!("= {}", expression.as_str().unwrap());
+            }
+            let stat = options
+                .and_then(|options| options.get("stat"))
+                .unwrap_or(&properties["stat"]);
+            let text: Vec<&str> = row.iter().filter_map(Value::as_str).collect();
+            let [namespace, metric, dimension, value] = text[..] else {
+                panic!("not one metric of one dimension: {row:?}");
+            };
+            format!(
+                "{namespace} {metric} {dimension}={value} {}",
+                stat.as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// The function's dashboard, for each trigger: the worker's own metrics (the namespace, names and
+/// dimension of its EMF line) for objects, bytes and their ratio, Lambda's duration against the
+/// function's timeout, throttles and concurrency, and the depth of every queue failures wait on.
+#[test]
+fn lambda_template_makes_a_dashboard_of_the_functions_metrics() {
+    if !have(&["cfn-lint"], PIP_LINTERS) {
+        return;
+    }
+    let lambda = template("lambda-template.yaml");
+    assert_eq!(lambda["Resources"]["Dashboard"]["Condition"], "HasImage");
+
+    // What the worker emits, from its own EMF line: one namespace, FunctionName its dimension.
+    let emf: Value =
+        serde_json::from_str(&metrics_line(&Totals::default(), Duration::ZERO, FUNCTION)).unwrap();
+    let declared = &emf["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(declared["Dimensions"], json!([["FunctionName"]]));
+    assert_eq!(emf["FunctionName"], FUNCTION);
+    let namespace = declared["Namespace"].as_str().unwrap();
+    let emitted = |metric: &str| {
+        assert!(
+            declared["Metrics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|declared| declared["Name"] == metric),
+            "the worker emits no {metric}: {declared}"
+        );
+        format!("{namespace} {metric} FunctionName={FUNCTION} Sum")
+    };
+    let lambda_metric =
+        |metric: &str, stat: &str| format!("AWS/Lambda {metric} FunctionName={FUNCTION} {stat}");
+    let depth = |queue: &str| {
+        format!(
+            "AWS/SQS ApproximateNumberOfMessagesVisible QueueName={LAMBDA_STACK}-{queue} Maximum"
+        )
+    };
+
+    for (trigger, queues) in [
+        ("direct", vec![depth("failures")]),
+        (
+            "queue",
+            vec![depth("failures"), depth("uploads-dead-letter")],
+        ),
+    ] {
+        let deployed = rendered(&lambda, &[IMAGE, ("Trigger", trigger)]);
+        assert_eq!(
+            deployed["Outputs"]["DashboardName"]["Value"],
+            json!({"Ref": "Dashboard"})
+        );
+        let dashboard = one(&deployed, "AWS::CloudWatch::Dashboard");
+        assert_eq!(
+            substituted(&deployed, &[], &dashboard["DashboardName"]),
+            FUNCTION
+        );
+        let body = substituted(&deployed, &[], &dashboard["DashboardBody"]);
+        let body: Value = serde_json::from_str(&body)
+            .unwrap_or_else(|error| panic!("the dashboard body is no JSON ({error}): {body}"));
+        let widgets = body["widgets"].as_array().unwrap();
+        for widget in widgets {
+            assert_eq!(widget["type"], "metric", "{widget}");
+            assert_eq!(widget["properties"]["region"], "us-east-1", "{widget}");
+        }
+        let titled = |title: &str| {
+            widgets
+                .iter()
+                .find(|widget| widget["properties"]["title"] == title)
+                .unwrap_or_else(|| panic!("no widget {title:?}: {widgets:?}"))
+        };
+
+        assert_eq!(
+            series(titled("Objects compressed and failed")),
+            [emitted("Compressed"), emitted("Failures")]
+        );
+        assert_eq!(
+            series(titled("Bytes in and out")),
+            [emitted("BytesIn"), emitted("BytesOut")]
+        );
+        // The ratio is metric math over the two sums, which it hides.
+        let ratio = titled("Compression ratio (bytes in / bytes out)");
+        assert_eq!(
+            series(ratio),
+            [
+                "= bytesIn / bytesOut".to_owned(),
+                emitted("BytesIn"),
+                emitted("BytesOut")
+            ]
+        );
+        for (row, id) in [(1, "bytesIn"), (2, "bytesOut")] {
+            let options = &ratio["properties"]["metrics"][row][4];
+            assert_eq!(
+                (&options["id"], &options["visible"]),
+                (&json!(id), &json!(false))
+            );
+        }
+
+        let duration = titled("Duration against the timeout");
+        assert_eq!(
+            series(duration),
+            [
+                lambda_metric("Duration", "p50"),
+                lambda_metric("Duration", "p99"),
+                lambda_metric("Duration", "Maximum")
+            ]
+        );
+        // Duration is in milliseconds, the function's Timeout in seconds.
+        let timeout = one(&deployed, "AWS::Lambda::Function")["Timeout"]
+            .as_u64()
+            .unwrap();
+        let horizontal = duration["properties"]["annotations"]["horizontal"]
+            .as_array()
+            .unwrap();
+        assert_eq!(horizontal.len(), 1);
+        assert_eq!(horizontal[0]["value"], timeout * 1000);
+
+        assert_eq!(
+            series(titled("Throttles")),
+            [lambda_metric("Throttles", "Sum")]
+        );
+        assert_eq!(
+            series(titled("Concurrent executions")),
+            [lambda_metric("ConcurrentExecutions", "Maximum")]
+        );
+        assert_eq!(
+            series(titled("Failures waiting on their queue")),
+            queues,
+            "{trigger}"
+        );
+        assert_eq!(widgets.len(), 7, "{widgets:?}");
     }
 }
 
