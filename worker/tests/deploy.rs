@@ -103,6 +103,19 @@ fn cfn_lint_finds_nothing_in_either_template() {
     must(finished, "cfn-lint");
 }
 
+/// CloudFormation takes a template of at most 51,200 bytes in the request (`create-stack
+/// --template-body`, `deploy` without `--s3-bucket`), which is how `deploy.sh` sends them; moto's
+/// create-stack takes any size.
+#[test]
+fn each_template_fits_in_a_cloudformation_request() {
+    for name in ["infra-template.yaml", "lambda-template.yaml"] {
+        let size = std::fs::metadata(root().join("cloudformation").join(name))
+            .unwrap()
+            .len();
+        assert!(size <= 51_200, "{name} is {size} bytes, over 51,200");
+    }
+}
+
 #[test]
 fn checkov_fails_no_check_and_every_skip_says_why() {
     if !have(&["checkov"], PIP_LINTERS) {
@@ -2324,6 +2337,50 @@ fn assert_deployed(moto: &Moto, image_uri: &str, prefixes: &[&str], trigger: Tri
     }
 }
 
+/// The dashboard the stack output `DashboardName` names, its body's metrics on this function and
+/// its failure queue in this region, every `${...}` of the template substituted.
+fn assert_dashboard(moto: &Moto) {
+    let name = outputs(moto, LAMBDA_STACK)["DashboardName"].clone();
+    assert_eq!(name, FUNCTION);
+    let listed = aws(moto, &["cloudwatch", "list-dashboards"]);
+    assert!(
+        listed["DashboardEntries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|entry| entry["DashboardName"] == FUNCTION),
+        "{listed}"
+    );
+    let dashboard = aws(
+        moto,
+        &["cloudwatch", "get-dashboard", "--dashboard-name", FUNCTION],
+    );
+    let body = dashboard["DashboardBody"].as_str().unwrap();
+    assert!(!body.contains("${"), "{body}");
+    let body: Value = serde_json::from_str(body).unwrap();
+    let widgets = body["widgets"].as_array().unwrap();
+    assert_eq!(widgets.len(), 7, "{body}");
+    let named = strings(
+        &widgets
+            .iter()
+            .flat_map(|widget| widget["properties"]["metrics"].as_array().unwrap().clone())
+            .flat_map(|row| row.as_array().unwrap().clone())
+            .collect(),
+    );
+    for (dimension, value) in [
+        ("FunctionName", FUNCTION.to_owned()),
+        ("QueueName", format!("{LAMBDA_STACK}-failures")),
+    ] {
+        assert!(
+            named.windows(2).any(|pair| pair == [dimension, &value]),
+            "no metric of {dimension} {value}: {body}"
+        );
+    }
+    for widget in widgets {
+        assert_eq!(widget["properties"]["region"], "us-east-1", "{widget}");
+    }
+}
+
 /// The buffer queue, its dead-letter queue and the event source mapping of the queue trigger.
 /// (With the direct trigger the template has none of them, but moto cannot show their removal:
 /// it answers a stack update that only turns a condition false with "No updates are to be
@@ -2749,6 +2806,7 @@ fn deploy_with_an_image_uri_twice_then_cleanup_against_moto() {
     let by_digest = format!("{registry}@{digest}");
     assert_deployed(&moto, &by_digest, &["incoming/"], Trigger::Direct);
     assert_recursion_guard(&moto, &["incoming/"]);
+    assert_dashboard(&moto);
     assert!(
         first.stdout.contains(
             "too large: Fargate tasks in arn:aws:ecs:us-east-1:123456789012:cluster/file-compression-lambda-large-objects"
@@ -2921,6 +2979,7 @@ fn deploy_with_an_image_uri_twice_then_cleanup_against_moto() {
         Trigger::Direct,
     );
     assert_large_objects(&moto, None);
+    assert_dashboard(&moto);
     let parameters = aws(
         &moto,
         &[
@@ -2972,6 +3031,11 @@ fn deploy_with_an_image_uri_twice_then_cleanup_against_moto() {
         cleanup.stderr
     );
     assert_all_removed(&moto, &bucket);
+    assert!(!try_aws(
+        &moto,
+        &["cloudwatch", "get-dashboard", "--dashboard-name", FUNCTION]
+    )
+    .success());
     let again = must(
         run_script(&moto, "cleanup.sh", &["--yes"], &[]),
         "cleanup.sh --yes again",
