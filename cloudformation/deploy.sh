@@ -578,9 +578,10 @@ main() {
         trigger="direct, S3 invokes $target"
     fi
 
-    local log_group queue large_objects
+    local log_group queue dashboard large_objects
     log_group=$(stack_output "$LAMBDA_STACK" LogGroupName)
     queue=$(stack_output "$LAMBDA_STACK" FailureQueueUrl)
+    dashboard=$(stack_output "$LAMBDA_STACK" DashboardName)
     if [[ $LARGE_OBJECTS == fargate ]]; then
         local cluster task_logs
         cluster=$(stack_output "$LAMBDA_STACK" LargeObjectsClusterArn)
@@ -601,6 +602,7 @@ Deployed s3-compressor in $REGION.
   too large: $large_objects
   logs:      $log_group
   failures:  $queue
+  dashboard: https://$REGION.console.aws.amazon.com/cloudwatch/home?region=$REGION#dashboards/dashboard/$dashboard
 
 Try it:
   echo 'hello,world' > report.csv

@@ -2803,6 +2803,13 @@ fn deploy_with_an_image_uri_twice_then_cleanup_against_moto() {
         first.stdout
     );
     assert!(first.stdout.contains("aws lambda update-alias --function-name file-compression-lambda-file-compression --name live"));
+    assert!(
+        first.stdout.contains(&format!(
+            "dashboard: https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1#dashboards/dashboard/{FUNCTION}"
+        )),
+        "{}",
+        first.stdout
+    );
     let by_digest = format!("{registry}@{digest}");
     assert_deployed(&moto, &by_digest, &["incoming/"], Trigger::Direct);
     assert_recursion_guard(&moto, &["incoming/"]);
