@@ -43,6 +43,10 @@ pub enum Command {
     CheckConfig {
         /// The config to check; defaults to --config, then $S3_COMPRESSOR_CONFIG.
         path: Option<PathBuf>,
+        /// Print the validated rules as JSON (origin, hash, and each rule's prefix,
+        /// output_prefix, format, effective level, threads, delete_source).
+        #[arg(long)]
+        json: bool,
     },
 
     /// Show what would happen to an object key: rule, format, level and output key, or why it
@@ -137,13 +141,18 @@ impl Cli {
         };
         // check-config checks the file it is given, which need not be the one in use.
         let config = match &command {
-            Command::CheckConfig { path: Some(path) } => Some(path.as_path()),
+            Command::CheckConfig {
+                path: Some(path), ..
+            } => Some(path.as_path()),
             _ => self.config.as_deref(),
         };
         let routes = Arc::new(Routes::load(config, &registry)?);
         let stall = std::time::Duration::from_secs(self.stall_secs);
         match command {
-            Command::CheckConfig { .. } => crate::commands::check_config(&routes, out),
+            Command::CheckConfig { json: true, .. } => {
+                crate::commands::check_config_json(&routes, out)
+            }
+            Command::CheckConfig { json: false, .. } => crate::commands::check_config(&routes, out),
             Command::Formats => crate::commands::formats(&registry, out),
             Command::Explain { key } => crate::commands::explain(&key, &routes, out),
             Command::Lambda => runtime()?.block_on(crate::online::lambda(routes, stall)),
