@@ -9,8 +9,14 @@ use clap::{Parser, Subcommand};
 use crate::Routes;
 
 #[derive(Debug, Parser)]
-#[command(name = "s3-compressor", version, about)]
+// clap's own --version could not name the config, which is known only once it is loaded.
+#[command(name = "s3-compressor", about, disable_version_flag = true)]
 pub struct Cli {
+    /// Print the version, the commit it was built from, and the config in use (--config,
+    /// $S3_COMPRESSOR_CONFIG or the built-in default) with its hash.
+    #[arg(short = 'V', long)]
+    pub version: bool,
+
     /// The TOML config with the prefix rules; without it, the built-in default
     /// (incoming/ -> processed/, zip, delete the source).
     #[arg(long, global = true, env = "S3_COMPRESSOR_CONFIG", value_name = "PATH")]
@@ -131,6 +137,17 @@ impl Cli {
     /// anything else happens, whatever the command.
     pub fn run(self, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
         let registry = s3_compressor_formats::Registry::from_inventory()?;
+        if self.version {
+            let routes = Routes::load(self.config.as_deref(), &registry)?;
+            writeln!(out, "s3-compressor {}", crate::VERSION)?;
+            writeln!(
+                out,
+                "config: {} (hash {})",
+                routes.config().origin(),
+                routes.config_hash()
+            )?;
+            return Ok(());
+        }
         let command = match self.command {
             Some(command) => command,
             None if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() => Command::Lambda,

@@ -424,3 +424,44 @@ fn check_config_json_of_the_builtin_default_and_from_the_environment() {
         "{shipped}"
     );
 }
+
+#[test]
+fn version_names_the_build_and_the_config_with_its_hash() {
+    let git = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(workspace_root())
+        .output()
+        .expect("git runs");
+    let commit = String::from_utf8_lossy(&git.stdout).trim().to_owned();
+    let builtin = check_config_json(&["check-config", "--json"]);
+    let output = run(&["--version"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert_eq!(
+        text,
+        format!(
+            "s3-compressor {}+{commit}\nconfig: built-in default (hash {})\n",
+            env!("CARGO_PKG_VERSION"),
+            builtin["hash"].as_str().expect("hash")
+        )
+    );
+    // The config as every command finds it: the flag, then the environment.
+    let config = shipped_config();
+    let shipped = check_config_json(&["check-config", &config, "--json"]);
+    let expected = format!(
+        "config: {config} (hash {})",
+        shipped["hash"].as_str().expect("hash")
+    );
+    let flag = stdout(&run(&["--version", "--config", &config]));
+    assert!(flag.ends_with(&format!("{expected}\n")), "{flag}");
+    let from_env = s3_compressor()
+        .arg("-V")
+        .env("S3_COMPRESSOR_CONFIG", &config)
+        .output()
+        .expect("the s3-compressor binary runs");
+    assert!(
+        stdout(&from_env).ends_with(&format!("{expected}\n")),
+        "{}",
+        stdout(&from_env)
+    );
+}
