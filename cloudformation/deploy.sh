@@ -47,8 +47,6 @@ TASK_MEMORY=${TASK_MEMORY:-4096}
 # The cargo profile of the binary in the image: `image` (thin LTO) is what ships; the tests
 # build a quicker one.
 BUILD_PROFILE=${BUILD_PROFILE:-image}
-# Each prefix list has this many slots in lambda-template.yaml's IAM policy.
-readonly MAX_PREFIXES=5
 
 usage() {
     cat <<EOF
@@ -127,6 +125,7 @@ done
 
 check_prerequisites() {
     need aws "Install the AWS CLI: https://docs.aws.amazon.com/cli/latest/userguide/getting-started-install.html"
+    need python3 "Install Python 3 (it reads the config's rules as JSON): sudo apt-get install -y python3"
     [[ -f $CONFIG ]] || die "no config at $CONFIG"
     if [[ -n $IMAGE_URI ]]; then
         return
@@ -155,8 +154,8 @@ check_prerequisites() {
 # ---------------------------------------------------------------------------------------------
 # The config: which prefixes the trigger and the role need
 
-# Lines "SOURCE OUTPUT", one per rule, as the binary itself reads config/compressor.toml.
-config_rules() {
+# The rules as the binary itself reads $CONFIG: `check-config --json`.
+config_json() {
     local bin=${S3_COMPRESSOR_BIN:-}
     if [[ -z $bin ]]; then
         if [[ -z $IMAGE_URI ]]; then
@@ -169,35 +168,67 @@ config_rules() {
             bin=$ROOT/target/release/s3-compressor
         fi
     fi
-    local report
-    report=$("$bin" check-config "$CONFIG") ||
+    "$bin" check-config "$CONFIG" --json ||
         die "$CONFIG is not valid (see above); fix it before deploying."
-    # The table's rows: SOURCE  -> OUTPUT  FORMAT  ...
-    awk '$2 == "->" { print $1, $3 }' <<<"$report"
 }
 
-# The prefixes that are not inside another one of the list (incoming/ covers incoming/logs/):
-# S3 rejects overlapping notification filters, and a policy on the outer prefix covers the
-# inner ones.
-outermost() {
-    sort -u | awk '{ for (i = 1; i <= n; i++) if (index($0, kept[i]) == 1) next; kept[++n] = $0; print }'
+# Reads `check-config --json` on stdin and prints, one line each, "source|output TAB PREFIX TAB
+# PATTERN" for the outermost source and output prefixes (incoming/ covers incoming/logs/: S3
+# rejects overlapping notification filters, and a policy on the outer prefix covers the inner
+# ones), sorted by code point. PATTERN is the prefix as an IAM resource ends, PREFIX*, with the
+# characters IAM would read as wildcards or a variable (*, ?, $) written as its escapes ${*},
+# ${?}, ${$}. Stops on a prefix a list here cannot carry: a comma (CloudFormation splits
+# CommaDelimitedList values on it) or a control character (these lists are lines).
+prefix_lists() {
+    # shellcheck disable=SC2016 # Python, not the shell, reads the ${...} in it.
+    python3 -c '
+import json, sys
+
+rules = json.load(sys.stdin)["rules"]
+if not rules:
+    sys.exit("the config has no rules")
+
+def outermost(prefixes):
+    kept = []
+    for prefix in sorted(set(prefixes)):
+        if not any(prefix.startswith(outer) for outer in kept):
+            kept.append(prefix)
+    return kept
+
+for kind, field in (("source", "prefix"), ("output", "output_prefix")):
+    for prefix in outermost(rule[field] for rule in rules):
+        if "," in prefix:
+            sys.exit(f"the prefix {prefix!r} contains a comma, which CloudFormation lists cannot carry; rename it")
+        if any(ord(c) < 32 or ord(c) == 127 for c in prefix):
+            sys.exit(f"the prefix {prefix!r} contains a control character; rename it")
+        pattern = "".join("${" + c + "}" if c in "*?$" else c for c in prefix) + "*"
+        print(kind, prefix, pattern, sep="\t")
+'
 }
 
 read_config() {
-    local rules
-    rules=$(config_rules)
-    [[ -n $rules ]] || die "found no rules in $CONFIG"
-    SOURCE_PREFIXES=$(awk '{ print $1 }' <<<"$rules" | outermost)
-    OUTPUT_PREFIXES=$(awk '{ print $2 }' <<<"$rules" | outermost)
-    local list
-    for list in "$SOURCE_PREFIXES" "$OUTPUT_PREFIXES"; do
-        (($(wc -l <<<"$list") <= MAX_PREFIXES)) ||
-            die "the config has more than $MAX_PREFIXES top-level prefixes: $(tr '\n' ' ' <<<"$list")" \
-                "lambda-template.yaml has $MAX_PREFIXES slots; group them under fewer folders, or add slots."
-        [[ $list != *,* ]] || die "a prefix contains a comma, which CloudFormation lists cannot carry: $list"
-    done
+    local json lists
+    json=$(config_json)
+    lists=$(prefix_lists <<<"$json") || die "cannot deploy $CONFIG (above)."
+    CONFIG_HASH=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["hash"])' <<<"$json")
+    SOURCE_PREFIXES=$(awk -F '\t' '$1 == "source" { print $2 }' <<<"$lists")
+    OUTPUT_PREFIXES=$(awk -F '\t' '$1 == "output" { print $2 }' <<<"$lists")
+    SOURCE_PATTERNS=$(awk -F '\t' '$1 == "source" { print $3 }' <<<"$lists")
+    OUTPUT_PATTERNS=$(awk -F '\t' '$1 == "output" { print $3 }' <<<"$lists")
+    note "config hash: $CONFIG_HASH"
     note "source prefixes (trigger, read and delete): $(tr '\n' ' ' <<<"$SOURCE_PREFIXES")"
     note "output prefixes (write and verify):         $(tr '\n' ' ' <<<"$OUTPUT_PREFIXES")"
+}
+
+# `object_arns BUCKET_ARN PATTERNS`: BUCKET_ARN/PATTERN for each line of PATTERNS, joined with
+# commas (a CommaDelimitedList value).
+object_arns() {
+    local bucket_arn=$1 pattern arns='' separator=''
+    while IFS= read -r pattern; do
+        arns+="$separator$bucket_arn/$pattern"
+        separator=,
+    done <<<"$2"
+    printf '%s\n' "$arns"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -293,8 +324,8 @@ lambda_parameters() {
     printf '%s\n' \
         "InfraStackName=$INFRA_STACK" \
         "LambdaImageUri=$1" \
-        "SourcePrefixes=$(paste -sd, <<<"$SOURCE_PREFIXES")" \
-        "OutputPrefixes=$(paste -sd, <<<"$OUTPUT_PREFIXES")" \
+        "SourceObjectArns=$(object_arns "$BUCKET_ARN" "$SOURCE_PATTERNS")" \
+        "OutputObjectArns=$(object_arns "$BUCKET_ARN" "$OUTPUT_PATTERNS")" \
         "LogRetentionDays=$LOG_RETENTION_DAYS" \
         "AlarmEmail=$ALARM_EMAIL" \
         "SourceKmsKeyArn=$SOURCE_KMS_KEY_ARN" \
@@ -527,6 +558,8 @@ main() {
     local bucket
     bucket=$(stack_output "$INFRA_STACK" S3BucketName)
     [[ -n $bucket ]] || die "stack $INFRA_STACK has no output S3BucketName"
+    BUCKET_ARN=$(stack_output "$INFRA_STACK" S3BucketARN)
+    [[ -n $BUCKET_ARN ]] || die "stack $INFRA_STACK has no output S3BucketARN"
 
     log "stack $LAMBDA_STACK (repository, function, alias)"
     local parameters=() image

@@ -539,8 +539,8 @@ fn lambda_template_makes_a_least_privilege_function_behind_an_alias() {
     for parameter in [
         "InfraStackName",
         "LambdaImageUri",
-        "SourcePrefixes",
-        "OutputPrefixes",
+        "SourceObjectArns",
+        "OutputObjectArns",
     ] {
         assert!(
             lambda["Parameters"][parameter].is_object(),
@@ -718,17 +718,18 @@ fn lambda_template_makes_a_least_privilege_function_behind_an_alias() {
             .unwrap()
             .to_string()
     };
-    assert!(by_sid("ReadAndDeleteSources").contains("SourcePrefixes"));
-    assert!(!by_sid("ReadAndDeleteSources").contains("OutputPrefixes"));
-    assert!(by_sid("WriteAndVerifyOutputs").contains("OutputPrefixes"));
+    assert!(by_sid("ReadAndDeleteSources").contains("SourceObjectArns"));
+    assert!(!by_sid("ReadAndDeleteSources").contains("OutputObjectArns"));
+    assert!(by_sid("NeverWriteUnderSources").contains("SourceObjectArns"));
+    assert!(by_sid("WriteAndVerifyOutputs").contains("OutputObjectArns"));
     // Deletes under the output prefixes remove only an output that failed its proof.
     assert!(by_sid("WriteAndVerifyOutputs").contains("s3:DeleteObject"));
-    assert!(!by_sid("WriteAndVerifyOutputs").contains("SourcePrefixes"));
+    assert!(!by_sid("WriteAndVerifyOutputs").contains("SourceObjectArns"));
 }
 
 /// The value of a condition of `template` with `parameters` (the others at their defaults), or
-/// `None` for one that needs more than `Fn::Equals` (of what [`evaluated`] can tell: the prefix
-/// slots' `Fn::Select` among them), `Fn::And`, `Fn::Or`, `Fn::Not` and `Condition`.
+/// `None` for one that needs more than `Fn::Equals` (of what [`evaluated`] can tell), `Fn::And`,
+/// `Fn::Or`, `Fn::Not` and `Condition`.
 fn condition(template: &Value, parameters: &[(&str, &str)], value: &Value) -> Option<bool> {
     let (function, arguments) = value.as_object()?.iter().next()?;
     let each = || {
@@ -1015,28 +1016,23 @@ fn lambda_template_lets_the_worker_write_only_under_output_prefixes() {
         return;
     }
     let lambda = template("lambda-template.yaml");
+    let (sources, outputs) = (
+        under(&["incoming/", "raw/"]),
+        under(&["processed/", "done/"]),
+    );
+    let (source_arns, output_arns) = (sources.join(","), outputs.join(","));
     let parameters = [
         (
             "LambdaImageUri",
             "123456789012.dkr.ecr.us-east-1.amazonaws.com/r@sha256:0",
         ),
-        ("SourcePrefixes", "incoming/,raw/"),
-        ("OutputPrefixes", "processed/,done/"),
+        ("SourceObjectArns", source_arns.as_str()),
+        ("OutputObjectArns", output_arns.as_str()),
         ("LargeObjects", "fargate"),
         ("Trigger", "queue"),
         ("SourceKmsKeyArn", SOURCE_KMS_KEY),
     ];
     let deployed = rendered(&lambda, &parameters);
-    let under = |prefixes: &[&str]| -> Vec<String> {
-        prefixes
-            .iter()
-            .map(|prefix| format!("{BUCKET_ARN}/{prefix}*"))
-            .collect()
-    };
-    let (sources, outputs) = (
-        under(&["incoming/", "raw/"]),
-        under(&["processed/", "done/"]),
-    );
 
     for statement in every_iam_statement(&deployed) {
         if statement["Effect"] != "Allow" {
@@ -1169,10 +1165,11 @@ fn lambda_template_lets_the_worker_write_only_under_output_prefixes() {
         );
     }
     // An output prefix around a source prefix: the Deny still wins there.
+    let (nested_sources, nested_outputs) = (under(&["data/incoming/"]), under(&["data/"]));
     let nested = [
         parameters[0],
-        ("SourcePrefixes", "data/incoming/"),
-        ("OutputPrefixes", "data/"),
+        ("SourceObjectArns", nested_sources[0].as_str()),
+        ("OutputObjectArns", nested_outputs[0].as_str()),
     ];
     let s3: Vec<(Value, Vec<String>)> = objects_statements(&rendered(&lambda, &nested))
         .into_iter()
@@ -1191,6 +1188,14 @@ fn lambda_template_lets_the_worker_write_only_under_output_prefixes() {
         "s3:PutObject",
         &format!("{BUCKET_ARN}/data/incoming/a.zip")
     ));
+}
+
+/// The object ARNs deploy.sh passes for `prefixes`: BUCKET/PREFIX* each.
+fn under(prefixes: &[&str]) -> Vec<String> {
+    prefixes
+        .iter()
+        .map(|prefix| format!("{BUCKET_ARN}/{prefix}*"))
+        .collect()
 }
 
 /// A customer managed key the bucket's objects are encrypted with (SourceKmsKeyArn).
@@ -1301,8 +1306,8 @@ fn lambda_template_gives_batch_operations_a_role_that_only_invokes_the_function(
                 let resource = statement["Resource"].to_string();
                 assert!(
                     resource.contains("${BucketArn}/${BatchOperationsPrefix}*")
-                        && !resource.contains("SourcePrefixes")
-                        && !resource.contains("OutputPrefixes"),
+                        && !resource.contains("SourceObjectArns")
+                        && !resource.contains("OutputObjectArns"),
                     "{resource}"
                 );
             }
@@ -1917,11 +1922,9 @@ enum Trigger {
     Queue,
 }
 
-/// The recursion guard as deployed: the function role's one managed policy denies writes under
-/// each source prefix (`prefixes`, sorted). SourceKmsKeyArn is empty, so it names no KMS action.
-/// Only after the stack's creation: a moto stack update leaves a managed policy's document as
-/// it was.
-fn assert_recursion_guard(moto: &Moto, prefixes: &[&str]) {
+/// The document of the one managed policy attached to the function's role (ObjectsPolicy), as
+/// deployed.
+fn deployed_objects_policy(moto: &Moto) -> Value {
     let function = aws(
         moto,
         &["lambda", "get-function", "--function-name", FUNCTION],
@@ -1946,7 +1949,7 @@ fn assert_recursion_guard(moto: &Moto, prefixes: &[&str]) {
     let policy_arn = policies[0]["PolicyArn"].as_str().unwrap();
     let policy = aws(moto, &["iam", "get-policy", "--policy-arn", policy_arn]);
     let version = policy["Policy"]["DefaultVersionId"].as_str().unwrap();
-    let document = aws(
+    aws(
         moto,
         &[
             "iam",
@@ -1957,7 +1960,15 @@ fn assert_recursion_guard(moto: &Moto, prefixes: &[&str]) {
             version,
         ],
     )["PolicyVersion"]["Document"]
-        .clone();
+        .clone()
+}
+
+/// The recursion guard as deployed: the function role's one managed policy denies writes under
+/// each source prefix (`prefixes`, sorted). SourceKmsKeyArn is empty, so it names no KMS action.
+/// Only after the stack's creation: a moto stack update leaves a managed policy's document as
+/// it was.
+fn assert_recursion_guard(moto: &Moto, prefixes: &[&str]) {
+    let document = deployed_objects_policy(moto);
     let guard = document["Statement"]
         .as_array()
         .and_then(|statements| {
@@ -1967,7 +1978,6 @@ fn assert_recursion_guard(moto: &Moto, prefixes: &[&str]) {
         })
         .unwrap_or_else(|| panic!("no recursion guard in {document}"));
     assert_eq!(guard["Effect"], "Deny");
-    // moto keeps the AWS::NoValue of an unused prefix slot as null; AWS leaves it out.
     let mut denied: Vec<&str> = guard["Resource"]
         .as_array()
         .unwrap()
@@ -2477,6 +2487,104 @@ fn assert_all_removed(moto: &Moto, bucket: &str) {
         &["lambda", "get-function", "--function-name", FUNCTION]
     )
     .success());
+}
+
+/// Any number of rules: a config of twelve, with spaces in some prefixes, deployed once with
+/// deploy.sh against moto. S3 notifies for each of the twelve source prefixes, and the worker's
+/// policy names each source and output prefix in its own statements, and nothing else.
+#[test]
+fn deploy_a_config_of_twelve_rules_some_with_spaces_against_moto() {
+    if !have(&["aws", "moto_server"], MOTO) {
+        return;
+    }
+    let moto = moto_with_an_image();
+    let binary = s3_compressor_binary().display().to_string();
+    let env = [("S3_COMPRESSOR_BIN", binary.as_str())];
+    let names = [
+        "alpha",
+        "month end",
+        "q1 2024",
+        "beta",
+        "gamma delta",
+        "eps",
+        "zeta",
+        "eta  theta",
+        "iota",
+        "kappa",
+        "lambda mu",
+        "nu",
+    ];
+    let config: String = names
+        .iter()
+        .map(|name| {
+            format!("[[rule]]\nprefix = \"in {name}/\"\noutput_prefix = \"out {name}/\"\n\n")
+        })
+        .collect();
+    let config_path = moto.write_file("compressor.toml", config.as_bytes());
+    let config_arg = config_path.display().to_string();
+    let deployed = must(
+        run_script(
+            &moto,
+            "deploy.sh",
+            &[
+                "--yes",
+                "--image-uri",
+                &format!("{CI_IMAGES}:v1"),
+                "--config",
+                &config_arg,
+            ],
+            &env,
+        ),
+        "deploy.sh with twelve rules",
+    );
+    let sorted = |side: &str| -> Vec<String> {
+        let mut prefixes: Vec<String> =
+            names.iter().map(|name| format!("{side} {name}/")).collect();
+        prefixes.sort();
+        prefixes
+    };
+    let (sources, output_prefixes) = (sorted("in"), sorted("out"));
+    let source_refs: Vec<&str> = sources.iter().map(String::as_str).collect();
+    assert_deployed(
+        &moto,
+        &format!("{CI_IMAGES}@{}", image_digest(&moto, "v1")),
+        &source_refs,
+        Trigger::Direct,
+    );
+    assert_recursion_guard(&moto, &source_refs);
+    assert!(
+        deployed.stderr.contains(&format!(
+            "source prefixes (trigger, read and delete): {} ",
+            sources.join(" ")
+        )),
+        "{}",
+        deployed.stderr
+    );
+
+    let bucket_arn = outputs(&moto, INFRA_STACK)["S3BucketARN"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let arns = |prefixes: &[String]| -> Vec<String> {
+        prefixes
+            .iter()
+            .map(|prefix| format!("{bucket_arn}/{prefix}*"))
+            .collect()
+    };
+    let document = deployed_objects_policy(&moto);
+    for (sid, expected) in [
+        ("ReadAndDeleteSources", arns(&sources)),
+        ("NeverWriteUnderSources", arns(&sources)),
+        ("WriteAndVerifyOutputs", arns(&output_prefixes)),
+    ] {
+        let statement = document["Statement"]
+            .as_array()
+            .and_then(|statements| statements.iter().find(|statement| statement["Sid"] == sid))
+            .unwrap_or_else(|| panic!("no {sid} in {document}"));
+        let mut named = strings(&statement["Resource"]);
+        named.sort();
+        assert_eq!(named, expected, "{sid}");
+    }
 }
 
 #[test]
