@@ -77,7 +77,8 @@ $LAMBDA_STACK. Running it again changes only what changed.
                     ECS Fargate task for it (TASK_CPU, TASK_MEMORY), which adds interface
                     endpoints for ECS, ECR and CloudWatch Logs to the VPC: about 58 USD a
                     month in us-east-1 whether tasks run or not (README).
-  --yes             do not ask before deploying
+  --yes             do not ask before deploying (it asks on a terminal only, after showing how
+                    the config's routing differs from that of the version live runs)
   -h, --help        this help
 
 Settings from the environment (defaults in brackets): VPC_CIDR [10.0.0.0/16],
@@ -211,6 +212,7 @@ read_config() {
     json=$(config_json)
     lists=$(prefix_lists <<<"$json") || die "cannot deploy $CONFIG (above)."
     CONFIG_HASH=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["hash"])' <<<"$json")
+    DEPLOYED_CONFIG=$(deployed_config <<<"$json")
     SOURCE_PREFIXES=$(awk -F '\t' '$1 == "source" { print $2 }' <<<"$lists")
     OUTPUT_PREFIXES=$(awk -F '\t' '$1 == "output" { print $2 }' <<<"$lists")
     SOURCE_PATTERNS=$(awk -F '\t' '$1 == "source" { print $3 }' <<<"$lists")
@@ -218,6 +220,86 @@ read_config() {
     note "config hash: $CONFIG_HASH"
     note "source prefixes (trigger, read and delete): $(tr '\n' ' ' <<<"$SOURCE_PREFIXES")"
     note "output prefixes (write and verify):         $(tr '\n' ' ' <<<"$OUTPUT_PREFIXES")"
+}
+
+# Reads `check-config --json` on stdin and prints what the function keeps of it in
+# S3_COMPRESSOR_DEPLOYED_CONFIG: base64 of {"hash", "rules"} as compact JSON. Lambda allows 4 KB
+# of variables in all; a config too large for 3 KB keeps its hash alone ("rules": null).
+deployed_config() {
+    python3 -c '
+import base64, json, sys
+
+config = json.load(sys.stdin)
+def encoded(rules):
+    text = json.dumps({"hash": config["hash"], "rules": rules}, separators=(",", ":"))
+    return base64.b64encode(text.encode()).decode()
+value = encoded(config["rules"])
+print(value if len(value) <= 3072 else encoded(None))
+'
+}
+
+# `routing_change LIVE NEW`: how the rules of NEW (what deployed_config prints) route keys
+# differently from LIVE's (the same, read from the function; empty when there is none), one line
+# for each rule added, removed or changed, by source prefix.
+routing_change() {
+    python3 - "$1" "$2" <<'PYTHON'
+import base64, json, sys
+
+def decoded(value):
+    try:
+        return json.loads(base64.b64decode(value, validate=True))
+    except ValueError:
+        return None
+
+live, new = decoded(sys.argv[1]) if sys.argv[1] else None, decoded(sys.argv[2])
+
+def describe(rule):
+    level = "" if rule["level"] is None else f", level {rule['level']}"
+    threads = "" if rule["threads"] is None else f", {rule['threads']} threads"
+    source = "delete the source" if rule["delete_source"] else "keep the source"
+    return f"{rule['prefix']!r} -> {rule['output_prefix']!r} ({rule['format']}{level}{threads}, {source})"
+
+if live is None:
+    print("the live version records no config (none deployed yet, or by an older deploy.sh):")
+    print("\n".join(f"  + {describe(rule)}" for rule in new["rules"]))
+    sys.exit()
+print(f"config hash: live {live['hash']}, new {new['hash']}")
+if live["hash"] == new["hash"]:
+    print("  routing unchanged")
+    sys.exit()
+if live["rules"] is None or new["rules"] is None:
+    print("  (a config too large to record: only the hashes can be compared)")
+    sys.exit()
+old = {rule["prefix"]: rule for rule in live["rules"]}
+now = {rule["prefix"]: rule for rule in new["rules"]}
+for prefix in sorted(old.keys() | now.keys()):
+    before, after = old.get(prefix), now.get(prefix)
+    if before is None:
+        print(f"  + {describe(after)}")
+    elif after is None:
+        print(f"  - {describe(before)}")
+    elif before != after:
+        changes = ", ".join(
+            f"{field} {before[field]!r} -> {after[field]!r}"
+            for field in ("output_prefix", "format", "level", "threads", "delete_source")
+            if before[field] != after[field]
+        )
+        print(f"  ~ {prefix!r}: {changes}")
+PYTHON
+}
+
+# The S3_COMPRESSOR_DEPLOYED_CONFIG of the version `live` points at ($LATEST without the alias),
+# or nothing when there is no such function, alias or variable.
+live_config() {
+    local function_name qualifier=()
+    function_name=$(stack_output "$LAMBDA_STACK" FunctionName)
+    [[ -n $function_name ]] || return 0
+    [[ $WITHOUT_ALIAS == 1 ]] || qualifier=(--qualifier "$ALIAS")
+    local value
+    value=$(awsr lambda get-function-configuration --function-name "$function_name" \
+        "${qualifier[@]}" --query 'Environment.Variables.S3_COMPRESSOR_DEPLOYED_CONFIG' \
+        --output text 2>/dev/null) || return 0
+    [[ $value == None ]] || printf '%s\n' "$value"
 }
 
 # `object_arns BUCKET_ARN PATTERNS`: BUCKET_ARN/PATTERN for each line of PATTERNS, joined with
@@ -329,6 +411,7 @@ lambda_parameters() {
         "LogRetentionDays=$LOG_RETENTION_DAYS" \
         "AlarmEmail=$ALARM_EMAIL" \
         "SourceKmsKeyArn=$SOURCE_KMS_KEY_ARN" \
+        "DeployedConfig=$DEPLOYED_CONFIG" \
         "EnableAlias=$([[ $WITHOUT_ALIAS == 1 ]] && echo false || echo true)" \
         "Trigger=$TRIGGER" \
         "QueueBatchSize=$QUEUE_BATCH_SIZE" \
@@ -522,11 +605,6 @@ main() {
     local account
     account=$(caller_account)
     log "deploying s3-compressor to account $account, region $REGION"
-    if [[ $YES != true && -t 0 ]]; then
-        local answer
-        read -r -p "Continue? [y/N] " answer
-        [[ $answer == [yY]* ]] || die "stopped; nothing was changed."
-    fi
     check_queues_drained
     check_no_tasks_running
 
@@ -540,6 +618,14 @@ main() {
     fi
     log "reading $CONFIG"
     read_config
+    log "routing: the live version's config against $CONFIG"
+    routing_change "$(live_config)" "$DEPLOYED_CONFIG" >&2
+    # Asked on a terminal only: without one (CI) it goes ahead, the comparison above in its log.
+    if [[ $YES != true && -t 0 ]]; then
+        local answer
+        read -r -p "Deploy this to account $account, region $REGION? [y/N] " answer
+        [[ $answer == [yY]* ]] || die "stopped; nothing was changed."
+    fi
 
     log "stack $INFRA_STACK (VPC, S3 endpoint, bucket)"
     local prefix_list

@@ -1382,7 +1382,11 @@ fn lambda_template_hands_large_objects_to_a_fargate_task_or_fails_them() {
     for output in outputs {
         assert!(failing["Outputs"].get(output).is_none(), "{output}");
     }
-    assert!(resource(&failing, "Function").get("Environment").is_none());
+    assert_eq!(
+        resource(&failing, "Function")["Environment"]["Variables"],
+        json!({"S3_COMPRESSOR_DEPLOYED_CONFIG": {"Ref": "DeployedConfig"}}),
+        "no handoff variables"
+    );
     assert!(handoff_actions(&role_statements(&failing)).is_empty());
     assert_eq!(
         resource(&failing, "ObjectsPolicy")["Roles"],
@@ -1526,6 +1530,7 @@ fn lambda_template_hands_large_objects_to_a_fargate_task_or_fails_them() {
     assert_eq!(
         resource(&fargate, "Function")["Environment"]["Variables"],
         json!({
+            "S3_COMPRESSOR_DEPLOYED_CONFIG": {"Ref": "DeployedConfig"},
             "S3_COMPRESSOR_HANDOFF_CLUSTER": {"Fn::GetAtt": ["Cluster", "Arn"]},
             "S3_COMPRESSOR_HANDOFF_TASK_DEFINITION": {"Ref": "TaskDefinition"},
             "S3_COMPRESSOR_HANDOFF_CONTAINER": container["Name"],
@@ -2376,17 +2381,14 @@ fn assert_large_objects(moto: &Moto, image_uri: Option<&str>) {
     .unwrap();
     assert_eq!(pattern["detail"]["clusterArn"], json!([cluster]));
 
-    let function = aws(
-        moto,
-        &[
-            "lambda",
-            "get-function-configuration",
-            "--function-name",
-            FUNCTION,
-        ],
-    );
+    let function = function_configuration(moto);
+    let mut variables = function["Environment"]["Variables"].clone();
+    let deployed_config = variables
+        .as_object_mut()
+        .and_then(|variables| variables.remove("S3_COMPRESSOR_DEPLOYED_CONFIG"));
+    assert!(deployed_config.is_some(), "{function}");
     assert_eq!(
-        function["Environment"]["Variables"],
+        variables,
         json!({
             "S3_COMPRESSOR_HANDOFF_CLUSTER": cluster,
             "S3_COMPRESSOR_HANDOFF_TASK_DEFINITION": task_definition,
@@ -2395,6 +2397,36 @@ fn assert_large_objects(moto: &Moto, image_uri: Option<&str>) {
             "S3_COMPRESSOR_HANDOFF_SECURITY_GROUPS": function_group
         })
     );
+}
+
+/// `deploy.sh --yes --image-uri CI_IMAGES:TAG --config CONFIG ARGS...`, which must succeed.
+fn deploy_config(
+    moto: &Moto,
+    env: &[(&str, &str)],
+    tag: &str,
+    config: &str,
+    args: &[&str],
+) -> Finished {
+    let image = format!("{CI_IMAGES}:{tag}");
+    let mut all = vec!["--yes", "--image-uri", &image, "--config", config];
+    all.extend_from_slice(args);
+    must(
+        run_script(moto, "deploy.sh", &all, env),
+        &format!("deploy.sh {}", all.join(" ")),
+    )
+}
+
+/// `aws lambda get-function-configuration` of the function ($LATEST).
+fn function_configuration(moto: &Moto) -> Value {
+    aws(
+        moto,
+        &[
+            "lambda",
+            "get-function-configuration",
+            "--function-name",
+            FUNCTION,
+        ],
+    )
 }
 
 fn versions(moto: &Moto) -> Vec<String> {
@@ -2491,9 +2523,12 @@ fn assert_all_removed(moto: &Moto, bucket: &str) {
 
 /// Any number of rules: a config of twelve, with spaces in some prefixes, deployed once with
 /// deploy.sh against moto. S3 notifies for each of the twelve source prefixes, and the worker's
-/// policy names each source and output prefix in its own statements, and nothing else.
+/// policy names each source and output prefix in its own statements, and nothing else. The
+/// function keeps the config's rules, and deploying a changed config shows how its routing
+/// differs from them.
 #[test]
 fn deploy_a_config_of_twelve_rules_some_with_spaces_against_moto() {
+    use base64::Engine as _;
     if !have(&["aws", "moto_server"], MOTO) {
         return;
     }
@@ -2522,21 +2557,7 @@ fn deploy_a_config_of_twelve_rules_some_with_spaces_against_moto() {
         .collect();
     let config_path = moto.write_file("compressor.toml", config.as_bytes());
     let config_arg = config_path.display().to_string();
-    let deployed = must(
-        run_script(
-            &moto,
-            "deploy.sh",
-            &[
-                "--yes",
-                "--image-uri",
-                &format!("{CI_IMAGES}:v1"),
-                "--config",
-                &config_arg,
-            ],
-            &env,
-        ),
-        "deploy.sh with twelve rules",
-    );
+    let deployed = deploy_config(&moto, &env, "v1", &config_arg, &[]);
     let sorted = |side: &str| -> Vec<String> {
         let mut prefixes: Vec<String> =
             names.iter().map(|name| format!("{side} {name}/")).collect();
@@ -2585,6 +2606,53 @@ fn deploy_a_config_of_twelve_rules_some_with_spaces_against_moto() {
         named.sort();
         assert_eq!(named, expected, "{sid}");
     }
+
+    // The function keeps the config's rules; the next deploy.sh shows what changes against them.
+    assert!(
+        deployed
+            .stderr
+            .contains("the live version records no config")
+            && deployed.stderr.contains(
+                "  + 'in month end/' -> 'out month end/' (zip, level 6, delete the source)"
+            ),
+        "{}",
+        deployed.stderr
+    );
+    let function = function_configuration(&moto);
+    let recorded = function["Environment"]["Variables"]["S3_COMPRESSOR_DEPLOYED_CONFIG"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{function}"));
+    let recorded: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(recorded)
+            .expect("base64"),
+    )
+    .expect("JSON");
+    let checked = run(Command::new(&binary).args(["check-config", &config_arg, "--json"]));
+    let checked: Value = serde_json::from_str(&checked.stdout).expect("check-config --json");
+    assert_eq!(
+        recorded,
+        json!({"hash": checked["hash"], "rules": checked["rules"]})
+    );
+
+    let changed = config
+        .replace(
+            "prefix = \"in alpha/\"\noutput_prefix = \"out alpha/\"\n",
+            "prefix = \"in alpha/\"\noutput_prefix = \"out alpha/\"\nformat = \"gzip\"\n",
+        )
+        .replace("prefix = \"in nu/\"", "prefix = \"in xi/\"")
+        .replace("output_prefix = \"out nu/\"", "output_prefix = \"out xi/\"");
+    let changed_path = moto.write_file("changed.toml", changed.as_bytes());
+    put_manifest(&moto, "ci-images", "v2", &single_manifest('2'));
+    let again = deploy_config(&moto, &env, "v2", &changed_path.display().to_string(), &[]);
+    for line in [
+        "  ~ 'in alpha/': format 'zip' -> 'gzip'",
+        "  - 'in nu/' -> 'out nu/' (zip, level 6, delete the source)",
+        "  + 'in xi/' -> 'out xi/' (zip, level 6, delete the source)",
+    ] {
+        assert!(again.stderr.contains(line), "{line}: {}", again.stderr);
+    }
+    assert!(!again.stderr.contains("'in beta/'"), "{}", again.stderr);
 }
 
 #[test]
@@ -2719,15 +2787,7 @@ fn deploy_with_an_image_uri_twice_then_cleanup_against_moto() {
     // fail would delete the cluster under it: refused. (cleanup.sh stops it, below.)
     let bucket = bucket_of(&moto);
     let lambda = outputs(&moto, LAMBDA_STACK);
-    let function = aws(
-        &moto,
-        &[
-            "lambda",
-            "get-function-configuration",
-            "--function-name",
-            FUNCTION,
-        ],
-    );
+    let function = function_configuration(&moto);
     let handoff = |name: &str| {
         function["Environment"]["Variables"][format!("S3_COMPRESSOR_HANDOFF_{name}")]
             .as_str()
@@ -2793,22 +2853,12 @@ fn deploy_with_an_image_uri_twice_then_cleanup_against_moto() {
     let config_path = moto.write_file("compressor.toml", config.as_bytes());
     let config_arg = config_path.display().to_string();
     put_manifest(&moto, "ci-images", "v2", &single_manifest('2'));
-    let third = must(
-        run_script(
-            &moto,
-            "deploy.sh",
-            &[
-                "--yes",
-                "--image-uri",
-                &format!("{registry}:v2"),
-                "--config",
-                &config_arg,
-                "--large-objects",
-                "fargate",
-            ],
-            &env,
-        ),
-        "deploy.sh with a new rule and image",
+    let third = deploy_config(
+        &moto,
+        &env,
+        "v2",
+        &config_arg,
+        &["--large-objects", "fargate"],
     );
     assert!(
         third.stdout.contains(
@@ -2990,16 +3040,13 @@ fn deploy_with_the_queue_trigger_then_uploads_reach_the_worker_in_batches_agains
     assert_deployed(&moto, &by_digest, &["incoming/"], Trigger::Direct);
     // --large-objects fail, the default: no handoff variables, no interface endpoints.
     assert!(direct.stdout.contains("too large: failed at once"));
-    let function = aws(
-        &moto,
-        &[
-            "lambda",
-            "get-function-configuration",
-            "--function-name",
-            FUNCTION,
-        ],
-    );
-    assert!(function["Environment"]["Variables"].is_null(), "{function}");
+    let function = function_configuration(&moto);
+    let variables: Vec<&String> = function["Environment"]["Variables"]
+        .as_object()
+        .into_iter()
+        .flat_map(|variables| variables.keys())
+        .collect();
+    assert_eq!(variables, ["S3_COMPRESSOR_DEPLOYED_CONFIG"], "{function}");
     assert!(stack_resource(&moto, INFRA_STACK, "EcsEndpoint").is_none());
     let first = must(deploy("queue"), "deploy.sh --trigger queue");
     assert!(
