@@ -155,6 +155,14 @@ check_prerequisites() {
 # ---------------------------------------------------------------------------------------------
 # The config: which prefixes the trigger and the role need
 
+# Where cargo puts what it builds here: $CARGO_TARGET_DIR (relative to the checkout, where
+# cargo runs) if set, else the checkout's target/.
+cargo_target_dir() {
+    local dir=${CARGO_TARGET_DIR:-target}
+    [[ $dir == /* ]] || dir=$ROOT/$dir
+    printf '%s\n' "$dir"
+}
+
 # The rules as the binary itself reads $CONFIG: `check-config --json`.
 config_json() {
     local bin=${S3_COMPRESSOR_BIN:-}
@@ -166,7 +174,7 @@ config_json() {
                 die "reading $CONFIG needs the s3-compressor binary." \
                     "Install Rust (https://rustup.rs), or set S3_COMPRESSOR_BIN to a built binary."
             (cd "$ROOT" && cargo build --quiet --release -p s3-compressor) >&2
-            bin=$ROOT/target/release/s3-compressor
+            bin=$(cargo_target_dir)/release/s3-compressor
         fi
     fi
     "$bin" check-config "$CONFIG" --json ||
@@ -614,7 +622,7 @@ main() {
             -p s3-compressor) >&2
         # What the Dockerfile copies, whatever the profile.
         mkdir -p "$ROOT/target/lambda-image"
-        cp "$ROOT/target/$MUSL_TARGET/$BUILD_PROFILE/s3-compressor" "$ROOT/target/lambda-image/"
+        cp "$(cargo_target_dir)/$MUSL_TARGET/$BUILD_PROFILE/s3-compressor" "$ROOT/target/lambda-image/"
     fi
     log "reading $CONFIG"
     read_config
