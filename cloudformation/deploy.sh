@@ -47,8 +47,6 @@ TASK_MEMORY=${TASK_MEMORY:-4096}
 # The cargo profile of the binary in the image: `image` (thin LTO) is what ships; the tests
 # build a quicker one.
 BUILD_PROFILE=${BUILD_PROFILE:-image}
-# Each prefix list has this many slots in lambda-template.yaml's IAM policy.
-readonly MAX_PREFIXES=5
 
 usage() {
     cat <<EOF
@@ -79,7 +77,8 @@ $LAMBDA_STACK. Running it again changes only what changed.
                     ECS Fargate task for it (TASK_CPU, TASK_MEMORY), which adds interface
                     endpoints for ECS, ECR and CloudWatch Logs to the VPC: about 58 USD a
                     month in us-east-1 whether tasks run or not (README).
-  --yes             do not ask before deploying
+  --yes             do not ask before deploying (it asks on a terminal only, after showing how
+                    the config's routing differs from that of the version live runs)
   -h, --help        this help
 
 Settings from the environment (defaults in brackets): VPC_CIDR [10.0.0.0/16],
@@ -127,6 +126,7 @@ done
 
 check_prerequisites() {
     need aws "Install the AWS CLI: https://docs.aws.amazon.com/cli/latest/userguide/getting-started-install.html"
+    need python3 "Install Python 3 (it reads the config's rules as JSON): sudo apt-get install -y python3"
     [[ -f $CONFIG ]] || die "no config at $CONFIG"
     if [[ -n $IMAGE_URI ]]; then
         return
@@ -155,8 +155,16 @@ check_prerequisites() {
 # ---------------------------------------------------------------------------------------------
 # The config: which prefixes the trigger and the role need
 
-# Lines "SOURCE OUTPUT", one per rule, as the binary itself reads config/compressor.toml.
-config_rules() {
+# Where cargo puts what it builds here: $CARGO_TARGET_DIR (relative to the checkout, where
+# cargo runs) if set, else the checkout's target/.
+cargo_target_dir() {
+    local dir=${CARGO_TARGET_DIR:-target}
+    [[ $dir == /* ]] || dir=$ROOT/$dir
+    printf '%s\n' "$dir"
+}
+
+# The rules as the binary itself reads $CONFIG: `check-config --json`.
+config_json() {
     local bin=${S3_COMPRESSOR_BIN:-}
     if [[ -z $bin ]]; then
         if [[ -z $IMAGE_URI ]]; then
@@ -166,38 +174,151 @@ config_rules() {
                 die "reading $CONFIG needs the s3-compressor binary." \
                     "Install Rust (https://rustup.rs), or set S3_COMPRESSOR_BIN to a built binary."
             (cd "$ROOT" && cargo build --quiet --release -p s3-compressor) >&2
-            bin=$ROOT/target/release/s3-compressor
+            bin=$(cargo_target_dir)/release/s3-compressor
         fi
     fi
-    local report
-    report=$("$bin" check-config "$CONFIG") ||
+    "$bin" check-config "$CONFIG" --json ||
         die "$CONFIG is not valid (see above); fix it before deploying."
-    # The table's rows: SOURCE  -> OUTPUT  FORMAT  ...
-    awk '$2 == "->" { print $1, $3 }' <<<"$report"
 }
 
-# The prefixes that are not inside another one of the list (incoming/ covers incoming/logs/):
-# S3 rejects overlapping notification filters, and a policy on the outer prefix covers the
-# inner ones.
-outermost() {
-    sort -u | awk '{ for (i = 1; i <= n; i++) if (index($0, kept[i]) == 1) next; kept[++n] = $0; print }'
+# Reads `check-config --json` on stdin and prints, one line each, "source|output TAB PREFIX TAB
+# PATTERN" for the outermost source and output prefixes (incoming/ covers incoming/logs/: S3
+# rejects overlapping notification filters, and a policy on the outer prefix covers the inner
+# ones), sorted by code point. PATTERN is the prefix as an IAM resource ends, PREFIX*, with the
+# characters IAM would read as wildcards or a variable (*, ?, $) written as its escapes ${*},
+# ${?}, ${$}. Stops on a prefix a list here cannot carry: a comma (CloudFormation splits
+# CommaDelimitedList values on it) or a control character (these lists are lines).
+prefix_lists() {
+    # shellcheck disable=SC2016 # Python, not the shell, reads the ${...} in it.
+    python3 -c '
+import json, sys
+
+rules = json.load(sys.stdin)["rules"]
+if not rules:
+    sys.exit("the config has no rules")
+
+def outermost(prefixes):
+    kept = []
+    for prefix in sorted(set(prefixes)):
+        if not any(prefix.startswith(outer) for outer in kept):
+            kept.append(prefix)
+    return kept
+
+for kind, field in (("source", "prefix"), ("output", "output_prefix")):
+    for prefix in outermost(rule[field] for rule in rules):
+        if "," in prefix:
+            sys.exit(f"the prefix {prefix!r} contains a comma, which CloudFormation lists cannot carry; rename it")
+        if any(ord(c) < 32 or ord(c) == 127 for c in prefix):
+            sys.exit(f"the prefix {prefix!r} contains a control character; rename it")
+        pattern = "".join("${" + c + "}" if c in "*?$" else c for c in prefix) + "*"
+        print(kind, prefix, pattern, sep="\t")
+'
 }
 
 read_config() {
-    local rules
-    rules=$(config_rules)
-    [[ -n $rules ]] || die "found no rules in $CONFIG"
-    SOURCE_PREFIXES=$(awk '{ print $1 }' <<<"$rules" | outermost)
-    OUTPUT_PREFIXES=$(awk '{ print $2 }' <<<"$rules" | outermost)
-    local list
-    for list in "$SOURCE_PREFIXES" "$OUTPUT_PREFIXES"; do
-        (($(wc -l <<<"$list") <= MAX_PREFIXES)) ||
-            die "the config has more than $MAX_PREFIXES top-level prefixes: $(tr '\n' ' ' <<<"$list")" \
-                "lambda-template.yaml has $MAX_PREFIXES slots; group them under fewer folders, or add slots."
-        [[ $list != *,* ]] || die "a prefix contains a comma, which CloudFormation lists cannot carry: $list"
-    done
+    local json lists
+    json=$(config_json)
+    lists=$(prefix_lists <<<"$json") || die "cannot deploy $CONFIG (above)."
+    CONFIG_HASH=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["hash"])' <<<"$json")
+    DEPLOYED_CONFIG=$(deployed_config <<<"$json")
+    SOURCE_PREFIXES=$(awk -F '\t' '$1 == "source" { print $2 }' <<<"$lists")
+    OUTPUT_PREFIXES=$(awk -F '\t' '$1 == "output" { print $2 }' <<<"$lists")
+    SOURCE_PATTERNS=$(awk -F '\t' '$1 == "source" { print $3 }' <<<"$lists")
+    OUTPUT_PATTERNS=$(awk -F '\t' '$1 == "output" { print $3 }' <<<"$lists")
+    note "config hash: $CONFIG_HASH"
     note "source prefixes (trigger, read and delete): $(tr '\n' ' ' <<<"$SOURCE_PREFIXES")"
     note "output prefixes (write and verify):         $(tr '\n' ' ' <<<"$OUTPUT_PREFIXES")"
+}
+
+# Reads `check-config --json` on stdin and prints what the function keeps of it in
+# S3_COMPRESSOR_DEPLOYED_CONFIG: base64 of {"hash", "rules"} as compact JSON. Lambda allows 4 KB
+# of variables in all; a config too large for 3 KB keeps its hash alone ("rules": null).
+deployed_config() {
+    python3 -c '
+import base64, json, sys
+
+config = json.load(sys.stdin)
+def encoded(rules):
+    text = json.dumps({"hash": config["hash"], "rules": rules}, separators=(",", ":"))
+    return base64.b64encode(text.encode()).decode()
+value = encoded(config["rules"])
+print(value if len(value) <= 3072 else encoded(None))
+'
+}
+
+# `routing_change LIVE NEW`: how the rules of NEW (what deployed_config prints) route keys
+# differently from LIVE's (the same, read from the function; empty when there is none), one line
+# for each rule added, removed or changed, by source prefix.
+routing_change() {
+    python3 - "$1" "$2" <<'PYTHON'
+import base64, json, sys
+
+def decoded(value):
+    try:
+        return json.loads(base64.b64decode(value, validate=True))
+    except ValueError:
+        return None
+
+live, new = decoded(sys.argv[1]) if sys.argv[1] else None, decoded(sys.argv[2])
+
+def describe(rule):
+    level = "" if rule["level"] is None else f", level {rule['level']}"
+    threads = "" if rule["threads"] is None else f", {rule['threads']} threads"
+    source = "delete the source" if rule["delete_source"] else "keep the source"
+    return f"{rule['prefix']!r} -> {rule['output_prefix']!r} ({rule['format']}{level}{threads}, {source})"
+
+if live is None:
+    print("the live version records no config (none deployed yet, or by an older deploy.sh):")
+    print("\n".join(f"  + {describe(rule)}" for rule in new["rules"]))
+    sys.exit()
+print(f"config hash: live {live['hash']}, new {new['hash']}")
+if live["hash"] == new["hash"]:
+    print("  routing unchanged")
+    sys.exit()
+if live["rules"] is None or new["rules"] is None:
+    print("  (a config too large to record: only the hashes can be compared)")
+    sys.exit()
+old = {rule["prefix"]: rule for rule in live["rules"]}
+now = {rule["prefix"]: rule for rule in new["rules"]}
+for prefix in sorted(old.keys() | now.keys()):
+    before, after = old.get(prefix), now.get(prefix)
+    if before is None:
+        print(f"  + {describe(after)}")
+    elif after is None:
+        print(f"  - {describe(before)}")
+    elif before != after:
+        changes = ", ".join(
+            f"{field} {before[field]!r} -> {after[field]!r}"
+            for field in ("output_prefix", "format", "level", "threads", "delete_source")
+            if before[field] != after[field]
+        )
+        print(f"  ~ {prefix!r}: {changes}")
+PYTHON
+}
+
+# The S3_COMPRESSOR_DEPLOYED_CONFIG of the version `live` points at ($LATEST without the alias),
+# or nothing when there is no such function, alias or variable.
+live_config() {
+    local function_name qualifier=()
+    function_name=$(stack_output "$LAMBDA_STACK" FunctionName)
+    [[ -n $function_name ]] || return 0
+    [[ $WITHOUT_ALIAS == 1 ]] || qualifier=(--qualifier "$ALIAS")
+    local value
+    value=$(awsr lambda get-function-configuration --function-name "$function_name" \
+        "${qualifier[@]}" --query 'Environment.Variables.S3_COMPRESSOR_DEPLOYED_CONFIG' \
+        --output text 2>/dev/null) || return 0
+    [[ $value == None ]] || printf '%s\n' "$value"
+}
+
+# `object_arns BUCKET_ARN PATTERNS`: BUCKET_ARN/PATTERN for each line of PATTERNS, joined with
+# commas (a CommaDelimitedList value).
+object_arns() {
+    local bucket_arn=$1 pattern arns='' separator=''
+    while IFS= read -r pattern; do
+        arns+="$separator$bucket_arn/$pattern"
+        separator=,
+    done <<<"$2"
+    printf '%s\n' "$arns"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -293,11 +414,12 @@ lambda_parameters() {
     printf '%s\n' \
         "InfraStackName=$INFRA_STACK" \
         "LambdaImageUri=$1" \
-        "SourcePrefixes=$(paste -sd, <<<"$SOURCE_PREFIXES")" \
-        "OutputPrefixes=$(paste -sd, <<<"$OUTPUT_PREFIXES")" \
+        "SourceObjectArns=$(object_arns "$BUCKET_ARN" "$SOURCE_PATTERNS")" \
+        "OutputObjectArns=$(object_arns "$BUCKET_ARN" "$OUTPUT_PATTERNS")" \
         "LogRetentionDays=$LOG_RETENTION_DAYS" \
         "AlarmEmail=$ALARM_EMAIL" \
         "SourceKmsKeyArn=$SOURCE_KMS_KEY_ARN" \
+        "DeployedConfig=$DEPLOYED_CONFIG" \
         "EnableAlias=$([[ $WITHOUT_ALIAS == 1 ]] && echo false || echo true)" \
         "Trigger=$TRIGGER" \
         "QueueBatchSize=$QUEUE_BATCH_SIZE" \
@@ -491,11 +613,6 @@ main() {
     local account
     account=$(caller_account)
     log "deploying s3-compressor to account $account, region $REGION"
-    if [[ $YES != true && -t 0 ]]; then
-        local answer
-        read -r -p "Continue? [y/N] " answer
-        [[ $answer == [yY]* ]] || die "stopped; nothing was changed."
-    fi
     check_queues_drained
     check_no_tasks_running
 
@@ -505,10 +622,18 @@ main() {
             -p s3-compressor) >&2
         # What the Dockerfile copies, whatever the profile.
         mkdir -p "$ROOT/target/lambda-image"
-        cp "$ROOT/target/$MUSL_TARGET/$BUILD_PROFILE/s3-compressor" "$ROOT/target/lambda-image/"
+        cp "$(cargo_target_dir)/$MUSL_TARGET/$BUILD_PROFILE/s3-compressor" "$ROOT/target/lambda-image/"
     fi
     log "reading $CONFIG"
     read_config
+    log "routing: the live version's config against $CONFIG"
+    routing_change "$(live_config)" "$DEPLOYED_CONFIG" >&2
+    # Asked on a terminal only: without one (CI) it goes ahead, the comparison above in its log.
+    if [[ $YES != true && -t 0 ]]; then
+        local answer
+        read -r -p "Deploy this to account $account, region $REGION? [y/N] " answer
+        [[ $answer == [yY]* ]] || die "stopped; nothing was changed."
+    fi
 
     log "stack $INFRA_STACK (VPC, S3 endpoint, bucket)"
     local prefix_list
@@ -527,6 +652,8 @@ main() {
     local bucket
     bucket=$(stack_output "$INFRA_STACK" S3BucketName)
     [[ -n $bucket ]] || die "stack $INFRA_STACK has no output S3BucketName"
+    BUCKET_ARN=$(stack_output "$INFRA_STACK" S3BucketARN)
+    [[ -n $BUCKET_ARN ]] || die "stack $INFRA_STACK has no output S3BucketARN"
 
     log "stack $LAMBDA_STACK (repository, function, alias)"
     local parameters=() image

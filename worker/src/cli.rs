@@ -9,8 +9,14 @@ use clap::{Parser, Subcommand};
 use crate::Routes;
 
 #[derive(Debug, Parser)]
-#[command(name = "s3-compressor", version, about)]
+// clap's own --version could not name the config, which is known only once it is loaded.
+#[command(name = "s3-compressor", about, disable_version_flag = true)]
 pub struct Cli {
+    /// Print the version, the commit it was built from, and the config in use (--config,
+    /// $S3_COMPRESSOR_CONFIG or the built-in default) with its hash.
+    #[arg(short = 'V', long)]
+    pub version: bool,
+
     /// The TOML config with the prefix rules; without it, the built-in default
     /// (incoming/ -> processed/, zip, delete the source).
     #[arg(long, global = true, env = "S3_COMPRESSOR_CONFIG", value_name = "PATH")]
@@ -43,6 +49,10 @@ pub enum Command {
     CheckConfig {
         /// The config to check; defaults to --config, then $S3_COMPRESSOR_CONFIG.
         path: Option<PathBuf>,
+        /// Print the validated rules as JSON (origin, hash, and each rule's prefix,
+        /// output_prefix, format, effective level, threads, delete_source).
+        #[arg(long)]
+        json: bool,
     },
 
     /// Show what would happen to an object key: rule, format, level and output key, or why it
@@ -127,6 +137,17 @@ impl Cli {
     /// anything else happens, whatever the command.
     pub fn run(self, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
         let registry = s3_compressor_formats::Registry::from_inventory()?;
+        if self.version {
+            let routes = Routes::load(self.config.as_deref(), &registry)?;
+            writeln!(out, "s3-compressor {}", crate::VERSION)?;
+            writeln!(
+                out,
+                "config: {} (hash {})",
+                routes.config().origin(),
+                routes.config_hash()
+            )?;
+            return Ok(());
+        }
         let command = match self.command {
             Some(command) => command,
             None if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() => Command::Lambda,
@@ -137,13 +158,18 @@ impl Cli {
         };
         // check-config checks the file it is given, which need not be the one in use.
         let config = match &command {
-            Command::CheckConfig { path: Some(path) } => Some(path.as_path()),
+            Command::CheckConfig {
+                path: Some(path), ..
+            } => Some(path.as_path()),
             _ => self.config.as_deref(),
         };
         let routes = Arc::new(Routes::load(config, &registry)?);
         let stall = std::time::Duration::from_secs(self.stall_secs);
         match command {
-            Command::CheckConfig { .. } => crate::commands::check_config(&routes, out),
+            Command::CheckConfig { json: true, .. } => {
+                crate::commands::check_config_json(&routes, out)
+            }
+            Command::CheckConfig { json: false, .. } => crate::commands::check_config(&routes, out),
             Command::Formats => crate::commands::formats(&registry, out),
             Command::Explain { key } => crate::commands::explain(&key, &routes, out),
             Command::Lambda => runtime()?.block_on(crate::online::lambda(routes, stall)),

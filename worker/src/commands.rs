@@ -33,14 +33,28 @@ pub(crate) fn formats(registry: &Registry, out: &mut dyn Write) -> anyhow::Resul
     Ok(())
 }
 
+/// `check-config --json`: the validated rules as the worker applies them, for scripts
+/// (deploy.sh reads its prefixes from it).
+pub(crate) fn check_config_json(routes: &Routes, out: &mut dyn Write) -> anyhow::Result<()> {
+    let report = serde_json::json!({
+        "origin": routes.config().origin(),
+        "hash": routes.config_hash(),
+        "rules": routes.summaries(),
+    });
+    serde_json::to_writer_pretty(&mut *out, &report)?;
+    writeln!(out)?;
+    Ok(())
+}
+
 pub(crate) fn check_config(routes: &Routes, out: &mut dyn Write) -> anyhow::Result<()> {
     let rule_count = routes.config().rules().len();
     writeln!(
         out,
-        "{}: OK, {} rule{}",
+        "{}: OK, {} rule{}, hash {}",
         routes.config().origin(),
         rule_count,
-        if rule_count == 1 { "" } else { "s" }
+        if rule_count == 1 { "" } else { "s" },
+        routes.config_hash()
     )?;
     let rows: Vec<[String; 4]> = routes
         .rules()

@@ -9,4 +9,8 @@ pub enum Error {
 
     #[error(transparent)]
     Format(#[from] FormatError),
+
+    /// The rules could not be rendered for the config's hash (serde_json found no way to).
+    #[error("cannot render the config's rules as JSON: {0}")]
+    Render(#[source] serde_json::Error),
 }

@@ -43,6 +43,14 @@ async fn invocation_handler(
 
 pub(crate) async fn lambda(routes: Arc<Routes>, stall: Duration) -> anyhow::Result<()> {
     crate::telemetry::init_logging();
+    // Which build and which rules this execution environment runs: with the metadata of each
+    // output, what tells one deployment's work from another's.
+    tracing::info!(
+        version = crate::VERSION,
+        config = routes.config().origin(),
+        config_hash = routes.config_hash(),
+        "starting"
+    );
     check_lambda_environment()?;
     let store = Arc::new(S3Store::from_environment(stall).await);
     let handler = invocation_handler(store, routes).await?;

@@ -15,7 +15,27 @@ pub struct Routes {
     config: Config,
     /// One per rule, in the config's order.
     compressors: Vec<Arc<Compressor>>,
+    hash: String,
 }
+
+/// One rule as the worker applies it: what `check-config --json` prints for it, and what the
+/// config's hash covers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RuleSummary<'a> {
+    pub prefix: &'a str,
+    pub output_prefix: &'a str,
+    pub format: &'a str,
+    /// The level the format compresses at (the format's default when the rule names none);
+    /// `None` for a format without levels (tar).
+    pub level: Option<i32>,
+    /// `None`: every available core.
+    pub threads: Option<usize>,
+    pub delete_source: bool,
+}
+
+/// How many hex digits of the SHA-256 the config's hash keeps: 48 bits, plenty to tell the
+/// few configs a deployment ever has apart, and short enough to read in a table or a header.
+const HASH_HEX_DIGITS: usize = 12;
 
 /// What the worker will do with one key.
 #[derive(Debug)]
@@ -62,10 +82,40 @@ impl Routes {
                 Ok(Arc::new(registry.get(&rule.format)?.compressor(&options)?))
             })
             .collect::<Result<_, Error>>()?;
-        Ok(Self {
+        let mut routes = Self {
             config,
             compressors,
-        })
+            hash: String::new(),
+        };
+        routes.hash = hash_of(&routes.summaries())?;
+        Ok(routes)
+    }
+
+    /// A short, stable name for what this config makes the worker do: the first 12 hex digits
+    /// of the SHA-256 of its rules as [`Routes::summaries`] renders them (compact JSON, in the
+    /// config's order, every default and the effective level filled in).
+    ///
+    /// Hashed from the validated rules rather than the file's bytes because the hash must
+    /// name the behaviour: the built-in default has no file at all, and a comment, a blank
+    /// line or a setting moved into `[defaults]` changes the bytes but not one output, so it
+    /// must not look like a new config in an output's metadata or in a rollback. The effective
+    /// level is part of it, so a binary whose format default changed shows a new hash too.
+    pub fn config_hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// Each rule as the worker applies it, in the config's order.
+    pub fn summaries(&self) -> Vec<RuleSummary<'_>> {
+        self.rules()
+            .map(|(rule, compressor)| RuleSummary {
+                prefix: &rule.prefix,
+                output_prefix: &rule.output_prefix,
+                format: &rule.format,
+                level: compressor.settings().level,
+                threads: rule.threads,
+                delete_source: rule.delete_source,
+            })
+            .collect()
     }
 
     pub fn config(&self) -> &Config {
@@ -126,6 +176,19 @@ impl Routes {
             output_key,
         })
     }
+}
+
+fn hash_of(summaries: &[RuleSummary<'_>]) -> Result<String, Error> {
+    use sha2::Digest as _;
+    let canonical = serde_json::to_vec(summaries).map_err(Error::Render)?;
+    let digest = sha2::Sha256::digest(&canonical);
+    Ok(digest
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect::<String>()
+        .chars()
+        .take(HASH_HEX_DIGITS)
+        .collect())
 }
 
 /// Lets the config check format names and options against the linked-in formats, without the

@@ -334,3 +334,139 @@ fn readme_lists_every_option_of_every_command() {
     assert!(readme.contains("`--config PATH`"));
     assert!(readme.contains("`--stall-secs SECONDS`"));
 }
+
+fn check_config_json(args: &[&str]) -> serde_json::Value {
+    let output = run(args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    serde_json::from_slice(&output.stdout).expect("check-config --json prints JSON")
+}
+
+#[test]
+fn check_config_json_prints_the_rules_as_the_worker_applies_them() {
+    let text = r#"[defaults]
+format = "zip"
+delete_source = true
+
+[[rule]]
+prefix = "incoming/"
+output_prefix = "processed/"
+
+[[rule]]
+prefix = "incoming/month end/"
+output_prefix = "processed/month end/"
+format = "tar"
+delete_source = false
+
+[[rule]]
+prefix = "logs/"
+output_prefix = "archive/logs/"
+format = "zstd"
+level = 19
+threads = 2
+"#;
+    let (_dir, path) = config_file(text);
+    let report = check_config_json(&["check-config", &path, "--json"]);
+    assert_eq!(report["origin"], path.as_str());
+    let hash = report["hash"].as_str().expect("a hash");
+    assert!(
+        hash.len() == 12 && hash.chars().all(|c| c.is_ascii_hexdigit()),
+        "{hash}"
+    );
+    assert_eq!(
+        report["rules"],
+        serde_json::json!([
+            {"prefix": "incoming/", "output_prefix": "processed/", "format": "zip",
+             "level": 6, "threads": null, "delete_source": true},
+            {"prefix": "incoming/month end/", "output_prefix": "processed/month end/",
+             "format": "tar", "level": null, "threads": null, "delete_source": false},
+            {"prefix": "logs/", "output_prefix": "archive/logs/", "format": "zstd",
+             "level": 19, "threads": 2, "delete_source": true},
+        ]),
+        "the effective level, null for tar, and [defaults] applied: {report}"
+    );
+    // The table names the same hash.
+    let table = stdout(&run(&["check-config", &path]));
+    assert!(table.contains(&format!("hash {hash}")), "{table}");
+
+    // The hash names what the worker does: a comment, or a default written out, changes
+    // nothing; another level does.
+    let (_same_dir, same) = config_file(&format!("# the same rules\n{text}"));
+    let same_report = check_config_json(&["check-config", &same, "--json"]);
+    assert_eq!(same_report["hash"], hash, "{same_report}");
+    let (_other_dir, other) = config_file(&text.replace("level = 19", "level = 18"));
+    let other_report = check_config_json(&["check-config", &other, "--json"]);
+    assert_ne!(other_report["hash"], hash, "{other_report}");
+}
+
+#[test]
+fn check_config_json_of_the_builtin_default_and_from_the_environment() {
+    let builtin = check_config_json(&["check-config", "--json"]);
+    assert_eq!(builtin["origin"], "built-in default");
+    assert_eq!(
+        builtin["rules"],
+        serde_json::json!([{"prefix": "incoming/", "output_prefix": "processed/",
+            "format": "zip", "level": 6, "threads": null, "delete_source": true}])
+    );
+    let config = shipped_config();
+    let output = s3_compressor()
+        .args(["check-config", "--json"])
+        .env("S3_COMPRESSOR_CONFIG", &config)
+        .output()
+        .expect("the s3-compressor binary runs");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let shipped: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(shipped["origin"], config.as_str());
+    assert_ne!(shipped["hash"], builtin["hash"]);
+    assert!(
+        shipped["rules"]
+            .as_array()
+            .is_some_and(|rules| rules.iter().any(|rule| rule["prefix"] == "incoming/logs/")),
+        "{shipped}"
+    );
+}
+
+#[test]
+fn version_names_the_build_and_the_config_with_its_hash() {
+    // What build.rs found: the checkout's commit, or "unknown" outside a git checkout.
+    let commit = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(workspace_root())
+        .output()
+        .ok()
+        .filter(|git| git.status.success())
+        .map_or_else(
+            || "unknown".to_owned(),
+            |git| String::from_utf8_lossy(&git.stdout).trim().to_owned(),
+        );
+    let builtin = check_config_json(&["check-config", "--json"]);
+    let output = run(&["--version"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert_eq!(
+        text,
+        format!(
+            "s3-compressor {}+{commit}\nconfig: built-in default (hash {})\n",
+            env!("CARGO_PKG_VERSION"),
+            builtin["hash"].as_str().expect("hash")
+        )
+    );
+    // The config as every command finds it: the flag, then the environment.
+    let config = shipped_config();
+    let shipped = check_config_json(&["check-config", &config, "--json"]);
+    let expected = format!(
+        "config: {config} (hash {})",
+        shipped["hash"].as_str().expect("hash")
+    );
+    let flag = stdout(&run(&["--version", "--config", &config]));
+    assert!(flag.ends_with(&format!("{expected}\n")), "{flag}");
+    let from_env = s3_compressor()
+        .arg("-V")
+        .env("S3_COMPRESSOR_CONFIG", &config)
+        .output()
+        .expect("the s3-compressor binary runs");
+    assert!(
+        stdout(&from_env).ends_with(&format!("{expected}\n")),
+        "{}",
+        stdout(&from_env)
+    );
+}

@@ -554,8 +554,8 @@ fn lambda_template_makes_a_least_privilege_function_behind_an_alias() {
     for parameter in [
         "InfraStackName",
         "LambdaImageUri",
-        "SourcePrefixes",
-        "OutputPrefixes",
+        "SourceObjectArns",
+        "OutputObjectArns",
     ] {
         assert!(
             lambda["Parameters"][parameter].is_object(),
@@ -733,12 +733,13 @@ fn lambda_template_makes_a_least_privilege_function_behind_an_alias() {
             .unwrap()
             .to_string()
     };
-    assert!(by_sid("ReadAndDeleteSources").contains("SourcePrefixes"));
-    assert!(!by_sid("ReadAndDeleteSources").contains("OutputPrefixes"));
-    assert!(by_sid("WriteAndVerifyOutputs").contains("OutputPrefixes"));
+    assert!(by_sid("ReadAndDeleteSources").contains("SourceObjectArns"));
+    assert!(!by_sid("ReadAndDeleteSources").contains("OutputObjectArns"));
+    assert!(by_sid("NeverWriteUnderSources").contains("SourceObjectArns"));
+    assert!(by_sid("WriteAndVerifyOutputs").contains("OutputObjectArns"));
     // Deletes under the output prefixes remove only an output that failed its proof.
     assert!(by_sid("WriteAndVerifyOutputs").contains("s3:DeleteObject"));
-    assert!(!by_sid("WriteAndVerifyOutputs").contains("SourcePrefixes"));
+    assert!(!by_sid("WriteAndVerifyOutputs").contains("SourceObjectArns"));
 }
 
 /// An image to render the lambda template with (`LambdaImageUri`, which everything but the
@@ -749,8 +750,8 @@ const IMAGE: (&str, &str) = (
 );
 
 /// The value of a condition of `template` with `parameters` (the others at their defaults), or
-/// `None` for one that needs more than `Fn::Equals` (of what [`evaluated`] can tell: the prefix
-/// slots' `Fn::Select` among them), `Fn::And`, `Fn::Or`, `Fn::Not` and `Condition`.
+/// `None` for one that needs more than `Fn::Equals` (of what [`evaluated`] can tell), `Fn::And`,
+/// `Fn::Or`, `Fn::Not` and `Condition`.
 fn condition(template: &Value, parameters: &[(&str, &str)], value: &Value) -> Option<bool> {
     let (function, arguments) = value.as_object()?.iter().next()?;
     let each = || {
@@ -1047,25 +1048,20 @@ fn lambda_template_lets_the_worker_write_only_under_output_prefixes() {
         return;
     }
     let lambda = template("lambda-template.yaml");
+    let (sources, outputs) = (
+        under(&["incoming/", "raw/"]),
+        under(&["processed/", "done/"]),
+    );
+    let (source_arns, output_arns) = (sources.join(","), outputs.join(","));
     let parameters = [
         IMAGE,
-        ("SourcePrefixes", "incoming/,raw/"),
-        ("OutputPrefixes", "processed/,done/"),
+        ("SourceObjectArns", source_arns.as_str()),
+        ("OutputObjectArns", output_arns.as_str()),
         ("LargeObjects", "fargate"),
         ("Trigger", "queue"),
         ("SourceKmsKeyArn", SOURCE_KMS_KEY),
     ];
     let deployed = rendered(&lambda, &parameters);
-    let under = |prefixes: &[&str]| -> Vec<String> {
-        prefixes
-            .iter()
-            .map(|prefix| format!("{BUCKET_ARN}/{prefix}*"))
-            .collect()
-    };
-    let (sources, outputs) = (
-        under(&["incoming/", "raw/"]),
-        under(&["processed/", "done/"]),
-    );
 
     for statement in every_iam_statement(&deployed) {
         if statement["Effect"] != "Allow" {
@@ -1198,10 +1194,11 @@ fn lambda_template_lets_the_worker_write_only_under_output_prefixes() {
         );
     }
     // An output prefix around a source prefix: the Deny still wins there.
+    let (nested_sources, nested_outputs) = (under(&["data/incoming/"]), under(&["data/"]));
     let nested = [
         parameters[0],
-        ("SourcePrefixes", "data/incoming/"),
-        ("OutputPrefixes", "data/"),
+        ("SourceObjectArns", nested_sources[0].as_str()),
+        ("OutputObjectArns", nested_outputs[0].as_str()),
     ];
     let s3: Vec<(Value, Vec<String>)> = objects_statements(&rendered(&lambda, &nested))
         .into_iter()
@@ -1220,6 +1217,14 @@ fn lambda_template_lets_the_worker_write_only_under_output_prefixes() {
         "s3:PutObject",
         &format!("{BUCKET_ARN}/data/incoming/a.zip")
     ));
+}
+
+/// The object ARNs deploy.sh passes for `prefixes`: BUCKET/PREFIX* each.
+fn under(prefixes: &[&str]) -> Vec<String> {
+    prefixes
+        .iter()
+        .map(|prefix| format!("{BUCKET_ARN}/{prefix}*"))
+        .collect()
 }
 
 /// A customer managed key the bucket's objects are encrypted with (SourceKmsKeyArn).
@@ -1324,8 +1329,8 @@ fn lambda_template_gives_batch_operations_a_role_that_only_invokes_the_function(
                 let resource = statement["Resource"].to_string();
                 assert!(
                     resource.contains("${BucketArn}/${BatchOperationsPrefix}*")
-                        && !resource.contains("SourcePrefixes")
-                        && !resource.contains("OutputPrefixes"),
+                        && !resource.contains("SourceObjectArns")
+                        && !resource.contains("OutputObjectArns"),
                     "{resource}"
                 );
             }
@@ -1400,7 +1405,11 @@ fn lambda_template_hands_large_objects_to_a_fargate_task_or_fails_them() {
     for output in outputs {
         assert!(failing["Outputs"].get(output).is_none(), "{output}");
     }
-    assert!(resource(&failing, "Function").get("Environment").is_none());
+    assert_eq!(
+        resource(&failing, "Function")["Environment"]["Variables"],
+        json!({"S3_COMPRESSOR_DEPLOYED_CONFIG": {"Ref": "DeployedConfig"}}),
+        "no handoff variables"
+    );
     assert!(handoff_actions(&role_statements(&failing)).is_empty());
     assert_eq!(
         resource(&failing, "ObjectsPolicy")["Roles"],
@@ -1544,6 +1553,7 @@ fn lambda_template_hands_large_objects_to_a_fargate_task_or_fails_them() {
     assert_eq!(
         resource(&fargate, "Function")["Environment"]["Variables"],
         json!({
+            "S3_COMPRESSOR_DEPLOYED_CONFIG": {"Ref": "DeployedConfig"},
             "S3_COMPRESSOR_HANDOFF_CLUSTER": {"Fn::GetAtt": ["Cluster", "Arn"]},
             "S3_COMPRESSOR_HANDOFF_TASK_DEFINITION": {"Ref": "TaskDefinition"},
             "S3_COMPRESSOR_HANDOFF_CONTAINER": container["Name"],
@@ -2127,11 +2137,9 @@ enum Trigger {
     Queue,
 }
 
-/// The recursion guard as deployed: the function role's one managed policy denies writes under
-/// each source prefix (`prefixes`, sorted). SourceKmsKeyArn is empty, so it names no KMS action.
-/// Only after the stack's creation: a moto stack update leaves a managed policy's document as
-/// it was.
-fn assert_recursion_guard(moto: &Moto, prefixes: &[&str]) {
+/// The document of the one managed policy attached to the function's role (ObjectsPolicy), as
+/// deployed.
+fn deployed_objects_policy(moto: &Moto) -> Value {
     let function = aws(
         moto,
         &["lambda", "get-function", "--function-name", FUNCTION],
@@ -2156,7 +2164,7 @@ fn assert_recursion_guard(moto: &Moto, prefixes: &[&str]) {
     let policy_arn = policies[0]["PolicyArn"].as_str().unwrap();
     let policy = aws(moto, &["iam", "get-policy", "--policy-arn", policy_arn]);
     let version = policy["Policy"]["DefaultVersionId"].as_str().unwrap();
-    let document = aws(
+    aws(
         moto,
         &[
             "iam",
@@ -2167,7 +2175,15 @@ fn assert_recursion_guard(moto: &Moto, prefixes: &[&str]) {
             version,
         ],
     )["PolicyVersion"]["Document"]
-        .clone();
+        .clone()
+}
+
+/// The recursion guard as deployed: the function role's one managed policy denies writes under
+/// each source prefix (`prefixes`, sorted). SourceKmsKeyArn is empty, so it names no KMS action.
+/// Only after the stack's creation: a moto stack update leaves a managed policy's document as
+/// it was.
+fn assert_recursion_guard(moto: &Moto, prefixes: &[&str]) {
+    let document = deployed_objects_policy(moto);
     let guard = document["Statement"]
         .as_array()
         .and_then(|statements| {
@@ -2177,7 +2193,6 @@ fn assert_recursion_guard(moto: &Moto, prefixes: &[&str]) {
         })
         .unwrap_or_else(|| panic!("no recursion guard in {document}"));
     assert_eq!(guard["Effect"], "Deny");
-    // moto keeps the AWS::NoValue of an unused prefix slot as null; AWS leaves it out.
     let mut denied: Vec<&str> = guard["Resource"]
         .as_array()
         .unwrap()
@@ -2620,17 +2635,14 @@ fn assert_large_objects(moto: &Moto, image_uri: Option<&str>) {
     .unwrap();
     assert_eq!(pattern["detail"]["clusterArn"], json!([cluster]));
 
-    let function = aws(
-        moto,
-        &[
-            "lambda",
-            "get-function-configuration",
-            "--function-name",
-            FUNCTION,
-        ],
-    );
+    let function = function_configuration(moto);
+    let mut variables = function["Environment"]["Variables"].clone();
+    let deployed_config = variables
+        .as_object_mut()
+        .and_then(|variables| variables.remove("S3_COMPRESSOR_DEPLOYED_CONFIG"));
+    assert!(deployed_config.is_some(), "{function}");
     assert_eq!(
-        function["Environment"]["Variables"],
+        variables,
         json!({
             "S3_COMPRESSOR_HANDOFF_CLUSTER": cluster,
             "S3_COMPRESSOR_HANDOFF_TASK_DEFINITION": task_definition,
@@ -2639,6 +2651,36 @@ fn assert_large_objects(moto: &Moto, image_uri: Option<&str>) {
             "S3_COMPRESSOR_HANDOFF_SECURITY_GROUPS": function_group
         })
     );
+}
+
+/// `deploy.sh --yes --image-uri CI_IMAGES:TAG --config CONFIG ARGS...`, which must succeed.
+fn deploy_config(
+    moto: &Moto,
+    env: &[(&str, &str)],
+    tag: &str,
+    config: &str,
+    args: &[&str],
+) -> Finished {
+    let image = format!("{CI_IMAGES}:{tag}");
+    let mut all = vec!["--yes", "--image-uri", &image, "--config", config];
+    all.extend_from_slice(args);
+    must(
+        run_script(moto, "deploy.sh", &all, env),
+        &format!("deploy.sh {}", all.join(" ")),
+    )
+}
+
+/// `aws lambda get-function-configuration` of the function ($LATEST).
+fn function_configuration(moto: &Moto) -> Value {
+    aws(
+        moto,
+        &[
+            "lambda",
+            "get-function-configuration",
+            "--function-name",
+            FUNCTION,
+        ],
+    )
 }
 
 fn versions(moto: &Moto) -> Vec<String> {
@@ -2731,6 +2773,140 @@ fn assert_all_removed(moto: &Moto, bucket: &str) {
         &["lambda", "get-function", "--function-name", FUNCTION]
     )
     .success());
+}
+
+/// Any number of rules: a config of twelve, with spaces in some prefixes, deployed once with
+/// deploy.sh against moto. S3 notifies for each of the twelve source prefixes, and the worker's
+/// policy names each source and output prefix in its own statements, and nothing else. The
+/// function keeps the config's rules, and deploying a changed config shows how its routing
+/// differs from them.
+#[test]
+fn deploy_a_config_of_twelve_rules_some_with_spaces_against_moto() {
+    use base64::Engine as _;
+    if !have(&["aws", "moto_server"], MOTO) {
+        return;
+    }
+    let moto = moto_with_an_image();
+    let binary = s3_compressor_binary().display().to_string();
+    let env = [("S3_COMPRESSOR_BIN", binary.as_str())];
+    let names = [
+        "alpha",
+        "month end",
+        "q1 2024",
+        "beta",
+        "gamma delta",
+        "eps",
+        "zeta",
+        "eta  theta",
+        "iota",
+        "kappa",
+        "lambda mu",
+        "nu",
+    ];
+    let config: String = names
+        .iter()
+        .map(|name| {
+            format!("[[rule]]\nprefix = \"in {name}/\"\noutput_prefix = \"out {name}/\"\n\n")
+        })
+        .collect();
+    let config_path = moto.write_file("compressor.toml", config.as_bytes());
+    let config_arg = config_path.display().to_string();
+    let deployed = deploy_config(&moto, &env, "v1", &config_arg, &[]);
+    let sorted = |side: &str| -> Vec<String> {
+        let mut prefixes: Vec<String> =
+            names.iter().map(|name| format!("{side} {name}/")).collect();
+        prefixes.sort();
+        prefixes
+    };
+    let (sources, output_prefixes) = (sorted("in"), sorted("out"));
+    let source_refs: Vec<&str> = sources.iter().map(String::as_str).collect();
+    assert_deployed(
+        &moto,
+        &format!("{CI_IMAGES}@{}", image_digest(&moto, "v1")),
+        &source_refs,
+        Trigger::Direct,
+    );
+    assert_recursion_guard(&moto, &source_refs);
+    assert!(
+        deployed.stderr.contains(&format!(
+            "source prefixes (trigger, read and delete): {} ",
+            sources.join(" ")
+        )),
+        "{}",
+        deployed.stderr
+    );
+
+    let bucket_arn = outputs(&moto, INFRA_STACK)["S3BucketARN"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let arns = |prefixes: &[String]| -> Vec<String> {
+        prefixes
+            .iter()
+            .map(|prefix| format!("{bucket_arn}/{prefix}*"))
+            .collect()
+    };
+    let document = deployed_objects_policy(&moto);
+    for (sid, expected) in [
+        ("ReadAndDeleteSources", arns(&sources)),
+        ("NeverWriteUnderSources", arns(&sources)),
+        ("WriteAndVerifyOutputs", arns(&output_prefixes)),
+    ] {
+        let statement = document["Statement"]
+            .as_array()
+            .and_then(|statements| statements.iter().find(|statement| statement["Sid"] == sid))
+            .unwrap_or_else(|| panic!("no {sid} in {document}"));
+        let mut named = strings(&statement["Resource"]);
+        named.sort();
+        assert_eq!(named, expected, "{sid}");
+    }
+
+    // The function keeps the config's rules; the next deploy.sh shows what changes against them.
+    assert!(
+        deployed
+            .stderr
+            .contains("the live version records no config")
+            && deployed.stderr.contains(
+                "  + 'in month end/' -> 'out month end/' (zip, level 6, delete the source)"
+            ),
+        "{}",
+        deployed.stderr
+    );
+    let function = function_configuration(&moto);
+    let recorded = function["Environment"]["Variables"]["S3_COMPRESSOR_DEPLOYED_CONFIG"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{function}"));
+    let recorded: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(recorded)
+            .expect("base64"),
+    )
+    .expect("JSON");
+    let checked = run(Command::new(&binary).args(["check-config", &config_arg, "--json"]));
+    let checked: Value = serde_json::from_str(&checked.stdout).expect("check-config --json");
+    assert_eq!(
+        recorded,
+        json!({"hash": checked["hash"], "rules": checked["rules"]})
+    );
+
+    let changed = config
+        .replace(
+            "prefix = \"in alpha/\"\noutput_prefix = \"out alpha/\"\n",
+            "prefix = \"in alpha/\"\noutput_prefix = \"out alpha/\"\nformat = \"gzip\"\n",
+        )
+        .replace("prefix = \"in nu/\"", "prefix = \"in xi/\"")
+        .replace("output_prefix = \"out nu/\"", "output_prefix = \"out xi/\"");
+    let changed_path = moto.write_file("changed.toml", changed.as_bytes());
+    put_manifest(&moto, "ci-images", "v2", &single_manifest('2'));
+    let again = deploy_config(&moto, &env, "v2", &changed_path.display().to_string(), &[]);
+    for line in [
+        "  ~ 'in alpha/': format 'zip' -> 'gzip'",
+        "  - 'in nu/' -> 'out nu/' (zip, level 6, delete the source)",
+        "  + 'in xi/' -> 'out xi/' (zip, level 6, delete the source)",
+    ] {
+        assert!(again.stderr.contains(line), "{line}: {}", again.stderr);
+    }
+    assert!(!again.stderr.contains("'in beta/'"), "{}", again.stderr);
 }
 
 #[test]
@@ -2873,15 +3049,7 @@ fn deploy_with_an_image_uri_twice_then_cleanup_against_moto() {
     // fail would delete the cluster under it: refused. (cleanup.sh stops it, below.)
     let bucket = bucket_of(&moto);
     let lambda = outputs(&moto, LAMBDA_STACK);
-    let function = aws(
-        &moto,
-        &[
-            "lambda",
-            "get-function-configuration",
-            "--function-name",
-            FUNCTION,
-        ],
-    );
+    let function = function_configuration(&moto);
     let handoff = |name: &str| {
         function["Environment"]["Variables"][format!("S3_COMPRESSOR_HANDOFF_{name}")]
             .as_str()
@@ -2947,22 +3115,12 @@ fn deploy_with_an_image_uri_twice_then_cleanup_against_moto() {
     let config_path = moto.write_file("compressor.toml", config.as_bytes());
     let config_arg = config_path.display().to_string();
     put_manifest(&moto, "ci-images", "v2", &single_manifest('2'));
-    let third = must(
-        run_script(
-            &moto,
-            "deploy.sh",
-            &[
-                "--yes",
-                "--image-uri",
-                &format!("{registry}:v2"),
-                "--config",
-                &config_arg,
-                "--large-objects",
-                "fargate",
-            ],
-            &env,
-        ),
-        "deploy.sh with a new rule and image",
+    let third = deploy_config(
+        &moto,
+        &env,
+        "v2",
+        &config_arg,
+        &["--large-objects", "fargate"],
     );
     assert!(
         third.stdout.contains(
@@ -3150,16 +3308,13 @@ fn deploy_with_the_queue_trigger_then_uploads_reach_the_worker_in_batches_agains
     assert_deployed(&moto, &by_digest, &["incoming/"], Trigger::Direct);
     // --large-objects fail, the default: no handoff variables, no interface endpoints.
     assert!(direct.stdout.contains("too large: failed at once"));
-    let function = aws(
-        &moto,
-        &[
-            "lambda",
-            "get-function-configuration",
-            "--function-name",
-            FUNCTION,
-        ],
-    );
-    assert!(function["Environment"]["Variables"].is_null(), "{function}");
+    let function = function_configuration(&moto);
+    let variables: Vec<&String> = function["Environment"]["Variables"]
+        .as_object()
+        .into_iter()
+        .flat_map(|variables| variables.keys())
+        .collect();
+    assert_eq!(variables, ["S3_COMPRESSOR_DEPLOYED_CONFIG"], "{function}");
     assert!(stack_resource(&moto, INFRA_STACK, "EcsEndpoint").is_none());
     let first = must(deploy("queue"), "deploy.sh --trigger queue");
     assert!(

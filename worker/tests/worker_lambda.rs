@@ -141,6 +141,19 @@ fn json_logs_have_one_line_per_object_and_stdout_has_the_metrics() {
                 .unwrap_or_else(|error| panic!("a log line that is not JSON ({error}): {line}"))
         })
         .collect();
+    let starting = lines
+        .iter()
+        .find(|line| line["message"] == "starting")
+        .unwrap_or_else(|| panic!("no start line in:\n{stderr}"));
+    assert!(
+        starting["version"]
+            .as_str()
+            .is_some_and(|version| version.starts_with(env!("CARGO_PKG_VERSION")))
+            && starting["config_hash"]
+                .as_str()
+                .is_some_and(|hash| hash.len() == 12),
+        "{starting}"
+    );
     let compressed = lines
         .iter()
         .find(|line| line["key"] == "incoming/logs/app.log")

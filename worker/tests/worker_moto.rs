@@ -273,7 +273,24 @@ fn keys_as_s3_encodes_them_land_decoded_and_unzip_to_the_original_name_and_bytes
         assert_made_from(&moto, "keys", output, source, &stored[index]);
         let head = moto.head("keys", output).expect("output");
         assert_eq!(head.content_type.as_deref(), Some("application/zip"));
+        assert_made_by(&moto, &head.metadata, "incoming/");
     }
+}
+
+/// The output's metadata names the worker (as `--version` does), the config (its hash, as
+/// `check-config --json` gives it) and the rule that made it.
+fn assert_made_by(moto: &Moto, metadata: &std::collections::HashMap<String, String>, rule: &str) {
+    let version = run(moto.s3_compressor().arg("--version"));
+    let config = run(moto.s3_compressor().args(["check-config", "--json"]));
+    let config: Value = serde_json::from_str(&config.stdout).expect("check-config --json");
+    let meta = |name: &str| metadata.get(name).cloned().unwrap_or_default();
+    assert_eq!(
+        version.stdout.lines().next(),
+        Some(format!("s3-compressor {}", meta("worker-version")).as_str()),
+        "{metadata:?}"
+    );
+    assert_eq!(config["hash"], meta("config-hash"), "{metadata:?}");
+    assert_eq!(percent_decode(&meta("rule-prefix")), rule, "{metadata:?}");
 }
 
 #[test]

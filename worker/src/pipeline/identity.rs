@@ -14,6 +14,9 @@ const SOURCE_KEY: &str = "source-key";
 const SOURCE_VERSION_ID: &str = "source-version-id";
 const SOURCE_ETAG: &str = "source-etag";
 const SOURCE_SIZE: &str = "source-size";
+const WORKER_VERSION: &str = "worker-version";
+const CONFIG_HASH: &str = "config-hash";
+const RULE_PREFIX: &str = "rule-prefix";
 
 /// S3 metadata travels in HTTP headers, which carry ASCII only and lose leading and trailing
 /// spaces: keys are percent-encoded, spaces included.
@@ -53,6 +56,26 @@ impl SourceIdentity {
         if let Some(etag) = &self.etag {
             metadata.insert(SOURCE_ETAG.to_owned(), etag.clone());
         }
+        metadata
+    }
+
+    /// What an output carries: [`SourceIdentity::metadata`], and which worker (version and
+    /// commit), config (its hash) and rule (its source prefix) made it, so whoever finds the
+    /// output can tell which deployment to look at.
+    pub(crate) fn output_metadata(
+        &self,
+        rule_prefix: &str,
+        config_hash: &str,
+    ) -> HashMap<String, String> {
+        let mut metadata = self.metadata();
+        metadata.extend([
+            (WORKER_VERSION.to_owned(), crate::VERSION.to_owned()),
+            (CONFIG_HASH.to_owned(), config_hash.to_owned()),
+            (
+                RULE_PREFIX.to_owned(),
+                utf8_percent_encode(rule_prefix, METADATA_UNSAFE).to_string(),
+            ),
+        ]);
         metadata
     }
 
@@ -127,6 +150,34 @@ mod tests {
             source_key_of(&output).as_deref(),
             Some("incoming/日本/100% a+b.csv ")
         );
+    }
+
+    #[test]
+    fn an_output_names_the_worker_the_config_and_the_rule_in_ascii() {
+        let identity = SourceIdentity::of("incoming/month end/a.csv", &info(None, "e1"));
+        let metadata = identity.output_metadata("incoming/month end/ 日本/", "0123456789ab");
+        assert!(
+            metadata
+                .iter()
+                .all(|(name, value)| name.is_ascii() && value.is_ascii() && !value.contains(' ')),
+            "{metadata:?}"
+        );
+        assert_eq!(metadata[CONFIG_HASH], "0123456789ab");
+        assert_eq!(
+            percent_decode_str(&metadata[RULE_PREFIX]).decode_utf8_lossy(),
+            "incoming/month end/ 日本/"
+        );
+        let version = &metadata[WORKER_VERSION];
+        assert!(
+            version.starts_with(concat!(env!("CARGO_PKG_VERSION"), "+")) && version.len() > 6,
+            "{version}"
+        );
+        // Still recognised as made from its source.
+        let output = ObjectInfo {
+            metadata,
+            ..ObjectInfo::default()
+        };
+        assert!(identity.made(&output));
     }
 
     #[test]

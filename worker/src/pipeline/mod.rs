@@ -225,7 +225,7 @@ impl Worker {
         let spec = OutputSpec {
             location: output.clone(),
             content_type: plan.compressor.registration().content_type,
-            metadata: identity.metadata(),
+            metadata: identity.output_metadata(&plan.rule.prefix, self.routes.config_hash()),
             condition,
         };
         let written = self
