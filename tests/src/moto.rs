@@ -151,19 +151,30 @@ pub async fn put_in_parts(
 
 /// Every key in `bucket`, sorted, a page of ListObjectsV2 at a time.
 pub async fn list_keys(client: &Client, bucket: &str) -> Vec<String> {
+    list_keys_encoded(client, bucket, false).await
+}
+
+/// [`list_keys`], asking for the keys URL-encoded when `url_encoded` (and decoding them): a key
+/// may hold characters XML 1.0 cannot carry (NUL, ESC), which the SDK's XML reader refuses.
+/// moto honours the encoding; `serve` does not, so its listings are plain.
+async fn list_keys_encoded(client: &Client, bucket: &str, url_encoded: bool) -> Vec<String> {
     let mut keys = Vec::new();
     let mut pages = client
         .list_objects_v2()
         .bucket(bucket)
+        .set_encoding_type(url_encoded.then_some(aws_sdk_s3::types::EncodingType::Url))
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
         let page = page.unwrap_or_else(|error| panic!("ListObjectsV2 {bucket}: {error:?}"));
-        keys.extend(
-            page.contents()
-                .iter()
-                .filter_map(|object| object.key().map(str::to_owned)),
-        );
+        keys.extend(page.contents().iter().filter_map(|object| {
+            let key = object.key()?;
+            Some(if url_encoded {
+                crate::events::percent_decode(key)
+            } else {
+                key.to_owned()
+            })
+        }));
     }
     keys.sort();
     keys
@@ -428,31 +439,9 @@ impl Moto {
         })
     }
 
-    /// Every key in the bucket, sorted.
-    ///
-    /// Listed URL-encoded: a key may hold characters XML 1.0 cannot carry (NUL, ESC), which
-    /// the SDK's XML reader refuses.
+    /// Every key in the bucket, sorted; listed URL-encoded (see [`list_keys_encoded`]).
     pub fn keys(&self, bucket: &str) -> Vec<String> {
-        self.block_on(async {
-            let mut keys = Vec::new();
-            let mut pages = self
-                .client
-                .list_objects_v2()
-                .bucket(bucket)
-                .encoding_type(aws_sdk_s3::types::EncodingType::Url)
-                .into_paginator()
-                .send();
-            while let Some(page) = pages.next().await {
-                let page = page.unwrap_or_else(|error| panic!("ListObjectsV2 {bucket}: {error:?}"));
-                keys.extend(
-                    page.contents()
-                        .iter()
-                        .filter_map(|object| object.key().map(crate::events::percent_decode)),
-                );
-            }
-            keys.sort();
-            keys
-        })
+        self.block_on(list_keys_encoded(&self.client, bucket, true))
     }
 
     /// Every version and delete marker of the keys under `prefix`.
