@@ -149,11 +149,11 @@ pub(crate) mod test_catalog {
     ) -> Result<(), String> {
         const FORMATS: &[(&str, Option<(i32, i32)>)] = &[
             ("brotli", Some((0, 11))),
-            ("gzip", Some((1, 9))),
+            ("gzip", Some((1, 12))),
             ("tar", None),
-            ("tar.gz", Some((1, 9))),
+            ("tar.gz", Some((1, 12))),
             ("tar.zst", Some((1, 22))),
-            ("zip", Some((1, 9))),
+            ("zip", Some((1, 12))),
             ("zstd", Some((1, 22))),
         ];
         let Some((_, levels)) = FORMATS.iter().find(|(name, _)| *name == format) else {

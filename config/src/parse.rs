@@ -1042,7 +1042,7 @@ level = 0
             [
                 "5:9: level 30 is out of range for format \"zstd\"; use a level from 1 to 22",
                 "11:9: format \"tar\" takes no compression level; remove the level",
-                "16:9: level 0 is out of range for format \"zip\"; use a level from 1 to 9",
+                "16:9: level 0 is out of range for format \"zip\"; use a level from 1 to 12",
             ]
         );
     }
@@ -1096,10 +1096,10 @@ format = "gzip"
         );
 
         let text =
-            "[defaults]\nlevel = 12\n\n[[rule]]\nprefix = \"a/\"\noutput_prefix = \"out/a/\"\n";
+            "[defaults]\nlevel = 13\n\n[[rule]]\nprefix = \"a/\"\noutput_prefix = \"out/a/\"\n";
         assert_eq!(
             problems(text),
-            ["2:9: level 12 is out of range for format \"zip\"; use a level from 1 to 9"]
+            ["2:9: level 13 is out of range for format \"zip\"; use a level from 1 to 12"]
         );
     }
 
@@ -1295,7 +1295,7 @@ output_prefix = "out/logs/"
     fn every_problem_is_reported_at_once_in_file_order() {
         let text = r#"[defaults]
 format = "gzip"
-level = 10
+level = 13
 threads = 0
 
 [[rule]]
@@ -1317,7 +1317,7 @@ format = "rar"
         assert_eq!(
             problems(text),
             [
-                "3:9: level 10 is out of range for format \"gzip\"; use a level from 1 to 9",
+                "3:9: level 13 is out of range for format \"gzip\"; use a level from 1 to 12",
                 "4:11: threads must be at least 1; leave it out to use every core",
                 "7:10: prefix \"incoming\" must end with \"/\" so that it stops at a folder \
                  boundary (otherwise it also matches \"incoming-old/...\"); write \"incoming/\"",

@@ -17,7 +17,7 @@ pub trait Format: Send + Sync + fmt::Debug {
         src: &mut dyn Read,
         dst: &mut dyn Write,
         entry: &Entry,
-    ) -> std::io::Result<()>;
+    ) -> std::io::Result<Written>;
 
     /// Reads what [`Format::write_compressed`] wrote and writes back the original bytes.
     ///
@@ -25,6 +25,14 @@ pub trait Format: Send + Sync + fmt::Debug {
     /// rather than guess: on a checksum that does not match, a stream cut short, a second
     /// entry, or bytes after the end. Memory may not grow with the input here either.
     fn write_decompressed(&self, src: &mut dyn Read, dst: &mut dyn Write) -> std::io::Result<()>;
+}
+
+/// What a backend knows about its output that counting bytes cannot tell.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Input bytes written as they are (deflate's stored blocks) because a sample showed they
+    /// would not shrink: what users see as `stored` on the worker's line for the object.
+    pub stored: u64,
 }
 
 /// How the output key is formed from the source key.
@@ -128,6 +136,8 @@ pub struct Stats {
     pub bytes_out: u64,
     /// CRC-32 (IEEE) of the uncompressed input.
     pub crc32: u32,
+    /// Input bytes written as they are, not compressed (see [`Written::stored`]).
+    pub stored: u64,
 }
 
 /// A configured format together with its registration.
@@ -156,9 +166,10 @@ impl Compressor {
     ) -> Result<Stats, FormatError> {
         let mut reader = HashingReader::new(src);
         let mut writer = CountingWriter::new(dst);
-        self.format
+        let written = self
+            .format
             .write_compressed(&mut reader, &mut writer, entry)
-            .and_then(|()| writer.flush())
+            .and_then(|written| writer.flush().map(|()| written))
             .map_err(|source| FormatError::Compress {
                 format: self.registration.name,
                 source,
@@ -168,6 +179,7 @@ impl Compressor {
             bytes_in,
             bytes_out: writer.count(),
             crc32,
+            stored: written.stored,
         })
     }
 

@@ -8,8 +8,6 @@ use std::io::{self, BufRead, Write};
 
 use flate2::{Decompress, FlushDecompress, Status};
 
-use crate::deflate::Deflated;
-
 /// Output per inflate call: large enough that the per-call overhead is noise.
 const OUTPUT_CHUNK: usize = 64 * 1024;
 
@@ -17,8 +15,15 @@ const OUTPUT_CHUNK: usize = 64 * 1024;
 /// compressed bytes the stream took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Inflated {
-    pub decoded: Deflated,
+    pub decoded: Decoded,
     pub compressed_size: u64,
+}
+
+/// The CRC-32 and size of what a stream decoded to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Decoded {
+    pub crc32: u32,
+    pub size: u64,
 }
 
 /// Inflates one raw DEFLATE stream from `src` into `dst`, consuming exactly the stream's bytes.
@@ -40,7 +45,7 @@ pub(crate) fn inflate(src: &mut dyn BufRead, dst: &mut dyn Write) -> io::Result<
         crc.update(&output[..produced]);
         if status == Status::StreamEnd {
             return Ok(Inflated {
-                decoded: Deflated {
+                decoded: Decoded {
                     crc32: crc.finalize(),
                     size: inflater.total_out(),
                 },

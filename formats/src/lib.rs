@@ -17,7 +17,7 @@ mod registry;
 pub use entry::{safe_entry_name, Entry};
 pub use error::FormatError;
 pub use format::{
-    expect_end, Compressor, Format, Kind, Levels, Options, Registration, Settings, Stats,
+    expect_end, Compressor, Format, Kind, Levels, Options, Registration, Settings, Stats, Written,
 };
 pub use registry::Registry;
 

@@ -799,7 +799,7 @@ fn levels_are_the_documented_ranges() {
     let levels = |name| registry.get(name).expect("registered").levels;
     let deflate = Some(Levels {
         min: 1,
-        max: 9,
+        max: 12,
         default: 6,
     });
     let zstd = Some(Levels {
@@ -987,7 +987,12 @@ fn an_unknown_format_lists_the_known_ones() {
 struct Never;
 
 impl s3_compressor_formats::Format for Never {
-    fn write_compressed(&self, _: &mut dyn Read, _: &mut dyn Write, _: &Entry) -> io::Result<()> {
+    fn write_compressed(
+        &self,
+        _: &mut dyn Read,
+        _: &mut dyn Write,
+        _: &Entry,
+    ) -> io::Result<s3_compressor_formats::Written> {
         Err(io::Error::other("never used"))
     }
 

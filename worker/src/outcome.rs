@@ -21,6 +21,8 @@ pub enum Outcome {
         output_key: String,
         bytes_in: u64,
         bytes_out: u64,
+        /// Input bytes written as they are, because a sample showed they would not shrink.
+        stored: u64,
         source: SourceFate,
     },
     /// The output from this very source existed already: a repeated or concurrent delivery.
@@ -104,11 +106,20 @@ impl fmt::Display for Outcome {
                 output_key,
                 bytes_in,
                 bytes_out,
+                stored,
                 source,
-            } => write!(
-                f,
-                "compressed to {output_key} ({bytes_in} -> {bytes_out} bytes); {source}"
-            ),
+            } => {
+                write!(
+                    f,
+                    "compressed to {output_key} ({bytes_in} -> {bytes_out} bytes"
+                )?;
+                match *stored {
+                    0 => {}
+                    all if all == *bytes_in => write!(f, ", stored: it would not shrink")?,
+                    some => write!(f, ", {some} of them stored: they would not shrink")?,
+                }
+                write!(f, "); {source}")
+            }
             Self::AlreadyDone { output_key, source } => {
                 write!(f, "already compressed to {output_key}; {source}")
             }

@@ -53,7 +53,7 @@ fn formats_lists_every_linked_format_sorted() {
         .lines()
         .find(|line| line.starts_with("zip "))
         .expect("zip row");
-    assert!(zip.contains(".zip") && zip.contains("application/zip") && zip.contains("1-9"));
+    assert!(zip.contains(".zip") && zip.contains("application/zip") && zip.contains("1-12"));
     assert!(zip.contains("report.csv -> report.zip"), "{zip}");
     let gzip = text
         .lines()

@@ -8,7 +8,9 @@
 use std::io::{self, Read, Write};
 
 use brotli::enc::BrotliEncoderParams;
-use s3_compressor_formats::{expect_end, inventory, Entry, Format, Kind, Levels, Registration};
+use s3_compressor_formats::{
+    expect_end, inventory, Entry, Format, Kind, Levels, Registration, Written,
+};
 
 /// Brotli's qualities; 11 is slow and meant for assets compressed once and served often,
 /// so the default is the 9 that web servers commonly use for static files.
@@ -48,7 +50,7 @@ impl Format for Brotli {
         src: &mut dyn Read,
         dst: &mut dyn Write,
         entry: &Entry,
-    ) -> io::Result<()> {
+    ) -> io::Result<Written> {
         let params = BrotliEncoderParams {
             quality: self.quality,
             lgwin: WINDOW_BITS,
@@ -60,7 +62,7 @@ impl Format for Brotli {
         // `BrotliCompress` reports a failed final write, where `CompressorWriter::into_inner`
         // would drop it.
         brotli::BrotliCompress(&mut &mut *src, &mut &mut *dst, &params)?;
-        Ok(())
+        Ok(Written::default())
     }
 
     fn write_decompressed(&self, src: &mut dyn Read, dst: &mut dyn Write) -> io::Result<()> {

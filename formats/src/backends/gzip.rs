@@ -6,7 +6,7 @@ use std::num::NonZeroUsize;
 
 use super::{level_or, DEFLATE_LEVELS};
 use crate::deflate::deflate;
-use crate::{expect_end, Entry, Format, Kind, Registration};
+use crate::{expect_end, Entry, Format, Kind, Registration, Written};
 
 inventory::submit! {
     Registration {
@@ -35,7 +35,7 @@ impl Format for Gzip {
         src: &mut dyn Read,
         dst: &mut dyn Write,
         entry: &Entry,
-    ) -> io::Result<()> {
+    ) -> io::Result<Written> {
         let name = Some(entry.name());
         write_member(dst, name, entry, self.level, self.threads, |w| {
             io::copy(src, w).map(drop)
@@ -58,12 +58,15 @@ pub(super) fn write_member(
     level: u32,
     threads: NonZeroUsize,
     produce: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> io::Result<()> {
+) -> io::Result<Written> {
     dst.write_all(&header(name, entry, level))?;
     let ((), deflated) = deflate(dst, level, threads, produce)?;
     dst.write_all(&deflated.crc32.to_le_bytes())?;
     // ISIZE is the size modulo 2^32, by definition.
-    dst.write_all(&(deflated.size as u32).to_le_bytes())
+    dst.write_all(&(deflated.size as u32).to_le_bytes())?;
+    Ok(Written {
+        stored: deflated.stored,
+    })
 }
 
 /// Reads the one gzip member [`write_member`] wrote, handing its decoded bytes to `consume`;
@@ -84,9 +87,9 @@ fn header(name: Option<&str>, entry: &Entry, level: u32) -> Vec<u8> {
     const DEFLATE: u8 = 8;
     const FNAME: u8 = 0x08;
     const OS_UNIX: u8 = 3;
-    // The "extra flags" byte: 2 says maximum compression, 4 fastest.
+    // The "extra flags" byte: 2 says maximum compression (gzip's 9, libdeflate's 9-12), 4 fastest.
     let extra_flags = match level {
-        9 => 2,
+        9.. => 2,
         1 => 4,
         _ => 0,
     };

@@ -6,7 +6,7 @@ use std::num::NonZeroUsize;
 
 use super::gzip::{read_member, write_member};
 use super::{level_or, read_zstd_frame, zstd_encoder, DEFLATE_LEVELS, ZSTD_LEVELS};
-use crate::{Entry, Format, Kind, Registration};
+use crate::{Entry, Format, Kind, Registration, Written};
 
 inventory::submit! {
     Registration {
@@ -70,7 +70,7 @@ impl Format for Tar {
         src: &mut dyn Read,
         dst: &mut dyn Write,
         entry: &Entry,
-    ) -> io::Result<()> {
+    ) -> io::Result<Written> {
         let size = entry.size().ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -78,15 +78,22 @@ impl Format for Tar {
             )
         })?;
         match self.outer {
-            Outer::Plain => write_tar(src, dst, entry, size),
-            Outer::Gzip { level, threads } => write_member(dst, None, entry, level, threads, |w| {
-                write_tar(src, w, entry, size)
-            }),
+            Outer::Plain => write_tar(src, dst, entry, size).map(|()| Written::default()),
+            Outer::Gzip { level, threads } => {
+                let written = write_member(dst, None, entry, level, threads, |w| {
+                    write_tar(src, w, entry, size)
+                })?;
+                // What was stored counts the tar headers too; the input is the entry alone.
+                Ok(Written {
+                    stored: written.stored.min(size),
+                })
+            }
             Outer::Zstd { level, threads } => {
                 // The tar stream's size is not the entry's, so no size is pledged here.
                 let mut zstd = zstd_encoder(dst, level, threads, None)?;
                 write_tar(src, &mut zstd, entry, size)?;
-                zstd.finish().map(drop)
+                zstd.finish()?;
+                Ok(Written::default())
             }
         }
     }

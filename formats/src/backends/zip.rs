@@ -10,7 +10,7 @@ use rawzip::{CompressionMethod, DataDescriptorOutput, ZipArchiveWriter};
 use super::{level_or, DEFLATE_LEVELS};
 use crate::deflate::deflate;
 use crate::inflate::inflate;
-use crate::{expect_end, Entry, Format, Kind, Registration};
+use crate::{expect_end, Entry, Format, Kind, Registration, Written};
 
 inventory::submit! {
     Registration {
@@ -39,7 +39,7 @@ impl Format for Zip {
         src: &mut dyn Read,
         dst: &mut dyn Write,
         entry: &Entry,
-    ) -> io::Result<()> {
+    ) -> io::Result<Written> {
         // A streaming archive never seeks back: sizes and CRC go into a data descriptor after
         // the data (zip64-sized past 4 GiB), so the output can go straight into an upload.
         let mut archive = ZipArchiveWriter::new(dst);
@@ -58,7 +58,9 @@ impl Format for Zip {
         data.finish(DataDescriptorOutput::new(deflated.crc32, deflated.size))
             .map_err(io::Error::other)?;
         archive.finish().map_err(io::Error::other)?;
-        Ok(())
+        Ok(Written {
+            stored: deflated.stored,
+        })
     }
 
     /// Streams the archive the way it was written: local header, DEFLATE data, data

@@ -4,7 +4,7 @@ use std::io::{self, Read, Write};
 use std::num::NonZeroUsize;
 
 use super::{level_or, read_zstd_frame, zstd_encoder, ZSTD_LEVELS};
-use crate::{Entry, Format, Kind, Registration};
+use crate::{Entry, Format, Kind, Registration, Written};
 
 inventory::submit! {
     Registration {
@@ -33,11 +33,11 @@ impl Format for Zstd {
         src: &mut dyn Read,
         dst: &mut dyn Write,
         entry: &Entry,
-    ) -> io::Result<()> {
+    ) -> io::Result<Written> {
         let mut encoder = zstd_encoder(dst, self.level, self.threads, entry.size())?;
         io::copy(src, &mut encoder)?;
         encoder.finish()?;
-        Ok(())
+        Ok(Written::default())
     }
 
     fn write_decompressed(&self, src: &mut dyn Read, dst: &mut dyn Write) -> io::Result<()> {

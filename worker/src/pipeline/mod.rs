@@ -283,6 +283,7 @@ impl Worker {
             output_key: output.key,
             bytes_in: stats.bytes_in,
             bytes_out: uploaded.bytes,
+            stored: stats.stored,
             source: fate,
         }))
     }
@@ -663,14 +664,20 @@ fn report(object: &ObjectRef, plan: Option<&Plan<'_>>, outcome: &Outcome, starte
     let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let rule = plan.map(|plan| plan.rule.prefix.as_str());
     let format = plan.map(|plan| plan.compressor.registration().name);
-    let (bytes_in, bytes_out) = match outcome {
+    let (bytes_in, bytes_out, stored_bytes) = match outcome {
         Outcome::Compressed {
             bytes_in,
             bytes_out,
+            stored,
             ..
-        } => (Some(*bytes_in), Some(*bytes_out)),
-        _ => (None, None),
+        } => (Some(*bytes_in), Some(*bytes_out), Some(*stored)),
+        _ => (None, None, None),
     };
+    // `stored: true` when no byte was worth compressing; how many were, when some were not.
+    let stored = stored_bytes
+        .zip(bytes_in)
+        .map(|(stored, bytes_in)| stored == bytes_in && stored > 0);
+    let stored_bytes = stored_bytes.filter(|&stored| stored > 0);
     // Input size over output size, as README and the benchmark quote it: 4.0 means four times
     // smaller.
     let ratio = match (bytes_in, bytes_out) {
@@ -689,6 +696,8 @@ fn report(object: &ObjectRef, plan: Option<&Plan<'_>>, outcome: &Outcome, starte
                 bytes_in,
                 bytes_out,
                 ratio,
+                stored,
+                stored_bytes,
                 ms,
                 outcome = outcome.label(),
                 "{outcome}"

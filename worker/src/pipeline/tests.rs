@@ -539,8 +539,8 @@ impl s3_compressor_formats::Format for Lying {
         src: &mut dyn std::io::Read,
         dst: &mut dyn std::io::Write,
         _: &s3_compressor_formats::Entry,
-    ) -> std::io::Result<()> {
-        std::io::copy(src, dst).map(drop)
+    ) -> std::io::Result<s3_compressor_formats::Written> {
+        std::io::copy(src, dst).map(|_| s3_compressor_formats::Written::default())
     }
 
     fn write_decompressed(
