@@ -1392,8 +1392,9 @@ fn an_output_larger_than_a_part_is_uploaded_in_parts_and_round_trips() {
 
 const GIB: u64 = 1024 * 1024 * 1024;
 
-/// The most the worker's resident set may reach while compressing any object: about 44 MiB
-/// of buffers (see `Tuning`), the decoder that proves the output, and the program itself.
+/// The most the worker's resident set may reach while compressing any object: about 42 MiB
+/// of buffers (see `Tuning` and the memory budget), the decoder that proves the output, and
+/// the program itself.
 const PEAK_RSS_LIMIT_KIB: u64 = 72 * 1024;
 
 /// JSON-lines-like text of exactly `len` bytes, generated as it is read: a 4 MiB block of

@@ -8,7 +8,7 @@ use libdeflater::{CompressionLvl, Compressor};
 use super::join::{continue_after, WINDOW_SIZE};
 
 /// Bytes of each block a quick compression tries before the block is compressed in full.
-const SAMPLE_SIZE: usize = 16 * 1024;
+const SAMPLE_SIZE: usize = 8 * 1024;
 
 /// libdeflate's fastest level that compresses (its level 0 only stores).
 const SAMPLE_LEVEL: i32 = 1;

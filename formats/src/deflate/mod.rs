@@ -4,8 +4,9 @@
 //!
 //! Each block is compressed by libdeflate, which compresses about twice as fast per core as
 //! zlib at a smaller output (bench/README.md compares the engines). libdeflate takes whole
-//! buffers and no dictionary, so a block starts with an empty window; at 1 MiB per block that
-//! costs well under 1% of the output. It also always ends a buffer with a final block, which
+//! buffers and no dictionary, so a block starts with an empty window; at 512 KiB per block
+//! that costs about 2% of the output against one libdeflate stream (on JSON logs: ratio 6.33
+//! against 6.45; `zip -6` reaches 5.99). It also always ends a buffer with a final block, which
 //! [`join`] turns into a block others can follow. A block that a quick sample shows will not
 //! shrink (random bytes, JPEGs, archives) is written as stored blocks instead, at the cost
 //! of a copy.
@@ -27,9 +28,11 @@ use std::thread;
 use block::{Block, BlockCompressor};
 
 /// Input per block. Large enough that starting each block with an empty window costs little
-/// (1.2% of the output at 256 KiB, 0.3% at 1 MiB against 2 MiB, on JSON logs) and that the
-/// walk [`join`] makes stays cheap per byte, small enough to keep memory small.
-const BLOCK_SIZE: usize = 1024 * 1024;
+/// (on JSON logs, single core: ratio 6.22 at 256 KiB, 6.33 at 512 KiB, 6.39 at 1 MiB, 6.42 at
+/// 2 MiB, at the same speed), small enough that the blocks in flight stay a few MiB (a zip of
+/// random bytes end to end peaked at 64 MiB with 1 MiB blocks and three parts uploading, at
+/// 57 MiB with 512 KiB blocks and two).
+const BLOCK_SIZE: usize = 512 * 1024;
 
 /// Blocks in flight per thread: one being compressed, one waiting, so a thread never idles
 /// while the next block is read.
@@ -355,7 +358,7 @@ mod tests {
             .deflate_compress(&input, &mut whole)
             .expect("fits its bound");
         assert!(
-            parallel.len() <= whole_size + whole_size / 100,
+            parallel.len() <= whole_size + whole_size / 50,
             "parallel {} bytes vs one stream {whole_size} bytes",
             parallel.len(),
         );

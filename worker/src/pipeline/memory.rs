@@ -13,9 +13,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::{transfer, Tuning};
 
 /// What an object costs beyond its data buffers: the compressor's own state (a zstd context at
-/// level 19 is about 1 MiB per thread; deflate's windows are smaller) and the HTTP bodies in
-/// flight.
+/// level 19 is about 1 MiB per thread, libdeflate's less) and the HTTP bodies in flight.
 const OVERHEAD: u64 = 2 * MIB;
+/// The blocks deflate holds on top: two of 512 KiB per thread waiting or being compressed,
+/// each with its output, on the two cores of a Lambda function; an object smaller than that
+/// holds itself and its output at most.
+const COMPRESSOR_BLOCKS: u64 = 4 * MIB;
 const MIB: u64 = 1024 * 1024;
 /// Permits are KiB, so that a 100-byte object does not weigh as much as a 1 MiB one while the
 /// count of permits stays far below the semaphore's limit.
@@ -46,10 +49,10 @@ impl MemoryBudget {
     }
 
     /// Bytes the buffers of the largest object hold at most: the read-ahead, every part
-    /// uploading, the one filling and the one the proof decodes, and the overhead.
+    /// uploading, the one filling and the one the proof decodes, and the compressor's.
     fn largest(tuning: &Tuning) -> u64 {
         let parts = (tuning.parts_in_flight as u64 + 2) * tuning.min_part_size as u64;
-        tuning.read_ahead_bytes as u64 + parts + OVERHEAD
+        tuning.read_ahead_bytes as u64 + parts + OVERHEAD + COMPRESSOR_BLOCKS
     }
 
     /// Bytes an object of `size` bytes can make the pipeline hold: its read-ahead and output
@@ -67,7 +70,8 @@ impl MemoryBudget {
             .div_ceil(part_size)
             .min(tuning.parts_in_flight as u64 + 2);
         let read_ahead = size.min(tuning.read_ahead_bytes as u64);
-        (read_ahead + parts_held * part + OVERHEAD).min(Self::largest(tuning))
+        let blocks = size.saturating_mul(2).min(COMPRESSOR_BLOCKS);
+        (read_ahead + parts_held * part + OVERHEAD + blocks).min(Self::largest(tuning))
     }
 
     /// Waits until an object of `size` bytes fits.

@@ -41,13 +41,15 @@ pub struct Tuning {
 }
 
 impl Default for Tuning {
-    /// About 44 MiB of buffers at most: 8 MiB parts, three uploading, one filling and one
+    /// About 36 MiB of buffers at most: 8 MiB parts, two uploading, one filling and one
     /// being decoded by the proof, and 4 MiB read ahead (at 100 MB/s, 40 ms of input: enough
-    /// to ride out a stall of the download).
+    /// to ride out a stall of the download). Two parts uploading keep up with one core's
+    /// deflate (8 MiB takes S3 well under the second one core needs to fill it); a third
+    /// only held memory while a codec faster than the uploads (stored blocks, zstd) waited.
     fn default() -> Self {
         Self {
             min_part_size: 8 * 1024 * 1024,
-            parts_in_flight: 3,
+            parts_in_flight: 2,
             read_ahead_bytes: 4 * 1024 * 1024,
         }
     }

@@ -109,9 +109,20 @@ async fn a_large_object_goes_up_in_parts_and_leaves_no_upload_open() {
     let outcome = worker(&store, small_parts())
         .process(&object("incoming/noise.bin"), None)
         .await;
-    let Outcome::Compressed { bytes_out, .. } = outcome else {
+    let Outcome::Compressed {
+        bytes_in,
+        bytes_out,
+        stored,
+        ..
+    } = outcome
+    else {
         panic!("{outcome}");
     };
+    assert_eq!(stored, bytes_in, "noise is stored, not deflated: {outcome}");
+    assert!(
+        outcome.to_string().contains("stored: it would not shrink"),
+        "{outcome}"
+    );
     assert!(bytes_out > 10 * 64 * 1024, "several parts: {bytes_out}");
     assert_eq!(store.completed_multipart(), 1);
     let output = store.current(BUCKET, "processed/noise.zip").unwrap();
