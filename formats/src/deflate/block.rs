@@ -32,6 +32,9 @@ pub(crate) struct Block {
 /// What a compressing thread keeps between blocks.
 pub(crate) struct BlockCompressor {
     compressor: Compressor,
+    /// libdeflate's output for one block, sized for the worst case once: a buffer of that
+    /// size per block would be zeroed and made resident for every block.
+    output: Vec<u8>,
     sampler: Compressor,
     sample_output: Vec<u8>,
     window: Vec<u8>,
@@ -47,6 +50,7 @@ impl BlockCompressor {
         let sample_output = vec![0; sampler.deflate_compress_bound(SAMPLE_SIZE)];
         Ok(Self {
             compressor: Compressor::new(level),
+            output: Vec::new(),
             sampler,
             sample_output,
             window: vec![0; WINDOW_SIZE],
@@ -62,12 +66,17 @@ impl BlockCompressor {
                 stored: true,
             });
         }
-        let mut bytes = vec![0; self.compressor.deflate_compress_bound(input.len())];
+        let bound = self.compressor.deflate_compress_bound(input.len());
+        if self.output.len() < bound {
+            self.output.resize(bound, 0);
+        }
         let size = self
             .compressor
-            .deflate_compress(input, &mut bytes)
+            .deflate_compress(input, &mut self.output)
             .map_err(|error| io::Error::other(format!("libdeflate: {error:?}")))?;
-        bytes.truncate(size);
+        // Room for the marker that `continue_after` appends.
+        let mut bytes = Vec::with_capacity(size + 5);
+        bytes.extend_from_slice(&self.output[..size]);
         if !last {
             continue_after(&mut bytes, &mut self.window)?;
         }

@@ -86,7 +86,14 @@ pub(crate) fn deflate<T>(
 struct Job {
     input: Vec<u8>,
     last: bool,
-    done: SyncSender<io::Result<Block>>,
+    done: SyncSender<io::Result<Done>>,
+}
+
+/// A compressed block, and its input buffer back for the next block: the buffers are reused
+/// rather than freed on one thread and allocated anew on another.
+struct Done {
+    block: Block,
+    input: Vec<u8>,
 }
 
 /// A compressing thread: takes blocks until the queue closes.
@@ -96,7 +103,10 @@ fn compress_blocks(queue: &Mutex<Receiver<Job>>, level: u32) {
         let next = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
         let Ok(job) = next else { return };
         let result = match &mut compressor {
-            Ok(compressor) => compressor.compress(&job.input, job.last),
+            Ok(compressor) => compressor.compress(&job.input, job.last).map(|block| Done {
+                block,
+                input: job.input,
+            }),
             Err(error) => Err(io::Error::new(error.kind(), error.to_string())),
         };
         // The writer has gone away only if it already failed; nobody needs the block then.
@@ -113,9 +123,11 @@ struct BlockWriter<'a> {
     /// Taken by the first block sent off: an input of a single block (most small objects) is
     /// compressed on the caller's thread, without starting threads or handing data across.
     start_threads: Option<&'a dyn Fn()>,
-    in_flight: VecDeque<(u64, Receiver<io::Result<Block>>)>,
+    in_flight: VecDeque<Receiver<io::Result<Done>>>,
     max_in_flight: usize,
     block: Vec<u8>,
+    /// Input buffers back from the threads, for the next blocks.
+    spare: Vec<Vec<u8>>,
     crc: crc32fast::Hasher,
     size: u64,
     stored: u64,
@@ -137,6 +149,7 @@ impl<'a> BlockWriter<'a> {
             in_flight: VecDeque::with_capacity(max_in_flight),
             max_in_flight,
             block: Vec::with_capacity(BLOCK_SIZE),
+            spare: Vec::new(),
             crc: crc32fast::Hasher::new(),
             size: 0,
             stored: 0,
@@ -151,22 +164,28 @@ impl<'a> BlockWriter<'a> {
         while self.in_flight.len() >= self.max_in_flight {
             self.write_oldest()?;
         }
-        let input = std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK_SIZE));
+        let next = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BLOCK_SIZE));
+        let input = std::mem::replace(&mut self.block, next);
         let (done, compressed) = mpsc::sync_channel(1);
-        let input_size = input.len() as u64;
         self.jobs
             .send(Job { input, last, done })
             .map_err(|_| threads_gone())?;
-        self.in_flight.push_back((input_size, compressed));
+        self.in_flight.push_back(compressed);
         Ok(())
     }
 
     fn write_oldest(&mut self) -> io::Result<()> {
-        let Some((input_size, compressed)) = self.in_flight.pop_front() else {
+        let Some(compressed) = self.in_flight.pop_front() else {
             return Ok(());
         };
-        let block = compressed.recv().map_err(|_| threads_gone())??;
-        self.write_block(&block, input_size)
+        let Done { block, mut input } = compressed.recv().map_err(|_| threads_gone())??;
+        self.write_block(&block, input.len() as u64)?;
+        input.clear();
+        self.spare.push(input);
+        Ok(())
     }
 
     fn write_block(&mut self, block: &Block, input_size: u64) -> io::Result<()> {
