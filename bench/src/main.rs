@@ -9,6 +9,7 @@ mod cli;
 mod codec;
 mod contenders;
 mod inputs;
+mod lambda;
 mod machine;
 mod measure;
 mod report;

@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::contenders::{codec_name, end_to_end_name, Kind, Tool, FORMATS};
 use crate::machine::Machine;
 use crate::measure::Sample;
-use crate::stats::{mb_per_s, median, ratio, KIB, MIB};
+use crate::stats::{cpu_s_per_gb, mb_per_s, median, ratio, KIB, MIB};
 
 /// Everything a run measured.
 #[derive(Debug, Serialize)]
@@ -52,6 +52,8 @@ pub struct Run {
     pub maxrss_kib: u64,
     /// CPU seconds (user + system) of the measured process.
     pub cpu_s: f64,
+    /// `cpu_s` per GB (10^9 bytes) of input.
+    pub cpu_s_per_gb: f64,
     /// End to end only: CPU seconds the bench process (the S3 endpoint) used meanwhile.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint_cpu_s: Option<f64>,
@@ -66,6 +68,7 @@ impl Run {
             wall_s: sample.wall_s,
             maxrss_kib: sample.maxrss_kib,
             cpu_s: sample.user_s + sample.sys_s,
+            cpu_s_per_gb: cpu_s_per_gb(sample.user_s + sample.sys_s, input_bytes),
             endpoint_cpu_s: None,
             output_bytes,
             mb_per_s: mb_per_s(input_bytes, sample.wall_s),
@@ -83,6 +86,7 @@ pub struct Summary {
     pub output_bytes: f64,
     pub wall_s: f64,
     pub cpu_s: f64,
+    pub cpu_s_per_gb: f64,
     pub endpoint_cpu_s: Option<f64>,
 }
 
@@ -96,6 +100,7 @@ impl ContenderResult {
             output_bytes: of(|run| run.output_bytes as f64)?,
             wall_s: of(|run| run.wall_s)?,
             cpu_s: of(|run| run.cpu_s)?,
+            cpu_s_per_gb: of(|run| run.cpu_s_per_gb)?,
             endpoint_cpu_s: median(
                 &self
                     .runs

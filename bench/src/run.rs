@@ -494,6 +494,13 @@ fn method_notes(runs: u32) -> Vec<String> {
              interleaved (run 1 of every contender, then run 2, ...). MB/s counts input bytes, \
              MB = 10^6 bytes; ratio = input bytes / output bytes."
         ),
+        "CPU s/GB: user + system CPU seconds of the measured process (`getrusage`, all its \
+         threads) per GB of input, GB = 10^9 bytes, the median over the runs: what the work \
+         costs whatever the number of cores, which is what a Lambda invocation pays for. For \
+         the end-to-end contenders it is the worker process's CPU only: the embedded S3 \
+         endpoint runs in the bench process and its CPU is not counted there (it is in \
+         \"Where the end-to-end time goes\"; S3 does that work on its own machines)."
+            .to_owned(),
         "End to end (e2e): the measured process is `s3-compressor --config CFG compress \
          s3://bench/incoming/NAME` (GET, compress, multipart upload, HEAD verify; the source is \
          kept). The S3 endpoint it talks to is the embedded `s3-compressor-serve` endpoint \
