@@ -4,6 +4,7 @@
 //!
 //! See `bench/README.md` for what each measurement means and how it is taken.
 
+mod affinity;
 mod chart;
 mod cli;
 mod codec;

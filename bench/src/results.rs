@@ -39,6 +39,9 @@ pub struct ContenderResult {
     pub name: String,
     pub kind: Kind,
     pub format: Option<&'static str>,
+    /// The one CPU its measured process ran on, for the one-core contenders.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<usize>,
     pub runs: Vec<Run>,
     /// Why the runs stopped, if one failed (the later runs are then left out).
     #[serde(skip_serializing_if = "Option::is_none")]
