@@ -20,6 +20,7 @@ mod s3;
 mod small;
 mod startup;
 mod stats;
+mod targets;
 
 use std::process::ExitCode;
 

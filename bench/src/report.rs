@@ -4,8 +4,9 @@ use std::fmt::Write as _;
 
 use crate::contenders::{codec_name, end_to_end_name, proven_name, Kind, FORMATS};
 use crate::lambda::{compute_usd_per_tb, request_usd_per_tb, wall_s, MEMORIES_MB};
-use crate::results::{InputResult, Results, Target};
+use crate::results::{InputResult, Results};
 use crate::stats::{KIB, MB, MIB};
+use crate::targets::Target;
 
 pub fn markdown(results: &Results) -> String {
     let mut md = String::new();
@@ -292,14 +293,11 @@ fn target_row(md: &mut String, target: &Target) -> std::fmt::Result {
         Some(value) => format!("{value:.1}{}", target.unit),
         None => "not measured".to_owned(),
     };
-    let result = match target.met {
-        Some(true) => "met",
-        Some(false) => "missed",
-        None => "n/a",
-    };
     writeln!(
         md,
-        "| {} | {value} | {} | {result} |",
-        target.name, target.goal
+        "| {} | {value} | {} | {} |",
+        target.name,
+        target.goal,
+        target.result.text()
     )
 }

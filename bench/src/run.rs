@@ -15,9 +15,10 @@ use crate::contenders::{check_tools, Contender, Tool, FORMATS};
 use crate::inputs::{warm_page_cache, Corpus, Input, Repeated};
 use crate::machine::{git_commit, now_utc, Machine};
 use crate::measure::{describe, own_cpu_s, Measurer, Sample};
-use crate::results::{targets, ContenderResult, InputResult, Results, Run};
+use crate::results::{ContenderResult, InputResult, Results, Run};
 use crate::s3::{Endpoint, BUCKET};
 use crate::stats::{KIB, MB, MIB};
+use crate::targets::targets;
 
 /// One line per measurement on stderr, with the time since the start.
 #[derive(Debug)]
