@@ -252,13 +252,10 @@ fn lambda_table(md: &mut String, results: &Results) -> std::fmt::Result {
     write_section(
         md,
         "Lambda cost per TB (estimate, x86_64, us-east-1)",
-        "From the worker's CPU s/GB (the S3 endpoint's CPU is not in it). Lambda allocates CPU \
-         in proportion to memory, one full vCPU at 1,769 MB, so a CPU-bound invocation of M MB \
-         (M ≤ 1,769) runs about CPU s × 1769/M and is billed M/1024 GB × $0.0000166667 per \
-         GB-second: cost = CPU s × 1769/1024 × $0.0000166667, the same at 512 MB as at 1,769 MB \
-         (at 1,769 MB the worker's second thread gets no second vCPU). TB = 10^12 bytes of \
-         input. Requests cost $0.20 per million, one per object: the last column is that part \
-         for objects the size of this input, not included in the compute columns.",
+        "The compute price of the worker's CPU s/GB (the S3 endpoint's CPU is not in it), \
+         cost = CPU s × 1769/1024 × $0.0000166667 (the formula and what it assumes are in \
+         Notes): the same at 512 MB as at 1,769 MB. TB = 10^12 bytes of input. The last column \
+         is the request price for objects the size of this input, not in the compute columns.",
         "| input | contender | worker CPU s/GB | compute $/TB at 512 MB | compute $/TB at 1,769 MB | wall s/GB at 512 MB | requests $/TB |\n\
          |---|---|---:|---:|---:|---:|---:|",
         &rows,

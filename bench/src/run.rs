@@ -586,6 +586,18 @@ fn method_notes(runs: u32, one_core: &OneCore) -> Vec<String> {
          `Compressor::compress` call the worker makes, on the local file with 1 MiB buffered \
          reads and writes."
             .to_owned(),
+        "Lambda cost per TB (an estimate, x86_64, us-east-1, first pricing tier): Lambda \
+         allocates CPU in proportion to memory, one full vCPU at 1,769 MB, so a CPU-bound \
+         invocation of memory M ≤ 1,769 MB runs about CPU_s × 1769/M seconds, billed at M/1024 \
+         GB × $0.0000166667 per GB-second: cost = CPU_s × 1769/1024 × $0.0000166667, the same \
+         at 512 MB and at 1,769 MB for a CPU-bound worker (at 1,769 MB the worker's second \
+         thread gets no second vCPU); both columns are shown to make that point. CPU_s is the \
+         worker's median CPU time; wall s/GB at 512 MB = CPU s/GB × 1769/512, the timeout an \
+         object needs (900 s at most). Requests add $0.20 per million, one per object: for \
+         objects of a GB or more that is negligible ($0.0002 per TB of 1 GB objects), so the \
+         $/TB columns are the compute part alone. Time spent waiting on S3 and cold starts are \
+         not in the estimate."
+            .to_owned(),
         one_core_note(one_core),
         "CLI tools: the tools as a user runs them; stream tools write to stdout, which the bench \
          sends to a file itself (no shell)."
