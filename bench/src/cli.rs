@@ -84,6 +84,10 @@ pub struct MeasureArgs {
     /// Send the command's stdout to this file (default: discarded).
     #[arg(long, value_name = "FILE")]
     pub stdout: Option<PathBuf>,
+    /// Run the command on this CPU only, as `taskset -c CPU` would (this process itself stays
+    /// where it was while it waits).
+    #[arg(long)]
+    pub cpu: Option<usize>,
     /// Kill the command and fail after this many seconds.
     #[arg(long, default_value_t = 7200)]
     pub timeout_s: u64,

@@ -19,7 +19,18 @@ pub enum Contender {
     /// `s3-compressor-bench codec --prove`: the codec, and the proof the worker runs on it.
     Proven(&'static str),
     Tool(Tool),
+    /// The same as `EndToEnd`, `Codec` and `Tool`, the measured process on one CPU: what a
+    /// Lambda function of up to 1,769 MB (one vCPU) gets.
+    EndToEndOneCore(&'static str),
+    CodecOneCore(&'static str),
+    ToolOneCore(Tool),
 }
+
+/// The format measured on one core, end to end and as a codec.
+pub const ONE_CORE_FORMAT: &str = "zip";
+
+/// The tool measured on one core, beside [`ONE_CORE_FORMAT`].
+pub const ONE_CORE_TOOL: Tool = Tool::Zip;
 
 /// How a contender was run, as recorded in results.json.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -34,10 +45,13 @@ impl Contender {
     /// Every contender, in table order.
     pub fn all(tools: bool) -> Vec<Contender> {
         let mut all: Vec<Contender> = FORMATS.iter().map(|f| Contender::EndToEnd(f)).collect();
+        all.push(Contender::EndToEndOneCore(ONE_CORE_FORMAT));
         all.extend(FORMATS.iter().map(|f| Contender::Codec(f)));
+        all.push(Contender::CodecOneCore(ONE_CORE_FORMAT));
         all.extend(FORMATS.iter().map(|f| Contender::Proven(f)));
         if tools {
             all.extend(Tool::ALL.iter().copied().map(Contender::Tool));
+            all.push(Contender::ToolOneCore(ONE_CORE_TOOL));
         }
         all
     }
@@ -48,24 +62,37 @@ impl Contender {
             Contender::Codec(format) => codec_name(format),
             Contender::Proven(format) => proven_name(format),
             Contender::Tool(tool) => tool.name().to_owned(),
+            Contender::EndToEndOneCore(format) => end_to_end_one_core_name(format),
+            Contender::CodecOneCore(format) => one_core_name(&codec_name(format)),
+            Contender::ToolOneCore(tool) => one_core_name(tool.name()),
         }
     }
 
     pub fn kind(self) -> Kind {
         match self {
-            Contender::EndToEnd(_) => Kind::EndToEnd,
-            Contender::Codec(_) | Contender::Proven(_) => Kind::Codec,
-            Contender::Tool(_) => Kind::Tool,
+            Contender::EndToEnd(_) | Contender::EndToEndOneCore(_) => Kind::EndToEnd,
+            Contender::Codec(_) | Contender::Proven(_) | Contender::CodecOneCore(_) => Kind::Codec,
+            Contender::Tool(_) | Contender::ToolOneCore(_) => Kind::Tool,
         }
     }
 
     pub fn format(self) -> Option<&'static str> {
         match self {
-            Contender::EndToEnd(format) | Contender::Codec(format) | Contender::Proven(format) => {
-                Some(format)
-            }
-            Contender::Tool(_) => None,
+            Contender::EndToEnd(format)
+            | Contender::Codec(format)
+            | Contender::Proven(format)
+            | Contender::EndToEndOneCore(format)
+            | Contender::CodecOneCore(format) => Some(format),
+            Contender::Tool(_) | Contender::ToolOneCore(_) => None,
         }
+    }
+
+    /// Whether its measured process runs on one CPU.
+    pub fn one_core(self) -> bool {
+        matches!(
+            self,
+            Contender::EndToEndOneCore(_) | Contender::CodecOneCore(_) | Contender::ToolOneCore(_)
+        )
     }
 }
 
@@ -79,6 +106,15 @@ pub fn codec_name(format: &str) -> String {
 
 pub fn proven_name(format: &str) -> String {
     format!("{format} codec + proof")
+}
+
+pub fn end_to_end_one_core_name(format: &str) -> String {
+    format!("s3-compressor {format} (e2e, 1 core)")
+}
+
+/// A contender's name with its measured process on one CPU.
+pub fn one_core_name(name: &str) -> String {
+    format!("{name} (1 core)")
 }
 
 /// The CLI tools, at the levels that match the formats' defaults.

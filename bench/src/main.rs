@@ -4,11 +4,13 @@
 //!
 //! See `bench/README.md` for what each measurement means and how it is taken.
 
+mod affinity;
 mod chart;
 mod cli;
 mod codec;
 mod contenders;
 mod inputs;
+mod lambda;
 mod machine;
 mod measure;
 mod report;
@@ -18,6 +20,7 @@ mod s3;
 mod small;
 mod startup;
 mod stats;
+mod targets;
 
 use std::process::ExitCode;
 

@@ -17,6 +17,7 @@ use nix::sys::resource::{getrusage, UsageWho};
 use nix::sys::time::TimeVal;
 use serde::{Deserialize, Serialize};
 
+use crate::affinity;
 use crate::cli::MeasureArgs;
 
 /// What `measure` prints: one JSON line.
@@ -48,13 +49,13 @@ pub fn measure_child(args: &MeasureArgs) -> anyhow::Result<()> {
         ),
         None => Stdio::null(),
     };
+    let mut command = Command::new(program);
+    command.args(rest).stdin(Stdio::null()).stdout(stdout);
     let started = Instant::now();
-    let mut child = Command::new(program)
-        .args(rest)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .spawn()
-        .with_context(|| format!("cannot start {}", program.to_string_lossy()))?;
+    let mut child = match args.cpu {
+        Some(cpu) => spawn_on(&mut command, cpu)?,
+        None => spawn(&mut command)?,
+    };
     let status = wait(&mut child, Duration::from_secs(args.timeout_s))?;
     let wall = started.elapsed();
     let usage = getrusage(UsageWho::RUSAGE_CHILDREN).context("getrusage(RUSAGE_CHILDREN)")?;
@@ -68,6 +69,23 @@ pub fn measure_child(args: &MeasureArgs) -> anyhow::Result<()> {
     };
     println!("{}", serde_json::to_string(&sample)?);
     Ok(())
+}
+
+fn spawn(command: &mut Command) -> anyhow::Result<Child> {
+    command
+        .spawn()
+        .with_context(|| format!("cannot start {}", describe(command)))
+}
+
+/// Spawns `command` on `cpu` alone: this process moves there, the child inherits it, and this
+/// process moves back, so that its polling does not share the measured CPU.
+fn spawn_on(command: &mut Command, cpu: usize) -> anyhow::Result<Child> {
+    let original = affinity::own()?;
+    affinity::set_own(&affinity::cpu_set(&[cpu])?)
+        .with_context(|| format!("cannot run on CPU {cpu}"))?;
+    let child = spawn(command);
+    affinity::set_own(&original)?;
+    child
 }
 
 pub fn seconds(time: TimeVal) -> f64 {
@@ -118,8 +136,14 @@ impl Measurer {
     }
 
     /// Runs `command` (its program, arguments and environment changes) under `measure`, its
-    /// stdout into `stdout` if given. A command that fails is an error carrying its stderr.
-    pub fn measure(&self, command: &Command, stdout: Option<&Path>) -> anyhow::Result<Sample> {
+    /// stdout into `stdout` if given, on CPU `cpu` alone if given. A command that fails is an
+    /// error carrying its stderr.
+    pub fn measure(
+        &self,
+        command: &Command,
+        stdout: Option<&Path>,
+        cpu: Option<usize>,
+    ) -> anyhow::Result<Sample> {
         let what = describe(command);
         let log = File::create(&self.log)
             .with_context(|| format!("cannot create {}", self.log.display()))?;
@@ -127,6 +151,9 @@ impl Measurer {
         wrapper.arg("measure");
         if let Some(stdout) = stdout {
             wrapper.arg("--stdout").arg(stdout);
+        }
+        if let Some(cpu) = cpu {
+            wrapper.arg("--cpu").arg(cpu.to_string());
         }
         wrapper
             .arg("--")

@@ -2,9 +2,11 @@
 
 use std::fmt::Write as _;
 
-use crate::contenders::{codec_name, end_to_end_name, proven_name, FORMATS};
-use crate::results::{InputResult, Results, Target};
+use crate::contenders::{codec_name, end_to_end_name, proven_name, Kind, FORMATS};
+use crate::lambda::{compute_usd_per_tb, request_usd_per_tb, wall_s, MEMORIES_MB};
+use crate::results::{InputResult, Results};
 use crate::stats::{KIB, MB, MIB};
+use crate::targets::Target;
 
 pub fn markdown(results: &Results) -> String {
     let mut md = String::new();
@@ -63,6 +65,7 @@ fn write_markdown(md: &mut String, results: &Results) -> std::fmt::Result {
     }
 
     cpu_table(md, results)?;
+    lambda_table(md, results)?;
 
     if let Some(small) = &results.small_objects {
         writeln!(md, "## Many small objects (`s3-compressor serve`)\n")?;
@@ -146,9 +149,9 @@ fn input_table(md: &mut String, input: &InputResult) -> std::fmt::Result {
     }
     writeln!(
         md,
-        "| contender | MB/s (median) | ratio | peak RSS MiB (median) | runs (MB/s) |"
+        "| contender | MB/s (median) | CPU s/GB (median) | ratio | peak RSS MiB (median) | runs (MB/s) |"
     )?;
-    writeln!(md, "|---|---:|---:|---:|---|")?;
+    writeln!(md, "|---|---:|---:|---:|---:|---|")?;
     for contender in &input.contenders {
         let runs = contender
             .runs
@@ -159,12 +162,16 @@ fn input_table(md: &mut String, input: &InputResult) -> std::fmt::Result {
         match contender.summary() {
             Some(summary) => writeln!(
                 md,
-                "| {} | {:.1} | {:.3} | {:.1} | {runs} |",
-                contender.name, summary.mb_per_s, summary.ratio, summary.peak_rss_mib
+                "| {} | {:.1} | {:.2} | {:.3} | {:.1} | {runs} |",
+                contender.name,
+                summary.mb_per_s,
+                summary.cpu_s_per_gb,
+                summary.ratio,
+                summary.peak_rss_mib
             )?,
             None => writeln!(
                 md,
-                "| {} | failed | | | see Failed measurements |",
+                "| {} | failed | | | | see Failed measurements |",
                 contender.name
             )?,
         }
@@ -204,23 +211,72 @@ fn cpu_table(md: &mut String, results: &Results) -> std::fmt::Result {
             ));
         }
     }
-    if rows.is_empty() {
-        return Ok(());
-    }
-    writeln!(md, "## Where the end-to-end time goes (medians, seconds)\n")?;
-    writeln!(
+    write_section(
         md,
+        "Where the end-to-end time goes (medians, seconds)",
         "Worker CPU is the `compress` process's user + system time; endpoint CPU is what the \
          benchmark process (the embedded S3 endpoint) used meanwhile, on the same cores. The \
          proof (decoding every output as it is written and comparing its CRC-64/NVME with the \
          input's, before any source is deleted) is on in the worker; `codec + proof` runs it \
-         beside the codec alone, and the last column is what it adds.\n"
-    )?;
-    writeln!(
+         beside the codec alone, and the last column is what it adds.",
+        "| input | format | e2e wall | worker CPU | endpoint CPU | codec-only wall | codec-only CPU | codec + proof CPU | proof cost |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|",
+        &rows,
+    )
+}
+
+/// USD per TB of input on Lambda, from each end-to-end run's worker CPU (see [`crate::lambda`]).
+fn lambda_table(md: &mut String, results: &Results) -> std::fmt::Result {
+    let mut rows = Vec::new();
+    for input in &results.inputs {
+        for contender in &input.contenders {
+            let Some(summary) = contender.summary() else {
+                continue;
+            };
+            if contender.kind != Kind::EndToEnd {
+                continue;
+            }
+            let per_gb = summary.cpu_s_per_gb;
+            let usd =
+                MEMORIES_MB.map(|memory| format!("{:.3}", compute_usd_per_tb(per_gb, memory)));
+            rows.push(format!(
+                "| {} | {} | {per_gb:.2} | {} | {:.1} | {:.4} |",
+                input.name,
+                contender.name,
+                usd.join(" | "),
+                wall_s(per_gb, MEMORIES_MB[0]),
+                request_usd_per_tb(input.bytes),
+            ));
+        }
+    }
+    write_section(
         md,
-        "| input | format | e2e wall | worker CPU | endpoint CPU | codec-only wall | codec-only CPU | codec + proof CPU | proof cost |"
-    )?;
-    writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|")?;
+        "Lambda cost per TB (estimate, x86_64, us-east-1)",
+        "The compute price of the worker's CPU s/GB (the S3 endpoint's CPU is not in it), \
+         cost = CPU s × 1769/1024 × $0.0000166667 (the formula and what it assumes are in \
+         Notes): the same at 512 MB as at 1,769 MB. TB = 10^12 bytes of input. The last column \
+         is the request price for objects the size of this input, not in the compute columns.",
+        "| input | contender | worker CPU s/GB | compute $/TB at 512 MB | compute $/TB at 1,769 MB | wall s/GB at 512 MB | requests $/TB |\n\
+         |---|---|---:|---:|---:|---:|---:|",
+        &rows,
+    )
+}
+
+/// A section with a paragraph and a table: `head` is the table's header and alignment lines.
+/// Nothing is written when there are no rows.
+fn write_section(
+    md: &mut String,
+    heading: &str,
+    paragraph: &str,
+    head: &str,
+    rows: &[String],
+) -> std::fmt::Result {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    writeln!(md, "## {heading}\n")?;
+    writeln!(md, "{paragraph}\n")?;
+    writeln!(md, "{head}")?;
     for row in rows {
         writeln!(md, "{row}")?;
     }
@@ -234,14 +290,11 @@ fn target_row(md: &mut String, target: &Target) -> std::fmt::Result {
         Some(value) => format!("{value:.1}{}", target.unit),
         None => "not measured".to_owned(),
     };
-    let result = match target.met {
-        Some(true) => "met",
-        Some(false) => "missed",
-        None => "n/a",
-    };
     writeln!(
         md,
-        "| {} | {value} | {} | {result} |",
-        target.name, target.goal
+        "| {} | {value} | {} | {} |",
+        target.name,
+        target.goal,
+        target.result.text()
     )
 }

@@ -2,10 +2,11 @@
 
 use serde::Serialize;
 
-use crate::contenders::{codec_name, end_to_end_name, Kind, Tool, FORMATS};
+use crate::contenders::Kind;
 use crate::machine::Machine;
 use crate::measure::Sample;
-use crate::stats::{mb_per_s, median, ratio, KIB, MIB};
+use crate::stats::{cpu_s_per_gb, mb_per_s, median, ratio, KIB, MIB};
+use crate::targets::Target;
 
 /// Everything a run measured.
 #[derive(Debug, Serialize)]
@@ -39,6 +40,9 @@ pub struct ContenderResult {
     pub name: String,
     pub kind: Kind,
     pub format: Option<&'static str>,
+    /// The one CPU its measured process ran on, for the one-core contenders.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<usize>,
     pub runs: Vec<Run>,
     /// Why the runs stopped, if one failed (the later runs are then left out).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -52,6 +56,8 @@ pub struct Run {
     pub maxrss_kib: u64,
     /// CPU seconds (user + system) of the measured process.
     pub cpu_s: f64,
+    /// `cpu_s` per GB (10^9 bytes) of input.
+    pub cpu_s_per_gb: f64,
     /// End to end only: CPU seconds the bench process (the S3 endpoint) used meanwhile.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint_cpu_s: Option<f64>,
@@ -66,6 +72,7 @@ impl Run {
             wall_s: sample.wall_s,
             maxrss_kib: sample.maxrss_kib,
             cpu_s: sample.user_s + sample.sys_s,
+            cpu_s_per_gb: cpu_s_per_gb(sample.user_s + sample.sys_s, input_bytes),
             endpoint_cpu_s: None,
             output_bytes,
             mb_per_s: mb_per_s(input_bytes, sample.wall_s),
@@ -83,6 +90,7 @@ pub struct Summary {
     pub output_bytes: f64,
     pub wall_s: f64,
     pub cpu_s: f64,
+    pub cpu_s_per_gb: f64,
     pub endpoint_cpu_s: Option<f64>,
 }
 
@@ -96,6 +104,7 @@ impl ContenderResult {
             output_bytes: of(|run| run.output_bytes as f64)?,
             wall_s: of(|run| run.wall_s)?,
             cpu_s: of(|run| run.cpu_s)?,
+            cpu_s_per_gb: of(|run| run.cpu_s_per_gb)?,
             endpoint_cpu_s: median(
                 &self
                     .runs
@@ -140,138 +149,4 @@ pub struct SmallRun {
 pub struct StartupResult {
     pub runs_ms: Vec<f64>,
     pub median_ms: Option<f64>,
-}
-
-/// One row of the Targets table.
-#[derive(Debug, Serialize)]
-pub struct Target {
-    pub name: String,
-    /// `None` when the inputs it needs were not measured.
-    pub value: Option<f64>,
-    pub unit: &'static str,
-    pub goal: String,
-    pub met: Option<bool>,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Goal {
-    AtLeast(f64),
-    AtMost(f64),
-}
-
-fn target(name: String, value: Option<f64>, unit: &'static str, goal: Goal) -> Target {
-    // A relative difference is written with its sign: "≤ +3%".
-    let sign = if unit == "%" { "+" } else { "" };
-    let (goal, met) = match goal {
-        Goal::AtLeast(bound) => (format!("≥ {sign}{bound}{unit}"), value.map(|v| v >= bound)),
-        Goal::AtMost(bound) => (format!("≤ {sign}{bound}{unit}"), value.map(|v| v <= bound)),
-    };
-    Target {
-        name,
-        value,
-        unit,
-        goal,
-        met,
-    }
-}
-
-/// The input the throughput targets are about.
-pub const TARGET_INPUT: &str = "logs.jsonl";
-
-/// The Targets table, from the medians.
-pub fn targets(
-    inputs: &[InputResult],
-    small: Option<&SmallResult>,
-    startup: Option<&StartupResult>,
-) -> Vec<Target> {
-    let logs = inputs
-        .iter()
-        .find(|input| input.name == TARGET_INPUT && !input.streamed);
-    let get = |name: &str| logs.and_then(|input| input.summary(name));
-    let speedup = |ours: &str, theirs: &str| {
-        let (ours, theirs) = (get(ours)?, get(theirs)?);
-        Some(ours.mb_per_s / theirs.mb_per_s)
-    };
-    let zip = end_to_end_name("zip");
-    let gzip = end_to_end_name("gzip");
-    let zstd = end_to_end_name("zstd");
-
-    let mut rows = vec![
-        target(
-            format!("{zip} ÷ `{}` throughput ({TARGET_INPUT})", Tool::Zip.name()),
-            speedup(&zip, Tool::Zip.name()),
-            "×",
-            Goal::AtLeast(2.5),
-        ),
-        target(
-            format!(
-                "{zip} output size vs `{}` ({TARGET_INPUT})",
-                Tool::Zip.name()
-            ),
-            get(&zip)
-                .zip(get(Tool::Zip.name()))
-                .map(|(ours, theirs)| (ours.output_bytes / theirs.output_bytes - 1.0) * 100.0),
-            "%",
-            Goal::AtMost(3.0),
-        ),
-        target(
-            format!(
-                "{gzip} ÷ `{}` throughput ({TARGET_INPUT})",
-                Tool::Pigz.name()
-            ),
-            speedup(&gzip, Tool::Pigz.name()),
-            "×",
-            Goal::AtLeast(1.5),
-        ),
-        target(
-            format!(
-                "{zstd} ÷ `{}` throughput ({TARGET_INPUT})",
-                Tool::ZstdT2.name()
-            ),
-            speedup(&zstd, Tool::ZstdT2.name()),
-            "×",
-            Goal::AtLeast(0.9),
-        ),
-    ];
-    for format in FORMATS {
-        rows.push(target(
-            format!(
-                "{} ÷ {} throughput ({TARGET_INPUT})",
-                end_to_end_name(format),
-                codec_name(format)
-            ),
-            speedup(&end_to_end_name(format), &codec_name(format)),
-            "×",
-            Goal::AtLeast(0.9),
-        ));
-    }
-    for format in FORMATS {
-        rows.push(target(
-            format!("peak RSS of {} ({TARGET_INPUT})", end_to_end_name(format)),
-            get(&end_to_end_name(format)).map(|s| s.peak_rss_mib),
-            " MiB",
-            Goal::AtMost(64.0),
-        ));
-    }
-    for big in inputs.iter().filter(|input| input.streamed) {
-        rows.push(target(
-            format!("peak RSS of {zip} ({})", big.name),
-            big.summary(&zip).map(|s| s.peak_rss_mib),
-            " MiB",
-            Goal::AtMost(64.0),
-        ));
-    }
-    rows.push(target(
-        "many small objects through `s3-compressor serve`".to_owned(),
-        small.and_then(|small| small.objects_per_s),
-        " objects/s",
-        Goal::AtLeast(500.0),
-    ));
-    rows.push(target(
-        "start-up (`s3-compressor lambda` to its first Runtime API connection)".to_owned(),
-        startup.and_then(|startup| startup.median_ms),
-        " ms",
-        Goal::AtMost(50.0),
-    ));
-    rows
 }

@@ -9,14 +9,16 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 
+use crate::affinity::OneCore;
 use crate::cli::RunArgs;
 use crate::contenders::{check_tools, Contender, Tool, FORMATS};
 use crate::inputs::{warm_page_cache, Corpus, Input, Repeated};
 use crate::machine::{git_commit, now_utc, Machine};
-use crate::measure::{describe, own_cpu_s, Measurer};
-use crate::results::{targets, ContenderResult, InputResult, Results, Run};
+use crate::measure::{describe, own_cpu_s, Measurer, Sample};
+use crate::results::{ContenderResult, InputResult, Results, Run};
 use crate::s3::{Endpoint, BUCKET};
 use crate::stats::{KIB, MB, MIB};
+use crate::targets::targets;
 
 /// One line per measurement on stderr, with the time since the start.
 #[derive(Debug)]
@@ -49,6 +51,8 @@ struct Context {
     configs: BTreeMap<&'static str, PathBuf>,
     /// Where codec and tool outputs go (one at a time).
     local: PathBuf,
+    /// Where the one-core contenders run, and where the bench's threads go meanwhile.
+    one_core: OneCore,
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
@@ -101,6 +105,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         binary,
         exe,
         local,
+        one_core: OneCore::plan()?,
     };
     progress.line(format_args!(
         "embedded S3 endpoint at {} (data in {})",
@@ -145,7 +150,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         }
     }
     let Context {
-        endpoint, binary, ..
+        endpoint,
+        binary,
+        one_core,
+        ..
     } = context;
     endpoint.shutdown();
 
@@ -185,7 +193,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         }
     }
 
-    notes.extend(method_notes(args.runs));
+    notes.extend(method_notes(args.runs, &one_core));
     let results = Results {
         command,
         date_utc,
@@ -288,24 +296,25 @@ fn measure_input(
 
     let mut results: Vec<ContenderResult> = contenders
         .iter()
-        .map(|contender| ContenderResult {
-            name: contender.name(),
-            kind: contender.kind(),
-            format: contender.format(),
-            runs: Vec::new(),
-            error: None,
-        })
+        .map(|contender| new_result(context, *contender))
         .collect();
     for run in 1..=runs {
         for (contender, result) in contenders.iter().zip(&mut results) {
             if result.error.is_some() {
                 continue;
             }
+            let cores = Cores::of(*contender);
             let measured = match *contender {
-                Contender::EndToEnd(format) => end_to_end(context, format, &key, input.bytes),
-                Contender::Codec(format) => codec(context, format, input, false),
-                Contender::Proven(format) => codec(context, format, input, true),
-                Contender::Tool(tool) => tool_run(context, tool, input),
+                Contender::EndToEnd(format) | Contender::EndToEndOneCore(format) => {
+                    end_to_end(context, format, &key, input.bytes, cores)
+                }
+                Contender::Codec(format) | Contender::CodecOneCore(format) => {
+                    codec(context, format, input, Proof::Off, cores)
+                }
+                Contender::Proven(format) => codec(context, format, input, Proof::On, cores),
+                Contender::Tool(tool) | Contender::ToolOneCore(tool) => {
+                    tool_run(context, tool, input, cores)
+                }
             };
             record(progress, &input.name, result, run, runs, measured);
         }
@@ -346,16 +355,9 @@ fn measure_big(
         "uploaded {uploaded} bytes of {bytes} for {key}"
     );
 
-    let contender = Contender::EndToEnd("zip");
-    let mut result = ContenderResult {
-        name: contender.name(),
-        kind: contender.kind(),
-        format: contender.format(),
-        runs: Vec::new(),
-        error: None,
-    };
+    let mut result = new_result(context, Contender::EndToEnd("zip"));
     for run in 1..=runs {
-        let measured = end_to_end(context, "zip", &key, bytes);
+        let measured = end_to_end(context, "zip", &key, bytes, Cores::All);
         record(progress, &name, &mut result, run, runs, measured);
         if result.error.is_some() {
             break;
@@ -369,6 +371,62 @@ fn measure_big(
         streamed: true,
         contenders: vec![result],
     })
+}
+
+/// A contender's results, before its first run.
+fn new_result(context: &Context, contender: Contender) -> ContenderResult {
+    ContenderResult {
+        name: contender.name(),
+        kind: contender.kind(),
+        format: contender.format(),
+        cpu: contender.one_core().then_some(context.one_core.cpu),
+        runs: Vec::new(),
+        error: None,
+    }
+}
+
+/// Which CPUs a measured process may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cores {
+    /// Every CPU the bench may use.
+    All,
+    /// [`OneCore::cpu`] alone, the bench's threads moved off it meanwhile.
+    One,
+}
+
+impl Cores {
+    fn of(contender: Contender) -> Self {
+        if contender.one_core() {
+            Cores::One
+        } else {
+            Cores::All
+        }
+    }
+}
+
+/// Whether `codec` also proves its output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proof {
+    Off,
+    On,
+}
+
+/// Measures `command` on the CPUs `cores` says.
+fn measure(
+    context: &Context,
+    command: &Command,
+    stdout: Option<&Path>,
+    cores: Cores,
+) -> anyhow::Result<Sample> {
+    match cores {
+        Cores::All => context.measurer.measure(command, stdout, None),
+        Cores::One => {
+            let _moved = context.one_core.clear_for_measurement()?;
+            context
+                .measurer
+                .measure(command, stdout, Some(context.one_core.cpu))
+        }
+    }
 }
 
 /// Adds a run to `result` and reports it, or records why it failed (its later runs are then
@@ -404,7 +462,13 @@ fn record(
 
 /// `s3-compressor --config CFG compress s3://BUCKET/KEY`, its output removed first so the
 /// worker compresses rather than finding its earlier output.
-fn end_to_end(context: &Context, format: &str, key: &str, bytes: u64) -> anyhow::Result<Run> {
+fn end_to_end(
+    context: &Context,
+    format: &str,
+    key: &str,
+    bytes: u64,
+    cores: Cores,
+) -> anyhow::Result<Run> {
     let s3 = &context.endpoint.s3;
     let prefix = output_prefix(format);
     s3.delete_prefix(BUCKET, &prefix)?;
@@ -420,7 +484,7 @@ fn end_to_end(context: &Context, format: &str, key: &str, bytes: u64) -> anyhow:
         .arg("compress")
         .arg(format!("s3://{BUCKET}/{key}"));
     let cpu_before = own_cpu_s()?;
-    let sample = context.measurer.measure(&command, None)?;
+    let sample = measure(context, &command, None, cores)?;
     let endpoint_cpu_s = own_cpu_s()? - cpu_before;
     let outputs = s3.list(BUCKET, &prefix)?;
     let [output] = outputs.as_slice() else {
@@ -437,23 +501,29 @@ fn end_to_end(context: &Context, format: &str, key: &str, bytes: u64) -> anyhow:
 }
 
 /// `s3-compressor-bench codec --format FORMAT [--prove] INPUT OUTPUT`.
-fn codec(context: &Context, format: &str, input: &Input, prove: bool) -> anyhow::Result<Run> {
+fn codec(
+    context: &Context,
+    format: &str,
+    input: &Input,
+    proof: Proof,
+    cores: Cores,
+) -> anyhow::Result<Run> {
     let output = context.local.join(format!("codec.{format}"));
     remove_if_present(&output)?;
     let mut command = Command::new(&context.exe);
     command.args(["codec", "--format", format]);
-    if prove {
+    if proof == Proof::On {
         command.arg("--prove");
     }
     command.arg(&input.path).arg(&output);
-    let sample = context.measurer.measure(&command, None)?;
+    let sample = measure(context, &command, None, cores)?;
     let size = output_size(&output)?;
     remove_if_present(&output)?;
     Ok(Run::new(input.bytes, &sample, size))
 }
 
 /// A CLI tool; stream tools write to stdout, which the bench (not a shell) sends to a file.
-fn tool_run(context: &Context, tool: Tool, input: &Input) -> anyhow::Result<Run> {
+fn tool_run(context: &Context, tool: Tool, input: &Input, cores: Cores) -> anyhow::Result<Run> {
     let extension = match tool {
         Tool::Zip => "zip",
         Tool::Gzip | Tool::Pigz => "gz",
@@ -463,9 +533,12 @@ fn tool_run(context: &Context, tool: Tool, input: &Input) -> anyhow::Result<Run>
     let output = context.local.join(format!("tool.{extension}"));
     remove_if_present(&output)?;
     let (command, to_stdout) = tool.command(&input.path, &output);
-    let sample = context
-        .measurer
-        .measure(&command, to_stdout.then_some(output.as_path()))?;
+    let sample = measure(
+        context,
+        &command,
+        to_stdout.then_some(output.as_path()),
+        cores,
+    )?;
     let size = output_size(&output)?;
     remove_if_present(&output)?;
     Ok(Run::new(input.bytes, &sample, size))
@@ -487,13 +560,20 @@ fn remove_if_present(path: &Path) -> anyhow::Result<()> {
 }
 
 /// How the numbers were taken, for the reader of results.md.
-fn method_notes(runs: u32) -> Vec<String> {
+fn method_notes(runs: u32, one_core: &OneCore) -> Vec<String> {
     vec![
         format!(
             "Every number is the median of {runs} run(s) on this machine in this run; runs are \
              interleaved (run 1 of every contender, then run 2, ...). MB/s counts input bytes, \
              MB = 10^6 bytes; ratio = input bytes / output bytes."
         ),
+        "CPU s/GB: user + system CPU seconds of the measured process (`getrusage`, all its \
+         threads) per GB of input, GB = 10^9 bytes, the median over the runs: what the work \
+         costs whatever the number of cores, which is what a Lambda invocation pays for. For \
+         the end-to-end contenders it is the worker process's CPU only: the embedded S3 \
+         endpoint runs in the bench process and its CPU is not counted there (it is in \
+         \"Where the end-to-end time goes\"; S3 does that work on its own machines)."
+            .to_owned(),
         "End to end (e2e): the measured process is `s3-compressor --config CFG compress \
          s3://bench/incoming/NAME` (GET, compress, multipart upload, HEAD verify; the source is \
          kept). The S3 endpoint it talks to is the embedded `s3-compressor-serve` endpoint \
@@ -506,6 +586,19 @@ fn method_notes(runs: u32) -> Vec<String> {
          `Compressor::compress` call the worker makes, on the local file with 1 MiB buffered \
          reads and writes."
             .to_owned(),
+        "Lambda cost per TB (an estimate, x86_64, us-east-1, first pricing tier): Lambda \
+         allocates CPU in proportion to memory, one full vCPU at 1,769 MB, so a CPU-bound \
+         invocation of memory M ≤ 1,769 MB runs about CPU_s × 1769/M seconds, billed at M/1024 \
+         GB × $0.0000166667 per GB-second: cost = CPU_s × 1769/1024 × $0.0000166667, the same \
+         at 512 MB and at 1,769 MB for a CPU-bound worker (at 1,769 MB the worker's second \
+         thread gets no second vCPU); both columns are shown to make that point. CPU_s is the \
+         worker's median CPU time; wall s/GB at 512 MB = CPU s/GB × 1769/512, the timeout an \
+         object needs (900 s at most). Requests add $0.20 per million, one per object: for \
+         objects of a GB or more that is negligible ($0.0002 per TB of 1 GB objects), so the \
+         $/TB columns are the compute part alone. Time spent waiting on S3 and cold starts are \
+         not in the estimate."
+            .to_owned(),
+        one_core_note(one_core),
         "CLI tools: the tools as a user runs them; stream tools write to stdout, which the bench \
          sends to a file itself (no shell)."
             .to_owned(),
@@ -527,6 +620,32 @@ fn method_notes(runs: u32) -> Vec<String> {
          uncounted run; measured first, before anything else loads the machine."
             .to_owned(),
     ]
+}
+
+/// How the one-core contenders ran, and where the endpoint was meanwhile.
+fn one_core_note(one_core: &OneCore) -> String {
+    let cpu = one_core.cpu;
+    let bench = if one_core.others.is_empty() {
+        format!(
+            "this machine lets the bench use CPU {cpu} only, so the embedded S3 endpoint shared \
+             it with the e2e worker"
+        )
+    } else {
+        let others: Vec<String> = one_core.others.iter().map(usize::to_string).collect();
+        format!(
+            "meanwhile every thread of the bench process, the embedded S3 endpoint's among them, \
+             was moved to CPU {} (`sched_setaffinity` on each of /proc/self/task/*) and moved \
+             back after",
+            others.join(",")
+        )
+    };
+    format!(
+        "One core (`(e2e, 1 core)`, `(1 core)`): the measured process runs on CPU {cpu} alone, \
+         as `taskset -c {cpu} CMD` runs it (`measure` sets its CPU affinity before it starts the \
+         command, which inherits it); Rust's `available_parallelism` honours it, so the worker \
+         and the codec use one thread, as in a Lambda function of up to 1,769 MB (one vCPU); \
+         {bench}."
+    )
 }
 
 fn write_outputs(out: &Path, results: &Results) -> anyhow::Result<()> {

@@ -2,6 +2,8 @@
 
 /// MB as in MB/s: 10^6 bytes.
 pub const MB: f64 = 1e6;
+/// GB as in CPU seconds per GB: 10^9 bytes.
+pub const GB: f64 = 1e9;
 pub const KIB: f64 = 1024.0;
 pub const MIB: f64 = 1024.0 * 1024.0;
 
@@ -26,6 +28,16 @@ pub fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
     }
 }
 
+/// CPU seconds per GB of input: what compressing costs whatever the number of cores, which
+/// is what a Lambda invocation pays for.
+pub fn cpu_s_per_gb(cpu_s: f64, input_bytes: u64) -> f64 {
+    if input_bytes > 0 {
+        cpu_s / (input_bytes as f64 / GB)
+    } else {
+        f64::INFINITY
+    }
+}
+
 /// Input size over output size.
 pub fn ratio(input: u64, output: u64) -> f64 {
     if output > 0 {
@@ -45,5 +57,12 @@ mod tests {
         assert_eq!(median(&[3.0]), Some(3.0));
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+    }
+
+    #[test]
+    fn cpu_seconds_per_gb_count_decimal_gigabytes() {
+        assert_eq!(cpu_s_per_gb(3.0, 2_000_000_000), 1.5);
+        assert_eq!(cpu_s_per_gb(0.5, 250_000_000), 2.0);
+        assert_eq!(cpu_s_per_gb(1.0, 0), f64::INFINITY);
     }
 }

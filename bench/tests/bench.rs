@@ -18,13 +18,15 @@ const TOOLS: [&str; 4] = ["zip", "gzip", "pigz", "zstd"];
 const INSTALL: &str = "apt-get install -y zip gzip pigz zstd";
 
 const INPUTS: [&str; 3] = ["logs.jsonl", "records.csv", "random.bin"];
-const CONTENDERS: [&str; 14] = [
+const CONTENDERS: [&str; 17] = [
     "s3-compressor zip (e2e)",
     "s3-compressor gzip (e2e)",
     "s3-compressor zstd (e2e)",
+    "s3-compressor zip (e2e, 1 core)",
     "zip codec only",
     "gzip codec only",
     "zstd codec only",
+    "zip codec only (1 core)",
     "zip codec + proof",
     "gzip codec + proof",
     "zstd codec + proof",
@@ -33,6 +35,7 @@ const CONTENDERS: [&str; 14] = [
     "pigz -6 -p 2",
     "zstd -3",
     "zstd -3 -T2",
+    "zip -6 (1 core)",
 ];
 const SMALL_FILES: usize = 50;
 
@@ -145,6 +148,20 @@ fn section<'a>(markdown: &'a str, heading: &str) -> Vec<&'a str> {
     lines.take_while(|line| !line.starts_with("## ")).collect()
 }
 
+/// The body rows of a table whose header starts with `| input`.
+fn table_rows<'a>(lines: &[&'a str]) -> Vec<&'a str> {
+    lines
+        .iter()
+        .copied()
+        .filter(|row| row.starts_with("| ") && !row.starts_with("| input"))
+        .collect()
+}
+
+/// A table row's cells, trimmed.
+fn cells(row: &str) -> Vec<&str> {
+    row.trim_matches('|').split(" | ").map(str::trim).collect()
+}
+
 #[test]
 fn the_benchmark_measures_every_contender_on_a_tiny_corpus() {
     if !have(&TOOLS, INSTALL) {
@@ -185,14 +202,34 @@ fn the_benchmark_measures_every_contender_on_a_tiny_corpus() {
             );
         }
     }
+    // CPU s/GB, beside MB/s: a number in every row.
+    for input in INPUTS {
+        for row in section(&markdown, &format!("## Input: {input} "))
+            .into_iter()
+            .filter(|row| row.starts_with("| ") && !row.starts_with("| contender"))
+        {
+            let cells = cells(row);
+            assert!(
+                cells[2].parse::<f64>().is_ok_and(|v| v > 0.0),
+                "no CPU s/GB in {row}"
+            );
+        }
+    }
+    // The Lambda cost: one row per end-to-end contender and input, the same USD per TB at
+    // 512 MB and at 1,769 MB.
+    let cost_rows = table_rows(&section(&markdown, "## Lambda cost per TB"));
+    assert_eq!(cost_rows.len(), INPUTS.len() * 4, "{markdown}");
+    for row in cost_rows {
+        let cells = cells(row);
+        assert!(cells[1].contains("(e2e"), "{row}");
+        let usd: Vec<f64> = cells[3..5].iter().map(|c| c.parse().unwrap()).collect();
+        assert!(usd[0] > 0.0 && usd[0] == usd[1], "{row}");
+    }
     for heading in ["## Many small objects", "## Start-up", "## Targets"] {
         assert!(!section(&markdown, heading).is_empty(), "{heading}");
     }
     // What the proof costs, per input and format: a percentage in the last column.
-    let cost_rows: Vec<&str> = section(&markdown, "## Where the end-to-end time goes")
-        .into_iter()
-        .filter(|row| row.starts_with("| ") && !row.starts_with("| input"))
-        .collect();
+    let cost_rows = table_rows(&section(&markdown, "## Where the end-to-end time goes"));
     assert_eq!(cost_rows.len(), INPUTS.len() * 3, "{markdown}");
     for row in cost_rows {
         let cost = row
@@ -234,6 +271,10 @@ fn the_benchmark_measures_every_contender_on_a_tiny_corpus() {
             let rss_kib = run["maxrss_kib"].as_u64().unwrap();
             assert!(rss_kib > 0 && rss_kib < 1 << 20, "{what}");
             assert!(run["mb_per_s"].as_f64().unwrap() > 0.0, "{what}");
+            assert!(run["cpu_s_per_gb"].as_f64().unwrap() > 0.0, "{what}");
+            // The one-core contenders name their CPU; the others run on any.
+            let one_core = contender["name"].as_str().unwrap().contains("1 core");
+            assert_eq!(contender["cpu"].is_u64(), one_core, "{what}");
         }
     }
     assert_eq!(json["small_objects"]["files"], SMALL_FILES, "{json:#}");
