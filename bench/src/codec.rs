@@ -58,13 +58,14 @@ pub fn codec(args: &CodecArgs) -> anyhow::Result<()> {
         .flush()
         .with_context(|| format!("cannot write {}", args.output.display()))?;
     println!(
-        "{}: {} -> {} bytes ({}, level {:?}, {} threads)",
+        "{}: {} -> {} bytes ({}, level {:?}, {} threads, stored: {} bytes)",
         args.input.display(),
         stats.bytes_in,
         stats.bytes_out,
         args.format,
         compressor.settings().level,
-        compressor.settings().threads
+        compressor.settings().threads,
+        stats.stored
     );
     Ok(())
 }

@@ -150,6 +150,18 @@ impl<'a> On<'a> {
     fn percent_more(self, ours: &str, theirs: &str, of: fn(&Summary) -> f64) -> Option<f64> {
         Some((self.ratio(ours, theirs, of)? - 1.0) * 100.0)
     }
+
+    /// `ours` minus `theirs`, in percent of `base`.
+    fn percent_of(
+        self,
+        ours: &str,
+        theirs: &str,
+        base: &str,
+        of: fn(&Summary) -> f64,
+    ) -> Option<f64> {
+        let difference = of(&self.get(ours)?) - of(&self.get(theirs)?);
+        Some(difference / of(&self.get(base)?) * 100.0)
+    }
 }
 
 fn cpu_s_per_gb(summary: &Summary) -> f64 {
@@ -279,18 +291,20 @@ fn stored_size_limit(input_bytes: f64) -> f64 {
     input_bytes * 1.001 + KIB
 }
 
-/// The worker's CPU beyond the codec's (download, upload, checksums, proof) within 5% of it.
+/// The worker's CPU beyond the codec's and its proof's (download, upload, copies, HTTP)
+/// within 5% of the codec's; the proof, on by default, is reported on its own below.
 fn worker_overhead_targets(logs: On<'_>) -> Vec<Target> {
     DEFLATE_TOOLS
         .iter()
         .map(|&(format, _)| {
-            let (e2e, codec) = (end_to_end_name(format), codec_name(format));
+            let e2e = end_to_end_name(format);
+            let (proven, codec) = (proven_name(format), codec_name(format));
             target(
                 format!(
-                    "worker overhead: ({e2e} worker CPU − {codec} CPU) ÷ codec CPU \
+                    "worker overhead: ({e2e} worker CPU − {proven} CPU) ÷ {codec} CPU \
                      ({TARGET_INPUT})"
                 ),
-                logs.percent_more(&e2e, &codec, cpu_s),
+                logs.percent_of(&e2e, &proven, &codec, cpu_s),
                 "%",
                 Goal::AtMost(5.0),
             )
@@ -489,9 +503,11 @@ mod tests {
     #[test]
     fn the_worker_may_add_five_percent_to_the_codecs_cpu() {
         let rows = on_logs(vec![
-            measured("s3-compressor zip (e2e)", GB, 9.0, 10.4, 1),
+            measured("s3-compressor zip (e2e)", GB, 9.0, 11.4, 1),
+            measured("zip codec + proof", GB, 8.0, 11.0, 1),
             measured("zip codec only", GB, 8.0, 10.0, 1),
-            measured("s3-compressor gzip (e2e)", GB, 9.0, 10.6, 1),
+            measured("s3-compressor gzip (e2e)", GB, 9.0, 11.6, 1),
+            measured("gzip codec + proof", GB, 8.0, 11.0, 1),
             measured("gzip codec only", GB, 8.0, 10.0, 1),
         ]);
         assert_row(
