@@ -35,8 +35,9 @@ pub(crate) struct BlockCompressor {
     /// libdeflate's output for one block, sized for the worst case once: a buffer of that
     /// size per block would be zeroed and made resident for every block.
     output: Vec<u8>,
-    sampler: Compressor,
-    sample_output: Vec<u8>,
+    /// The sample's compressor and output, and the join's window: made on first use, since
+    /// an object of one small block (most of them) needs neither.
+    sampler: Option<(Compressor, Vec<u8>)>,
     window: Vec<u8>,
 }
 
@@ -46,14 +47,11 @@ impl BlockCompressor {
             .ok()
             .and_then(|level| CompressionLvl::new(level).ok())
             .ok_or_else(|| io::Error::other(format!("libdeflate has no level {level}")))?;
-        let mut sampler = Compressor::new(CompressionLvl::new(SAMPLE_LEVEL).unwrap_or_default());
-        let sample_output = vec![0; sampler.deflate_compress_bound(SAMPLE_SIZE)];
         Ok(Self {
             compressor: Compressor::new(level),
             output: Vec::new(),
-            sampler,
-            sample_output,
-            window: vec![0; WINDOW_SIZE],
+            sampler: None,
+            window: Vec::new(),
         })
     }
 
@@ -78,6 +76,7 @@ impl BlockCompressor {
         let mut bytes = Vec::with_capacity(size + 5);
         bytes.extend_from_slice(&self.output[..size]);
         if !last {
+            self.window.resize(WINDOW_SIZE, 0);
             continue_after(&mut bytes, &mut self.window)?;
         }
         Ok(Block {
@@ -96,10 +95,15 @@ impl BlockCompressor {
         }
         let start = input.len() / 2 - SAMPLE_SIZE / 2;
         let sample = &input[start..start + SAMPLE_SIZE];
+        let (sampler, sample_output) = self.sampler.get_or_insert_with(|| {
+            let mut sampler =
+                Compressor::new(CompressionLvl::new(SAMPLE_LEVEL).unwrap_or_default());
+            let output = vec![0; sampler.deflate_compress_bound(SAMPLE_SIZE)];
+            (sampler, output)
+        });
         // A sample that does not fit the buffer did not shrink at all.
-        let compressed = self
-            .sampler
-            .deflate_compress(sample, &mut self.sample_output)
+        let compressed = sampler
+            .deflate_compress(sample, sample_output)
             .unwrap_or(usize::MAX);
         compressed.saturating_mul(1000) >= sample.len() * INCOMPRESSIBLE_PER_MILLE
     }
