@@ -567,15 +567,28 @@ fn two_thousand_events_through_concurrent_invocations_are_each_compressed_once()
     );
 }
 
-/// A Batch Operations job in schema `version`: 1.0 names the bucket by ARN and URL-encodes
-/// the key as a CSV manifest does, 2.0 names the bucket and gives the key as it is.
+/// A Batch Operations job in schema `version`, the keys form-encoded as both schemas send
+/// them: 1.0 names the bucket by ARN, 2.0 by name.
 fn batch_job(version: &str, bucket: &str, tasks: &[(&str, &str)]) -> Value {
+    let encoded: Vec<(&str, String)> = tasks
+        .iter()
+        .map(|(task_id, key)| (*task_id, s3_compressor_tests::events::form_encode(key)))
+        .collect();
+    let sent: Vec<(&str, &str)> = encoded
+        .iter()
+        .map(|(task_id, key)| (*task_id, key.as_str()))
+        .collect();
+    batch_job_as_sent(version, bucket, &sent)
+}
+
+/// [`batch_job`] with the keys exactly as given.
+fn batch_job_as_sent(version: &str, bucket: &str, tasks: &[(&str, &str)]) -> Value {
     let tasks: Vec<Value> = tasks
         .iter()
         .map(|(task_id, key)| match version {
             "1.0" => json!({
                 "taskId": task_id,
-                "s3Key": s3_compressor_tests::events::form_encode(key),
+                "s3Key": key,
                 "s3VersionId": null,
                 "s3BucketArn": format!("arn:aws:s3:::{bucket}"),
             }),
@@ -746,6 +759,49 @@ fn a_batch_operations_job_answers_each_task_with_its_own_result_code() {
             "{retry:#}"
         );
     }
+}
+
+/// Schema 2.0 form-encodes keys as 1.0 does (a space as `+`, a `+` as `%2B`): each task
+/// compresses the object its key names, not a key that does not exist.
+#[test]
+fn a_batch_operations_2_0_job_compresses_the_objects_its_form_encoded_keys_name() {
+    let moto = Moto::start();
+    let bucket = "job-2-0";
+    moto.create_bucket(bucket);
+    let spaced = text(20_000, 7);
+    let plussed = text(20_000, 8);
+    put(&moto, bucket, "incoming/batch me.txt", &spaced);
+    put(&moto, bucket, "incoming/1+1.txt", &plussed);
+
+    let job = batch_job_as_sent(
+        "2.0",
+        bucket,
+        &[
+            ("t-space", "incoming/batch+me.txt"),
+            ("t-plus", "incoming/1%2B1.txt"),
+        ],
+    );
+    let results = batch_results(&invoke(&moto, &job), "2.0");
+    let expected = [
+        ("t-space", "compressed to processed/batch me.zip (20000 -> "),
+        ("t-plus", "compressed to processed/1+1.zip (20000 -> "),
+    ];
+    assert_eq!(results.len(), expected.len(), "{results:#?}");
+    for ((task, code, said), (expected_task, expected_said)) in results.iter().zip(expected) {
+        assert_eq!(
+            (task.as_str(), code.as_str()),
+            (expected_task, "Succeeded"),
+            "{said}"
+        );
+        assert!(said.contains(expected_said), "{task}: {said}");
+    }
+    assert!(unzip(&moto, bucket, "processed/batch me.zip").1 == spaced);
+    assert!(unzip(&moto, bucket, "processed/1+1.zip").1 == plussed);
+    assert_eq!(
+        moto.keys(bucket),
+        ["processed/1+1.zip", "processed/batch me.zip"],
+        "the sources deleted once proven"
+    );
 }
 
 #[test]
