@@ -622,10 +622,12 @@ fn batch_results(response: &Value, version: &str) -> Vec<(String, String, String
         .collect()
 }
 
-/// Both schema versions, every kind of answer in one job: compressed, skipped and missing
-/// objects are `Succeeded` (nothing is left to do), a collision `PermanentFailure`, an S3
-/// that fails `TemporaryFailure` (Batch Operations tries it again), a task that names no
-/// object `PermanentFailure` with the reason; the invocation itself succeeds.
+/// Both schema versions, every kind of answer in one job, each result string starting with
+/// the label a person filters the completion report on: compressed, already done and skipped
+/// objects are `Succeeded` (nothing is left to do), a missing one `PermanentFailure` (it was
+/// asked for and is not there), a collision `PermanentFailure`, an S3 that fails
+/// `TemporaryFailure` (Batch Operations tries it again), a task that names no object
+/// `PermanentFailure` with the reason; the invocation itself succeeds.
 #[test]
 fn a_batch_operations_job_answers_each_task_with_its_own_result_code() {
     let moto = Moto::start();
@@ -655,6 +657,7 @@ fn a_batch_operations_job_answers_each_task_with_its_own_result_code() {
             &bucket,
             &[
                 ("t-spaced", spaced),
+                ("t-again", "incoming/report.csv"),
                 ("t-clash", "incoming/report.txt"),
                 ("t-flaky", "incoming/flaky.csv"),
                 ("t-outside", "notes/readme.txt"),
@@ -663,7 +666,7 @@ fn a_batch_operations_job_answers_each_task_with_its_own_result_code() {
             ],
         );
         // A task that names no bucket fails alone.
-        let bad = &mut job["tasks"][5];
+        let bad = &mut job["tasks"][6];
         if version == "1.0" {
             bad["s3BucketArn"] = json!("not-an-arn");
         } else {
@@ -687,11 +690,34 @@ fn a_batch_operations_job_answers_each_task_with_its_own_result_code() {
             codes,
             [
                 ("t-spaced", "Succeeded"),
+                ("t-again", "Succeeded"),
                 ("t-clash", "PermanentFailure"),
                 ("t-flaky", "TemporaryFailure"),
                 ("t-outside", "Succeeded"),
-                ("t-missing", "Succeeded"),
+                ("t-missing", "PermanentFailure"),
                 ("t-bad", "PermanentFailure"),
+            ],
+            "{version}: {results:#?}"
+        );
+        let labels: Vec<(&str, &str)> = results
+            .iter()
+            .map(|(task, _, said)| {
+                (
+                    task.as_str(),
+                    said.split_once(": ").map_or("", |(label, _)| label),
+                )
+            })
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                ("t-spaced", "compressed"),
+                ("t-again", "already_done"),
+                ("t-clash", "failed_permanent"),
+                ("t-flaky", "failed_transient"),
+                ("t-outside", "skipped"),
+                ("t-missing", "missing"),
+                ("t-bad", "invalid_task"),
             ],
             "{version}: {results:#?}"
         );
@@ -703,7 +729,8 @@ fn a_batch_operations_job_answers_each_task_with_its_own_result_code() {
                 .unwrap_or_default()
         };
         assert!(
-            detail("t-spaced").starts_with("compressed to processed/year 2024/a+b%.zip"),
+            detail("t-spaced")
+                .starts_with("compressed: compressed to processed/year 2024/a+b%.zip"),
             "{version}: {}",
             detail("t-spaced")
         );
@@ -713,7 +740,7 @@ fn a_batch_operations_job_answers_each_task_with_its_own_result_code() {
             detail("t-clash")
         );
         assert!(
-            detail("t-flaky").starts_with("failed (transient"),
+            detail("t-flaky").starts_with("failed_transient: failed (transient"),
             "{}",
             detail("t-flaky")
         );
@@ -728,10 +755,10 @@ fn a_batch_operations_job_answers_each_task_with_its_own_result_code() {
             detail("t-missing")
         );
         let expected_bad = if version == "1.0" {
-            "payload.tasks[5].s3BucketArn is the string \"not-an-arn\"; expected a bucket ARN, \
-             arn:PARTITION:s3:::BUCKET"
+            "invalid_task: payload.tasks[6].s3BucketArn is the string \"not-an-arn\"; expected \
+             a bucket ARN, arn:PARTITION:s3:::BUCKET"
         } else {
-            "payload.tasks[5].s3Bucket is empty"
+            "invalid_task: payload.tasks[6].s3Bucket is empty"
         };
         assert_eq!(detail("t-bad"), expected_bad, "{version}");
 
@@ -1063,7 +1090,7 @@ fn events_for_two_versions_in_either_order_leave_the_newer_versions_output() {
 // Nothing to do
 
 #[test]
-fn a_missing_object_is_not_found_by_compress_and_skipped_by_an_event() {
+fn a_missing_object_is_not_found_by_compress_and_missing_for_an_event() {
     let moto = Moto::start();
     moto.create_bucket("empty");
 
@@ -1082,14 +1109,14 @@ fn a_missing_object_is_not_found_by_compress_and_skipped_by_an_event() {
         finished.describe()
     );
 
-    // An event for an object deleted since (a late delivery) has nothing to do: skipped.
-
+    // An event for an object deleted since (a late delivery) has nothing to do: missing, not
+    // a failure of the invocation.
     let response = invoke(&moto, &s3_event("empty", &["incoming/never-uploaded.csv"]));
     assert_eq!(
         outcomes(&response),
         [(
             "incoming/never-uploaded.csv".to_owned(),
-            "skipped".to_owned()
+            "missing".to_owned()
         )]
     );
     assert!(moto.keys("empty").is_empty(), "{:?}", moto.keys("empty"));

@@ -171,13 +171,13 @@ async fn a_duplicate_that_finds_the_output_but_not_the_delete_finishes_the_delet
 }
 
 #[tokio::test]
-async fn a_missing_source_without_output_is_skipped_not_retried() {
+async fn a_missing_source_without_output_is_missing_not_retried() {
     let store = Arc::new(MemoryStore::default());
     let outcome = worker(&store, Tuning::default())
         .process(&object("incoming/never.csv"), None)
         .await;
     assert_eq!(outcome, Outcome::SourceMissing, "{outcome}");
-    assert_eq!(outcome.label(), "skipped");
+    assert_eq!(outcome.label(), "missing");
 }
 
 #[tokio::test]
