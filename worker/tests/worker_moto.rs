@@ -293,6 +293,65 @@ fn assert_made_by(moto: &Moto, metadata: &std::collections::HashMap<String, Stri
     assert_eq!(percent_decode(&meta("rule-prefix")), rule, "{metadata:?}");
 }
 
+/// S3 takes at most 2 KB of user metadata, which a key of 1,000 bytes of non-ASCII characters,
+/// percent-encoded, would pass three times over (moto does not enforce the limit, so the test
+/// measures it): the output records the key's SHA-256 instead, stays within 2 KB, and a
+/// redelivery still recognises it as made from this very source.
+#[test]
+fn a_key_too_long_to_record_in_metadata_is_compressed_and_recognised_by_its_hash() {
+    let moto = Moto::start();
+    let bucket = "long-keys";
+    moto.create_versioned_bucket(bucket);
+    let name: String = "日".repeat(330);
+    let key = format!("incoming/{name}.txt");
+    assert_eq!(key.len(), 1_003);
+    let content = text(5_000, 9);
+    let stored = put(&moto, bucket, &key, &content);
+    let mut event = s3_event(bucket, &[&key]);
+    describe(
+        &mut event["Records"][0]["s3"]["object"],
+        &stored,
+        ("eTag", "versionId"),
+    );
+
+    let response = invoke(&moto, &event);
+    assert_eq!(
+        outcomes(&response),
+        [(key.clone(), "compressed".to_owned())],
+        "{response:#}"
+    );
+    let output = format!("processed/{name}.zip");
+    let head = moto
+        .head(bucket, &output)
+        .unwrap_or_else(|| panic!("no output: {:?}", moto.keys(bucket)));
+    // As S3 counts it (names and values), and with each name's `x-amz-meta-` too.
+    let bytes: usize = head
+        .metadata
+        .iter()
+        .map(|(name, value)| "x-amz-meta-".len() + name.len() + value.len())
+        .sum();
+    assert!(
+        bytes <= 2_048,
+        "{bytes} bytes of metadata: {:#?}",
+        head.metadata
+    );
+    assert_eq!(
+        head.metadata.get("source-version-id"),
+        stored.0.version_id.as_ref(),
+        "{head:#?}"
+    );
+    assert!(unzip(&moto, bucket, &output).1 == content);
+
+    // A redelivery of the same event finds the output made from this source.
+    let again = invoke(&moto, &event);
+    assert_eq!(
+        outcomes(&again),
+        [(key.clone(), "already_done".to_owned())],
+        "{again:#}"
+    );
+    assert_eq!(moto.keys(bucket), [output]);
+}
+
 #[test]
 fn several_records_in_one_event_each_get_a_result_and_an_empty_file_is_archived() {
     let moto = Moto::start();

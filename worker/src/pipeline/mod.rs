@@ -3,7 +3,7 @@
 //! Every entry point (Lambda, `invoke`, `compress`, `serve`) hands objects to [`Worker::process`]
 //! and maps the [`Outcome`] to its own protocol.
 
-mod identity;
+pub(crate) mod identity;
 mod memory;
 mod pace;
 mod proof;
@@ -219,6 +219,11 @@ impl Worker {
             Some(info) => return Err(Box::new(collision(&output, info))),
         };
 
+        // Within S3's limit whatever the key; only a store's overlong version id can pass it.
+        let metadata = identity
+            .output_metadata(&plan.rule.prefix, self.routes.config_hash())
+            .map_err(|error| Box::new(Outcome::permanent(error.to_string())))?;
+
         // Not started if it cannot finish in time (a duplicate, above, is proven, not compressed).
         self.check_time(object, plan, download.info.size, deadline)
             .await?;
@@ -227,7 +232,7 @@ impl Worker {
         let spec = OutputSpec {
             location: output.clone(),
             content_type: plan.compressor.registration().content_type,
-            metadata: identity.output_metadata(&plan.rule.prefix, self.routes.config_hash()),
+            metadata,
             condition,
         };
         let written = self

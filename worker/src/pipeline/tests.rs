@@ -357,7 +357,14 @@ async fn a_duplicate_finding_an_output_that_fails_its_proof_removes_it_and_keeps
         &s3_compressor_formats::Entry::new("r.csv"),
     )
     .unwrap();
-    store.insert_with_metadata(BUCKET, "processed/r.zip", &wrong, identity.metadata());
+    store.insert_with_metadata(
+        BUCKET,
+        "processed/r.zip",
+        &wrong,
+        identity
+            .output_metadata("incoming/", "0123456789ab")
+            .unwrap(),
+    );
 
     let worker = worker(&store, Tuning::default());
     let outcome = worker.process(&object("incoming/r.csv"), None).await;
