@@ -254,6 +254,22 @@ impl Handler {
         }
     }
 
+    /// Waits for the aborts of the multipart uploads that objects stopped at `deadline` left
+    /// open, within the part of the deadline's margin kept for them ([`Worker::settle`]); an
+    /// entry point calls it before it answers or exits. Says so when some did not finish.
+    pub async fn settle(&self, deadline: Option<Deadline>) {
+        let limit = deadline.map_or(crate::pipeline::ABORT_WAIT, |deadline| {
+            deadline.abort_time()
+        });
+        if !self.worker.settle(limit).await {
+            tracing::warn!(
+                wait_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+                "some stopped multipart uploads were not aborted in time; the bucket's lifecycle \
+                 rule removes them, and so does the next delivery of those objects"
+            );
+        }
+    }
+
     pub async fn process(&self, object: &ObjectRef, deadline: Option<Deadline>) -> ObjectResult {
         ObjectResult {
             bucket: object.bucket.clone(),

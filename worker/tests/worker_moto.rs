@@ -1751,6 +1751,53 @@ fn a_stalled_request_is_retried_after_the_stall_limit() {
     assert!(moto.head("stall", key).is_none(), "source deleted");
 }
 
+/// An invocation stopped at its deadline mid-upload aborts the multipart upload before it
+/// answers: when `invoke` returns, no upload is left open on the output's key (an abort left
+/// running would die with the process, the upload then costing storage until the lifecycle
+/// rule removes it). The parts stall, so the deadline comes mid-upload; the abort is slowed
+/// so that only waiting for it finishes it in time.
+#[test]
+fn an_invocation_stopped_at_its_deadline_leaves_no_multipart_upload_open() {
+    let moto = Moto::start();
+    let bucket = "deadline";
+    moto.create_bucket(bucket);
+    let proxy = FaultProxy::start(moto.endpoint());
+    let key = "incoming/noise.bin";
+    // Bytes that do not shrink: more than one 8 MiB part, so a multipart upload.
+    let content = random(10 * MIB, 11);
+    put(&moto, bucket, key, &content);
+    proxy.inject(Op::UploadPart, Fault::Stall, Times::Always);
+    proxy.inject(
+        Op::AbortMultipartUpload,
+        Fault::Latency(Duration::from_millis(700)),
+        Times::Always,
+    );
+
+    // 20 s less a 2 s margin: stopped at 18 s, with 1 s of the margin for the abort.
+    let path = write_event(moto.dir(), "deadline.json", &s3_event(bucket, &[key]));
+    let finished = run(moto
+        .s3_compressor()
+        .env("AWS_ENDPOINT_URL", proxy.endpoint())
+        .env("S3_COMPRESSOR_STALL_SECS", "60")
+        .args(["invoke", "--timeout", "20", "--event"])
+        .arg(&path));
+    let open = moto.open_uploads(bucket);
+
+    assert_eq!(finished.status.code(), Some(1), "{}", finished.describe());
+    assert!(
+        finished
+            .stderr
+            .contains("stopped at the invocation deadline"),
+        "{}",
+        finished.describe()
+    );
+    assert!(proxy.count(Op::UploadPart) > 0, "the upload had started");
+    assert_eq!(open, Vec::<String>::new(), "{}", finished.describe());
+    assert_eq!(proxy.count(Op::AbortMultipartUpload), 1);
+    assert_eq!(moto.keys(bucket), [key], "the source untouched, no output");
+    assert!(moto.get(bucket, key) == content);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Backfill
 

@@ -71,6 +71,10 @@ pub struct Worker {
     handoff: Option<Arc<dyn Handoff>>,
 }
 
+/// How long an entry point without a deadline waits, before it exits, for the uploads it
+/// stopped to be aborted.
+pub(crate) const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A reason to stop processing one object, already turned into its outcome.
 type Stop = Box<Outcome>;
 
@@ -100,8 +104,11 @@ impl Worker {
     }
 
     /// Waits (up to `limit`) for the aborts of uploads that objects stopped midway left open,
-    /// before the process exits: a runtime dropped mid-abort would leave them open until the
-    /// bucket's lifecycle rule removes them. Returns whether they all finished.
+    /// before the process exits or an invocation is answered: a runtime dropped mid-abort (or
+    /// a Lambda environment frozen once answered) would leave them open until the bucket's
+    /// lifecycle rule removes them. Returns whether they all finished. Closing the tracker
+    /// only lets the wait end once none is left: the aborts of a later invocation are still
+    /// tracked, and waited for by the next call.
     pub async fn settle(&self, limit: std::time::Duration) -> bool {
         self.aborts.close();
         tokio::time::timeout(limit, self.aborts.wait())

@@ -706,6 +706,7 @@ async fn an_object_too_large_for_the_invocation_is_handed_off_or_refused_not_sta
     let late = Deadline {
         at: Instant::now() + Duration::from_secs(1),
         granted: Duration::from_secs(60),
+        margin: Duration::ZERO,
     };
     let retried = worker(&store, Tuning::default())
         .with_pace(slow)
