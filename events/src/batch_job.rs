@@ -1,10 +1,12 @@
 //! S3 Batch Operations jobs: `{"invocationSchemaVersion": "1.0" | "2.0", "invocationId": ...,
 //! "job": {...}, "tasks": [...]}`.
 //!
-//! The two schema versions name the object differently: 1.0 gives the bucket's ARN and the key
-//! URL-encoded as in a CSV manifest, 2.0 the bucket's name and the key as it is (and may carry
-//! `job.userArguments`). Each task is judged on its own, like an SQS message, so one bad task
-//! fails alone with its reason in the job's completion report.
+//! The two schema versions name the bucket differently: 1.0 by its ARN, 2.0 by its name (and
+//! 2.0 may carry `job.userArguments`). Both form-encode the key, as event notifications do
+//! (`incoming/batch me.txt` arrives as `incoming/batch+me.txt`): AWS's example handler
+//! URL-decodes it, Powertools applies `unquote_plus` for both schemas, and a key taken as it is
+//! names an object that does not exist. Each task is judged on its own, like an SQS message,
+//! so one bad task fails alone with its reason in the job's completion report.
 
 use serde_json::Map;
 
@@ -94,24 +96,20 @@ enum Schema {
 impl Schema {
     fn object(self, task: &Located<'_>) -> Result<ObjectRef, EventError> {
         let raw_key = task.required("s3Key")?;
-        let (bucket, key) = match self {
+        let bucket = match self {
             Schema::V1 => {
                 let arn = task.required("s3BucketArn")?;
-                let bucket = bucket_of_arn(arn.non_empty_str()?).ok_or_else(|| {
-                    EventError::UnexpectedValue {
+                bucket_of_arn(arn.non_empty_str()?)
+                    .ok_or_else(|| EventError::UnexpectedValue {
                         at: arn.path.clone(),
                         received: quote(arn.value.as_str().unwrap_or_default()),
                         expected: "a bucket ARN, arn:PARTITION:s3:::BUCKET",
-                    }
-                })?;
-                let key = decode_key_at(raw_key.non_empty_str()?, &raw_key.path)?;
-                (bucket.to_owned(), key)
+                    })?
+                    .to_owned()
             }
-            Schema::V2 => (
-                task.required("s3Bucket")?.non_empty_str()?.to_owned(),
-                raw_key.non_empty_str()?.to_owned(),
-            ),
+            Schema::V2 => task.required("s3Bucket")?.non_empty_str()?.to_owned(),
         };
+        let key = decode_key_at(raw_key.non_empty_str()?, &raw_key.path)?;
         Ok(ObjectRef {
             bucket,
             key,
@@ -156,6 +154,17 @@ mod tests {
         }
     }
 
+    /// `TASK: BUCKET/KEY`, or `TASK: ERROR` for a task that names no object.
+    fn each_task(job: &BatchJob) -> Vec<String> {
+        job.tasks
+            .iter()
+            .map(|task| match &task.object {
+                Ok(object) => format!("{}: {}/{}", task.task_id, object.bucket, object.key),
+                Err(error) => format!("{}: {error}", task.task_id),
+            })
+            .collect()
+    }
+
     fn object(bucket: &str, key: &str, version_id: Option<&str>) -> ObjectRef {
         ObjectRef {
             bucket: bucket.into(),
@@ -189,16 +198,39 @@ mod tests {
     }
 
     #[test]
-    fn schema_2_gives_the_bucket_name_and_the_key_as_it_is() {
+    fn schema_2_gives_the_bucket_name_and_a_form_encoded_key() {
         let job = job(&fixture!("batch-job-2.0.json"));
         assert_eq!(job.schema_version, "2.0");
         assert_eq!(
             job.tasks[0].object.as_ref().ok(),
             Some(&object(
                 "amzn-s3-demo-bucket",
-                "incoming/100%+a b.csv",
+                "incoming/100% a+b.csv",
                 None
             ))
+        );
+    }
+
+    #[test]
+    fn schema_2_keys_are_decoded_like_schema_1_keys() {
+        let payload = json!({
+            "invocationSchemaVersion": "2.0",
+            "invocationId": "inv",
+            "job": {"id": "j"},
+            "tasks": [
+                {"taskId": "space", "s3Bucket": "b", "s3Key": "incoming/batch+me.txt"},
+                {"taskId": "plus", "s3Bucket": "b", "s3Key": "incoming/1%2B1.txt"},
+                {"taskId": "escape", "s3Bucket": "b", "s3Key": "incoming/100%.csv"}
+            ]
+        });
+        assert_eq!(
+            each_task(&job(&payload)),
+            [
+                "space: b/incoming/batch me.txt",
+                "plus: b/incoming/1+1.txt",
+                "escape: payload.tasks[2].s3Key \"incoming/100%.csv\" has an invalid \
+                 percent-escape \"%.c\" at byte 12; S3 escapes a byte as % and two hex digits",
+            ]
         );
     }
 
@@ -215,17 +247,8 @@ mod tests {
                 {"taskId": "no-key", "s3BucketArn": "arn:aws:s3:::b"}
             ]
         });
-        let job = job(&payload);
-        let errors: Vec<String> = job
-            .tasks
-            .iter()
-            .map(|task| match &task.object {
-                Ok(object) => format!("{}: {}/{}", task.task_id, object.bucket, object.key),
-                Err(error) => format!("{}: {error}", task.task_id),
-            })
-            .collect();
         assert_eq!(
-            errors,
+            each_task(&job(&payload)),
             [
                 "good: b/incoming/a.csv",
                 "arn: payload.tasks[1].s3BucketArn is the string \"arn:aws:s3:::\"; \

@@ -36,8 +36,6 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 const LISTED_AHEAD: usize = 1_200;
 /// Failures the summary names one by one; the log has every one.
 const FAILURES_NAMED: usize = 20;
-/// How long an aborted run waits for the uploads it stopped to be aborted.
-const ABORT_WAIT: Duration = Duration::from_secs(30);
 
 pub(crate) async fn run(
     options: Options,
@@ -152,7 +150,7 @@ pub(crate) async fn run(
     // Dropping the receiver stops the lister at its next object.
     drop(listed);
     lister.abort();
-    if stop == Stop::Aborting && !worker.settle(ABORT_WAIT).await {
+    if stop == Stop::Aborting && !worker.settle(crate::pipeline::ABORT_WAIT).await {
         progress.say(
             "some stopped uploads were not aborted in time; the bucket's lifecycle rule removes \
              them, and so does the next run that compresses those keys",

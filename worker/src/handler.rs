@@ -44,6 +44,9 @@ const SUCCEEDED: &str = "Succeeded";
 const TEMPORARY_FAILURE: &str = "TemporaryFailure";
 const PERMANENT_FAILURE: &str = "PermanentFailure";
 
+/// The result string's label of a task that names no object this worker can read.
+const INVALID_TASK: &str = "invalid_task";
+
 impl HandlerError {
     /// The error type Lambda reports (and on-failure destinations record).
     pub fn kind(&self) -> &'static str {
@@ -164,9 +167,9 @@ impl Handler {
         (response, totals(&results))
     }
 
-    /// Answers every task of a Batch Operations job: `Succeeded` when nothing is left to do
-    /// (compressed, already done, or skipped with the reason), `TemporaryFailure` when a retry
-    /// may succeed (Batch Operations retries it), `PermanentFailure` otherwise.
+    /// Answers every task of a Batch Operations job with a result code ([`batch_result_code`])
+    /// and a result string that starts with the outcome's label ([`batch_result_string`]), so
+    /// the completion report can be filtered by what became of each object.
     async fn handle_batch_job(
         &self,
         job: BatchJob,
@@ -192,13 +195,16 @@ impl Handler {
             let (code, detail) = match (&task.object, results.next()) {
                 (Ok(_), Some(result)) => (
                     batch_result_code(&result.outcome),
-                    result.outcome.to_string(),
+                    batch_result_string(&result.outcome),
                 ),
                 (Err(error), _) => {
                     tracing::error!(task_id = %task.task_id, %error, "Batch Operations task not understood");
-                    (PERMANENT_FAILURE, error.to_string())
+                    (PERMANENT_FAILURE, format!("{INVALID_TASK}: {error}"))
                 }
-                (Ok(_), None) => (TEMPORARY_FAILURE, "the task was not processed".to_owned()),
+                (Ok(_), None) => (
+                    TEMPORARY_FAILURE,
+                    "failed_transient: the task was not processed".to_owned(),
+                ),
             };
             let mut result = S3BatchJobResult::default();
             result.task_id = Some(task.task_id.clone());
@@ -248,6 +254,22 @@ impl Handler {
         }
     }
 
+    /// Waits for the aborts of the multipart uploads that objects stopped at `deadline` left
+    /// open, within the part of the deadline's margin kept for them ([`Worker::settle`]); an
+    /// entry point calls it before it answers or exits. Says so when some did not finish.
+    pub async fn settle(&self, deadline: Option<Deadline>) {
+        let limit = deadline.map_or(crate::pipeline::ABORT_WAIT, |deadline| {
+            deadline.abort_time()
+        });
+        if !self.worker.settle(limit).await {
+            tracing::warn!(
+                wait_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+                "some stopped multipart uploads were not aborted in time; the bucket's lifecycle \
+                 rule removes them, and so does the next delivery of those objects"
+            );
+        }
+    }
+
     pub async fn process(&self, object: &ObjectRef, deadline: Option<Deadline>) -> ObjectResult {
         ObjectResult {
             bucket: object.bucket.clone(),
@@ -285,18 +307,40 @@ fn direct_response(results: &[ObjectResult]) -> Result<Value, HandlerError> {
     })
 }
 
-/// A skipped or missing object is a task done: nothing is left to do for it, and the result
-/// string says why (a manifest from S3 Inventory lists outputs and objects since deleted too).
+/// `Succeeded` when nothing is left to do for the object: compressed, already done,
+/// superseded by a newer version, or skipped with the reason (a manifest from S3 Inventory
+/// lists outputs too). A missing source is not a success, since the job asked for an object
+/// that is not there, and asking again will not bring it back: `PermanentFailure`.
+///
+/// A hand-off is `Succeeded`: the task's work is to start the Fargate task, and a
+/// `TemporaryFailure` would make Batch Operations invoke again and start another task for the
+/// same object. What becomes of the object from there is the Fargate task's to report (its
+/// failures reach the alarm topic); the result string names the task.
 fn batch_result_code(outcome: &Outcome) -> &'static str {
     match outcome {
         Outcome::Failed { retry: true, .. } => TEMPORARY_FAILURE,
-        Outcome::Failed { retry: false, .. } => PERMANENT_FAILURE,
+        Outcome::Failed { retry: false, .. } | Outcome::SourceMissing => PERMANENT_FAILURE,
         Outcome::Compressed { .. }
         | Outcome::AlreadyDone { .. }
         | Outcome::Superseded { .. }
         | Outcome::HandedOff { .. }
-        | Outcome::Skipped(_)
-        | Outcome::SourceMissing => SUCCEEDED,
+        | Outcome::Skipped(_) => SUCCEEDED,
+    }
+}
+
+/// `LABEL: what happened`, the label being [`Outcome::label`]: a stable word to filter a
+/// completion report by, however the sentence after it is worded. Said once when the
+/// sentence already starts with it.
+fn batch_result_string(outcome: &Outcome) -> String {
+    let label = outcome.label();
+    let said = outcome.to_string();
+    let labelled = said
+        .strip_prefix(label)
+        .is_some_and(|rest| rest.starts_with(": "));
+    if labelled {
+        said
+    } else {
+        format!("{label}: {said}")
     }
 }
 
@@ -343,4 +387,135 @@ fn totals(results: &[ObjectResult]) -> Totals {
         }
     }
     totals
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use s3_compressor_formats::Registry;
+    use serde_json::json;
+
+    use super::{batch_result_code, batch_result_string, Handler};
+    use crate::store::memory::MemoryStore;
+    use crate::{Outcome, Routes, SourceFate, Tuning, Worker};
+
+    /// What a completion report says for each outcome: a result code, and a label to filter on.
+    #[test]
+    fn each_outcome_has_its_result_code_and_label() {
+        let cases = [
+            (
+                Outcome::Compressed {
+                    output_key: "processed/a.zip".into(),
+                    bytes_in: 10,
+                    bytes_out: 5,
+                    stored: 0,
+                    source: SourceFate::Deleted,
+                },
+                "Succeeded",
+                "compressed: compressed to processed/a.zip",
+            ),
+            (
+                Outcome::AlreadyDone {
+                    output_key: "processed/a.zip".into(),
+                    source: SourceFate::AlreadyGone,
+                },
+                "Succeeded",
+                "already_done: already compressed to processed/a.zip",
+            ),
+            (
+                Outcome::Superseded {
+                    output_key: "processed/a.zip".into(),
+                },
+                "Succeeded",
+                "superseded: a newer upload",
+            ),
+            (
+                Outcome::Skipped("no rule takes notes/".into()),
+                "Succeeded",
+                "skipped: no rule takes notes/",
+            ),
+            (
+                Outcome::SourceMissing,
+                "PermanentFailure",
+                "missing: the source no longer exists",
+            ),
+            (
+                Outcome::HandedOff {
+                    task: "arn:task/1".into(),
+                },
+                "Succeeded",
+                "handed_off: handed off: too large for this invocation, so Fargate task arn:task/1",
+            ),
+            (
+                Outcome::transient("SlowDown"),
+                "TemporaryFailure",
+                "failed_transient: failed (transient",
+            ),
+            (
+                Outcome::permanent("AccessDenied"),
+                "PermanentFailure",
+                "failed_permanent: failed (trying again will not help): AccessDenied",
+            ),
+        ];
+        for (outcome, code, start) in cases {
+            assert_eq!(batch_result_code(&outcome), code, "{outcome:?}");
+            let said = batch_result_string(&outcome);
+            assert!(
+                said.starts_with(start),
+                "{said:?} should start with {start:?}"
+            );
+        }
+    }
+
+    /// A job naming an object that is not there fails that task permanently, told apart from
+    /// the one compressed, the one skipped and the one that names no object.
+    #[tokio::test]
+    async fn a_batch_job_reports_a_missing_object_as_a_permanent_failure() {
+        let store = Arc::new(MemoryStore::default());
+        store.insert("files", "incoming/here.csv", b"a,b\n1,2\n");
+        let registry = Registry::from_inventory().unwrap();
+        let routes = Arc::new(Routes::load(None, &registry).unwrap());
+        let handler = Handler::new(Worker::new(store, routes, Tuning::default()));
+        let task = |id: &str, bucket: &str, key: &str| json!({"taskId": id, "s3Bucket": bucket, "s3Key": key, "s3VersionId": null});
+        let job = json!({
+            "invocationSchemaVersion": "2.0",
+            "invocationId": "inv",
+            "job": {"id": "j"},
+            "tasks": [
+                task("here", "files", "incoming/here.csv"),
+                task("gone", "files", "incoming/gone.csv"),
+                task("outside", "files", "notes/a.txt"),
+                task("nameless", "", "incoming/a.csv"),
+            ]
+        });
+        let (response, totals) = handler.handle(job, None).await;
+        let response = response.unwrap();
+        let answered: Vec<(&str, &str, &str)> = response["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|result| {
+                let said = result["resultString"].as_str().unwrap();
+                (
+                    result["taskId"].as_str().unwrap(),
+                    result["resultCode"].as_str().unwrap(),
+                    said.split_once(": ").map_or(said, |(label, _)| label),
+                )
+            })
+            .collect();
+        assert_eq!(
+            answered,
+            [
+                ("here", "Succeeded", "compressed"),
+                ("gone", "PermanentFailure", "missing"),
+                ("outside", "Succeeded", "skipped"),
+                ("nameless", "PermanentFailure", "invalid_task"),
+            ],
+            "{response:#}"
+        );
+        assert_eq!((totals.objects, totals.compressed), (3, 1));
+    }
 }

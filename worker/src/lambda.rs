@@ -21,6 +21,8 @@ pub async fn run(handler: Handler) -> Result<(), lambda_runtime::Error> {
         let started = Instant::now();
         let deadline = deadline_of(event.context.deadline);
         let (response, totals) = handler.handle(event.payload, deadline).await;
+        // Once answered, Lambda may freeze the environment with an abort mid-request.
+        handler.settle(deadline).await;
         // EMF lines go to stdout, where Lambda's log capture picks them up as they are.
         println!("{}", metrics_line(&totals, started.elapsed(), function));
         // lambda_runtime logs the failed invocation itself, at ERROR with the diagnostic.

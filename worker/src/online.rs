@@ -101,6 +101,8 @@ pub(crate) async fn invoke(
     let handler = invocation_handler(store, routes).await?;
     let deadline = timeout.map(|timeout| Deadline::after(timeout, crate::lambda::DEADLINE_MARGIN));
     let (response, _totals) = handler.handle(payload, deadline).await;
+    // The runtime ends with this function, and any abort still running with it.
+    handler.settle(deadline).await;
     let response = response.context("the handler failed")?;
     writeln!(out, "{}", serde_json::to_string_pretty(&response)?)?;
     Ok(())
@@ -130,6 +132,7 @@ pub(crate) async fn compress(
         .as_ref()
         .map_or_else(String::new, |id| format!(" (version {id})"));
     let result = handler.process(&object, None).await;
+    handler.settle(None).await;
     let name = format!("s3://{}/{}{version}", result.bucket, result.key);
     // A person named this object: one that is not there is a mistake to point out, not the
     // late event the pipeline takes it for.

@@ -74,14 +74,17 @@ impl Outcome {
         matches!(self, Self::Failed { .. })
     }
 
-    /// A short name for logs and metrics.
+    /// A short, stable name for logs, responses and Batch Operations result strings: what a
+    /// person filters on, so a missing source (nothing was done, though something was asked)
+    /// is not counted among the skips (nothing was asked of it).
     pub fn label(&self) -> &'static str {
         match self {
             Self::Compressed { .. } => "compressed",
             Self::AlreadyDone { .. } => "already_done",
             Self::Superseded { .. } => "superseded",
             Self::HandedOff { .. } => "handed_off",
-            Self::Skipped(_) | Self::SourceMissing => "skipped",
+            Self::Skipped(_) => "skipped",
+            Self::SourceMissing => "missing",
             Self::Failed { retry: true, .. } => "failed_transient",
             Self::Failed { retry: false, .. } => "failed_permanent",
         }
@@ -136,7 +139,7 @@ impl fmt::Display for Outcome {
             ),
             Self::Skipped(reason) => write!(f, "skipped: {reason}"),
             Self::SourceMissing => {
-                f.write_str("skipped: the source no longer exists and no output was made from it")
+                f.write_str("missing: the source no longer exists and no output was made from it")
             }
             Self::Failed { retry: true, error } => {
                 write!(f, "failed (transient: trying again may succeed): {error}")

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use s3_compressor_config::{Config, FormatCatalog, Naming, Routing, Rule, SkipReason};
 use s3_compressor_formats::{Compressor, Kind, Options, Registry};
 
+use crate::pipeline::identity::SourceIdentity;
 use crate::Error;
 
 /// The config with every rule's format resolved against the registry.
@@ -170,6 +171,9 @@ impl Routes {
                 rule.output_prefix,
             ));
         }
+        if let Err(error) = SourceIdentity::check_fits(key, &rule.prefix, &self.hash) {
+            return Decision::Refuse(error.to_string());
+        }
         Decision::Compress(Plan {
             rule,
             compressor,
@@ -179,16 +183,20 @@ impl Routes {
 }
 
 fn hash_of(summaries: &[RuleSummary<'_>]) -> Result<String, Error> {
-    use sha2::Digest as _;
     let canonical = serde_json::to_vec(summaries).map_err(Error::Render)?;
-    let digest = sha2::Sha256::digest(&canonical);
-    Ok(digest
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect::<String>()
+    Ok(sha256_hex(&canonical)
         .chars()
         .take(HASH_HEX_DIGITS)
         .collect())
+}
+
+/// The SHA-256 of `bytes` in lowercase hex, as `sha256sum` prints it.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 /// Lets the config check format names and options against the linked-in formats, without the

@@ -293,6 +293,65 @@ fn assert_made_by(moto: &Moto, metadata: &std::collections::HashMap<String, Stri
     assert_eq!(percent_decode(&meta("rule-prefix")), rule, "{metadata:?}");
 }
 
+/// S3 takes at most 2 KB of user metadata, which a key of 1,000 bytes of non-ASCII characters,
+/// percent-encoded, would pass three times over (moto does not enforce the limit, so the test
+/// measures it): the output records the key's SHA-256 instead, stays within 2 KB, and a
+/// redelivery still recognises it as made from this very source.
+#[test]
+fn a_key_too_long_to_record_in_metadata_is_compressed_and_recognised_by_its_hash() {
+    let moto = Moto::start();
+    let bucket = "long-keys";
+    moto.create_versioned_bucket(bucket);
+    let name: String = "日".repeat(330);
+    let key = format!("incoming/{name}.txt");
+    assert_eq!(key.len(), 1_003);
+    let content = text(5_000, 9);
+    let stored = put(&moto, bucket, &key, &content);
+    let mut event = s3_event(bucket, &[&key]);
+    describe(
+        &mut event["Records"][0]["s3"]["object"],
+        &stored,
+        ("eTag", "versionId"),
+    );
+
+    let response = invoke(&moto, &event);
+    assert_eq!(
+        outcomes(&response),
+        [(key.clone(), "compressed".to_owned())],
+        "{response:#}"
+    );
+    let output = format!("processed/{name}.zip");
+    let head = moto
+        .head(bucket, &output)
+        .unwrap_or_else(|| panic!("no output: {:?}", moto.keys(bucket)));
+    // As S3 counts it (names and values), and with each name's `x-amz-meta-` too.
+    let bytes: usize = head
+        .metadata
+        .iter()
+        .map(|(name, value)| "x-amz-meta-".len() + name.len() + value.len())
+        .sum();
+    assert!(
+        bytes <= 2_048,
+        "{bytes} bytes of metadata: {:#?}",
+        head.metadata
+    );
+    assert_eq!(
+        head.metadata.get("source-version-id"),
+        stored.0.version_id.as_ref(),
+        "{head:#?}"
+    );
+    assert!(unzip(&moto, bucket, &output).1 == content);
+
+    // A redelivery of the same event finds the output made from this source.
+    let again = invoke(&moto, &event);
+    assert_eq!(
+        outcomes(&again),
+        [(key.clone(), "already_done".to_owned())],
+        "{again:#}"
+    );
+    assert_eq!(moto.keys(bucket), [output]);
+}
+
 #[test]
 fn several_records_in_one_event_each_get_a_result_and_an_empty_file_is_archived() {
     let moto = Moto::start();
@@ -567,15 +626,28 @@ fn two_thousand_events_through_concurrent_invocations_are_each_compressed_once()
     );
 }
 
-/// A Batch Operations job in schema `version`: 1.0 names the bucket by ARN and URL-encodes
-/// the key as a CSV manifest does, 2.0 names the bucket and gives the key as it is.
+/// A Batch Operations job in schema `version`, the keys form-encoded as both schemas send
+/// them: 1.0 names the bucket by ARN, 2.0 by name.
 fn batch_job(version: &str, bucket: &str, tasks: &[(&str, &str)]) -> Value {
+    let encoded: Vec<(&str, String)> = tasks
+        .iter()
+        .map(|(task_id, key)| (*task_id, s3_compressor_tests::events::form_encode(key)))
+        .collect();
+    let sent: Vec<(&str, &str)> = encoded
+        .iter()
+        .map(|(task_id, key)| (*task_id, key.as_str()))
+        .collect();
+    batch_job_as_sent(version, bucket, &sent)
+}
+
+/// [`batch_job`] with the keys exactly as given.
+fn batch_job_as_sent(version: &str, bucket: &str, tasks: &[(&str, &str)]) -> Value {
     let tasks: Vec<Value> = tasks
         .iter()
         .map(|(task_id, key)| match version {
             "1.0" => json!({
                 "taskId": task_id,
-                "s3Key": s3_compressor_tests::events::form_encode(key),
+                "s3Key": key,
                 "s3VersionId": null,
                 "s3BucketArn": format!("arn:aws:s3:::{bucket}"),
             }),
@@ -609,10 +681,12 @@ fn batch_results(response: &Value, version: &str) -> Vec<(String, String, String
         .collect()
 }
 
-/// Both schema versions, every kind of answer in one job: compressed, skipped and missing
-/// objects are `Succeeded` (nothing is left to do), a collision `PermanentFailure`, an S3
-/// that fails `TemporaryFailure` (Batch Operations tries it again), a task that names no
-/// object `PermanentFailure` with the reason; the invocation itself succeeds.
+/// Both schema versions, every kind of answer in one job, each result string starting with
+/// the label a person filters the completion report on: compressed, already done and skipped
+/// objects are `Succeeded` (nothing is left to do), a missing one `PermanentFailure` (it was
+/// asked for and is not there), a collision `PermanentFailure`, an S3 that fails
+/// `TemporaryFailure` (Batch Operations tries it again), a task that names no object
+/// `PermanentFailure` with the reason; the invocation itself succeeds.
 #[test]
 fn a_batch_operations_job_answers_each_task_with_its_own_result_code() {
     let moto = Moto::start();
@@ -642,6 +716,7 @@ fn a_batch_operations_job_answers_each_task_with_its_own_result_code() {
             &bucket,
             &[
                 ("t-spaced", spaced),
+                ("t-again", "incoming/report.csv"),
                 ("t-clash", "incoming/report.txt"),
                 ("t-flaky", "incoming/flaky.csv"),
                 ("t-outside", "notes/readme.txt"),
@@ -650,7 +725,7 @@ fn a_batch_operations_job_answers_each_task_with_its_own_result_code() {
             ],
         );
         // A task that names no bucket fails alone.
-        let bad = &mut job["tasks"][5];
+        let bad = &mut job["tasks"][6];
         if version == "1.0" {
             bad["s3BucketArn"] = json!("not-an-arn");
         } else {
@@ -674,11 +749,34 @@ fn a_batch_operations_job_answers_each_task_with_its_own_result_code() {
             codes,
             [
                 ("t-spaced", "Succeeded"),
+                ("t-again", "Succeeded"),
                 ("t-clash", "PermanentFailure"),
                 ("t-flaky", "TemporaryFailure"),
                 ("t-outside", "Succeeded"),
-                ("t-missing", "Succeeded"),
+                ("t-missing", "PermanentFailure"),
                 ("t-bad", "PermanentFailure"),
+            ],
+            "{version}: {results:#?}"
+        );
+        let labels: Vec<(&str, &str)> = results
+            .iter()
+            .map(|(task, _, said)| {
+                (
+                    task.as_str(),
+                    said.split_once(": ").map_or("", |(label, _)| label),
+                )
+            })
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                ("t-spaced", "compressed"),
+                ("t-again", "already_done"),
+                ("t-clash", "failed_permanent"),
+                ("t-flaky", "failed_transient"),
+                ("t-outside", "skipped"),
+                ("t-missing", "missing"),
+                ("t-bad", "invalid_task"),
             ],
             "{version}: {results:#?}"
         );
@@ -690,7 +788,8 @@ fn a_batch_operations_job_answers_each_task_with_its_own_result_code() {
                 .unwrap_or_default()
         };
         assert!(
-            detail("t-spaced").starts_with("compressed to processed/year 2024/a+b%.zip"),
+            detail("t-spaced")
+                .starts_with("compressed: compressed to processed/year 2024/a+b%.zip"),
             "{version}: {}",
             detail("t-spaced")
         );
@@ -700,7 +799,7 @@ fn a_batch_operations_job_answers_each_task_with_its_own_result_code() {
             detail("t-clash")
         );
         assert!(
-            detail("t-flaky").starts_with("failed (transient"),
+            detail("t-flaky").starts_with("failed_transient: failed (transient"),
             "{}",
             detail("t-flaky")
         );
@@ -715,10 +814,10 @@ fn a_batch_operations_job_answers_each_task_with_its_own_result_code() {
             detail("t-missing")
         );
         let expected_bad = if version == "1.0" {
-            "payload.tasks[5].s3BucketArn is the string \"not-an-arn\"; expected a bucket ARN, \
-             arn:PARTITION:s3:::BUCKET"
+            "invalid_task: payload.tasks[6].s3BucketArn is the string \"not-an-arn\"; expected \
+             a bucket ARN, arn:PARTITION:s3:::BUCKET"
         } else {
-            "payload.tasks[5].s3Bucket is empty"
+            "invalid_task: payload.tasks[6].s3Bucket is empty"
         };
         assert_eq!(detail("t-bad"), expected_bad, "{version}");
 
@@ -746,6 +845,49 @@ fn a_batch_operations_job_answers_each_task_with_its_own_result_code() {
             "{retry:#}"
         );
     }
+}
+
+/// Schema 2.0 form-encodes keys as 1.0 does (a space as `+`, a `+` as `%2B`): each task
+/// compresses the object its key names, not a key that does not exist.
+#[test]
+fn a_batch_operations_2_0_job_compresses_the_objects_its_form_encoded_keys_name() {
+    let moto = Moto::start();
+    let bucket = "job-2-0";
+    moto.create_bucket(bucket);
+    let spaced = text(20_000, 7);
+    let plussed = text(20_000, 8);
+    put(&moto, bucket, "incoming/batch me.txt", &spaced);
+    put(&moto, bucket, "incoming/1+1.txt", &plussed);
+
+    let job = batch_job_as_sent(
+        "2.0",
+        bucket,
+        &[
+            ("t-space", "incoming/batch+me.txt"),
+            ("t-plus", "incoming/1%2B1.txt"),
+        ],
+    );
+    let results = batch_results(&invoke(&moto, &job), "2.0");
+    let expected = [
+        ("t-space", "compressed to processed/batch me.zip (20000 -> "),
+        ("t-plus", "compressed to processed/1+1.zip (20000 -> "),
+    ];
+    assert_eq!(results.len(), expected.len(), "{results:#?}");
+    for ((task, code, said), (expected_task, expected_said)) in results.iter().zip(expected) {
+        assert_eq!(
+            (task.as_str(), code.as_str()),
+            (expected_task, "Succeeded"),
+            "{said}"
+        );
+        assert!(said.contains(expected_said), "{task}: {said}");
+    }
+    assert!(unzip(&moto, bucket, "processed/batch me.zip").1 == spaced);
+    assert!(unzip(&moto, bucket, "processed/1+1.zip").1 == plussed);
+    assert_eq!(
+        moto.keys(bucket),
+        ["processed/1+1.zip", "processed/batch me.zip"],
+        "the sources deleted once proven"
+    );
 }
 
 #[test]
@@ -1007,7 +1149,7 @@ fn events_for_two_versions_in_either_order_leave_the_newer_versions_output() {
 // Nothing to do
 
 #[test]
-fn a_missing_object_is_not_found_by_compress_and_skipped_by_an_event() {
+fn a_missing_object_is_not_found_by_compress_and_missing_for_an_event() {
     let moto = Moto::start();
     moto.create_bucket("empty");
 
@@ -1026,14 +1168,14 @@ fn a_missing_object_is_not_found_by_compress_and_skipped_by_an_event() {
         finished.describe()
     );
 
-    // An event for an object deleted since (a late delivery) has nothing to do: skipped.
-
+    // An event for an object deleted since (a late delivery) has nothing to do: missing, not
+    // a failure of the invocation.
     let response = invoke(&moto, &s3_event("empty", &["incoming/never-uploaded.csv"]));
     assert_eq!(
         outcomes(&response),
         [(
             "incoming/never-uploaded.csv".to_owned(),
-            "skipped".to_owned()
+            "missing".to_owned()
         )]
     );
     assert!(moto.keys("empty").is_empty(), "{:?}", moto.keys("empty"));
@@ -1607,6 +1749,53 @@ fn a_stalled_request_is_retried_after_the_stall_limit() {
     assert_eq!(proxy.faults_applied(), 3, "every stall fired");
     assert!(unzip(&moto, "stall", "processed/stall.zip").1 == content);
     assert!(moto.head("stall", key).is_none(), "source deleted");
+}
+
+/// An invocation stopped at its deadline mid-upload aborts the multipart upload before it
+/// answers: when `invoke` returns, no upload is left open on the output's key (an abort left
+/// running would die with the process, the upload then costing storage until the lifecycle
+/// rule removes it). The parts stall, so the deadline comes mid-upload; the abort is slowed
+/// so that only waiting for it finishes it in time.
+#[test]
+fn an_invocation_stopped_at_its_deadline_leaves_no_multipart_upload_open() {
+    let moto = Moto::start();
+    let bucket = "deadline";
+    moto.create_bucket(bucket);
+    let proxy = FaultProxy::start(moto.endpoint());
+    let key = "incoming/noise.bin";
+    // Bytes that do not shrink: more than one 8 MiB part, so a multipart upload.
+    let content = random(10 * MIB, 11);
+    put(&moto, bucket, key, &content);
+    proxy.inject(Op::UploadPart, Fault::Stall, Times::Always);
+    proxy.inject(
+        Op::AbortMultipartUpload,
+        Fault::Latency(Duration::from_millis(700)),
+        Times::Always,
+    );
+
+    // 20 s less a 2 s margin: stopped at 18 s, with 1 s of the margin for the abort.
+    let path = write_event(moto.dir(), "deadline.json", &s3_event(bucket, &[key]));
+    let finished = run(moto
+        .s3_compressor()
+        .env("AWS_ENDPOINT_URL", proxy.endpoint())
+        .env("S3_COMPRESSOR_STALL_SECS", "60")
+        .args(["invoke", "--timeout", "20", "--event"])
+        .arg(&path));
+    let open = moto.open_uploads(bucket);
+
+    assert_eq!(finished.status.code(), Some(1), "{}", finished.describe());
+    assert!(
+        finished
+            .stderr
+            .contains("stopped at the invocation deadline"),
+        "{}",
+        finished.describe()
+    );
+    assert!(proxy.count(Op::UploadPart) > 0, "the upload had started");
+    assert_eq!(open, Vec::<String>::new(), "{}", finished.describe());
+    assert_eq!(proxy.count(Op::AbortMultipartUpload), 1);
+    assert_eq!(moto.keys(bucket), [key], "the source untouched, no output");
+    assert!(moto.get(bucket, key) == content);
 }
 
 // ---------------------------------------------------------------------------------------------

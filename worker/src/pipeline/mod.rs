@@ -3,7 +3,7 @@
 //! Every entry point (Lambda, `invoke`, `compress`, `serve`) hands objects to [`Worker::process`]
 //! and maps the [`Outcome`] to its own protocol.
 
-mod identity;
+pub(crate) mod identity;
 mod memory;
 mod pace;
 mod proof;
@@ -71,6 +71,10 @@ pub struct Worker {
     handoff: Option<Arc<dyn Handoff>>,
 }
 
+/// How long an entry point without a deadline waits, before it exits, for the uploads it
+/// stopped to be aborted.
+pub(crate) const ABORT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A reason to stop processing one object, already turned into its outcome.
 type Stop = Box<Outcome>;
 
@@ -100,8 +104,11 @@ impl Worker {
     }
 
     /// Waits (up to `limit`) for the aborts of uploads that objects stopped midway left open,
-    /// before the process exits: a runtime dropped mid-abort would leave them open until the
-    /// bucket's lifecycle rule removes them. Returns whether they all finished.
+    /// before the process exits or an invocation is answered: a runtime dropped mid-abort (or
+    /// a Lambda environment frozen once answered) would leave them open until the bucket's
+    /// lifecycle rule removes them. Returns whether they all finished. Closing the tracker
+    /// only lets the wait end once none is left: the aborts of a later invocation are still
+    /// tracked, and waited for by the next call.
     pub async fn settle(&self, limit: std::time::Duration) -> bool {
         self.aborts.close();
         tokio::time::timeout(limit, self.aborts.wait())
@@ -219,6 +226,11 @@ impl Worker {
             Some(info) => return Err(Box::new(collision(&output, info))),
         };
 
+        // Within S3's limit whatever the key; only a store's overlong version id can pass it.
+        let metadata = identity
+            .output_metadata(&plan.rule.prefix, self.routes.config_hash())
+            .map_err(|error| Box::new(Outcome::permanent(error.to_string())))?;
+
         // Not started if it cannot finish in time (a duplicate, above, is proven, not compressed).
         self.check_time(object, plan, download.info.size, deadline)
             .await?;
@@ -227,7 +239,7 @@ impl Worker {
         let spec = OutputSpec {
             location: output.clone(),
             content_type: plan.compressor.registration().content_type,
-            metadata: identity.output_metadata(&plan.rule.prefix, self.routes.config_hash()),
+            metadata,
             condition,
         };
         let written = self

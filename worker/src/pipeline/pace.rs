@@ -35,16 +35,27 @@ pub struct Deadline {
     /// The whole invocation's time: an object that needs more can never finish in one, while
     /// one that needs more than is *left* can in a fresh invocation.
     pub granted: Duration,
+    /// Kept after `at`, before the invocation ends: to abort the uploads of objects stopped at
+    /// `at`, and to answer.
+    pub margin: Duration,
 }
 
 impl Deadline {
     /// `remaining` from now, less the margin to answer cleanly: a tenth, at most `margin`.
     pub fn after(remaining: Duration, margin: Duration) -> Self {
-        let granted = remaining - margin.min(remaining / 10);
+        let margin = margin.min(remaining / 10);
+        let granted = remaining - margin;
         Self {
             at: Instant::now() + granted,
             granted,
+            margin,
         }
+    }
+
+    /// How long, from now, the aborts of stopped uploads may take: until half the margin is
+    /// spent, leaving the other half to answer.
+    pub fn abort_time(&self) -> Duration {
+        (self.at + self.margin / 2).saturating_duration_since(Instant::now())
     }
 }
 

@@ -171,13 +171,13 @@ async fn a_duplicate_that_finds_the_output_but_not_the_delete_finishes_the_delet
 }
 
 #[tokio::test]
-async fn a_missing_source_without_output_is_skipped_not_retried() {
+async fn a_missing_source_without_output_is_missing_not_retried() {
     let store = Arc::new(MemoryStore::default());
     let outcome = worker(&store, Tuning::default())
         .process(&object("incoming/never.csv"), None)
         .await;
     assert_eq!(outcome, Outcome::SourceMissing, "{outcome}");
-    assert_eq!(outcome.label(), "skipped");
+    assert_eq!(outcome.label(), "missing");
 }
 
 #[tokio::test]
@@ -357,7 +357,14 @@ async fn a_duplicate_finding_an_output_that_fails_its_proof_removes_it_and_keeps
         &s3_compressor_formats::Entry::new("r.csv"),
     )
     .unwrap();
-    store.insert_with_metadata(BUCKET, "processed/r.zip", &wrong, identity.metadata());
+    store.insert_with_metadata(
+        BUCKET,
+        "processed/r.zip",
+        &wrong,
+        identity
+            .output_metadata("incoming/", "0123456789ab")
+            .unwrap(),
+    );
 
     let worker = worker(&store, Tuning::default());
     let outcome = worker.process(&object("incoming/r.csv"), None).await;
@@ -503,26 +510,24 @@ async fn access_denied_is_permanent() {
 
 #[tokio::test]
 async fn the_deadline_stops_the_work_aborts_the_upload_and_keeps_the_source() {
-    let store = Arc::new(MemoryStore::default());
+    // Parts slower than the deadline, so it comes mid-upload however loaded the machine is.
+    let store = Arc::new(MemoryStore::with_part_latency(Duration::from_secs(30)));
     store.insert(BUCKET, "incoming/noise.bin", &noise(4 * 1024 * 1024));
     // Judged able to finish in time, so it starts, and is stopped by the deadline.
-    let deadline = Deadline::after(Duration::from_millis(30), Duration::ZERO);
-    let outcome = worker(&store, small_parts())
-        .with_pace(Pace::instant_requests(1e6))
+    let deadline = Deadline::after(Duration::from_secs(1), Duration::ZERO);
+    let worker = worker(&store, small_parts()).with_pace(Pace::instant_requests(1e6));
+    let outcome = worker
         .process(&object("incoming/noise.bin"), Some(deadline))
         .await;
     let Outcome::Failed { retry: true, error } = &outcome else {
         panic!("{outcome}");
     };
     assert!(error.contains("deadline"), "{error}");
-    // The abort runs on its own task once the upload's future is dropped.
-    for _ in 0..100 {
-        if store.open_uploads() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // The abort runs on its own task once the upload's future is dropped; entry points wait
+    // for it before they answer.
+    assert!(worker.settle(Duration::from_secs(10)).await);
     assert_eq!(store.open_uploads(), 0);
+    assert_eq!(store.aborted(), 1);
     assert!(store.current(BUCKET, "incoming/noise.bin").is_some());
 }
 
@@ -699,6 +704,7 @@ async fn an_object_too_large_for_the_invocation_is_handed_off_or_refused_not_sta
     let late = Deadline {
         at: Instant::now() + Duration::from_secs(1),
         granted: Duration::from_secs(60),
+        margin: Duration::ZERO,
     };
     let retried = worker(&store, Tuning::default())
         .with_pace(slow)
