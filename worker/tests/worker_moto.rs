@@ -1587,6 +1587,78 @@ fn a_download_cut_mid_body_resumes_where_it_stopped() {
     }
 }
 
+/// A store that keeps no checksums (the proxy strips them from requests and answers): a
+/// source is proven by the MD5 its ETag is, the output by reading it back. An output damaged
+/// on its way to the store, and a download whose resumed range came back altered, are both
+/// caught before the source is deleted; a clean run then finishes.
+#[test]
+fn on_a_store_without_checksums_damaged_bytes_are_caught_before_the_delete() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(moto.endpoint());
+    proxy.strip_checksums();
+    let bucket = "weak";
+    moto.create_bucket(bucket);
+
+    let key = "incoming/fine.csv";
+    let content = text(200_000, 11);
+    put(&moto, bucket, key, &content);
+    let finished = compress_through(&proxy, &moto, bucket, key);
+    assert!(finished.success(), "{}", finished.describe());
+    for proof in ["\"etag-md5\"", "\"read-back\""] {
+        assert!(
+            finished.stderr.contains(proof),
+            "{proof}: {}",
+            finished.stderr
+        );
+    }
+    assert!(unzip(&moto, bucket, "processed/fine.zip").1 == content);
+    assert!(moto.head(bucket, key).is_none(), "source deleted");
+
+    // The output's PutObject damaged on its way: moto keeps what it got, and says nothing.
+    let key = "incoming/damaged.csv";
+    let content = text(200_000, 12);
+    put(&moto, bucket, key, &content);
+    proxy.inject_for_key(Op::PutObject, "damaged", Fault::DamageBody, 1);
+    let finished = compress_through(&proxy, &moto, bucket, key);
+    assert_eq!(proxy.faults_applied(), 1);
+    assert!(!finished.success(), "{}", finished.describe());
+    assert!(
+        finished.stdout.contains("verification failed") && finished.stdout.contains("read back"),
+        "{}",
+        finished.describe()
+    );
+    assert!(moto.get(bucket, key) == content, "source kept");
+    assert!(
+        moto.head(bucket, "processed/damaged.zip").is_none(),
+        "the damaged output removed"
+    );
+
+    // A download cut mid-body, whose resumed range comes back with a byte changed.
+    let key = "incoming/resumed.bin";
+    let content = random(6 * MIB, 13);
+    put(&moto, bucket, key, &content);
+    proxy.inject_for_key(Op::GetObject, key, Fault::CutResponse, 1);
+    proxy.inject_for_key(Op::GetObject, key, Fault::DamageBody, 1);
+    let finished = compress_through(&proxy, &moto, bucket, key);
+    assert_eq!(proxy.faults_applied(), 3, "the cut and the damage fired");
+    assert!(!finished.success(), "{}", finished.describe());
+    assert!(
+        finished.stdout.contains("the source was not read whole"),
+        "{}",
+        finished.describe()
+    );
+    assert!(moto.get(bucket, key) == content, "source kept");
+    assert!(
+        moto.head(bucket, "processed/resumed.zip").is_none(),
+        "nothing written"
+    );
+
+    let finished = compress_through(&proxy, &moto, bucket, key);
+    assert!(finished.success(), "{}", finished.describe());
+    assert!(unzip(&moto, bucket, "processed/resumed.zip").1 == content);
+    assert!(moto.head(bucket, key).is_none(), "source deleted");
+}
+
 /// A server that stops answering is given up on after the stall limit and the request
 /// retried, instead of holding the worker until its deadline.
 #[test]
