@@ -1613,6 +1613,18 @@ fn on_a_store_without_checksums_damaged_bytes_are_caught_before_the_delete() {
     }
     assert!(unzip(&moto, bucket, "processed/fine.zip").1 == content);
     assert!(moto.head(bucket, key).is_none(), "source deleted");
+    // An output in parts is read back the same way.
+    let key = "incoming/parts.bin";
+    let content = random(12 * MIB, 14);
+    put(&moto, bucket, key, &content);
+    let finished = compress_through(&proxy, &moto, bucket, key);
+    assert!(finished.success(), "{}", finished.describe());
+    assert!(
+        finished.stderr.contains("\"read-back\""),
+        "{}",
+        finished.stderr
+    );
+    assert!(unzip(&moto, bucket, "processed/parts.zip").1 == content);
 
     // The output's PutObject damaged on its way: moto keeps what it got, and says nothing.
     let key = "incoming/damaged.csv";
