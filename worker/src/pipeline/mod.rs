@@ -476,6 +476,9 @@ impl Worker {
         read: &proof::Fingerprint,
     ) -> Result<Option<String>, Stop> {
         let written = &uploaded.written;
+        // A read-ahead and a decoder again: their place in the budget, counted (generously) as
+        // an object of the output's size.
+        let _reservation = self.memory.reserve(Some(uploaded.bytes)).await;
         let download = match self.store.get(output, written.version_id.as_deref()).await {
             Ok(download) => download,
             Err(error) if error.is(ErrorClass::NotFound) => {
