@@ -18,7 +18,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -39,7 +39,7 @@ use tokio::sync::oneshot;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
-type Upstream = Client<HttpConnector, Incoming>;
+type Upstream = Client<HttpConnector, ProxyBody>;
 
 /// The S3 operations a fault can be aimed at, as told from method, path and query of a
 /// path-style request (`/bucket/key`). Everything else — bucket-level calls, copies, tagging,
@@ -156,6 +156,11 @@ pub enum Fault {
     /// Reads the request, never answers, and holds the connection open until the client gives
     /// up or the proxy stops; moto never sees the request.
     Stall,
+    /// Flips the lowest bit of the byte in the middle of a body on its way: of the answer to a
+    /// GET (the client reads other bytes than moto keeps), of the request otherwise (moto keeps
+    /// other bytes than the client sent, unless a checksum header it checks covers them: see
+    /// [`FaultProxy::strip_checksums`]).
+    DamageBody,
 }
 
 /// How many of the matching requests a rule spoils.
@@ -196,6 +201,8 @@ impl Rule {
 #[derive(Debug, Default)]
 struct State {
     rules: Mutex<Vec<Rule>>,
+    /// Set by [`FaultProxy::strip_checksums`].
+    strip_checksums: AtomicBool,
     seen: [AtomicUsize; Op::ALL.len()],
     applied: [AtomicUsize; Op::ALL.len()],
 }
@@ -307,6 +314,14 @@ impl FaultProxy {
             fault,
             left,
         });
+    }
+
+    /// From now on, stands for a store that keeps no checksums: removes every
+    /// `x-amz-checksum-*` header from requests (so moto neither checks nor keeps one) and from
+    /// answers (so the client sees none, as from a store that ignores them). Not undone by
+    /// [`FaultProxy::clear`]: it is what the store is, not a fault.
+    pub fn strip_checksums(&self) {
+        self.state.strip_checksums.store(true, Ordering::SeqCst);
     }
 
     /// Removes every rule: from now on, requests pass through.
@@ -491,6 +506,20 @@ impl Proxy {
                 std::future::pending::<()>().await;
                 Err(Closed::because("stalled"))
             }
+            Fault::DamageBody if request.method() == Method::GET => {
+                let response = self.forward(request).await.map_err(Closed::upstream)?;
+                let middle = middle_of(response.headers());
+                Ok(response.map(|body| damaged(body, middle)))
+            }
+            Fault::DamageBody => {
+                let middle = middle_of(request.headers());
+                let (parts, body) = request.into_parts();
+                let response = self
+                    .send(parts, damaged(body, middle))
+                    .await
+                    .map_err(Closed::upstream)?;
+                Ok(response.map(boxed))
+            }
         }
     }
 
@@ -510,7 +539,20 @@ impl Proxy {
     /// Sends the request to moto, the body streaming as it arrives, and returns moto's answer
     /// with its body still to stream.
     async fn forward(&self, request: Request<Incoming>) -> Result<Response<Incoming>, BoxError> {
-        let (mut parts, body) = request.into_parts();
+        let (parts, body) = request.into_parts();
+        self.send(parts, boxed(body)).await
+    }
+
+    /// [`Proxy::forward`] of a request's head and a body to send in its place.
+    async fn send(
+        &self,
+        mut parts: hyper::http::request::Parts,
+        body: ProxyBody,
+    ) -> Result<Response<Incoming>, BoxError> {
+        let strip_checksums = self.state.strip_checksums.load(Ordering::SeqCst);
+        if strip_checksums {
+            remove_checksums(&mut parts.headers);
+        }
         let path_and_query = parts
             .uri
             .path_and_query()
@@ -526,8 +568,54 @@ impl Proxy {
             .request(Request::from_parts(parts, body))
             .await?;
         remove_hop_by_hop(response.headers_mut());
+        if strip_checksums {
+            remove_checksums(response.headers_mut());
+        }
         Ok(response)
     }
+}
+
+/// Removes the `x-amz-checksum-*` headers (the values, the algorithm, the type).
+fn remove_checksums(headers: &mut HeaderMap) {
+    let checksums: Vec<_> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-amz-checksum-"))
+        .cloned()
+        .collect();
+    for name in checksums {
+        headers.remove(name);
+    }
+}
+
+/// The offset of the middle byte of a body whose length is declared; the first otherwise.
+fn middle_of(headers: &HeaderMap) -> u64 {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .map_or(0, |len| len / 2)
+}
+
+/// `body` with the lowest bit of its byte at offset `at` flipped.
+fn damaged(body: Incoming, at: u64) -> ProxyBody {
+    let mut offset = 0u64;
+    body.map_frame(move |frame| {
+        frame.map_data(|data: Bytes| {
+            let start = offset;
+            offset += data.len() as u64;
+            let Some(index) = at
+                .checked_sub(start)
+                .and_then(|index| usize::try_from(index).ok())
+                .filter(|index| *index < data.len())
+            else {
+                return data;
+            };
+            let mut bytes = data.to_vec();
+            bytes[index] ^= 1;
+            Bytes::from(bytes)
+        })
+    })
+    .boxed()
 }
 
 /// The headers that describe one connection rather than the message: the client's connection

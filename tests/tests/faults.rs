@@ -749,3 +749,56 @@ fn forwards_chunked_bodies_and_answers_expect_100_continue() {
     assert_eq!(moto.get(BUCKET, "expected"), b"later");
     assert_eq!(proxy.count(Op::PutObject), 2);
 }
+
+/// The bytes at which `a` and `b`, of one length, differ.
+fn differences(a: &[u8], b: &[u8]) -> Vec<usize> {
+    assert_eq!(a.len(), b.len());
+    (0..a.len()).filter(|&at| a[at] != b[at]).collect()
+}
+
+#[test]
+fn strip_checksums_hides_them_both_ways_and_damage_body_changes_one_byte() {
+    let Some((moto, proxy)) = moto_and_proxy() else {
+        return;
+    };
+    let client = client(&proxy, None);
+    let stored_crc32 = |key: &str| {
+        moto.block_on(
+            client
+                .head_object()
+                .bucket(BUCKET)
+                .key(key)
+                .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+                .send(),
+        )
+        .map(|output| output.checksum_crc32().map(str::to_owned))
+        .map_err(|error| describe(&error))
+        .expect("HeadObject")
+    };
+    let body = random(MIB, 9);
+    put(&moto, &client, "checked", &body).expect("PutObject");
+    assert!(
+        stored_crc32("checked").is_some(),
+        "moto keeps the SDK's checksum"
+    );
+
+    proxy.strip_checksums();
+    assert_eq!(stored_crc32("checked"), None, "answers carry none");
+    put(&moto, &client, "unchecked", &body).expect("PutObject");
+    proxy.clear();
+    assert_eq!(
+        moto.head(BUCKET, "unchecked")
+            .and_then(|head| head.checksum_type),
+        None,
+        "the request carried none to moto"
+    );
+
+    // On a store that checks nothing, a damaged body is kept as it arrived.
+    proxy.inject(Op::PutObject, Fault::DamageBody, 1);
+    put(&moto, &client, "damaged", &body).expect("PutObject");
+    assert_eq!(differences(&moto.get(BUCKET, "damaged"), &body), [MIB / 2]);
+    proxy.inject(Op::GetObject, Fault::DamageBody, 1);
+    let read = get(&moto, &client, "unchecked").expect("GetObject");
+    assert_eq!(differences(&read, &body), [MIB / 2]);
+    assert_eq!(proxy.faults_applied(), 2);
+}

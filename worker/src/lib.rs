@@ -17,7 +17,7 @@ pub mod store;
 pub mod telemetry;
 
 pub use error::Error;
-pub use outcome::{Outcome, SourceFate};
+pub use outcome::{Outcome, OutputProof, Proof, SourceFate, SourceProof};
 pub use pipeline::{Deadline, Pace, Tuning, Worker};
 pub use routes::{Decision, Plan, Routes, RuleSummary};
 

@@ -15,6 +15,65 @@ pub enum SourceFate {
     AlreadyGone,
 }
 
+/// What a delete was earned on, for the log line: stores differ in what they keep, and a
+/// person auditing a bucket wants to know what each source's delete rested on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Proof {
+    /// What the bytes read were held against, besides the source's size.
+    pub source: SourceProof,
+    /// How the stored output was shown to be the bytes sent.
+    pub output: OutputProof,
+}
+
+/// The source's own stored value that the bytes read matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceProof {
+    Crc64Nvme,
+    Crc32c,
+    Crc32,
+    Sha1,
+    Sha256,
+    /// The ETag of a single-part upload stored unencrypted or with SSE-S3, which is the MD5 of
+    /// its content.
+    EtagMd5,
+    /// The store keeps nothing to hold the bytes against (a multipart upload without a
+    /// full-object checksum, or an encrypted one): only their count was checked.
+    SizeOnly,
+}
+
+impl SourceProof {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Crc64Nvme => "crc64nvme",
+            Self::Crc32c => "crc32c",
+            Self::Crc32 => "crc32",
+            Self::Sha1 => "sha1",
+            Self::Sha256 => "sha256",
+            Self::EtagMd5 => "etag-md5",
+            Self::SizeOnly => "size",
+        }
+    }
+}
+
+/// How the output, once written, was shown to hold the bytes that were sent (and proven).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputProof {
+    /// The store's own CRC-64/NVME of what it keeps equals the one sent.
+    StoredChecksum,
+    /// The store keeps no checksum: the output was read back, its CRC-64/NVME compared with
+    /// the one sent, and decoded again.
+    ReadBack,
+}
+
+impl OutputProof {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::StoredChecksum => "stored-checksum",
+            Self::ReadBack => "read-back",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Compressed {
@@ -24,6 +83,7 @@ pub enum Outcome {
         /// Input bytes written as they are, because a sample showed they would not shrink.
         stored: u64,
         source: SourceFate,
+        proof: Proof,
     },
     /// The output from this very source existed already: a repeated or concurrent delivery.
     AlreadyDone {
@@ -111,6 +171,7 @@ impl fmt::Display for Outcome {
                 bytes_out,
                 stored,
                 source,
+                ..
             } => {
                 write!(
                     f,

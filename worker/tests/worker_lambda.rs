@@ -166,6 +166,8 @@ fn json_logs_have_one_line_per_object_and_stdout_has_the_metrics() {
         "bytes_in",
         "bytes_out",
         "ratio",
+        "source_proof",
+        "proof",
         "ms",
         "outcome",
     ] {
@@ -178,6 +180,9 @@ fn json_logs_have_one_line_per_object_and_stdout_has_the_metrics() {
     assert_eq!(compressed["rule"], "incoming/logs/");
     assert_eq!(compressed["format"], "gzip");
     assert_eq!(compressed["outcome"], "compressed");
+    // moto keeps the checksums the SDK sends and the worker's CRC-64/NVME of the output.
+    assert_eq!(compressed["proof"], "stored-checksum", "{compressed}");
+    assert_ne!(compressed["source_proof"], "size", "{compressed}");
     assert_eq!(compressed["bytes_in"], content.len());
     let head = moto
         .head("logs", "processed/logs/app.log.gz")

@@ -1729,6 +1729,116 @@ fn a_download_cut_mid_body_resumes_where_it_stopped() {
     }
 }
 
+/// A store that keeps no checksums (the proxy strips them from requests and answers): a
+/// source is proven by the MD5 its ETag is, the output by reading it back. An output damaged
+/// on its way to the store, and a download whose resumed range came back altered, are both
+/// caught before the source is deleted; a clean run then finishes.
+#[test]
+fn on_a_store_without_checksums_damaged_bytes_are_caught_before_the_delete() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(moto.endpoint());
+    proxy.strip_checksums();
+    let bucket = "weak";
+    moto.create_bucket(bucket);
+
+    let key = "incoming/fine.csv";
+    let content = text(200_000, 11);
+    put(&moto, bucket, key, &content);
+    let finished = compress_through(&proxy, &moto, bucket, key);
+    assert!(finished.success(), "{}", finished.describe());
+    for proof in ["\"etag-md5\"", "\"read-back\""] {
+        assert!(
+            finished.stderr.contains(proof),
+            "{proof}: {}",
+            finished.stderr
+        );
+    }
+    assert!(unzip(&moto, bucket, "processed/fine.zip").1 == content);
+    assert!(moto.head(bucket, key).is_none(), "source deleted");
+    // An output in parts is read back the same way.
+    let key = "incoming/parts.bin";
+    let content = random(12 * MIB, 14);
+    put(&moto, bucket, key, &content);
+    let finished = compress_through(&proxy, &moto, bucket, key);
+    assert!(finished.success(), "{}", finished.describe());
+    assert!(
+        finished.stderr.contains("\"read-back\""),
+        "{}",
+        finished.stderr
+    );
+    assert!(unzip(&moto, bucket, "processed/parts.zip").1 == content);
+
+    // The output's PutObject damaged on its way: moto keeps what it got, and says nothing.
+    let key = "incoming/damaged.csv";
+    let content = text(200_000, 12);
+    put(&moto, bucket, key, &content);
+    proxy.inject_for_key(Op::PutObject, "damaged", Fault::DamageBody, 1);
+    let finished = compress_through(&proxy, &moto, bucket, key);
+    assert_eq!(proxy.faults_applied(), 1);
+    assert!(!finished.success(), "{}", finished.describe());
+    assert!(
+        finished.stdout.contains("verification failed") && finished.stdout.contains("read back"),
+        "{}",
+        finished.describe()
+    );
+    assert!(moto.get(bucket, key) == content, "source kept");
+    assert!(
+        moto.head(bucket, "processed/damaged.zip").is_none(),
+        "the damaged output removed"
+    );
+
+    // A download cut mid-body, whose resumed range comes back with a byte changed.
+    a_resumed_range_altered_is_caught_then_a_clean_run_finishes(&moto, &proxy, bucket);
+}
+
+/// A download cut mid-body, whose resumed (ranged) GET comes back with a byte changed: the
+/// whole read is held against the source's stored value, so the run fails transiently with
+/// the source kept and nothing written; the next, clean run finishes.
+fn a_resumed_range_altered_is_caught_then_a_clean_run_finishes(
+    moto: &Moto,
+    proxy: &FaultProxy,
+    bucket: &str,
+) {
+    let key = "incoming/resumed.bin";
+    let content = random(6 * MIB, 13);
+    put(moto, bucket, key, &content);
+    let applied = proxy.faults_applied();
+    proxy.inject_for_key(Op::GetObject, key, Fault::CutResponse, 1);
+    proxy.inject_for_key(Op::GetObject, key, Fault::DamageBody, 1);
+    let finished = compress_through(proxy, moto, bucket, key);
+    assert_eq!(
+        proxy.faults_applied() - applied,
+        2,
+        "{bucket}: the cut and the damage fired"
+    );
+    assert!(!finished.success(), "{bucket}: {}", finished.describe());
+    assert!(
+        finished.stdout.contains("the source was not read whole"),
+        "{bucket}: {}",
+        finished.describe()
+    );
+    assert!(moto.get(bucket, key) == content, "{bucket}: source kept");
+    assert!(
+        moto.head(bucket, "processed/resumed.zip").is_none(),
+        "{bucket}: nothing written"
+    );
+
+    let finished = compress_through(proxy, moto, bucket, key);
+    assert!(finished.success(), "{bucket}: {}", finished.describe());
+    assert!(unzip(moto, bucket, "processed/resumed.zip").1 == content);
+    assert!(moto.head(bucket, key).is_none(), "{bucket}: source deleted");
+}
+
+/// README's bad-read row against moto as it is (it keeps the checksum the SDK sent with the
+/// source): a resumed range that comes back altered is caught by that checksum.
+#[test]
+fn a_resumed_range_that_comes_back_altered_is_caught_by_the_stored_checksum() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(moto.endpoint());
+    moto.create_bucket("altered");
+    a_resumed_range_altered_is_caught_then_a_clean_run_finishes(&moto, &proxy, "altered");
+}
+
 /// A server that stops answering is given up on after the stall limit and the request
 /// retried, instead of holding the worker until its deadline.
 #[test]

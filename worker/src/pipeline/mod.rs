@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
 use crate::handoff::Handoff;
-use crate::outcome::{Outcome, SourceFate};
+use crate::outcome::{Outcome, OutputProof, Proof, SourceFate};
 use crate::store::{
     DeleteCondition, Deleted, Download, ErrorClass, Location, ObjectInfo, ObjectStore, OutputSpec,
     StoreError, WriteCondition,
@@ -236,6 +236,7 @@ impl Worker {
             .await?;
 
         // Compress and write.
+        let source_proof = proof::source_proof(&download.info);
         let spec = OutputSpec {
             location: output.clone(),
             content_type: plan.compressor.registration().content_type,
@@ -247,7 +248,7 @@ impl Worker {
             .await;
         // The buffers are gone; what is left is a few requests.
         drop(reservation);
-        let (stats, uploaded) = match written {
+        let (stats, read, uploaded) = match written {
             Ok(done) => done,
             Err(WriteFailure::Stop(stop)) => return Err(stop),
             Err(WriteFailure::Store(error)) => {
@@ -289,7 +290,9 @@ impl Worker {
         };
 
         // Verify before anything is deleted.
-        self.verify(&output, &uploaded, &identity).await?;
+        let output_proof = self
+            .verify(plan, &output, &uploaded, &identity, &read)
+            .await?;
 
         // Delete the source: exactly what was read, never a newer upload.
         let fate = self.delete_source(plan, &source, &identity).await?;
@@ -299,6 +302,10 @@ impl Worker {
             bytes_out: uploaded.bytes,
             stored: stats.stored,
             source: fate,
+            proof: Proof {
+                source: source_proof,
+                output: output_proof,
+            },
         }))
     }
 
@@ -365,7 +372,7 @@ impl Worker {
         source: &Location,
         download: Download,
         spec: &OutputSpec,
-    ) -> Result<(Stats, Uploaded), WriteFailure> {
+    ) -> Result<(Stats, proof::Fingerprint, Uploaded), WriteFailure> {
         let info = &download.info;
         let mut entry = Entry::new(base_name(&source.key)).with_size(info.size);
         if let Some(modified) = info.last_modified {
@@ -405,7 +412,7 @@ impl Worker {
 
         let stop = |outcome: Outcome| Err(WriteFailure::Stop(Box::new(outcome)));
         match (compressed, uploaded) {
-            (Ok(Ok(stats)), Ok(uploaded)) => Ok((stats, uploaded)),
+            (Ok(Ok((stats, read))), Ok(uploaded)) => Ok((stats, read, uploaded)),
             // The upload's own failure explains a compressor that could not write.
             (_, Err(UploadError::Store(error))) if error.is(ErrorClass::PreconditionFailed) => {
                 Err(WriteFailure::Raced)
@@ -428,46 +435,34 @@ impl Worker {
     }
 
     /// Reads the output back before anything is deleted: it must be there, as large as what
-    /// was written, with the checksum that was sent, made from this source.
+    /// was written, made from this source, and hold the bytes that were sent. The store's own
+    /// CRC-64/NVME shows the last; where it keeps none, the output is read back.
     async fn verify(
         &self,
+        plan: &Plan<'_>,
         output: &Location,
         uploaded: &Uploaded,
         identity: &SourceIdentity,
-    ) -> Result<(), Stop> {
+        read: &proof::Fingerprint,
+    ) -> Result<OutputProof, Stop> {
         let version = uploaded.written.version_id.as_deref();
         let Some(stored) = self.store.head(output, version).await.map_err(failed)? else {
             return Err(Box::new(Outcome::transient(
                 "the output was not found right after it was written; the source is kept",
             )));
         };
-        let problem = if stored.size != uploaded.bytes {
-            Some(format!(
-                "is {} bytes but {} were written",
-                stored.size, uploaded.bytes
-            ))
-        } else if stored
-            .crc64nvme
-            .as_ref()
-            .is_some_and(|crc| *crc != uploaded.crc64nvme)
-        {
-            Some(format!(
-                "has CRC-64/NVME {} but {} was written",
-                stored.crc64nvme.as_deref().unwrap_or_default(),
-                uploaded.crc64nvme
-            ))
-        } else if !identity.made(&stored) {
-            Some("does not carry this source's identity in its metadata".to_owned())
-        } else {
-            None
+        let proof = match stored.crc64nvme {
+            Some(_) => OutputProof::StoredChecksum,
+            None => OutputProof::ReadBack,
+        };
+        let problem = match stored_problem(&stored, uploaded, identity) {
+            Some(problem) => Some(problem),
+            None if proof == OutputProof::StoredChecksum => None,
+            None => self.read_back(plan, output, uploaded, read).await?,
         };
         let Some(problem) = problem else {
-            tracing::debug!(
-                key = %output.key,
-                checksum_checked = stored.crc64nvme.is_some(),
-                "output verified"
-            );
-            return Ok(());
+            tracing::debug!(key = %output.key, proof = proof.label(), "output verified");
+            return Ok(proof);
         };
         let removed = self
             .remove_unproven(
@@ -480,6 +475,74 @@ impl Worker {
             "verification failed: s3://{}/{} {problem}; {removed}, and the source is kept",
             output.bucket, output.key
         ))))
+    }
+
+    /// Reads back the output as written (that version, or while it has that ETag) on a store
+    /// that keeps no checksum: its bytes must have the CRC-64/NVME that was sent, and decode
+    /// to what was read. Says what is wrong with it, if anything.
+    async fn read_back(
+        &self,
+        plan: &Plan<'_>,
+        output: &Location,
+        uploaded: &Uploaded,
+        read: &proof::Fingerprint,
+    ) -> Result<Option<String>, Stop> {
+        let written = &uploaded.written;
+        // A read-ahead and a decoder again: their place in the budget, counted (generously) as
+        // an object of the output's size.
+        let _reservation = self.memory.reserve(Some(uploaded.bytes)).await;
+        let download = match self.store.get(output, written.version_id.as_deref()).await {
+            Ok(download) => download,
+            Err(error) if error.is(ErrorClass::NotFound) => {
+                return Err(Box::new(Outcome::transient(
+                    "the output was gone when it was read back; the source is kept",
+                )))
+            }
+            Err(error) => return Err(failed(error)),
+        };
+        if written.etag.is_some() && download.info.etag != written.etag {
+            return Err(Box::new(Outcome::transient(
+                "the output was replaced before it was read back; the next attempt starts over; \
+                 the source is kept",
+            )));
+        }
+        let reader = transfer::spawn_download(download.body, self.tuning.read_ahead_bytes);
+        let compressor = Arc::clone(plan.compressor);
+        let (stored, decoded) = tokio::task::spawn_blocking(move || {
+            let mut stored = proof::FingerprintReader::crc64_only(reader);
+            let decoded = proof::decode_stream(&compressor, &mut stored);
+            // A decoder may stop before the end (a zip's central directory): every byte counts.
+            let rest = std::io::copy(&mut stored, &mut std::io::sink());
+            (rest.map(|_| stored.fingerprint()), decoded)
+        })
+        .await
+        .map_err(|_| Box::new(Outcome::transient("the read-back's thread crashed")))?;
+        // A failed read surfaces in either; its class decides, before the bytes are judged.
+        if let Some(outcome) = decoded.as_ref().err().and_then(store_error_in) {
+            return Err(Box::new(outcome));
+        }
+        let stored = stored.map_err(|error| Box::new(read_failed("the output back", &error)))?;
+        if (stored.bytes, transfer::encode_crc(stored.crc64nvme))
+            != (uploaded.bytes, uploaded.crc64nvme.clone())
+        {
+            return Ok(Some(format!(
+                "read back is {} bytes with CRC-64/NVME {}, but {} bytes with {} were written",
+                stored.bytes,
+                transfer::encode_crc(stored.crc64nvme),
+                uploaded.bytes,
+                uploaded.crc64nvme
+            )));
+        }
+        match decoded {
+            Ok(decoded) if (decoded.bytes, decoded.crc64nvme) == (read.bytes, read.crc64nvme) => {
+                Ok(None)
+            }
+            Ok(decoded) => Ok(Some(format!(
+                "read back decodes to {} bytes, not the {} that were read",
+                decoded.bytes, read.bytes
+            ))),
+            Err(error) => Ok(Some(format!("read back does not decode: {error}"))),
+        }
     }
 
     /// Removes an output that failed its proof, which the next delivery would otherwise trust
@@ -653,7 +716,7 @@ impl Worker {
         let (read, decoded) = proving
             .await
             .map_err(|_| Box::new(Outcome::transient("the proof's thread crashed")))?;
-        let read = read.map_err(|error| Box::new(read_failed(&error)))?;
+        let read = read.map_err(|error| Box::new(read_failed("the source", &error)))?;
         let decoded = match decoded {
             Ok(Ok(decoded)) => decoded,
             Ok(Err(error)) => {
@@ -669,7 +732,7 @@ impl Worker {
                 )))
             }
         };
-        Ok(proof::check(&source_info, read, decoded))
+        Ok(proof::check(&source_info, &read, &decoded))
     }
 }
 
@@ -678,15 +741,24 @@ fn report(object: &ObjectRef, plan: Option<&Plan<'_>>, outcome: &Outcome, starte
     let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let rule = plan.map(|plan| plan.rule.prefix.as_str());
     let format = plan.map(|plan| plan.compressor.registration().name);
-    let (bytes_in, bytes_out, stored_bytes) = match outcome {
+    let (bytes_in, bytes_out, stored_bytes, proof) = match outcome {
         Outcome::Compressed {
             bytes_in,
             bytes_out,
             stored,
+            proof,
             ..
-        } => (Some(*bytes_in), Some(*bytes_out), Some(*stored)),
-        _ => (None, None, None),
+        } => (
+            Some(*bytes_in),
+            Some(*bytes_out),
+            Some(*stored),
+            Some(*proof),
+        ),
+        _ => (None, None, None, None),
     };
+    // What the source's delete rested on: see README's Guarantees.
+    let source_proof = proof.map(|proof| proof.source.label());
+    let proof = proof.map(|proof| proof.output.label());
     // `stored: true` when no byte was worth compressing; how many were, when some were not.
     let stored = stored_bytes
         .zip(bytes_in)
@@ -712,6 +784,8 @@ fn report(object: &ObjectRef, plan: Option<&Plan<'_>>, outcome: &Outcome, starte
                 ratio,
                 stored,
                 stored_bytes,
+                source_proof,
+                proof,
                 ms,
                 outcome = outcome.label(),
                 "{outcome}"
@@ -732,7 +806,7 @@ fn compress_proven(
     writer: impl FnOnce(std::sync::mpsc::SyncSender<bytes::Bytes>) -> PartWriter,
     entry: &Entry,
     source_info: &ObjectInfo,
-) -> Result<Stats, CompressFailure> {
+) -> Result<(Stats, proof::Fingerprint), CompressFailure> {
     let as_compress_error = |source| FormatError::Compress {
         format: compressor.registration().name,
         source,
@@ -767,7 +841,8 @@ fn compress_proven(
             Ok(Err(error)) => return Err(CompressFailure::Unproven(error.to_string())),
             Err(_) => return Err(CompressFailure::Unproven("the decoder crashed".to_owned())),
         };
-        match proof::check(source_info, read.fingerprint(), decoded) {
+        let read = read.fingerprint();
+        match proof::check(source_info, &read, &decoded) {
             Ok(()) => {}
             Err(proof::Disproof::BadRead(why)) => return Err(CompressFailure::BadRead(why)),
             Err(proof::Disproof::BadOutput(why)) => return Err(CompressFailure::Unproven(why)),
@@ -775,7 +850,7 @@ fn compress_proven(
         writer
             .release(last)
             .map_err(|source| CompressFailure::Format(as_compress_error(source)))
-            .map(|()| stats)
+            .map(|()| (stats, read))
     })
 }
 
@@ -811,6 +886,33 @@ fn source_gone(
         },
         _ => Outcome::SourceMissing,
     }
+}
+
+/// What the output's HEAD shows is wrong with it: another size than was written, another
+/// CRC-64/NVME than was sent (when the store keeps one), or not this source's identity.
+fn stored_problem(
+    stored: &ObjectInfo,
+    uploaded: &Uploaded,
+    identity: &SourceIdentity,
+) -> Option<String> {
+    if stored.size != uploaded.bytes {
+        return Some(format!(
+            "is {} bytes but {} were written",
+            stored.size, uploaded.bytes
+        ));
+    }
+    if let Some(crc) = stored
+        .crc64nvme
+        .as_ref()
+        .filter(|crc| **crc != uploaded.crc64nvme)
+    {
+        return Some(format!(
+            "has CRC-64/NVME {crc} but {} was written",
+            uploaded.crc64nvme
+        ));
+    }
+    (!identity.made(stored))
+        .then(|| "does not carry this source's identity in its metadata".to_owned())
 }
 
 fn collision(output: &Location, existing: &ObjectInfo) -> Outcome {
@@ -853,8 +955,8 @@ fn store_error_in(error: &FormatError) -> Option<Outcome> {
         })
 }
 
-/// A read of the source that failed outside a format.
-fn read_failed(error: &std::io::Error) -> Outcome {
+/// A read (of `what`) that failed outside a format.
+fn read_failed(what: &str, error: &std::io::Error) -> Outcome {
     match error
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<StoreError>())
@@ -863,7 +965,7 @@ fn read_failed(error: &std::io::Error) -> Outcome {
             retry: read_error.is(ErrorClass::Transient),
             error: read_error.to_string(),
         },
-        None => Outcome::transient(format!("reading the source failed: {error}")),
+        None => Outcome::transient(format!("reading {what} failed: {error}")),
     }
 }
 
@@ -872,6 +974,9 @@ fn read_failed(error: &std::io::Error) -> Outcome {
 pub(crate) fn crc64nvme_of(bytes: &[u8]) -> String {
     transfer::encode_crc(crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, bytes))
 }
+
+#[cfg(test)]
+pub(crate) use proof::stored_as;
 
 #[cfg(test)]
 mod tests;

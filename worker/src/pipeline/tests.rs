@@ -9,9 +9,9 @@ use s3_compressor_events::ObjectRef;
 use s3_compressor_formats::Registry;
 
 use super::{Deadline, Pace, Tuning, Worker};
-use crate::store::memory::MemoryStore;
+use crate::store::memory::{MemoryStore, ReadDamage};
 use crate::store::ErrorClass;
-use crate::{Outcome, Routes, SourceFate};
+use crate::{Outcome, OutputProof, Proof, Routes, SourceFate, SourceProof};
 
 const BUCKET: &str = "files";
 
@@ -452,6 +452,132 @@ async fn an_output_stored_damaged_is_removed_and_the_source_kept() {
             body,
             "{key}: source kept"
         );
+    }
+}
+
+/// Every kind of value a store may keep of a source's content, and none.
+const EVERY_SOURCE_PROOF: [SourceProof; 7] = [
+    SourceProof::Crc64Nvme,
+    SourceProof::Crc32c,
+    SourceProof::Crc32,
+    SourceProof::Sha1,
+    SourceProof::Sha256,
+    SourceProof::EtagMd5,
+    SourceProof::SizeOnly,
+];
+
+/// The output key `processed/...zip` of an `incoming/` key.
+fn zip_output(key: &str) -> String {
+    let output = key.replace("incoming/", "processed/");
+    format!("{}.zip", output.rsplit_once('.').unwrap().0)
+}
+
+/// One small object (a single PutObject) and one in several parts.
+fn small_and_multipart() -> [(&'static str, Vec<u8>); 2] {
+    [
+        ("incoming/small.csv", b"a,b\n1,2\n3,4\n".to_vec()),
+        ("incoming/big.bin", noise(300 * 1024)),
+    ]
+}
+
+/// On a store that keeps no checksum, the HEAD after the write shows only size and metadata:
+/// the output is read back, and a damaged one is caught before the source is deleted.
+#[tokio::test]
+async fn an_output_stored_damaged_where_no_checksum_is_kept_is_caught_by_reading_it_back() {
+    for (key, body) in small_and_multipart() {
+        let store = Arc::new(MemoryStore::without_checksums());
+        store.insert(BUCKET, key, &body);
+        store.damage_next_write();
+        let outcome = worker(&store, small_parts())
+            .process(&object(key), None)
+            .await;
+        assert!(
+            matches!(&outcome, Outcome::Failed { retry: false, error }
+                if error.contains("verification failed") && error.contains("read back")
+                    && error.contains("it was removed")),
+            "{key}: {outcome}"
+        );
+        assert!(
+            store.current(BUCKET, &zip_output(key)).is_none(),
+            "{key}: output removed"
+        );
+        assert_eq!(
+            store.current(BUCKET, key).unwrap().body,
+            body,
+            "{key}: source kept"
+        );
+    }
+}
+
+/// What a delete rested on is part of the outcome (and so of the log line): the source's own
+/// stored value, and the store's checksum of the output or, without one, the read-back.
+#[tokio::test]
+async fn the_outcome_names_the_proofs_a_delete_rested_on() {
+    for source_proof in EVERY_SOURCE_PROOF {
+        let store = Arc::new(MemoryStore::default());
+        store.insert_keeping(BUCKET, "incoming/r.csv", b"x,y\n1,2\n", source_proof);
+        let outcome = worker(&store, Tuning::default())
+            .process(&object("incoming/r.csv"), None)
+            .await;
+        let expected = Proof {
+            source: source_proof,
+            output: OutputProof::StoredChecksum,
+        };
+        assert!(
+            matches!(outcome, Outcome::Compressed { proof, source: SourceFate::Deleted, .. } if proof == expected),
+            "{source_proof:?}: {outcome:?}"
+        );
+    }
+    for (key, body) in small_and_multipart() {
+        let store = Arc::new(MemoryStore::without_checksums());
+        store.insert(BUCKET, key, &body);
+        let outcome = worker(&store, small_parts())
+            .process(&object(key), None)
+            .await;
+        let expected = Proof {
+            source: SourceProof::SizeOnly,
+            output: OutputProof::ReadBack,
+        };
+        assert!(
+            matches!(outcome, Outcome::Compressed { proof, source: SourceFate::Deleted, .. } if proof == expected),
+            "{key}: {outcome:?}"
+        );
+    }
+}
+
+/// README's bad-read row through the whole pipeline: a download that ends short, or whose
+/// resumed range brings other bytes than the source's, against every kind of stored value a
+/// source may have. The source stays, nothing is written, and the failure is transient (the
+/// next attempt reads again). Only a store keeping nothing cannot tell altered bytes.
+#[tokio::test]
+async fn a_read_cut_short_or_altered_in_its_resumed_range_keeps_the_source_and_writes_nothing() {
+    for source_proof in EVERY_SOURCE_PROOF {
+        for damage in [ReadDamage::Short, ReadDamage::ResumedAltered] {
+            if (source_proof, damage) == (SourceProof::SizeOnly, ReadDamage::ResumedAltered) {
+                continue;
+            }
+            for (key, body) in small_and_multipart() {
+                let case = format!("{source_proof:?}, {damage:?}, {key}");
+                let store = Arc::new(MemoryStore::default());
+                store.insert_keeping(BUCKET, key, &body, source_proof);
+                store.damage_next_read(key, damage);
+                let outcome = worker(&store, small_parts())
+                    .process(&object(key), None)
+                    .await;
+                assert!(
+                    matches!(&outcome, Outcome::Failed { retry: true, error }
+                        if error.contains("the source was not read whole")),
+                    "{case}: {outcome}"
+                );
+                assert_eq!(store.current(BUCKET, key).unwrap().body, body, "{case}");
+                assert!(
+                    store.current(BUCKET, &zip_output(key)).is_none(),
+                    "{case}: an output was written"
+                );
+                assert_eq!(store.completed_multipart(), 0, "{case}");
+                assert_eq!(store.open_uploads(), 0, "{case}");
+            }
+        }
     }
 }
 

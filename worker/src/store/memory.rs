@@ -40,14 +40,29 @@ struct State {
     /// The next write stores its body with a byte changed, after every check: a store that
     /// damages what it keeps.
     damage_next_write: bool,
+    /// The next GET of this key delivers its body cut short or changed, while saying it is the
+    /// stored object: a download that broke, or whose resumed range came back different.
+    damage_next_read: Option<(String, ReadDamage)>,
     aborted: Vec<String>,
     completed: usize,
     parts_uploaded: usize,
 }
 
+/// How a damaged read differs from the object it claims to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadDamage {
+    /// The last byte never arrives.
+    Short,
+    /// A byte of the last quarter is changed: what a resumed range that came back different
+    /// gives the reader.
+    ResumedAltered,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct MemoryStore {
     versioned: bool,
+    /// Keeps no checksum of what it stores, as some S3-compatible stores do.
+    without_checksums: bool,
     /// How long each UploadPart takes: an upload slower than the codec.
     part_latency: Duration,
     state: Mutex<State>,
@@ -57,6 +72,13 @@ impl MemoryStore {
     pub(crate) fn versioned() -> Self {
         Self {
             versioned: true,
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn without_checksums() -> Self {
+        Self {
+            without_checksums: true,
             ..Self::default()
         }
     }
@@ -135,6 +157,44 @@ impl MemoryStore {
         self.lock().damage_next_write = true;
     }
 
+    pub(crate) fn damage_next_read(&self, key: &str, damage: ReadDamage) {
+        self.lock().damage_next_read = Some((key.to_owned(), damage));
+    }
+
+    /// Stores an object whose stored checksum is `kept` alone (for `EtagMd5`, its ETag is its
+    /// MD5), as stores and upload tools leave them.
+    pub(crate) fn insert_keeping(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: &[u8],
+        kept: crate::SourceProof,
+    ) -> ObjectInfo {
+        let mut state = self.lock();
+        let written = self.store(
+            &mut state,
+            bucket,
+            key,
+            Bytes::copy_from_slice(body),
+            HashMap::new(),
+        );
+        let stored = crate::pipeline::stored_as(kept, body);
+        let info = ObjectInfo {
+            etag: stored.md5.clone().or(written.etag),
+            version_id: written.version_id,
+            last_modified: written.last_modified,
+            ..stored
+        };
+        if let Some(current) = state
+            .objects
+            .get_mut(&(bucket.to_owned(), key.to_owned()))
+            .and_then(|versions| versions.last_mut())
+        {
+            current.info = info.clone();
+        }
+        info
+    }
+
     /// Stores an object with user metadata, as another run of the worker would have.
     pub(crate) fn insert_with_metadata(
         &self,
@@ -144,9 +204,8 @@ impl MemoryStore {
         metadata: HashMap<String, String>,
     ) -> ObjectInfo {
         let mut state = self.lock();
-        Self::store(
+        self.store(
             &mut state,
-            self.versioned,
             bucket,
             key,
             Bytes::copy_from_slice(body),
@@ -167,8 +226,8 @@ impl MemoryStore {
     }
 
     fn store(
+        &self,
         state: &mut State,
-        versioned: bool,
         bucket: &str,
         key: &str,
         body: Bytes,
@@ -178,17 +237,17 @@ impl MemoryStore {
         let info = ObjectInfo {
             size: body.len() as u64,
             etag: Some(format!("etag-{}", state.next_id)),
-            version_id: versioned.then(|| format!("v{}", state.next_id)),
+            version_id: self.versioned.then(|| format!("v{}", state.next_id)),
             last_modified: Some(std::time::SystemTime::UNIX_EPOCH),
             metadata,
-            crc64nvme: Some(crate::pipeline::crc64nvme_of(&body)),
-            crc32: None,
+            crc64nvme: (!self.without_checksums).then(|| crate::pipeline::crc64nvme_of(&body)),
+            ..ObjectInfo::default()
         };
         let versions = state
             .objects
             .entry((bucket.to_owned(), key.to_owned()))
             .or_default();
-        if !versioned {
+        if !self.versioned {
             versions.clear();
         }
         versions.push(StoredObject {
@@ -207,6 +266,17 @@ impl MemoryStore {
         match self.lock().fail.remove(operation) {
             Some(class) => Err(error(class, operation, location, "injected failure")),
             None => Ok(()),
+        }
+    }
+
+    fn take_read_damage(&self, key: &str) -> Option<ReadDamage> {
+        let mut state = self.lock();
+        match state.damage_next_read.take() {
+            Some((damaged, damage)) if damaged == key => Some(damage),
+            other => {
+                state.damage_next_read = other;
+                None
+            }
         }
     }
 
@@ -259,9 +329,8 @@ impl MemoryStore {
         } else {
             body
         };
-        let info = Self::store(
+        let info = self.store(
             &mut state,
-            self.versioned,
             &location.bucket,
             &location.key,
             body,
@@ -272,6 +341,23 @@ impl MemoryStore {
             version_id: info.version_id,
         })
     }
+}
+
+/// `body` as a damaged read delivers it.
+fn damaged(body: &Bytes, damage: ReadDamage) -> Bytes {
+    let mut bytes = body.to_vec();
+    match damage {
+        ReadDamage::Short => {
+            bytes.pop();
+        }
+        ReadDamage::ResumedAltered => {
+            let at = bytes.len() * 3 / 4;
+            if let Some(byte) = bytes.get_mut(at) {
+                *byte ^= 1;
+            }
+        }
+    }
+    Bytes::from(bytes)
 }
 
 fn error(
@@ -312,18 +398,20 @@ impl ObjectStore for MemoryStore {
         };
         if let Some(body) = replacement {
             let mut state = self.lock();
-            Self::store(
+            self.store(
                 &mut state,
-                self.versioned,
                 &location.bucket,
                 &location.key,
                 body,
                 HashMap::new(),
             );
         }
+        let body = match self.take_read_damage(&location.key) {
+            None => object.body,
+            Some(damage) => damaged(&object.body, damage),
+        };
         // Small chunks, so the reader's reassembly is exercised.
-        let chunks: Vec<Result<Bytes, StoreError>> = object
-            .body
+        let chunks: Vec<Result<Bytes, StoreError>> = body
             .chunks(1000)
             .map(|chunk| Ok(Bytes::copy_from_slice(chunk)))
             .collect();

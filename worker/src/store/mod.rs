@@ -64,6 +64,14 @@ pub struct ObjectInfo {
     /// The full-object CRC-32, when the object was uploaded with one (not the composite
     /// checksum of a multipart upload, which is a checksum of part checksums).
     pub crc32: Option<String>,
+    /// The full-object CRC-32C, SHA-1 and SHA-256, base64, on the same terms as `crc32`.
+    pub crc32c: Option<String>,
+    pub sha1: Option<String>,
+    pub sha256: Option<String>,
+    /// The MD5 of the content, lower-case hex, when the ETag is one: a single-part upload
+    /// stored unencrypted or with SSE-S3 (SSE-KMS, SSE-C and multipart uploads have other
+    /// ETags).
+    pub md5: Option<String>,
 }
 
 /// An object being read: what it is, and its bytes as they arrive.

@@ -7,6 +7,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart,
+    ServerSideEncryption,
 };
 use aws_sdk_s3::Client;
 use aws_smithy_http_client::proxy::ProxyConfig;
@@ -273,14 +274,42 @@ macro_rules! object_info {
                 .and_then(|time| std::time::SystemTime::try_from(*time).ok()),
             metadata: $output.metadata().cloned().unwrap_or_default(),
             crc64nvme: $output.checksum_crc64_nvme().map(str::to_owned),
-            crc32: $output
-                .checksum_crc32()
-                .filter(|crc| {
-                    !crc.contains('-') && $output.checksum_type() != Some(&ChecksumType::Composite)
-                })
-                .map(str::to_owned),
+            crc32: full_object($output.checksum_crc32(), $output.checksum_type()),
+            crc32c: full_object($output.checksum_crc32_c(), $output.checksum_type()),
+            sha1: full_object($output.checksum_sha1(), $output.checksum_type()),
+            sha256: full_object($output.checksum_sha256(), $output.checksum_type()),
+            md5: content_md5(
+                $output.e_tag(),
+                $output.server_side_encryption(),
+                $output.sse_customer_algorithm(),
+            ),
         }
     };
+}
+
+/// A stored checksum of the whole content; not the composite checksum of a multipart upload
+/// (a checksum of its parts' checksums, `...-N`), which the bytes read cannot be held against
+/// without the part boundaries.
+fn full_object(checksum: Option<&str>, kind: Option<&ChecksumType>) -> Option<String> {
+    checksum
+        .filter(|checksum| !checksum.contains('-') && kind != Some(&ChecksumType::Composite))
+        .map(str::to_owned)
+}
+
+/// The MD5 of the content, when the ETag is one: S3 makes the ETag of a single-part upload
+/// stored unencrypted or with SSE-S3 the hex MD5 of its bytes. Not under SSE-KMS or SSE-C
+/// (another value of the same shape), and not for a multipart upload (`...-N`).
+fn content_md5(
+    etag: Option<&str>,
+    encryption: Option<&ServerSideEncryption>,
+    customer_key: Option<&str>,
+) -> Option<String> {
+    let etag = etag.map(unquoted)?;
+    let md5_etag = matches!(encryption, None | Some(ServerSideEncryption::Aes256))
+        && customer_key.is_none()
+        && etag.len() == 32
+        && etag.bytes().all(|byte| byte.is_ascii_hexdigit());
+    md5_etag.then(|| etag.to_ascii_lowercase())
 }
 
 /// `If-Match` and `If-None-Match` take HTTP entity tags, which are quoted.
@@ -666,5 +695,51 @@ impl ObjectStore for S3Store {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_etag_is_an_md5_only_for_a_single_part_upload_unencrypted_or_under_sse_s3() {
+        let md5 = "\"25F9E794323B453885F5181F1B624D0B\"";
+        let lower = Some("25f9e794323b453885f5181f1b624d0b".to_owned());
+        assert_eq!(content_md5(Some(md5), None, None), lower);
+        assert_eq!(
+            content_md5(Some(md5), Some(&ServerSideEncryption::Aes256), None),
+            lower
+        );
+        for (etag, encryption, customer_key) in [
+            (md5, Some(ServerSideEncryption::AwsKms), None),
+            (md5, Some(ServerSideEncryption::AwsKmsDsse), None),
+            (md5, None, Some("AES256")),
+            ("\"25f9e794323b453885f5181f1b624d0b-2\"", None, None),
+            ("\"etag-1\"", None, None),
+        ] {
+            assert_eq!(
+                content_md5(Some(etag), encryption.as_ref(), customer_key),
+                None,
+                "{etag} {encryption:?} {customer_key:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_composite_checksum_is_not_a_full_object_one() {
+        assert_eq!(
+            full_object(Some("yZRlqg=="), Some(&ChecksumType::FullObject)),
+            Some("yZRlqg==".to_owned())
+        );
+        assert_eq!(
+            full_object(Some("yZRlqg=="), None),
+            Some("yZRlqg==".to_owned())
+        );
+        assert_eq!(full_object(Some("yZRlqg==-3"), None), None);
+        assert_eq!(
+            full_object(Some("yZRlqg=="), Some(&ChecksumType::Composite)),
+            None
+        );
     }
 }
