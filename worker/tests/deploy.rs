@@ -2647,8 +2647,15 @@ fn assert_large_objects(moto: &Moto, image_uri: Option<&str>) {
     }
 
     // After a stack update moto no longer lists ObjectsPolicy among the stack's resources.
+    // Both roles share the S3 policies: the prefixes' and the hand-off records'.
     if image_uri.is_some() {
-        let policy = stack_resource(moto, LAMBDA_STACK, "ObjectsPolicy").unwrap();
+        let policies: Vec<Value> = ["HandoffRecordsPolicy", "ObjectsPolicy"]
+            .into_iter()
+            .map(|id| {
+                let policy = stack_resource(moto, LAMBDA_STACK, id).unwrap();
+                json!({"PolicyName": policy.rsplit('/').next(), "PolicyArn": policy})
+            })
+            .collect();
         for role in ["FunctionRole", "TaskRole"] {
             let name = stack_resource(moto, LAMBDA_STACK, role).unwrap();
             let attached = aws(
@@ -2657,7 +2664,7 @@ fn assert_large_objects(moto: &Moto, image_uri: Option<&str>) {
             );
             assert_eq!(
                 attached["AttachedPolicies"],
-                json!([{"PolicyName": policy.rsplit('/').next(), "PolicyArn": policy}]),
+                json!(policies),
                 "{role}: {attached}"
             );
         }
