@@ -244,11 +244,11 @@ impl RecordedHandoff {
         let first = self
             .write(record, object, None, WriteCondition::Absent)
             .await;
-        let error = match first {
+        match first {
             Ok(claim) => return Ok(Ok(claim)),
-            Err(error) if error.is(ErrorClass::PreconditionFailed) => error,
+            Err(error) if error.is(ErrorClass::PreconditionFailed) => {}
             Err(error) => return Err(HandoffError::Record(error)),
-        };
+        }
         let stale = match self.found(record).await? {
             Found::Task(task) => return Ok(Err(task)),
             Found::Stale(etag) => etag,
@@ -256,8 +256,8 @@ impl RecordedHandoff {
         tracing::warn!(
             key = %object.key,
             record = %record.key,
-            superseded = %error,
-            "the hand-off record is older than its task could run; handing the object off again"
+            "the hand-off record is too old for its task to be running or starting; handing the \
+             object off again"
         );
         match self
             .write(record, object, None, WriteCondition::Matches(stale))
