@@ -87,6 +87,11 @@ pub enum Command {
         /// A specific version of the object (versioned buckets).
         #[arg(long)]
         version_id: Option<String>,
+        /// The key (in the same bucket) of the hand-off record the function wrote when it
+        /// started this run as a Fargate task: removed once the object has an outcome, so a
+        /// later delivery of the object is handed off anew.
+        #[arg(long, value_name = "KEY")]
+        handoff_record: Option<String>,
     },
 
     /// Compress the objects already in a bucket: list them and run each one a rule takes
@@ -177,8 +182,17 @@ impl Cli {
                 let timeout = timeout.map(std::time::Duration::from_secs);
                 runtime()?.block_on(crate::online::invoke(&event, timeout, routes, stall, out))
             }
-            Command::Compress { url, version_id } => runtime()?.block_on(crate::online::compress(
-                &url, version_id, routes, stall, out,
+            Command::Compress {
+                url,
+                version_id,
+                handoff_record,
+            } => runtime()?.block_on(crate::online::compress(
+                &url,
+                version_id,
+                handoff_record,
+                routes,
+                stall,
+                out,
             )),
             Command::Backfill {
                 url,

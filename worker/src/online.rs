@@ -14,8 +14,7 @@ use s3_compressor_serve::{EmbeddedS3, ServeOptions, Upload};
 use tokio::task::JoinSet;
 
 use crate::handler::{Handler, ObjectResult};
-use crate::handoff::{FargateHandoff, Handoff};
-use crate::store::{ObjectStore, S3Store};
+use crate::store::{Location, ObjectStore, S3Store};
 use crate::{Deadline, Outcome, Pace, Routes, Tuning, Worker};
 
 /// Objects `serve` compresses at once: uploads from a person's shell are small and many.
@@ -32,9 +31,7 @@ async fn invocation_handler(
     store: Arc<dyn ObjectStore>,
     routes: Arc<Routes>,
 ) -> anyhow::Result<Handler> {
-    let handoff = FargateHandoff::from_environment()
-        .await?
-        .map(|handoff| Arc::new(handoff) as Arc<dyn Handoff>);
+    let handoff = crate::handoff::from_environment(Arc::clone(&store), &routes).await?;
     let worker = Worker::new(store, routes, Tuning::default())
         .with_pace(Pace::from_environment())
         .with_handoff(handoff);
@@ -111,6 +108,7 @@ pub(crate) async fn invoke(
 pub(crate) async fn compress(
     url: &str,
     version_id: Option<String>,
+    handoff_record: Option<String>,
     routes: Arc<Routes>,
     stall: Duration,
     out: &mut dyn Write,
@@ -118,7 +116,7 @@ pub(crate) async fn compress(
     crate::telemetry::init_logging();
     let (bucket, key) = parse_s3_url(url)?;
     let store = Arc::new(S3Store::from_environment(stall).await);
-    let handler = handler(store, routes);
+    let handler = handler(Arc::clone(&store) as Arc<dyn ObjectStore>, routes);
     let object = ObjectRef {
         bucket,
         key,
@@ -133,6 +131,9 @@ pub(crate) async fn compress(
         .map_or_else(String::new, |id| format!(" (version {id})"));
     let result = handler.process(&object, None).await;
     handler.settle(None).await;
+    if let Some(record) = handoff_record {
+        release_handoff(&*store, &object.bucket, record).await;
+    }
     let name = format!("s3://{}/{}{version}", result.bucket, result.key);
     // A person named this object: one that is not there is a mistake to point out, not the
     // late event the pipeline takes it for.
@@ -145,6 +146,24 @@ pub(crate) async fn compress(
         anyhow::bail!("{name} was not compressed");
     }
     Ok(())
+}
+
+/// The task's last step, whatever the object's outcome: a failure is reported by the task's exit
+/// code (the stack's rule puts it on the failure queue), and a later delivery must not take the
+/// object as still in hand.
+async fn release_handoff(store: &dyn ObjectStore, bucket: &str, key: String) {
+    let record = Location {
+        bucket: bucket.to_owned(),
+        key,
+    };
+    match crate::handoff::release(store, &record).await {
+        Ok(()) => tracing::info!(record = %record.key, "hand-off record removed"),
+        Err(error) => tracing::warn!(
+            record = %record.key,
+            %error,
+            "the hand-off record stays until it expires"
+        ),
+    }
 }
 
 fn parse_s3_url(url: &str) -> anyhow::Result<(String, String)> {

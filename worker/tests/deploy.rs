@@ -649,8 +649,8 @@ fn lambda_template_makes_a_least_privilege_function_behind_an_alias() {
         "ApproximateNumberOfMessagesVisible",
         &json!({"Fn::GetAtt": ["FailureQueue", "QueueName"]}),
     );
-    // Under a key CloudWatch (and EventBridge) may use: with the AWS managed alias/aws/sns,
-    // whose policy grants them nothing, the alarms could not publish.
+    // Under a key CloudWatch may use: with the AWS managed alias/aws/sns, whose policy grants
+    // it nothing, the alarms could not publish.
     assert_eq!(
         one(&lambda, "AWS::SNS::Topic")["KmsMasterKeyId"],
         json!({"Ref": "AlarmTopicKey"})
@@ -661,11 +661,11 @@ fn lambda_template_makes_a_least_privilege_function_behind_an_alias() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|statement| statement["Sid"] == "AlarmsAndRulesPublish")
+        .find(|statement| statement["Sid"] == "AlarmsPublish")
         .unwrap();
     assert_eq!(
         publishers["Principal"]["Service"],
-        json!(["cloudwatch.amazonaws.com", "events.amazonaws.com"])
+        json!("cloudwatch.amazonaws.com")
     );
     assert_eq!(
         publishers["Action"],
@@ -1362,7 +1362,8 @@ fn lambda_template_gives_batch_operations_a_role_that_only_invokes_the_function(
 /// with 'fail'; with 'fargate' a task definition of the function's own image, a task role with
 /// the function's S3 permissions (the same policy), an execution role that can pull that image
 /// and write that log group, the function allowed to run that task in that cluster alone and
-/// told where by five variables, and a failed task on the alarm topic.
+/// told where by six variables, the hand-off records (written, read and removed by both) under
+/// their prefix alone, and a failed task on the failure queue, named with its object.
 #[test]
 fn lambda_template_hands_large_objects_to_a_fargate_task_or_fails_them() {
     if !have(&["cfn-lint"], PIP_LINTERS) {
@@ -1383,7 +1384,8 @@ fn lambda_template_hands_large_objects_to_a_fargate_task_or_fails_them() {
         "TaskExecutionRole",
         "TaskDefinition",
         "TaskFailureRule",
-        "AlarmTopicPolicy",
+        "FailureQueuePolicy",
+        "HandoffRecordsPolicy",
     ];
     let outputs = [
         "LargeObjectsClusterArn",
@@ -1560,12 +1562,51 @@ fn lambda_template_hands_large_objects_to_a_fargate_task_or_fails_them() {
             "S3_COMPRESSOR_HANDOFF_CONTAINER": container["Name"],
             "S3_COMPRESSOR_HANDOFF_SUBNETS":
                 {"Fn::Join": [",", [import("PrivateSubnet1ID"), import("PrivateSubnet2ID")]]},
-            "S3_COMPRESSOR_HANDOFF_SECURITY_GROUPS": import("SecurityGroupID")
+            "S3_COMPRESSOR_HANDOFF_SECURITY_GROUPS": import("SecurityGroupID"),
+            "S3_COMPRESSOR_HANDOFF_RECORDS": {"Ref": "HandoffRecordsPrefix"}
         })
     );
 
-    // A task that stopped with a failing exit code, or never started, reaches the alarm topic,
-    // which only that rule may publish to through EventBridge.
+    // The records: the function and the task may write, read and remove them, under their
+    // prefix of the bucket alone.
+    assert_eq!(
+        lambda["Parameters"]["HandoffRecordsPrefix"]["Default"],
+        "s3-compressor/handoffs/"
+    );
+    let records = resource(&fargate, "HandoffRecordsPolicy");
+    assert_eq!(
+        records["Roles"],
+        json!([{"Ref": "FunctionRole"}, {"Ref": "TaskRole"}])
+    );
+    let statements = records["PolicyDocument"]["Statement"].as_array().unwrap();
+    assert_eq!(statements.len(), 1, "{statements:?}");
+    assert_eq!(statements[0]["Effect"], "Allow");
+    assert_eq!(
+        strings(&statements[0]["Action"]),
+        [
+            "s3:PutObject",
+            "s3:GetObject",
+            "s3:DeleteObject",
+            "s3:DeleteObjectVersion"
+        ]
+    );
+    let records_arns = |parameters: &[(&str, &str)]| {
+        let mut all = vec![image, ("LargeObjects", "fargate")];
+        all.extend_from_slice(parameters);
+        resource_arns(&lambda, &all, &statements[0])
+    };
+    assert_eq!(
+        records_arns(&[]),
+        [format!("{BUCKET_ARN}/s3-compressor/handoffs/*")]
+    );
+    assert_eq!(
+        records_arns(&[("HandoffRecordsPrefix", "ops/records/")]),
+        [format!("{BUCKET_ARN}/ops/records/*")]
+    );
+
+    // A task that stopped with a failing exit code, or never started, reaches the failure queue
+    // (and so its alarm) as a message naming the object, the task and why; only that rule may
+    // send there through EventBridge.
     let rule = resource(&fargate, "TaskFailureRule");
     let pattern = &rule["EventPattern"];
     assert_eq!(pattern["source"], json!(["aws.ecs"]));
@@ -1582,21 +1623,47 @@ fn lambda_template_hands_large_objects_to_a_fargate_task_or_fails_them() {
             {"stopCode": ["TaskFailedToStart"]}
         ])
     );
+    let targets = rule["Targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 1, "{targets:?}");
     assert_eq!(
-        rule["Targets"],
-        json!([{"Id": "alarm-topic", "Arn": {"Ref": "AlarmTopic"}}])
+        targets[0]["Arn"],
+        json!({"Fn::GetAtt": ["FailureQueue", "Arn"]})
     );
-    let topic_policy = resource(&fargate, "AlarmTopicPolicy");
-    assert_eq!(topic_policy["Topics"], json!([{"Ref": "AlarmTopic"}]));
+    let transformer = &targets[0]["InputTransformer"];
     assert_eq!(
-        topic_policy["PolicyDocument"]["Statement"],
+        transformer["InputPathsMap"],
+        json!({
+            // The command the function gave the task: `compress s3://BUCKET/KEY ...`.
+            "object": "$.detail.overrides.containerOverrides[0].command[1]",
+            "task": "$.detail.taskArn",
+            "stopCode": "$.detail.stopCode",
+            "stoppedReason": "$.detail.stoppedReason",
+            "exitCode": "$.detail.containers[0].exitCode",
+            "stoppedAt": "$.detail.stoppedAt"
+        })
+    );
+    let message = transformer["InputTemplate"].as_str().unwrap();
+    for part in [
+        "<task> for <object>",
+        "exit code <exitCode>): <stoppedReason>",
+        "The source is kept",
+        "s3-compressor compress <object>",
+    ] {
+        assert!(message.contains(part), "{part:?} in {message}");
+    }
+    let queue_policy = resource(&fargate, "FailureQueuePolicy");
+    assert_eq!(queue_policy["Queues"], json!([{"Ref": "FailureQueue"}]));
+    assert_eq!(
+        queue_policy["PolicyDocument"]["Statement"],
         json!([{
             "Sid": "FailedTasksRuleOnly", "Effect": "Allow",
             "Principal": {"Service": "events.amazonaws.com"},
-            "Action": "sns:Publish", "Resource": {"Ref": "AlarmTopic"},
+            "Action": "sqs:SendMessage", "Resource": {"Fn::GetAtt": ["FailureQueue", "Arn"]},
             "Condition": {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["TaskFailureRule", "Arn"]}}}
         }])
     );
+    // Nothing else publishes through EventBridge any more: the topic's key is CloudWatch's.
+    assert!(fargate["Resources"].get("AlarmTopicPolicy").is_none());
     for output in outputs {
         assert!(fargate["Outputs"][output].is_object(), "{output}");
     }
@@ -2138,8 +2205,8 @@ enum Trigger {
     Queue,
 }
 
-/// The document of the one managed policy attached to the function's role (ObjectsPolicy), as
-/// deployed.
+/// The document of the managed policy attached to the function's role that holds its source
+/// and output permissions (ObjectsPolicy), as deployed.
 fn deployed_objects_policy(moto: &Moto) -> Value {
     let function = aws(
         moto,
@@ -2160,7 +2227,17 @@ fn deployed_objects_policy(moto: &Moto) -> Value {
             role_name,
         ],
     );
-    let policies = attached["AttachedPolicies"].as_array().unwrap();
+    // With LargeObjects 'fargate' the hand-off records' policy is attached too.
+    let policies: Vec<&Value> = attached["AttachedPolicies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|policy| {
+            policy["PolicyName"]
+                .as_str()
+                .is_some_and(|name| !name.contains("HandoffRecordsPolicy"))
+        })
+        .collect();
     assert_eq!(policies.len(), 1, "{attached}");
     let policy_arn = policies[0]["PolicyArn"].as_str().unwrap();
     let policy = aws(moto, &["iam", "get-policy", "--policy-arn", policy_arn]);
@@ -2570,8 +2647,15 @@ fn assert_large_objects(moto: &Moto, image_uri: Option<&str>) {
     }
 
     // After a stack update moto no longer lists ObjectsPolicy among the stack's resources.
+    // Both roles share the S3 policies: the prefixes' and the hand-off records'.
     if image_uri.is_some() {
-        let policy = stack_resource(moto, LAMBDA_STACK, "ObjectsPolicy").unwrap();
+        let policies: Vec<Value> = ["HandoffRecordsPolicy", "ObjectsPolicy"]
+            .into_iter()
+            .map(|id| {
+                let policy = stack_resource(moto, LAMBDA_STACK, id).unwrap();
+                json!({"PolicyName": policy.rsplit('/').next(), "PolicyArn": policy})
+            })
+            .collect();
         for role in ["FunctionRole", "TaskRole"] {
             let name = stack_resource(moto, LAMBDA_STACK, role).unwrap();
             let attached = aws(
@@ -2580,7 +2664,7 @@ fn assert_large_objects(moto: &Moto, image_uri: Option<&str>) {
             );
             assert_eq!(
                 attached["AttachedPolicies"],
-                json!([{"PolicyName": policy.rsplit('/').next(), "PolicyArn": policy}]),
+                json!(policies),
                 "{role}: {attached}"
             );
         }
@@ -2627,7 +2711,24 @@ fn assert_large_objects(moto: &Moto, image_uri: Option<&str>) {
 
     let rule = stack_resource(moto, LAMBDA_STACK, "TaskFailureRule").unwrap();
     let targets = aws(moto, &["events", "list-targets-by-rule", "--rule", &rule]);
-    assert_eq!(targets["Targets"][0]["Arn"], lambda["AlarmTopicArn"]);
+    let failure_queue = sqs(
+        moto,
+        &[
+            "get-queue-attributes",
+            "--queue-url",
+            lambda["FailureQueueUrl"].as_str().unwrap(),
+            "--attribute-names",
+            "QueueArn",
+        ],
+    );
+    assert_eq!(
+        targets["Targets"][0]["Arn"],
+        failure_queue["Attributes"]["QueueArn"]
+    );
+    assert!(
+        targets["Targets"][0]["InputTransformer"]["InputPathsMap"]["object"].is_string(),
+        "{targets}"
+    );
     let pattern: Value = serde_json::from_str(
         aws(moto, &["events", "describe-rule", "--name", &rule])["EventPattern"]
             .as_str()
@@ -2649,7 +2750,8 @@ fn assert_large_objects(moto: &Moto, image_uri: Option<&str>) {
             "S3_COMPRESSOR_HANDOFF_TASK_DEFINITION": task_definition,
             "S3_COMPRESSOR_HANDOFF_CONTAINER": "worker",
             "S3_COMPRESSOR_HANDOFF_SUBNETS": subnets.join(","),
-            "S3_COMPRESSOR_HANDOFF_SECURITY_GROUPS": function_group
+            "S3_COMPRESSOR_HANDOFF_SECURITY_GROUPS": function_group,
+            "S3_COMPRESSOR_HANDOFF_RECORDS": "s3-compressor/handoffs/"
         })
     );
 }

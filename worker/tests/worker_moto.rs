@@ -2199,7 +2199,8 @@ fn aws_json(moto: &Moto, args: &[&str]) -> Value {
 /// Fargate task configured it starts the task (ECS RunTask, the command `compress s3://...`
 /// in the function's subnets) and answers `handed_off`; without, it fails permanently saying
 /// why and what to do. The source is untouched either way, and the task's command compresses
-/// it.
+/// it. The hand-off is recorded with a write only if absent: a redelivery of the invocation,
+/// or two deliveries at once, start no second task; the task removes the record.
 #[test]
 fn an_object_too_large_for_the_invocation_goes_to_a_fargate_task() {
     let moto = Moto::start();
@@ -2281,25 +2282,39 @@ fn an_object_too_large_for_the_invocation_goes_to_a_fargate_task() {
     // 5 s invocation has; 1 KB needs the requests' 2 s.
     let event = s3_event(bucket, &[big, "incoming/small.csv"]);
     let path = write_event(moto.dir(), "large.json", &event);
-    let invoke = |handoff: bool| {
+    let invoke_with = |handoff: bool, event: &Path| {
         let mut command = moto.s3_compressor();
         command
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
             .args(["invoke", "--timeout", "5", "--event"])
-            .arg(&path);
+            .arg(event);
         if handoff {
             command
                 .env("S3_COMPRESSOR_HANDOFF_CLUSTER", &cluster)
                 .env("S3_COMPRESSOR_HANDOFF_TASK_DEFINITION", &task_definition)
                 .env("S3_COMPRESSOR_HANDOFF_CONTAINER", "worker")
                 .env("S3_COMPRESSOR_HANDOFF_SUBNETS", &subnet)
-                .env("S3_COMPRESSOR_HANDOFF_SECURITY_GROUPS", &group);
+                .env("S3_COMPRESSOR_HANDOFF_SECURITY_GROUPS", &group)
+                .env("S3_COMPRESSOR_HANDOFF_RECORDS", "s3-compressor/handoffs/");
         }
-        run(&mut command)
+        command
+    };
+    let invoke = |handoff: bool| invoke_with(handoff, &path);
+    let task_arns = || -> Vec<String> {
+        let tasks = aws_json(&moto, &["ecs", "list-tasks", "--cluster", &cluster]);
+        tasks["taskArns"]
+            .as_array()
+            .map(|arns| {
+                arns.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
     };
 
     // Without a task to hand it to: a permanent failure that says why and what would work.
-    let refused = invoke(false);
+    let refused = run(&mut invoke(false));
     assert_eq!(refused.status.code(), Some(1), "{}", refused.describe());
     assert!(
         refused.stderr.contains("PermanentFailure")
@@ -2328,7 +2343,7 @@ fn an_object_too_large_for_the_invocation_goes_to_a_fargate_task() {
     // With the task configured: handed off, and the task started with the command that
     // compresses it.
     put(&moto, bucket, "incoming/small.csv", &text(1_000, 2));
-    let handed = invoke(true);
+    let handed = run(&mut invoke(true));
     assert!(handed.success(), "{}", handed.describe());
     let outcomes = outcomes(&response_of(&handed));
     assert_eq!(
@@ -2338,12 +2353,9 @@ fn an_object_too_large_for_the_invocation_goes_to_a_fargate_task() {
             ("incoming/small.csv".to_owned(), "already_done".to_owned())
         ]
     );
-    let tasks = aws_json(&moto, &["ecs", "list-tasks", "--cluster", &cluster]);
-    let task_arns: Vec<&str> = tasks["taskArns"]
-        .as_array()
-        .map(|arns| arns.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    assert_eq!(task_arns.len(), 1, "{tasks}");
+    let task_arns_now = task_arns();
+    assert_eq!(task_arns_now.len(), 1, "{task_arns_now:?}");
+    let task_arn = task_arns_now[0].clone();
     let described = aws_json(
         &moto,
         &[
@@ -2352,7 +2364,7 @@ fn an_object_too_large_for_the_invocation_goes_to_a_fargate_task() {
             "--cluster",
             &cluster,
             "--tasks",
-            task_arns[0],
+            &task_arn,
         ],
     );
     let task = &described["tasks"][0];
@@ -2362,24 +2374,96 @@ fn an_object_too_large_for_the_invocation_goes_to_a_fargate_task() {
         "{task:#}"
     );
     assert_eq!(task["startedBy"], "s3-compressor");
+    // The record, and the command that compresses the object and then removes the record.
+    let records: Vec<String> = moto
+        .keys(bucket)
+        .into_iter()
+        .filter(|key| key.starts_with("s3-compressor/handoffs/"))
+        .collect();
+    assert_eq!(records.len(), 1, "{:?}", moto.keys(bucket));
+    let record = &records[0];
+    let container = &task["overrides"]["containerOverrides"][0];
     assert_eq!(
-        task["overrides"]["containerOverrides"][0],
-        json!({"name": "worker", "command": ["compress", "s3://large/incoming/big.csv"]}),
+        container,
+        &json!({"name": "worker", "command": [
+            "compress", "s3://large/incoming/big.csv", "--handoff-record", record
+        ]}),
         "{task:#}"
     );
+    let record_head = moto.client().head_object().bucket(bucket).key(record);
+    let record_head = moto
+        .block_on(record_head.send())
+        .expect("HEAD of the hand-off record");
+    assert_eq!(
+        record_head
+            .metadata()
+            .and_then(|metadata| metadata.get("handoff-task")),
+        Some(&task_arn),
+        "the record names the task"
+    );
     assert!(
-        handed.stdout.contains(task_arns[0]),
+        handed.stdout.contains(&task_arn),
         "the answer names the task: {}",
         handed.stdout
     );
     assert!(moto.get(bucket, big) == big_content, "the source untouched");
 
-    // What the task runs, with no deadline: the same pipeline compresses it.
-    let finished = compress(&moto, bucket, big);
+    // Lambda's retry of the invocation (another record of it failed): its write of the record,
+    // only if absent, is refused; it finds the task and starts none.
+    let again = run(&mut invoke(true));
+    assert!(again.success(), "{}", again.describe());
+    assert!(again.stdout.contains(&task_arn), "{}", again.stdout);
+    assert_eq!(
+        task_arns(),
+        std::slice::from_ref(&task_arn),
+        "no second task"
+    );
+
+    // Two deliveries of another one at once: one task. The one that loses the race answers
+    // that task, or fails for a retry while it is being started.
+    let other = "incoming/other.csv";
+    put(&moto, bucket, other, &text(8 * MIB, 3));
+    let other_event = write_event(moto.dir(), "other.json", &s3_event(bucket, &[other]));
+    let at_once: Vec<Running> = (0..2)
+        .map(|_| Running::spawn(&mut invoke_with(true, &other_event)))
+        .collect();
+    let answers: Vec<Finished> = at_once
+        .into_iter()
+        .map(|delivery| delivery.finish(HANG_LIMIT))
+        .collect();
+    let tasks_now = task_arns();
+    assert_eq!(tasks_now.len(), 2, "one more task: {tasks_now:?}");
+    for answer in &answers {
+        assert!(
+            (answer.success()
+                && tasks_now
+                    .iter()
+                    .any(|arn| answer.stdout.contains(arn.as_str())))
+                || answer
+                    .stderr
+                    .contains("another delivery is starting its task"),
+            "{}",
+            answer.describe()
+        );
+    }
+
+    // What the task runs, with no deadline: the same pipeline compresses it, and the record goes.
+    let command: Vec<&str> = container["command"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let finished = run(moto.s3_compressor().args(&command));
     assert!(finished.success(), "{}", finished.describe());
     assert!(unzip(&moto, bucket, "processed/big.zip").1 == big_content);
-    assert_eq!(
-        moto.keys(bucket),
-        ["processed/big.zip", "processed/small.zip"]
+    let keys = moto.keys(bucket);
+    assert!(
+        !keys.contains(record),
+        "the task removed its record: {keys:?}"
+    );
+    assert!(
+        !keys.contains(&big.to_owned()) && keys.contains(&"processed/big.zip".to_owned()),
+        "{keys:?}"
     );
 }

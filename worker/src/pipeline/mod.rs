@@ -232,7 +232,7 @@ impl Worker {
             .map_err(|error| Box::new(Outcome::permanent(error.to_string())))?;
 
         // Not started if it cannot finish in time (a duplicate, above, is proven, not compressed).
-        self.check_time(object, plan, download.info.size, deadline)
+        self.check_time(object, plan, &download.info, deadline)
             .await?;
 
         // Compress and write.
@@ -318,12 +318,13 @@ impl Worker {
         &self,
         object: &ObjectRef,
         plan: &Plan<'_>,
-        size: u64,
+        read: &ObjectInfo,
         deadline: Option<Deadline>,
     ) -> Result<(), Stop> {
         let Some(deadline) = deadline else {
             return Ok(());
         };
+        let size = read.size;
         let format = plan.compressor.registration().name;
         let needed = self.pace.estimate(format, size);
         let left = deadline.at.saturating_duration_since(Instant::now());
@@ -354,7 +355,7 @@ impl Worker {
                  --large-objects fargate to have such objects handed to a Fargate task"
             ))));
         };
-        match handoff.hand_off(object).await {
+        match handoff.hand_off(object, read).await {
             Ok(task) => {
                 tracing::info!(key = %object.key, %task, "{why}: handed to a Fargate task");
                 Err(Box::new(Outcome::HandedOff { task }))
@@ -969,8 +970,8 @@ fn read_failed(what: &str, error: &std::io::Error) -> Outcome {
     }
 }
 
-/// The CRC-64/NVME of `bytes` as S3 reports it, for the in-memory store of the unit tests.
-#[cfg(test)]
+/// The CRC-64/NVME of `bytes` as S3 reports it: for small objects written whole, and the
+/// in-memory store of the unit tests.
 pub(crate) fn crc64nvme_of(bytes: &[u8]) -> String {
     transfer::encode_crc(crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, bytes))
 }

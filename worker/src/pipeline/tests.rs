@@ -771,16 +771,17 @@ async fn an_upload_started_by_a_lost_create_answer_is_aborted() {
     assert_eq!(store.aborted(), 1);
 }
 
-/// Records what it is handed instead of starting a task.
-#[derive(Debug, Default)]
-struct RecordingHandoff(std::sync::Mutex<Vec<ObjectRef>>);
-
-#[async_trait::async_trait]
-impl crate::handoff::Handoff for RecordingHandoff {
-    async fn hand_off(&self, object: &ObjectRef) -> Result<String, crate::handoff::HandoffError> {
-        self.0.lock().unwrap().push(object.clone());
-        Ok("arn:aws:ecs:us-east-1:123456789012:task/cluster/1".to_owned())
-    }
+/// The handoff of a deployed function, its records in `store`, its tasks only recorded.
+fn recorded_handoff(
+    store: &Arc<MemoryStore>,
+) -> (
+    Option<Arc<dyn crate::handoff::Handoff>>,
+    Arc<crate::handoff::RecordingTasks>,
+) {
+    let tasks = Arc::new(crate::handoff::RecordingTasks::default());
+    let handoff =
+        crate::handoff::RecordedHandoff::new(store.clone(), "handoffs/".to_owned(), tasks.clone());
+    (Some(Arc::new(handoff)), tasks)
 }
 
 /// An object that cannot finish in a whole invocation is not started: it goes to the handoff
@@ -814,17 +815,17 @@ async fn an_object_too_large_for_the_invocation_is_handed_off_or_refused_not_sta
         "{error}"
     );
 
-    let handoff = Arc::new(RecordingHandoff::default());
+    let (handoff, tasks) = recorded_handoff(&store);
     let handed = worker(&store, Tuning::default())
         .with_pace(slow)
-        .with_handoff(Some(handoff.clone()))
+        .with_handoff(handoff.clone())
         .process(&object(key), Some(whole(1)))
         .await;
     assert!(
         matches!(&handed, Outcome::HandedOff { task } if task.ends_with("task/cluster/1")),
         "{handed}"
     );
-    assert_eq!(handoff.0.lock().unwrap().as_slice(), [object(key)]);
+    assert_eq!(tasks.started.lock().unwrap()[0].0, object(key));
 
     // Enough for a whole invocation, not for what is left of this one.
     let late = Deadline {
@@ -834,14 +835,14 @@ async fn an_object_too_large_for_the_invocation_is_handed_off_or_refused_not_sta
     };
     let retried = worker(&store, Tuning::default())
         .with_pace(slow)
-        .with_handoff(Some(handoff.clone()))
+        .with_handoff(handoff)
         .process(&object(key), Some(late))
         .await;
     let Outcome::Failed { retry: true, error } = &retried else {
         panic!("{retried}");
     };
     assert!(error.contains("a fresh invocation has the time"), "{error}");
-    assert_eq!(handoff.0.lock().unwrap().len(), 1, "not handed off");
+    assert_eq!(tasks.count(), 1, "not handed off");
 
     assert_eq!(
         store.current(BUCKET, key).unwrap().body.len(),
@@ -849,4 +850,55 @@ async fn an_object_too_large_for_the_invocation_is_handed_off_or_refused_not_sta
         "the source stays"
     );
     assert!(store.current(BUCKET, "processed/large.zip").is_none());
+}
+
+/// Lambda redelivers a whole invocation when any record in it fails, and may run two
+/// deliveries of one event at once: however often a too-large object is delivered, one task is
+/// started for it, and every delivery answers with that task (or, while it is being started,
+/// fails transiently, to find it on the retry). The source stays.
+#[tokio::test]
+async fn deliveries_of_one_object_too_large_for_the_invocation_start_one_task() {
+    let store = Arc::new(MemoryStore::default());
+    let slow = Pace::instant_requests(0.01);
+    let whole = || Deadline::after(Duration::from_secs(1), Duration::ZERO);
+    let (handoff, tasks) = recorded_handoff(&store);
+    let worker = worker(&store, Tuning::default())
+        .with_pace(slow)
+        .with_handoff(handoff);
+
+    // One after the other: the retry of an invocation whose other record failed.
+    let key = "incoming/large.csv";
+    store.insert(BUCKET, key, &vec![b'x'; 1_000_000]);
+    let first = worker.process(&object(key), Some(whole())).await;
+    let again = worker.process(&object(key), Some(whole())).await;
+    let Outcome::HandedOff { task } = &first else {
+        panic!("{first}");
+    };
+    assert_eq!(again, first, "the retry names the same task");
+    assert_eq!(tasks.count(), 1);
+    let records = store.keys_under(BUCKET, "handoffs/");
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(
+        store.current(BUCKET, &records[0]).unwrap().info.metadata["handoff-task"],
+        *task
+    );
+
+    // At once: two deliveries of the same event.
+    let key = "incoming/other.csv";
+    store.insert(BUCKET, key, &vec![b'y'; 1_000_000]);
+    let delivery = object(key);
+    let (one, two) = tokio::join!(
+        worker.process(&delivery, Some(whole())),
+        worker.process(&delivery, Some(whole()))
+    );
+    assert_eq!(tasks.count(), 2, "one more task: {one}; {two}");
+    for outcome in [&one, &two] {
+        assert!(
+            matches!(outcome, Outcome::HandedOff { .. })
+                || matches!(outcome, Outcome::Failed { retry: true, error } if error.contains("another delivery is starting")),
+            "{outcome}"
+        );
+    }
+    assert!(store.current(BUCKET, "incoming/large.csv").is_some());
+    assert!(store.current(BUCKET, key).is_some());
 }

@@ -113,6 +113,23 @@ impl MemoryStore {
             .filter(|object| !object.delete_marker)
     }
 
+    /// The keys under `prefix` that read as present, sorted.
+    pub(crate) fn keys_under(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .lock()
+            .objects
+            .iter()
+            .filter(|((in_bucket, key), versions)| {
+                in_bucket == bucket
+                    && key.starts_with(prefix)
+                    && versions.last().is_some_and(|object| !object.delete_marker)
+            })
+            .map(|((_, key), _)| key.clone())
+            .collect();
+        keys.sort();
+        keys
+    }
+
     /// Versions of the key that hold data (delete markers are not counted).
     pub(crate) fn versions(&self, bucket: &str, key: &str) -> usize {
         self.lock()
