@@ -400,7 +400,7 @@ mod tests {
 
     use super::{batch_result_code, batch_result_string, Handler};
     use crate::store::memory::MemoryStore;
-    use crate::{Outcome, Routes, SourceFate, Tuning, Worker};
+    use crate::{Outcome, OutputProof, Proof, Routes, SourceFate, SourceProof, Tuning, Worker};
 
     /// What a completion report says for each outcome: a result code, and a label to filter on.
     #[test]
@@ -413,6 +413,10 @@ mod tests {
                     bytes_out: 5,
                     stored: 0,
                     source: SourceFate::Deleted,
+                    proof: Proof {
+                        source: SourceProof::Crc64Nvme,
+                        output: OutputProof::StoredChecksum,
+                    },
                 },
                 "Succeeded",
                 "compressed: compressed to processed/a.zip",
