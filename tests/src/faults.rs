@@ -18,7 +18,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -195,6 +195,8 @@ impl Rule {
 /// The rules and counters, shared by the test's thread and the proxy's.
 #[derive(Debug, Default)]
 struct State {
+    /// Whether DeleteObject loses its conditions on the way: [`FaultProxy::ignore_delete_conditions`].
+    unconditional_deletes: AtomicBool,
     rules: Mutex<Vec<Rule>>,
     seen: [AtomicUsize; Op::ALL.len()],
     applied: [AtomicUsize; Op::ALL.len()],
@@ -307,6 +309,16 @@ impl FaultProxy {
             fault,
             left,
         });
+    }
+
+    /// Makes the store behind the proxy one that ignores conditions on DeleteObject, as several
+    /// S3-compatible stores and older versions do: `If-Match`, `If-None-Match` and the
+    /// `x-amz-if-match-*` headers are removed from every DeleteObject from now on (until
+    /// called with `false`), so moto deletes whatever is current. Independent of the rules.
+    pub fn ignore_delete_conditions(&self, ignore: bool) {
+        self.state
+            .unconditional_deletes
+            .store(ignore, Ordering::SeqCst);
     }
 
     /// Removes every rule: from now on, requests pass through.
@@ -442,7 +454,7 @@ impl StdError for Closed {}
 impl Proxy {
     async fn handle(
         &self,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         armed: &Mutex<Option<Cut>>,
     ) -> Result<Response<ProxyBody>, Closed> {
         let op = Op::classify(
@@ -451,6 +463,9 @@ impl Proxy {
             request.uri().query().unwrap_or_default(),
             request.headers().contains_key("x-amz-copy-source"),
         );
+        if op == Op::DeleteObject && self.state.unconditional_deletes.load(Ordering::SeqCst) {
+            drop_conditions(request.headers_mut());
+        }
         let key = key_of(request.uri().path());
         let Some(fault) = self.state.fault_for(op, key.as_deref()) else {
             return Ok(self.pass(request).await);
@@ -527,6 +542,21 @@ impl Proxy {
             .await?;
         remove_hop_by_hop(response.headers_mut());
         Ok(response)
+    }
+}
+
+/// What a store that knows no conditional deletes never reads.
+fn drop_conditions(headers: &mut HeaderMap) {
+    let conditional: Vec<_> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            name == "if-match" || name == "if-none-match" || name.starts_with("x-amz-if-match-")
+        })
+        .cloned()
+        .collect();
+    for name in conditional {
+        headers.remove(name);
     }
 }
 
