@@ -18,6 +18,9 @@ const WORKER_VERSION: &str = "worker-version";
 const CONFIG_HASH: &str = "config-hash";
 const RULE_PREFIX: &str = "rule-prefix";
 
+/// The version id of an object written while versioning was off or suspended.
+const NULL_VERSION: &str = "null";
+
 /// S3 metadata travels in HTTP headers, which carry ASCII only and lose leading and trailing
 /// spaces: keys are percent-encoded, spaces included.
 const METADATA_UNSAFE: &AsciiSet = &CONTROLS.add(b'%').add(b' ');
@@ -32,13 +35,31 @@ pub(crate) struct SourceIdentity {
 }
 
 impl SourceIdentity {
-    pub(crate) fn of(key: &str, info: &ObjectInfo) -> Self {
+    /// The object a GET of `requested` (the version asked for, if any) returned. A version
+    /// asked for by name stays a version even where the answer carries no id: the `null`
+    /// version of an object written before versioning was enabled, which S3 reports as
+    /// `null` and moto not at all, is then told from newer versions like any other.
+    pub(crate) fn read(key: &str, info: &ObjectInfo, requested: Option<&str>) -> Self {
         Self {
             key: key.to_owned(),
-            version_id: info.version_id.clone(),
+            version_id: info
+                .version_id
+                .clone()
+                .or_else(|| requested.map(str::to_owned)),
             etag: info.etag.clone(),
             size: info.size,
         }
+    }
+
+    /// Whether `current` (a HEAD of the key) is still the object that was read: the same ETag,
+    /// and in a versioned bucket the same version. The ETag counts for the `null` version too,
+    /// which an upload to a bucket with versioning suspended replaces under the same id.
+    pub(crate) fn is(&self, current: &ObjectInfo) -> bool {
+        let same_version = match &self.version_id {
+            Some(version_id) => current.version_id.as_deref().unwrap_or(NULL_VERSION) == version_id,
+            None => true,
+        };
+        same_version && self.etag.is_some() && current.etag == self.etag
     }
 
     /// What the output carries so any later run can recognise its source.
@@ -88,10 +109,18 @@ impl SourceIdentity {
     /// (versioned buckets) or the same content (ETag) otherwise.
     pub(crate) fn made(&self, output: &ObjectInfo) -> bool {
         let recorded = |name: &str| output.metadata.get(name);
+        let same_etag = self.etag.is_some() && recorded(SOURCE_ETAG) == self.etag.as_ref();
         self.same_key(output)
-            && match &self.version_id {
-                Some(version_id) => recorded(SOURCE_VERSION_ID) == Some(version_id),
-                None => self.etag.is_some() && recorded(SOURCE_ETAG) == self.etag.as_ref(),
+            && match self.version_id.as_deref() {
+                // Reused by every upload while versioning is suspended: the ETag tells.
+                Some(NULL_VERSION) => {
+                    recorded(SOURCE_VERSION_ID).map(String::as_str) == Some(NULL_VERSION)
+                        && same_etag
+                }
+                Some(version_id) => {
+                    recorded(SOURCE_VERSION_ID).map(String::as_str) == Some(version_id)
+                }
+                None => same_etag,
             }
     }
 
@@ -141,7 +170,7 @@ mod tests {
 
     #[test]
     fn unicode_and_percent_keys_survive_the_metadata_round_trip() {
-        let identity = SourceIdentity::of("incoming/日本/100% a+b.csv ", &info(None, "e1"));
+        let identity = SourceIdentity::read("incoming/日本/100% a+b.csv ", &info(None, "e1"), None);
         let output = output_of(&identity);
         let recorded = &output.metadata[SOURCE_KEY];
         assert!(recorded.is_ascii() && !recorded.contains(' '), "{recorded}");
@@ -154,7 +183,7 @@ mod tests {
 
     #[test]
     fn an_output_names_the_worker_the_config_and_the_rule_in_ascii() {
-        let identity = SourceIdentity::of("incoming/month end/a.csv", &info(None, "e1"));
+        let identity = SourceIdentity::read("incoming/month end/a.csv", &info(None, "e1"), None);
         let metadata = identity.output_metadata("incoming/month end/ 日本/", "0123456789ab");
         assert!(
             metadata
@@ -182,19 +211,19 @@ mod tests {
 
     #[test]
     fn another_version_of_the_same_key_is_the_same_key_but_not_the_same_source() {
-        let v1 = SourceIdentity::of("incoming/a.csv", &info(Some("v1"), "e1"));
-        let v2 = SourceIdentity::of("incoming/a.csv", &info(Some("v2"), "e2"));
+        let v1 = SourceIdentity::read("incoming/a.csv", &info(Some("v1"), "e1"), None);
+        let v2 = SourceIdentity::read("incoming/a.csv", &info(Some("v2"), "e2"), None);
         let output = output_of(&v1);
         assert!(v2.same_key(&output));
         assert!(!v2.made(&output));
-        let other = SourceIdentity::of("incoming/a.txt", &info(Some("v1"), "e1"));
+        let other = SourceIdentity::read("incoming/a.txt", &info(Some("v1"), "e1"), None);
         assert!(!other.same_key(&output));
     }
 
     #[test]
     fn unversioned_sources_are_told_apart_by_etag() {
-        let old = SourceIdentity::of("incoming/a.csv", &info(None, "e1"));
-        let new = SourceIdentity::of("incoming/a.csv", &info(None, "e2"));
+        let old = SourceIdentity::read("incoming/a.csv", &info(None, "e1"), None);
+        let new = SourceIdentity::read("incoming/a.csv", &info(None, "e2"), None);
         assert!(old.made(&output_of(&old)));
         assert!(!new.made(&output_of(&old)));
         assert_eq!(
@@ -202,10 +231,26 @@ mod tests {
             Some(DeleteCondition::Matches("e2".to_owned()))
         );
         // Versioned too: a delete marker, never the version itself.
-        let versioned = SourceIdentity::of("incoming/a.csv", &info(Some("v9"), "e2"));
+        let versioned = SourceIdentity::read("incoming/a.csv", &info(Some("v9"), "e2"), None);
         assert_eq!(
             versioned.delete_condition(),
             Some(DeleteCondition::Matches("e2".to_owned()))
         );
+    }
+
+    #[test]
+    fn a_named_null_version_is_a_version_told_apart_by_its_etag_too() {
+        // moto answers a GET of `?versionId=null` without a version id; S3 says "null".
+        let old = SourceIdentity::read("incoming/a.csv", &info(None, "e1"), Some("null"));
+        assert_eq!(old.version_id(), Some("null"));
+        assert!(old.made(&output_of(&old)));
+        assert!(old.is(&info(None, "e1")));
+        assert!(old.is(&info(Some("null"), "e1")));
+        // A newer version, and an upload that replaced the null version while versioning was
+        // suspended, are not it.
+        assert!(!old.is(&info(Some("v2"), "e2")));
+        assert!(!old.is(&info(Some("null"), "e2")));
+        let replaced = SourceIdentity::read("incoming/a.csv", &info(None, "e2"), Some("null"));
+        assert!(!replaced.made(&output_of(&old)));
     }
 }
