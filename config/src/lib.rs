@@ -114,6 +114,7 @@ impl Config {
                 level: None,
                 threads: None,
                 delete_source: parse::DEFAULT_DELETE_SOURCE,
+                delete_without_if_match: false,
             }],
         }
     }
@@ -202,6 +203,7 @@ mod tests {
                 level: None,
                 threads: None,
                 delete_source: true,
+                delete_without_if_match: false,
             }]
         );
         let Routing::Matched(rule) = config.route("incoming/a/report.csv") else {
@@ -273,6 +275,7 @@ mod tests {
             level,
             threads: None,
             delete_source: true,
+            delete_without_if_match: false,
         };
         let config = deployed();
         assert_eq!(config.origin(), "config/compressor.toml");
@@ -361,6 +364,7 @@ mod tests {
             "level:",
             "threads:",
             "delete_source:",
+            "delete_without_if_match:",
             "prefix ",
             "output_prefix ",
         ] {

@@ -20,7 +20,13 @@ pub(crate) const DEFAULT_DELETE_SOURCE: bool = true;
 
 const TOP_LEVEL_FIELDS: &[&str] = &["defaults", "rule"];
 /// Must list the fields of [`RawDefaults`]; a field missing here is reported as unknown.
-const DEFAULTS_FIELDS: &[&str] = &["format", "level", "threads", "delete_source"];
+const DEFAULTS_FIELDS: &[&str] = &[
+    "format",
+    "level",
+    "threads",
+    "delete_source",
+    "delete_without_if_match",
+];
 /// Must list the fields of [`RawRule`].
 const RULE_FIELDS: &[&str] = &[
     "prefix",
@@ -29,6 +35,7 @@ const RULE_FIELDS: &[&str] = &[
     "level",
     "threads",
     "delete_source",
+    "delete_without_if_match",
 ];
 
 const THREADS_TOO_FEW: &str = "threads must be at least 1; leave it out to use every core";
@@ -43,6 +50,7 @@ struct RawDefaults {
     /// Signed so that `threads = -1` gets the same message as `threads = 0`, not serde's.
     threads: Option<Spanned<i64>>,
     delete_source: Option<bool>,
+    delete_without_if_match: Option<bool>,
 }
 
 /// One `[[rule]]` as written. The prefixes are optional here only so that a missing one is
@@ -56,6 +64,7 @@ struct RawRule {
     level: Option<Spanned<i32>>,
     threads: Option<Spanned<i64>>,
     delete_source: Option<bool>,
+    delete_without_if_match: Option<bool>,
 }
 
 /// `[defaults]` after its own checks.
@@ -65,6 +74,7 @@ struct Defaults {
     level: Option<Spanned<i32>>,
     threads: Option<Spanned<usize>>,
     delete_source: Option<bool>,
+    delete_without_if_match: Option<bool>,
     /// What the catalog said about `[defaults]` itself, so rules inheriting the same mistake do
     /// not repeat it.
     failure: Option<String>,
@@ -99,6 +109,7 @@ struct ParsedRule {
     level: Option<i32>,
     threads: Option<usize>,
     delete_source: bool,
+    delete_without_if_match: bool,
 }
 
 /// Where a setting a rule uses came from, for pointing at it.
@@ -287,6 +298,7 @@ impl Checker<'_> {
             level: raw.level,
             threads,
             delete_source: raw.delete_source,
+            delete_without_if_match: raw.delete_without_if_match,
             failure: None,
         };
         let format_origin = match &defaults.format {
@@ -437,6 +449,10 @@ impl Checker<'_> {
                 .delete_source
                 .or(defaults.delete_source)
                 .unwrap_or(DEFAULT_DELETE_SOURCE),
+            delete_without_if_match: raw
+                .delete_without_if_match
+                .or(defaults.delete_without_if_match)
+                .unwrap_or(false),
         })
     }
 
@@ -654,6 +670,7 @@ impl ParsedRule {
             level: self.level,
             threads: self.threads,
             delete_source: self.delete_source,
+            delete_without_if_match: self.delete_without_if_match,
         })
     }
 }
@@ -726,6 +743,7 @@ mod tests {
             level,
             threads: None,
             delete_source: true,
+            delete_without_if_match: false,
         }
     }
 
@@ -797,6 +815,37 @@ delete_source = true
                     ..rule("b/", "out/b/", "zstd", None)
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn delete_without_if_match_is_off_unless_set_and_inherits_from_defaults() {
+        let text = r#"
+[defaults]
+delete_without_if_match = true
+
+[[rule]]
+prefix = "a/"
+output_prefix = "out/a/"
+
+[[rule]]
+prefix = "b/"
+output_prefix = "out/b/"
+delete_without_if_match = false
+"#;
+        assert_eq!(
+            rules(text),
+            [
+                Rule {
+                    delete_without_if_match: true,
+                    ..rule("a/", "out/a/", "zip", None)
+                },
+                rule("b/", "out/b/", "zip", None),
+            ]
+        );
+        assert_eq!(
+            problems(&format!("{MINIMAL}delete_without_if_match = \"yes\"\n")),
+            ["4:27: delete_without_if_match: invalid type: string \"yes\", expected a boolean"]
         );
     }
 
@@ -928,11 +977,14 @@ compress = true
             [
                 "1:1: unknown field \"colour\"; known fields: defaults, rule",
                 "4:1: unknown field \"formt\" in [defaults]; did you mean \"format\"? \
-                 known fields: format, level, threads, delete_source",
+                 known fields: format, level, threads, delete_source, \
+                 delete_without_if_match",
                 "8:1: unknown field \"output-prefix\" in [[rule]]; did you mean \"output_prefix\"? \
-                 known fields: prefix, output_prefix, format, level, threads, delete_source",
+                 known fields: prefix, output_prefix, format, level, threads, delete_source, \
+                 delete_without_if_match",
                 "10:1: unknown field \"compress\" in [[rule]]; known fields: prefix, \
-                 output_prefix, format, level, threads, delete_source",
+                 output_prefix, format, level, threads, delete_source, \
+                 delete_without_if_match",
             ]
         );
     }
@@ -946,7 +998,8 @@ compress = true
                 "2:10: prefix \"in\" must end with \"/\" so that it stops at a folder boundary \
                  (otherwise it also matches \"in-old/...\"); write \"in/\"",
                 "4:1: unknown field \"levl\" in [[rule]]; did you mean \"level\"? known fields: \
-                 prefix, output_prefix, format, level, threads, delete_source",
+                 prefix, output_prefix, format, level, threads, delete_source, \
+                 delete_without_if_match",
             ]
         );
     }
@@ -1329,7 +1382,8 @@ format = "rar"
                  line 18, so the worker would pick up its own output and compress it again, \
                  forever; choose an output_prefix that is outside every prefix",
                 "15:1: unknown field \"speed\" in [[rule]]; known fields: prefix, output_prefix, \
-                 format, level, threads, delete_source",
+                 format, level, threads, delete_source, \
+                 delete_without_if_match",
                 "18:10: prefix \"incoming/\" is already used on line 13; each prefix may have \
                  one rule only, so merge the two or change one prefix",
                 "20:10: unknown format \"rar\"; known formats: brotli, gzip, tar, tar.gz, \
@@ -1365,6 +1419,7 @@ format = "zstd"
 level = 3
 threads = 1
 delete_source = false
+delete_without_if_match = false
 
 [[rule]]
 prefix = "in/"
@@ -1373,6 +1428,7 @@ format = "zstd"
 level = 3
 threads = 1
 delete_source = false
+delete_without_if_match = false
 "#;
         let parsed = rules(text);
         assert_eq!(parsed.len(), 1);

@@ -87,6 +87,7 @@ mod tests {
             level: None,
             threads: None,
             delete_source: true,
+            delete_without_if_match: false,
         }
     }
 

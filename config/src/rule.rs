@@ -15,6 +15,10 @@ pub struct Rule {
     pub threads: Option<usize>,
     /// Delete the source object once its compressed copy is written.
     pub delete_source: bool,
+    /// Delete the source even on a store found to ignore `If-Match` on DeleteObject, where a
+    /// newer upload landing during compression would be deleted with it. Off by default: such
+    /// a store keeps its sources, since the delete could not be limited to what was read.
+    pub delete_without_if_match: bool,
 }
 
 /// How a format's extension joins the source key's file name.
@@ -90,6 +94,7 @@ mod tests {
             level: None,
             threads: None,
             delete_source: true,
+            delete_without_if_match: false,
         }
     }
 

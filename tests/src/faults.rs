@@ -200,6 +200,8 @@ impl Rule {
 /// The rules and counters, shared by the test's thread and the proxy's.
 #[derive(Debug, Default)]
 struct State {
+    /// Whether DeleteObject loses its conditions on the way: [`FaultProxy::ignore_delete_conditions`].
+    unconditional_deletes: AtomicBool,
     rules: Mutex<Vec<Rule>>,
     /// Set by [`FaultProxy::strip_checksums`].
     strip_checksums: AtomicBool,
@@ -322,6 +324,16 @@ impl FaultProxy {
     /// [`FaultProxy::clear`]: it is what the store is, not a fault.
     pub fn strip_checksums(&self) {
         self.state.strip_checksums.store(true, Ordering::SeqCst);
+    }
+
+    /// Makes the store behind the proxy one that ignores conditions on DeleteObject, as several
+    /// S3-compatible stores and older versions do: `If-Match`, `If-None-Match` and the
+    /// `x-amz-if-match-*` headers are removed from every DeleteObject from now on (until
+    /// called with `false`), so moto deletes whatever is current. Independent of the rules.
+    pub fn ignore_delete_conditions(&self, ignore: bool) {
+        self.state
+            .unconditional_deletes
+            .store(ignore, Ordering::SeqCst);
     }
 
     /// Removes every rule: from now on, requests pass through.
@@ -457,7 +469,7 @@ impl StdError for Closed {}
 impl Proxy {
     async fn handle(
         &self,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         armed: &Mutex<Option<Cut>>,
     ) -> Result<Response<ProxyBody>, Closed> {
         let op = Op::classify(
@@ -466,6 +478,9 @@ impl Proxy {
             request.uri().query().unwrap_or_default(),
             request.headers().contains_key("x-amz-copy-source"),
         );
+        if op == Op::DeleteObject && self.state.unconditional_deletes.load(Ordering::SeqCst) {
+            drop_conditions(request.headers_mut());
+        }
         let key = key_of(request.uri().path());
         let Some(fault) = self.state.fault_for(op, key.as_deref()) else {
             return Ok(self.pass(request).await);
@@ -583,6 +598,21 @@ fn remove_checksums(headers: &mut HeaderMap) {
         .cloned()
         .collect();
     for name in checksums {
+        headers.remove(name);
+    }
+}
+
+/// What a store that knows no conditional deletes never reads.
+fn drop_conditions(headers: &mut HeaderMap) {
+    let conditional: Vec<_> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            name == "if-match" || name == "if-none-match" || name.starts_with("x-amz-if-match-")
+        })
+        .cloned()
+        .collect();
+    for name in conditional {
         headers.remove(name);
     }
 }

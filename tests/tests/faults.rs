@@ -802,3 +802,54 @@ fn strip_checksums_hides_them_both_ways_and_damage_body_changes_one_byte() {
     assert_eq!(differences(&read, &body), [MIB / 2]);
     assert_eq!(proxy.faults_applied(), 2);
 }
+
+#[test]
+fn ignoring_delete_conditions_makes_a_delete_with_a_wrong_if_match_delete() {
+    let Some((moto, proxy)) = moto_and_proxy() else {
+        return;
+    };
+    let client = client(&proxy, None);
+    let delete = |key: &'static str| {
+        moto.block_on(
+            client
+                .delete_object()
+                .bucket(BUCKET)
+                .key(key)
+                .if_match("\"not-its-etag\"")
+                .send(),
+        )
+        .map(drop)
+        .map_err(|error| describe(&error))
+    };
+    put(&moto, &client, "weak/honoured.csv", b"kept").expect("PutObject");
+    let refused = delete("weak/honoured.csv").expect_err("a wrong If-Match through the proxy");
+    assert!(refused.contains("status=412"), "{refused}");
+    assert_eq!(
+        moto.try_get(BUCKET, "weak/honoured.csv").as_deref(),
+        Some(&b"kept"[..])
+    );
+
+    proxy.ignore_delete_conditions(true);
+    put(&moto, &client, "weak/ignored.csv", b"gone").expect("PutObject");
+    delete("weak/ignored.csv").expect("the condition never reaches moto");
+    assert_eq!(moto.try_get(BUCKET, "weak/ignored.csv"), None);
+    // Only DeleteObject loses its conditions.
+    let conditional_put = moto.block_on(
+        client
+            .put_object()
+            .bucket(BUCKET)
+            .key("weak/honoured.csv")
+            .if_none_match("*")
+            .body(ByteStream::from_static(b"over"))
+            .send(),
+    );
+    assert!(
+        conditional_put.is_err(),
+        "If-None-Match on PutObject still holds"
+    );
+
+    proxy.ignore_delete_conditions(false);
+    let refused = delete("weak/honoured.csv").expect_err("conditions pass again");
+    assert!(refused.contains("status=412"), "{refused}");
+    assert_eq!(proxy.faults_applied(), 0);
+}

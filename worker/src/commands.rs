@@ -104,7 +104,9 @@ pub(crate) fn describe_compression(compressor: &Compressor) -> String {
 }
 
 pub(crate) fn describe_source_handling(rule: &Rule) -> &'static str {
-    if rule.delete_source {
+    if rule.delete_source && rule.delete_without_if_match {
+        "deleted once the output is verified, even where the store ignores If-Match"
+    } else if rule.delete_source {
         "deleted once the output is verified"
     } else {
         "kept"

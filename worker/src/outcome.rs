@@ -11,6 +11,9 @@ pub enum SourceFate {
     /// A newer upload replaced the source while it was being compressed; that upload stays
     /// (and gets its own event).
     KeptNewerUpload,
+    /// The store ignores `If-Match` on DeleteObject, so the delete could not be limited to
+    /// what was read, and the rule does not say to delete anyway.
+    KeptStoreIgnoresIfMatch,
     /// An earlier delivery had already deleted it.
     AlreadyGone,
 }
@@ -157,6 +160,11 @@ impl fmt::Display for SourceFate {
             Self::Deleted => "source deleted",
             Self::Kept => "source kept (rule)",
             Self::KeptNewerUpload => "source kept: a newer upload replaced it meanwhile",
+            Self::KeptStoreIgnoresIfMatch => {
+                "source kept: this store ignores If-Match on DeleteObject, so a delete could also \
+                 remove a newer upload landing meanwhile; set delete_without_if_match = true in \
+                 the config's rule (or [defaults]) to delete anyway"
+            }
             Self::AlreadyGone => "source already deleted",
         })
     }

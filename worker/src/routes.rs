@@ -32,6 +32,9 @@ pub struct RuleSummary<'a> {
     /// `None`: every available core.
     pub threads: Option<usize>,
     pub delete_source: bool,
+    /// Left out when false, so that every config written before the option keeps its hash.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub delete_without_if_match: bool,
 }
 
 /// How many hex digits of the SHA-256 the config's hash keeps: 48 bits, plenty to tell the
@@ -115,6 +118,7 @@ impl Routes {
                 level: compressor.settings().level,
                 threads: rule.threads,
                 delete_source: rule.delete_source,
+                delete_without_if_match: rule.delete_without_if_match,
             })
             .collect()
     }

@@ -724,6 +724,7 @@ fn lambda_template_makes_a_least_privilege_function_behind_an_alias() {
             "s3:GetObjectVersion",
             "s3:ListBucket",
             "s3:ListBucketMultipartUploads",
+            "s3:ListBucketVersions",
             "s3:PutObject"
         ]
     );
@@ -1110,14 +1111,19 @@ fn lambda_template_lets_the_worker_write_only_under_output_prefixes() {
         if statement["Effect"] == "Deny" {
             continue;
         }
-        // Bucket-level: ListObjects and ListMultipartUploads name the bucket, not a key (and
-        // the worker needs them: a missing key is a 404 only with s3:ListBucket, and a lost
-        // CreateMultipartUpload answer is found with ListMultipartUploads). They list key
-        // names, never read contents.
+        // Bucket-level: ListObjects, ListMultipartUploads and ListObjectVersions name the
+        // bucket, not a key (and the worker needs them: a missing key is a 404 only with
+        // s3:ListBucket, a lost CreateMultipartUpload answer is found with
+        // ListMultipartUploads, and a delete marker told from a newer version with
+        // ListObjectVersions). They list key names, never read contents.
         if actions.iter().any(|a| a.starts_with("s3:ListBucket")) {
             assert_eq!(
                 actions,
-                ["s3:ListBucket", "s3:ListBucketMultipartUploads"],
+                [
+                    "s3:ListBucket",
+                    "s3:ListBucketMultipartUploads",
+                    "s3:ListBucketVersions"
+                ],
                 "{statement}"
             );
             assert_eq!(arns, &[BUCKET_ARN], "{statement}");

@@ -128,6 +128,37 @@ impl Bench {
         }
     }
 
+    /// What is wrong once a newer upload's own delivery (`again`, leaving `last`) has run
+    /// after a race with the `older` one: `settled` says whether `last` is as the case needs
+    /// it; the older version must still be there, and the other output as it was.
+    fn after_the_newer_delivery(
+        &self,
+        case: &str,
+        bucket: &Bucket,
+        older: &Source,
+        again: &Finished,
+        last: &Look,
+        settled: bool,
+    ) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !again.success() || !settled {
+            problems.push(format!(
+                "{case}: the newer upload's delivery: exit {}, {} ({last:?}): {}",
+                exit(again),
+                last.label(),
+                tail(again)
+            ));
+        }
+        if bucket.versioned && !self.look(older).version_kept {
+            problems.push(format!("{case}: the older version is gone"));
+        }
+        problems.extend(
+            self.other_problem(bucket)
+                .map(|why| format!("{case}: {why}")),
+        );
+        problems
+    }
+
     fn put_source(&self, bucket: &Bucket, key: &str, content: Vec<u8>) -> Source {
         let stored = self.moto.put(bucket.name, key, content.clone());
         assert_eq!(
@@ -1339,21 +1370,9 @@ fn a_newer_upload_landing_mid_compression_is_never_lost() {
             // The newer upload's own delivery then compresses it.
             let again = bench.compress(name, key);
             let last = bench.look(&second);
-            if !again.success() || !last.done() || last.open_uploads > 0 {
-                problems.push(format!(
-                    "{case}: the newer upload's delivery: exit {}, {} ({last:?}): {}",
-                    exit(&again),
-                    last.label(),
-                    tail(&again)
-                ));
-            }
-            if versioned && !bench.look(&first).version_kept {
-                problems.push(format!("{case}: the older version is gone"));
-            }
+            let settled = last.done() && last.open_uploads == 0;
             problems.extend(
-                bench
-                    .other_problem(&bucket)
-                    .map(|why| format!("{case}: {why}")),
+                bench.after_the_newer_delivery(&case, &bucket, &first, &again, &last, settled),
             );
             rows.push(vec![
                 bucket.kind().to_owned(),
@@ -1384,6 +1403,159 @@ fn a_newer_upload_landing_mid_compression_is_never_lost() {
         &rows,
         &problems,
     );
+}
+
+/// A config as the built-in default, deleting sources even where If-Match is ignored.
+const DELETE_WITHOUT_IF_MATCH: &str = "[[rule]]\nprefix = \"incoming/\"\n\
+    output_prefix = \"processed/\"\ndelete_without_if_match = true\n";
+
+/// One race on a store that ignores If-Match on DeleteObject: `older` is compressed from `key`
+/// while `newer` is uploaded over it (during the output's PutObject, held in the proxy), with
+/// `config` if given. Returns the run and both uploads.
+fn race_on_a_weak_store(
+    bench: &Bench,
+    bucket: &Bucket,
+    key: &str,
+    config: Option<&std::path::Path>,
+) -> (Finished, Source, Source) {
+    let with_config = |mut command: Command| {
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        command
+    };
+    // Rows of text numbered from a point of the key's own.
+    let seed = seed_of(key) % 1_000_000;
+    let first = bench.put_source(bucket, key, text(30_000, seed));
+    let output = output_key(key);
+    bench.proxy.inject_for_key(
+        Op::PutObject,
+        &output,
+        Fault::Latency(Duration::from_millis(1500)),
+        Times::Always,
+    );
+    let before = bench.proxy.count(Op::PutObject);
+    let mut running = Running::spawn(&mut with_config(bench.command(bucket.name, key)));
+    assert!(
+        wait_for_request(&bench.proxy, Op::PutObject, before, &mut running),
+        "{key}: no PutObject within {HANG_LIMIT:?}"
+    );
+    let second = bench.put_source(bucket, key, text(31_000, seed + 1));
+    let finished = running.finish(HANG_LIMIT);
+    bench.proxy.clear();
+    (finished, first, second)
+}
+
+/// The delivery of `source`'s own event (its version, where it has one), with `config`.
+fn deliver(bench: &Bench, source: &Source, config: Option<&std::path::Path>) -> Finished {
+    let mut command = bench.command(source.bucket, &source.key);
+    if let Some(version) = &source.stored.version_id {
+        command.arg("--version-id").arg(version);
+    }
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    run(&mut command)
+}
+
+/// A store that ignores If-Match on DeleteObject (the proxy drops it, as several S3-compatible
+/// stores do) would delete a newer upload landing during compression with the older one's
+/// delete. The worker finds that out and keeps the sources: the newer upload stays current,
+/// and its own event compresses it.
+#[test]
+fn on_a_store_ignoring_if_match_a_newer_upload_is_never_lost() {
+    let bench = Bench::start();
+    bench.proxy.ignore_delete_conditions(true);
+    let mut rows = Vec::new();
+    let mut problems = Vec::new();
+    for (name, versioned) in [("weak-versioned", true), ("weak-plain", false)] {
+        let bucket = bench.bucket(name, versioned);
+        let case = format!("{} bucket", bucket.kind());
+        let (finished, first, second) =
+            race_on_a_weak_store(&bench, &bucket, "incoming/weak/race.csv", None);
+        let newer_current =
+            bench.moto.try_get(name, &second.key).as_deref() == Some(second.content.as_slice());
+        if !newer_current {
+            problems.push(format!("{case}: the newer upload is no longer current"));
+        }
+        if !finished.success() || !finished.stdout.contains("delete_without_if_match") {
+            problems.push(format!(
+                "{case}: expected exit 0 saying the source is kept and what to set, got {}: {}",
+                exit(&finished),
+                tail(&finished)
+            ));
+        }
+        let after_race = bench.output_state(&first);
+        if !matches!(after_race, OutputState::Made) {
+            problems.push(format!(
+                "{case}: the older upload's output is {after_race:?}"
+            ));
+        }
+        // Its own delivery compresses the newer upload, which stays (sources are kept here).
+        let again = deliver(&bench, &second, None);
+        let last = bench.look(&second);
+        let settled = matches!(last.output, OutputState::Made) && last.kept();
+        problems
+            .extend(bench.after_the_newer_delivery(&case, &bucket, &first, &again, &last, settled));
+        rows.push(vec![
+            bucket.kind().to_owned(),
+            format!("exit {} {}", exit(&finished), outcome(&finished)),
+            if newer_current {
+                "current, untouched".to_owned()
+            } else {
+                "NOT CURRENT".to_owned()
+            },
+            format!("exit {} {}", exit(&again), outcome(&again)),
+            last.label(),
+        ]);
+    }
+    report(
+        "a newer upload mid-compression, on a store ignoring If-Match on DeleteObject",
+        &["bucket", "run", "newer upload", "its delivery", "final"],
+        &rows,
+        &problems,
+    );
+}
+
+/// `delete_without_if_match = true` deletes sources on such a store all the same: a plain
+/// compression ends done. In a versioned bucket, a newer upload that the older one's delete
+/// hid behind a delete marker is still compressed by its own event (the marker supersedes
+/// nothing), and every version stays.
+#[test]
+fn with_delete_without_if_match_sources_are_deleted_on_a_store_ignoring_it() {
+    let bench = Bench::start();
+    bench.proxy.ignore_delete_conditions(true);
+    let config = bench
+        .moto
+        .write_file("delete-anyway.toml", DELETE_WITHOUT_IF_MATCH.as_bytes());
+    let bucket = bench.bucket("weak-anyway", true);
+
+    let source = bench.put_source(&bucket, "incoming/anyway/plain.csv", text(20_000, 77));
+    let finished = deliver(&bench, &source, Some(&config));
+    let look = bench.look(&source);
+    assert!(
+        finished.success() && look.done(),
+        "deleted as configured: {} ({look:?}): {}",
+        look.label(),
+        finished.describe()
+    );
+
+    let (raced, first, second) =
+        race_on_a_weak_store(&bench, &bucket, "incoming/anyway/race.csv", Some(&config));
+    assert!(raced.success(), "{}", raced.describe());
+    let again = deliver(&bench, &second, Some(&config));
+    let last = bench.look(&second);
+    assert!(
+        again.success() && matches!(last.output, OutputState::Made) && last.version_kept,
+        "the hidden newer upload's delivery compresses it: exit {}, {} ({last:?}): {}",
+        exit(&again),
+        last.label(),
+        again.describe()
+    );
+    assert!(bench.look(&first).version_kept, "the older version stays");
+    if let Some(why) = bench.other_problem(&bucket) {
+        panic!("{why}");
+    }
 }
 
 /// How long the second source's write is held in the proxy while the first is compressed.

@@ -1120,14 +1120,18 @@ fn events_for_two_versions_in_either_order_leave_the_newer_versions_output() {
         let output = "processed/ledger.zip";
 
         if older_first {
-            // v1's event after v2 was uploaded: v1 is compressed, and stays as the noncurrent
-            // version under v2; v2's event then replaces the output.
-            assert_eq!(deliver(&v1_id), "compressed", "{bucket}");
+            // v1's event after v2 was uploaded, before any output exists: nothing is written
+            // from v1 (v2 may never be compressed: too large, archived), which stays as the
+            // noncurrent version under v2; v2's event then makes the output.
+            assert_eq!(deliver(&v1_id), "superseded", "{bucket}");
             assert!(
                 moto.get(bucket, key) == text(250_000, 200),
                 "{bucket}: v2 intact"
             );
-            assert_made_from(&moto, bucket, output, key, &v1);
+            assert!(
+                moto.head(bucket, output).is_none(),
+                "{bucket}: no output from v1"
+            );
             assert_eq!(deliver(&v2_id), "compressed", "{bucket}");
         } else {
             assert_eq!(deliver(&v2_id), "compressed", "{bucket}");
@@ -1143,6 +1147,61 @@ fn events_for_two_versions_in_either_order_leave_the_newer_versions_output() {
         assert_eq!(deliver(&v1_id), "superseded", "{bucket}");
         assert_made_from(&moto, bucket, output, key, &v2);
     }
+}
+
+/// An object uploaded before versioning was enabled has the version id `null`. Named
+/// (`--version-id null`, or an event saying so), it is a version like any other: a late run for
+/// it after a newer version was compressed is superseded, and the output keeps the newer one.
+#[test]
+fn a_named_null_version_is_superseded_by_a_newer_version() {
+    let moto = Moto::start();
+    let bucket = "nulls";
+    moto.create_bucket(bucket);
+    let key = "incoming/before-versioning.csv";
+    let output = "processed/before-versioning.zip";
+    let null = put(&moto, bucket, key, &text(20_000, 300));
+    assert_eq!(null.0.version_id, None, "written before versioning");
+    let enabled = aws_sdk_s3::types::VersioningConfiguration::builder()
+        .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+        .build();
+    moto.block_on(
+        moto.client()
+            .put_bucket_versioning()
+            .bucket(bucket)
+            .versioning_configuration(enabled)
+            .send(),
+    )
+    .expect("PutBucketVersioning");
+    let newer = put(&moto, bucket, key, &text(21_000, 301));
+    let newer_id = newer.0.version_id.clone().expect("versioned now");
+    let compress_version = |version: &str| {
+        let mut command = moto.s3_compressor();
+        command
+            .arg("compress")
+            .arg(format!("s3://{bucket}/{key}"))
+            .arg("--version-id")
+            .arg(version);
+        run(&mut command)
+    };
+    let first = compress_version(&newer_id);
+    assert!(first.success(), "{}", first.describe());
+    assert_made_from(&moto, bucket, output, key, &newer);
+
+    let late = compress_version("null");
+    assert!(
+        late.success() && late.stdout.contains("superseded"),
+        "{}",
+        late.describe()
+    );
+    assert!(
+        unzip(&moto, bucket, output).1 == text(21_000, 301),
+        "the output still holds the newer version"
+    );
+    assert_made_from(&moto, bucket, output, key, &newer);
+    assert!(
+        moto.get_version(bucket, key, Some("null")).as_deref() == Some(&text(20_000, 300)[..]),
+        "the null version stays"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

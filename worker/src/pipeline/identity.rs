@@ -36,6 +36,9 @@ const NAME_PREFIX: &str = "x-amz-meta-";
 const MAX_VERSION_ID_BYTES: usize = 1024;
 const MAX_ETAG_BYTES: usize = 64;
 
+/// The version id of an object written while versioning was off or suspended.
+const NULL_VERSION: &str = "null";
+
 /// S3 metadata travels in HTTP headers, which carry ASCII only and lose leading and trailing
 /// spaces: keys are percent-encoded, spaces included.
 const METADATA_UNSAFE: &AsciiSet = &CONTROLS.add(b'%').add(b' ');
@@ -64,13 +67,31 @@ pub(crate) struct SourceIdentity {
 }
 
 impl SourceIdentity {
-    pub(crate) fn of(key: &str, info: &ObjectInfo) -> Self {
+    /// The object a GET of `requested` (the version asked for, if any) returned. A version
+    /// asked for by name stays a version even where the answer carries no id: the `null`
+    /// version of an object written before versioning was enabled, which S3 reports as
+    /// `null` and moto not at all, is then told from newer versions like any other.
+    pub(crate) fn read(key: &str, info: &ObjectInfo, requested: Option<&str>) -> Self {
         Self {
             key: key.to_owned(),
-            version_id: info.version_id.clone(),
+            version_id: info
+                .version_id
+                .clone()
+                .or_else(|| requested.map(str::to_owned)),
             etag: info.etag.clone(),
             size: info.size,
         }
+    }
+
+    /// Whether `current` (a HEAD of the key) is still the object that was read: the same ETag,
+    /// and in a versioned bucket the same version. The ETag counts for the `null` version too,
+    /// which an upload to a bucket with versioning suspended replaces under the same id.
+    pub(crate) fn is(&self, current: &ObjectInfo) -> bool {
+        let same_version = match &self.version_id {
+            Some(version_id) => current.version_id.as_deref().unwrap_or(NULL_VERSION) == version_id,
+            None => true,
+        };
+        same_version && self.etag.is_some() && current.etag == self.etag
     }
 
     /// What an output carries so any later run can recognise its source, and which worker
@@ -141,10 +162,18 @@ impl SourceIdentity {
     /// (versioned buckets) or the same content (ETag) otherwise.
     pub(crate) fn made(&self, output: &ObjectInfo) -> bool {
         let recorded = |name: &str| output.metadata.get(name);
+        let same_etag = self.etag.is_some() && recorded(SOURCE_ETAG) == self.etag.as_ref();
         self.same_key(output)
-            && match &self.version_id {
-                Some(version_id) => recorded(SOURCE_VERSION_ID) == Some(version_id),
-                None => self.etag.is_some() && recorded(SOURCE_ETAG) == self.etag.as_ref(),
+            && match self.version_id.as_deref() {
+                // Reused by every upload while versioning is suspended: the ETag tells.
+                Some(NULL_VERSION) => {
+                    recorded(SOURCE_VERSION_ID).map(String::as_str) == Some(NULL_VERSION)
+                        && same_etag
+                }
+                Some(version_id) => {
+                    recorded(SOURCE_VERSION_ID).map(String::as_str) == Some(version_id)
+                }
+                None => same_etag,
             }
     }
 
@@ -275,7 +304,7 @@ mod tests {
             for character in ['a', ' ', 'é', '日', '😀'] {
                 let key = longest_key(rule_prefix, character);
                 assert_eq!(key.len(), MAX_KEY_BYTES);
-                let identity = SourceIdentity::of(&key, &s3_info());
+                let identity = SourceIdentity::read(&key, &s3_info(), None);
                 let output = output_under(&identity, rule_prefix);
                 let bytes = metadata_bytes(&output.metadata);
                 assert!(
@@ -289,7 +318,7 @@ mod tests {
                 let mut neighbour = key.clone();
                 neighbour.pop();
                 neighbour.push('b');
-                let other = SourceIdentity::of(&neighbour, &s3_info());
+                let other = SourceIdentity::read(&neighbour, &s3_info(), None);
                 assert!(!other.same_key(&output) && !other.made(&output));
                 assert!(source_key_of(&output).is_some());
             }
@@ -301,12 +330,12 @@ mod tests {
     #[test]
     fn a_key_is_hashed_only_when_it_would_not_fit() {
         let ascii = longest_key("incoming/", 'a');
-        let output = output_of(&SourceIdentity::of(&ascii, &s3_info()));
+        let output = output_of(&SourceIdentity::read(&ascii, &s3_info(), None));
         assert_eq!(output.metadata[SOURCE_KEY], ascii);
         assert!(!output.metadata.contains_key(SOURCE_KEY_SHA256));
 
         let wide = longest_key("incoming/", '😀');
-        let output = output_of(&SourceIdentity::of(&wide, &s3_info()));
+        let output = output_of(&SourceIdentity::read(&wide, &s3_info(), None));
         assert!(!output.metadata.contains_key(SOURCE_KEY));
         assert_eq!(
             output.metadata[SOURCE_KEY_SHA256],
@@ -323,7 +352,7 @@ mod tests {
 
         let prefix = longest_key("", '日').chars().take(300).collect::<String>() + "/";
         let key = longest_key(&prefix, '日');
-        let output = output_under(&SourceIdentity::of(&key, &s3_info()), &prefix);
+        let output = output_under(&SourceIdentity::read(&key, &s3_info(), None), &prefix);
         assert_eq!(
             output.metadata[RULE_PREFIX_SHA256],
             sha256_hex(prefix.as_bytes())
@@ -335,7 +364,7 @@ mod tests {
     #[test]
     fn metadata_over_the_limit_whatever_is_hashed_is_refused() {
         let odd_store = info(Some(&"v".repeat(1_900)), "e1");
-        let error = SourceIdentity::of("incoming/a.csv", &odd_store)
+        let error = SourceIdentity::read("incoming/a.csv", &odd_store, None)
             .output_metadata("incoming/", "0123456789ab")
             .expect_err("over the limit");
         assert!(
@@ -347,7 +376,7 @@ mod tests {
 
     #[test]
     fn unicode_and_percent_keys_survive_the_metadata_round_trip() {
-        let identity = SourceIdentity::of("incoming/日本/100% a+b.csv ", &info(None, "e1"));
+        let identity = SourceIdentity::read("incoming/日本/100% a+b.csv ", &info(None, "e1"), None);
         let output = output_of(&identity);
         let recorded = &output.metadata[SOURCE_KEY];
         assert!(recorded.is_ascii() && !recorded.contains(' '), "{recorded}");
@@ -360,7 +389,7 @@ mod tests {
 
     #[test]
     fn an_output_names_the_worker_the_config_and_the_rule_in_ascii() {
-        let identity = SourceIdentity::of("incoming/month end/a.csv", &info(None, "e1"));
+        let identity = SourceIdentity::read("incoming/month end/a.csv", &info(None, "e1"), None);
         let metadata = output_under(&identity, "incoming/month end/ 日本/").metadata;
         assert!(
             metadata
@@ -388,19 +417,19 @@ mod tests {
 
     #[test]
     fn another_version_of_the_same_key_is_the_same_key_but_not_the_same_source() {
-        let v1 = SourceIdentity::of("incoming/a.csv", &info(Some("v1"), "e1"));
-        let v2 = SourceIdentity::of("incoming/a.csv", &info(Some("v2"), "e2"));
+        let v1 = SourceIdentity::read("incoming/a.csv", &info(Some("v1"), "e1"), None);
+        let v2 = SourceIdentity::read("incoming/a.csv", &info(Some("v2"), "e2"), None);
         let output = output_of(&v1);
         assert!(v2.same_key(&output));
         assert!(!v2.made(&output));
-        let other = SourceIdentity::of("incoming/a.txt", &info(Some("v1"), "e1"));
+        let other = SourceIdentity::read("incoming/a.txt", &info(Some("v1"), "e1"), None);
         assert!(!other.same_key(&output));
     }
 
     #[test]
     fn unversioned_sources_are_told_apart_by_etag() {
-        let old = SourceIdentity::of("incoming/a.csv", &info(None, "e1"));
-        let new = SourceIdentity::of("incoming/a.csv", &info(None, "e2"));
+        let old = SourceIdentity::read("incoming/a.csv", &info(None, "e1"), None);
+        let new = SourceIdentity::read("incoming/a.csv", &info(None, "e2"), None);
         assert!(old.made(&output_of(&old)));
         assert!(!new.made(&output_of(&old)));
         assert_eq!(
@@ -408,10 +437,26 @@ mod tests {
             Some(DeleteCondition::Matches("e2".to_owned()))
         );
         // Versioned too: a delete marker, never the version itself.
-        let versioned = SourceIdentity::of("incoming/a.csv", &info(Some("v9"), "e2"));
+        let versioned = SourceIdentity::read("incoming/a.csv", &info(Some("v9"), "e2"), None);
         assert_eq!(
             versioned.delete_condition(),
             Some(DeleteCondition::Matches("e2".to_owned()))
         );
+    }
+
+    #[test]
+    fn a_named_null_version_is_a_version_told_apart_by_its_etag_too() {
+        // moto answers a GET of `?versionId=null` without a version id; S3 says "null".
+        let old = SourceIdentity::read("incoming/a.csv", &info(None, "e1"), Some("null"));
+        assert_eq!(old.version_id(), Some("null"));
+        assert!(old.made(&output_of(&old)));
+        assert!(old.is(&info(None, "e1")));
+        assert!(old.is(&info(Some("null"), "e1")));
+        // A newer version, and an upload that replaced the null version while versioning was
+        // suspended, are not it.
+        assert!(!old.is(&info(Some("v2"), "e2")));
+        assert!(!old.is(&info(Some("null"), "e2")));
+        let replaced = SourceIdentity::read("incoming/a.csv", &info(None, "e2"), Some("null"));
+        assert!(!replaced.made(&output_of(&old)));
     }
 }

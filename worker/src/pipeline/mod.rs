@@ -6,6 +6,7 @@
 pub(crate) mod identity;
 mod memory;
 mod pace;
+mod probe;
 mod proof;
 mod transfer;
 
@@ -27,6 +28,7 @@ use crate::{Decision, Plan, Routes};
 use identity::SourceIdentity;
 use memory::MemoryBudget;
 pub use pace::{Deadline, Pace};
+use probe::DeleteProbe;
 use transfer::{PartWriter, UploadError, Uploaded};
 
 /// Knobs that trade memory for throughput.
@@ -69,6 +71,8 @@ pub struct Worker {
     pace: Pace,
     /// Where objects that cannot finish before the deadline go; without it they fail.
     handoff: Option<Arc<dyn Handoff>>,
+    /// Which buckets' store honours `If-Match` on DeleteObject, as found out so far.
+    delete_probe: Arc<DeleteProbe>,
 }
 
 /// How long an entry point without a deadline waits, before it exits, for the uploads it
@@ -88,6 +92,7 @@ impl Worker {
             aborts: TaskTracker::new(),
             pace: Pace::this_machine(),
             handoff: None,
+            delete_probe: Arc::default(),
         }
     }
 
@@ -186,10 +191,12 @@ impl Worker {
         let reservation = self.memory.reserve(object.size).await;
 
         // Read: the exact version the event names, so a newer upload is never mixed in. The
-        // output's HEAD goes out alongside the GET: one round trip instead of two, which is much
-        // of the time a small object takes.
-        let (existing_output, download) = tokio::join!(
+        // output's HEAD, and for a named version the key's current object, go out alongside
+        // the GET: one round trip instead of two or three, which is much of the time a small
+        // object takes.
+        let (existing_output, current, download) = tokio::join!(
             self.store.head(&output, None),
+            self.current_if_named(&source, object.version_id.as_deref()),
             self.store.get(&source, object.version_id.as_deref()),
         );
         let existing_output = existing_output.map_err(failed)?;
@@ -205,22 +212,32 @@ impl Worker {
             Err(error) => return Err(failed(error)),
         };
         let reservation = self.memory.refit(reservation, download.info.size).await;
-        let identity = SourceIdentity::of(&source.key, &download.info);
+        let identity =
+            SourceIdentity::read(&source.key, &download.info, object.version_id.as_deref());
 
         // An output already made from this very source: a repeated or concurrent delivery.
+        if let Some(info) = existing_output.as_ref().filter(|info| identity.made(info)) {
+            drop(download);
+            return self
+                .finish_duplicate(plan, &source, &output, &identity, info)
+                .await;
+        }
+        // A late event for a version that newer content replaced writes nothing, whether or not
+        // an output exists yet: the newer version's own event makes it.
+        if let Some(current) = current.map_err(failed)? {
+            self.ensure_current(&source, &output, &identity, current)
+                .await?;
+        }
         let condition = match &existing_output {
             None => WriteCondition::Absent,
-            Some(info) if identity.made(info) => {
-                drop(download);
-                return self
-                    .finish_duplicate(plan, &source, &output, &identity, info)
-                    .await;
-            }
             Some(info) if identity.same_key(info) => {
                 // Another upload of the same key was compressed before: replace that output,
                 // and only that one, and only with the key's current version, so an output
                 // never goes back to an older one however late its event comes.
-                self.ensure_current(&source, &output, &identity).await?;
+                if object.version_id.is_none() {
+                    self.ensure_still_current(&source, &output, &identity)
+                        .await?;
+                }
                 WriteCondition::Matches(info.etag.clone().unwrap_or_default())
             }
             Some(info) => return Err(Box::new(collision(&output, info))),
@@ -277,7 +294,8 @@ impl Worker {
                     Some(_) => {
                         // Another upload of this key got there first; if it is the newer one,
                         // this one is superseded.
-                        self.ensure_current(&source, &output, &identity).await?;
+                        self.ensure_still_current(&source, &output, &identity)
+                            .await?;
                         Err(Box::new(Outcome::transient(
                             "the output was replaced while it was being written; the next attempt starts over",
                         )))
@@ -569,20 +587,58 @@ impl Worker {
         }
     }
 
-    /// Stops with [`Outcome::Superseded`] unless the version read is still the key's current
-    /// one. Only a versioned source can tell: an unversioned read is always of the current
-    /// object.
-    async fn ensure_current(
+    /// The key's current object (`None`: a delete marker, or nothing), when the event names a
+    /// version: an event without one reads whatever is current, and so is never late.
+    async fn current_if_named(
+        &self,
+        source: &Location,
+        version_id: Option<&str>,
+    ) -> Result<Option<Option<ObjectInfo>>, StoreError> {
+        match version_id {
+            Some(_) => self.store.head(source, None).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Worker::ensure_current`] with a fresh look at the key's current object.
+    async fn ensure_still_current(
         &self,
         source: &Location,
         output: &Location,
         identity: &SourceIdentity,
     ) -> Result<(), Stop> {
+        if identity.version_id().is_none() {
+            return Ok(());
+        }
+        let current = self.store.head(source, None).await.map_err(failed)?;
+        self.ensure_current(source, output, identity, current).await
+    }
+
+    /// Stops with [`Outcome::Superseded`] when newer content replaced the version read.
+    /// Only a versioned source can tell: an unversioned read is always of the current object.
+    /// A delete marker on top supersedes nothing (the version is only hidden, by a person or by
+    /// a delete that could not be limited to what it read): then the newest version holding
+    /// content decides.
+    async fn ensure_current(
+        &self,
+        source: &Location,
+        output: &Location,
+        identity: &SourceIdentity,
+        current: Option<ObjectInfo>,
+    ) -> Result<(), Stop> {
         let Some(version_id) = identity.version_id() else {
             return Ok(());
         };
-        let current = self.store.head(source, None).await.map_err(failed)?;
-        if current.as_ref().and_then(|info| info.version_id.as_deref()) == Some(version_id) {
+        let newest = match current {
+            Some(info) if identity.is(&info) => return Ok(()),
+            Some(_) => None,
+            None => self
+                .store
+                .newest_content_version(source)
+                .await
+                .map_err(failed)?,
+        };
+        if newest.as_deref() == Some(version_id) {
             return Ok(());
         }
         Err(Box::new(Outcome::Superseded {
@@ -604,6 +660,9 @@ impl Worker {
             tracing::warn!(key = %source.key, "the source has neither a version id nor an ETag; it is kept");
             return Ok(SourceFate::Kept);
         };
+        if !self.delete_is_limited(plan, source).await? {
+            return Ok(SourceFate::KeptStoreIgnoresIfMatch);
+        }
         match self.store.delete(source, &condition).await {
             Ok(Deleted::Now { marker }) => {
                 if let Some(marker) = marker {
@@ -617,9 +676,52 @@ impl Worker {
             }
             Ok(Deleted::AlreadyGone) => Ok(SourceFate::AlreadyGone),
             Err(error) if error.is(ErrorClass::PreconditionFailed) => {
-                Ok(SourceFate::KeptNewerUpload)
+                self.after_refused_delete(source, identity, &error).await
             }
             Err(error) => Err(failed(error)),
+        }
+    }
+
+    /// Whether the source's delete may go out: the store limits it to what was read (it
+    /// honours `If-Match`), or the rule says to delete on such a store all the same.
+    async fn delete_is_limited(&self, plan: &Plan<'_>, source: &Location) -> Result<bool, Stop> {
+        if plan.rule.delete_without_if_match {
+            return Ok(true);
+        }
+        self.delete_probe
+            .honours_if_match(
+                self.store.as_ref(),
+                &source.bucket,
+                &plan.rule.output_prefix,
+            )
+            .await
+            .map_err(|error| {
+                Box::new(Outcome::Failed {
+                    retry: error.is(ErrorClass::Transient),
+                    error: format!(
+                        "finding out whether the store honours If-Match on DeleteObject failed \
+                         ({error}); the output is proven and the source is kept"
+                    ),
+                })
+            })
+    }
+
+    /// A refused delete (412, or 409 while another operation on the key is under way) means a
+    /// newer upload only if another object is current now: if the one read still is, the
+    /// conflicting operation failed, and only a retry finishes the job.
+    async fn after_refused_delete(
+        &self,
+        source: &Location,
+        identity: &SourceIdentity,
+        refusal: &StoreError,
+    ) -> Result<SourceFate, Stop> {
+        match self.store.head(source, None).await.map_err(failed)? {
+            Some(current) if identity.is(&current) => Err(Box::new(Outcome::transient(format!(
+                "the source's delete was refused ({refusal}), yet it is still the object that \
+                 was read; the output is proven, and the next attempt deletes the source"
+            )))),
+            Some(_) => Ok(SourceFate::KeptNewerUpload),
+            None => Ok(SourceFate::AlreadyGone),
         }
     }
 

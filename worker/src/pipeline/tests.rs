@@ -21,6 +21,34 @@ fn worker(store: &Arc<MemoryStore>, tuning: Tuning) -> Worker {
     Worker::new(store.clone(), routes, tuning)
 }
 
+/// A worker whose config is `toml`.
+fn worker_with_config(store: &Arc<MemoryStore>, toml: &str) -> Worker {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), toml).unwrap();
+    let registry = Registry::from_inventory().unwrap();
+    let routes = Arc::new(Routes::load(Some(file.path()), &registry).unwrap());
+    Worker::new(store.clone(), routes, Tuning::default())
+}
+
+/// `worker` once it has found out whether the store honours `If-Match` on DeleteObject (with a
+/// DeleteObject of its own), so that a failure a test injects into the next DeleteObject hits
+/// the source's.
+async fn probed(worker: Worker, store: &MemoryStore) -> Worker {
+    store.insert(BUCKET, "incoming/probe-first.csv", b"p");
+    let first = worker
+        .process(&object("incoming/probe-first.csv"), None)
+        .await;
+    assert!(matches!(first, Outcome::Compressed { .. }), "{first}");
+    worker
+}
+
+fn location(key: &str) -> crate::store::Location {
+    crate::store::Location {
+        bucket: BUCKET.to_owned(),
+        key: key.to_owned(),
+    }
+}
+
 /// Tiny parts, so a few hundred KiB already take the multipart path.
 fn small_parts() -> Tuning {
     Tuning {
@@ -149,10 +177,16 @@ async fn a_repeated_delivery_is_already_done_and_so_is_one_whose_source_is_gone(
 
 #[tokio::test]
 async fn a_duplicate_that_finds_the_output_but_not_the_delete_finishes_the_delete() {
+    a_retry_finishes_a_source_delete_that_failed_with(ErrorClass::Transient).await;
+}
+
+/// The source's delete fails once with `class`: the object fails transiently with the source
+/// kept beside its proven output, and the retry deletes it.
+async fn a_retry_finishes_a_source_delete_that_failed_with(class: ErrorClass) {
     let store = Arc::new(MemoryStore::default());
     store.insert(BUCKET, "incoming/r.csv", b"x");
-    let worker = worker(&store, Tuning::default());
-    store.fail_once("DeleteObject", ErrorClass::Transient);
+    let worker = probed(worker(&store, Tuning::default()), &store).await;
+    store.fail_once("DeleteObject", class);
     let first = worker.process(&object("incoming/r.csv"), None).await;
     assert!(first.should_retry(), "{first}");
     assert!(store.current(BUCKET, "incoming/r.csv").is_some());
@@ -306,22 +340,22 @@ async fn a_late_event_for_an_older_version_is_superseded_and_the_output_keeps_th
     assert!(store.current(BUCKET, "incoming/order.csv").is_none());
     assert_eq!(store.versions(BUCKET, "incoming/order.csv"), 2);
 
-    // In order, the older one first: its output is replaced by the newer one's.
+    // The older one's event first, once the newer one is uploaded: no output exists yet, and
+    // none is written from the older content (the newer one may never finish: too large,
+    // archived), which stays as a noncurrent version.
     let store = Arc::new(MemoryStore::versioned());
     let v1 = store.insert(BUCKET, "incoming/order.csv", b"version one");
     let v2 = store.insert(BUCKET, "incoming/order.csv", b"version two");
     let worker = self::worker(&store, Tuning::default());
     let older = worker.process(&event(&v1), None).await;
-    assert!(
-        matches!(
-            older,
-            Outcome::Compressed {
-                source: SourceFate::KeptNewerUpload,
-                ..
-            }
-        ),
-        "{older}"
+    assert_eq!(
+        older,
+        Outcome::Superseded {
+            output_key: "processed/order.zip".to_owned()
+        }
     );
+    assert!(store.current(BUCKET, "processed/order.zip").is_none());
+    assert_eq!(store.versions(BUCKET, "incoming/order.csv"), 2);
     let newer = worker.process(&event(&v2), None).await;
     assert!(
         matches!(
@@ -336,13 +370,108 @@ async fn a_late_event_for_an_older_version_is_superseded_and_the_output_keeps_th
     assert_output_made_from(&store, "processed/order.zip", &v2);
 }
 
+/// On a store that ignores `If-Match` on DeleteObject, the delete that would have kept a newer
+/// upload deletes it instead: the probe finds the store out, and the source is kept.
+#[tokio::test]
+async fn a_store_ignoring_if_match_keeps_sources_unless_the_rule_says_delete_anyway() {
+    let store = Arc::new(MemoryStore::default());
+    store.ignore_delete_conditions();
+    store.insert(BUCKET, "incoming/live.csv", b"old");
+    store.replace_after_get("incoming/live.csv", b"new");
+    let outcome = worker(&store, Tuning::default())
+        .process(&object("incoming/live.csv"), None)
+        .await;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Compressed {
+                source: SourceFate::KeptStoreIgnoresIfMatch,
+                ..
+            }
+        ),
+        "{outcome}"
+    );
+    assert!(
+        outcome
+            .to_string()
+            .contains("set delete_without_if_match = true"),
+        "says what to set: {outcome}"
+    );
+    assert_eq!(
+        &store.current(BUCKET, "incoming/live.csv").unwrap().body[..],
+        b"new",
+        "the newer upload is current and untouched"
+    );
+
+    // Told to, it deletes on such a store.
+    let store = Arc::new(MemoryStore::default());
+    store.ignore_delete_conditions();
+    store.insert(BUCKET, "incoming/r.csv", b"x");
+    let config = "[[rule]]\nprefix = \"incoming/\"\noutput_prefix = \"processed/\"\n\
+                  delete_without_if_match = true\n";
+    let outcome = worker_with_config(&store, config)
+        .process(&object("incoming/r.csv"), None)
+        .await;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Compressed {
+                source: SourceFate::Deleted,
+                ..
+            }
+        ),
+        "{outcome}"
+    );
+    assert!(store.current(BUCKET, "incoming/r.csv").is_none());
+}
+
+/// A newer version hidden behind a delete marker (by a delete that could not be limited to
+/// what it read, or by a person) is not superseded: its own event still compresses it.
+#[tokio::test]
+async fn a_version_only_hidden_by_a_delete_marker_is_still_compressed_by_its_event() {
+    use crate::store::{DeleteCondition, ObjectStore};
+    let store = Arc::new(MemoryStore::versioned());
+    let key = "incoming/hidden.csv";
+    let v1 = store.insert(BUCKET, key, b"version one");
+    let worker = worker(&store, Tuning::default());
+    let first = worker.process(&version_event(key, &v1), None).await;
+    assert!(matches!(first, Outcome::Compressed { .. }), "{first}");
+    let v2 = store.insert(BUCKET, key, b"version two");
+    let hidden = DeleteCondition::Matches(v2.etag.clone().unwrap());
+    store.delete(&location(key), &hidden).await.unwrap();
+    let newer = worker.process(&version_event(key, &v2), None).await;
+    assert!(
+        matches!(
+            newer,
+            Outcome::Compressed {
+                source: SourceFate::AlreadyGone,
+                ..
+            }
+        ),
+        "{newer}"
+    );
+    assert_output_made_from(&store, "processed/hidden.zip", &v2);
+    assert_eq!(store.versions(BUCKET, key), 2, "both versions stay");
+    // The older version's late event is superseded by content, not by the marker.
+    let older = worker.process(&version_event(key, &v1), None).await;
+    assert_eq!(older.label(), "superseded", "{older}");
+    assert_output_made_from(&store, "processed/hidden.zip", &v2);
+}
+
+/// A 412 or 409 on the source's delete while the object read is still current: the
+/// conflicting operation failed, and the delete is retried rather than given up.
+#[tokio::test]
+async fn a_refused_delete_of_a_source_still_current_is_retried_not_taken_for_a_newer_upload() {
+    a_retry_finishes_a_source_delete_that_failed_with(ErrorClass::PreconditionFailed).await;
+}
+
 /// An output with this source's identity proves nothing by itself: a duplicate delivery
 /// decodes it before it deletes anything, and removes it if it is wrong.
 #[tokio::test]
 async fn a_duplicate_finding_an_output_that_fails_its_proof_removes_it_and_keeps_the_source() {
     let store = Arc::new(MemoryStore::default());
     let source = store.insert(BUCKET, "incoming/r.csv", b"the real content");
-    let identity = super::identity::SourceIdentity::of("incoming/r.csv", &source);
+    let identity = super::identity::SourceIdentity::read("incoming/r.csv", &source, None);
     // A zip of other content, labelled as made from this source.
     let registry = Registry::from_inventory().unwrap();
     let zip = registry
@@ -398,7 +527,7 @@ async fn a_duplicate_finding_an_output_that_fails_its_proof_removes_it_and_keeps
 async fn a_duplicate_finding_a_good_output_proves_it_then_deletes() {
     let store = Arc::new(MemoryStore::default());
     store.insert(BUCKET, "incoming/r.csv", b"x,y\n");
-    let worker = worker(&store, Tuning::default());
+    let worker = probed(worker(&store, Tuning::default()), &store).await;
     store.fail_once("DeleteObject", ErrorClass::Transient);
     let first = worker.process(&object("incoming/r.csv"), None).await;
     assert!(first.should_retry(), "{first}");

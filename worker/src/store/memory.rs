@@ -37,6 +37,8 @@ struct State {
     /// The next CreateMultipartUpload starts an upload whose id never reaches the caller
     /// (an attempt whose answer was lost) before the one it returns.
     lose_create_answer: bool,
+    /// DeleteObject ignores `If-Match`, as some S3-compatible stores do.
+    ignore_delete_conditions: bool,
     /// The next write stores its body with a byte changed, after every check: a store that
     /// damages what it keeps.
     damage_next_write: bool,
@@ -168,6 +170,10 @@ impl MemoryStore {
 
     pub(crate) fn lose_create_answer(&self) {
         self.lock().lose_create_answer = true;
+    }
+
+    pub(crate) fn ignore_delete_conditions(&self) {
+        self.lock().ignore_delete_conditions = true;
     }
 
     pub(crate) fn damage_next_write(&self) {
@@ -581,6 +587,25 @@ impl ObjectStore for MemoryStore {
             .collect())
     }
 
+    async fn newest_content_version(
+        &self,
+        location: &Location,
+    ) -> Result<Option<String>, StoreError> {
+        self.check_failure("ListObjectVersions", location)?;
+        Ok(self
+            .lock()
+            .objects
+            .get(&(location.bucket.clone(), location.key.clone()))
+            .and_then(|versions| versions.iter().rev().find(|object| !object.delete_marker))
+            .map(|object| {
+                object
+                    .info
+                    .version_id
+                    .clone()
+                    .unwrap_or_else(|| "null".to_owned())
+            }))
+    }
+
     async fn delete(
         &self,
         location: &Location,
@@ -588,6 +613,7 @@ impl ObjectStore for MemoryStore {
     ) -> Result<Deleted, StoreError> {
         self.check_failure("DeleteObject", location)?;
         let mut state = self.lock();
+        let ignore_conditions = state.ignore_delete_conditions;
         let Some(versions) = state
             .objects
             .get_mut(&(location.bucket.clone(), location.key.clone()))
@@ -603,7 +629,7 @@ impl ObjectStore for MemoryStore {
                 let Some(current) = versions.last().filter(|object| !object.delete_marker) else {
                     return Ok(Deleted::AlreadyGone);
                 };
-                if current.info.etag.as_ref() != Some(etag) {
+                if current.info.etag.as_ref() != Some(etag) && !ignore_conditions {
                     return Err(error(
                         ErrorClass::PreconditionFailed,
                         "DeleteObject",

@@ -196,6 +196,14 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// The ids of the multipart uploads open on exactly this key.
     async fn open_uploads(&self, location: &Location) -> Result<Vec<String>, StoreError>;
 
+    /// The id of the newest version of exactly this key that holds content (`null` for one
+    /// written before versioning was enabled), skipping delete markers: whether a version
+    /// was superseded by data or only hidden by a delete. `None` when no version holds content.
+    async fn newest_content_version(
+        &self,
+        location: &Location,
+    ) -> Result<Option<String>, StoreError>;
+
     /// Deletes under `condition`. An object that is already gone is not an error.
     async fn delete(
         &self,

@@ -664,6 +664,44 @@ impl ObjectStore for S3Store {
         }
     }
 
+    async fn newest_content_version(
+        &self,
+        location: &Location,
+    ) -> Result<Option<String>, StoreError> {
+        // The key sorts first among those it prefixes, and its versions come newest first:
+        // the first version of exactly this key is the answer; a later key ends the search.
+        let (mut key_marker, mut id_marker) = (None, None);
+        loop {
+            let output = self
+                .client
+                .list_object_versions()
+                .bucket(&location.bucket)
+                .prefix(&location.key)
+                .set_key_marker(key_marker)
+                .set_version_id_marker(id_marker)
+                .send()
+                .await
+                .map_err(|error| classify(&error, "ListObjectVersions", location))?;
+            for version in output.versions() {
+                match version.key() {
+                    Some(key) if key == location.key => {
+                        return Ok(Some(version.version_id().unwrap_or("null").to_owned()))
+                    }
+                    Some(_) => return Ok(None),
+                    None => {}
+                }
+            }
+            if !output.is_truncated().unwrap_or(false) {
+                return Ok(None);
+            }
+            key_marker = output.next_key_marker().map(str::to_owned);
+            id_marker = output.next_version_id_marker().map(str::to_owned);
+            if key_marker.as_deref() != Some(location.key.as_str()) {
+                return Ok(None);
+            }
+        }
+    }
+
     async fn delete(
         &self,
         location: &Location,
