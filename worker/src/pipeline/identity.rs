@@ -41,6 +41,11 @@ impl SourceIdentity {
         }
     }
 
+    /// The source's size in bytes.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
     /// What the output carries so any later run can recognise its source.
     pub(crate) fn metadata(&self) -> HashMap<String, String> {
         let mut metadata = HashMap::from([
