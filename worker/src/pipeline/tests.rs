@@ -813,13 +813,14 @@ async fn the_deadline_gives_the_memory_back_only_once_the_compressor_has_stopped
         "{outcome}"
     );
     let total = worker.memory.total_bytes();
-    assert!(
-        worker.memory.free_bytes() < total,
-        "the compressor still runs, yet its memory was given back"
-    );
-
+    let held_while_running = worker.memory.free_bytes() < total;
+    // Opened before asserting: a thread left waiting would keep the runtime from shutting down.
     *GATE.0.lock().unwrap() = true;
     GATE.1.notify_all();
+    assert!(
+        held_while_running,
+        "the compressor still runs, yet its memory was given back"
+    );
     let stopped = Instant::now();
     while worker.memory.free_bytes() < total && stopped.elapsed() < Duration::from_secs(5) {
         tokio::time::sleep(Duration::from_millis(10)).await;
