@@ -43,7 +43,10 @@ QUEUE_MAX_CONCURRENCY=${QUEUE_MAX_CONCURRENCY:-10}
 # `fargate` task (which also needs the infra stack's interface endpoints).
 LARGE_OBJECTS=${LARGE_OBJECTS:-fail}
 TASK_CPU=${TASK_CPU:-2048}
-TASK_MEMORY=${TASK_MEMORY:-4096}
+# 6 GiB holds the largest object S3 allows (5 TiB: four output parts of 530 MiB) at any level of
+# any built-in format on the task's 2 vCPU (zstd 22: 2.5 GiB of codec state); the worker's
+# unit test the_fargate_task_holds_the_largest_object_s3_allows does the arithmetic.
+TASK_MEMORY=${TASK_MEMORY:-6144}
 # The cargo profile of the binary in the image: `image` (thin LTO) is what ships; the tests
 # build a quicker one.
 BUILD_PROFILE=${BUILD_PROFILE:-image}
@@ -92,7 +95,7 @@ alone), BUILD_PROFILE [image] (the cargo profile the binary is built with); with
 queue: QUEUE_BATCH_SIZE [100] (S3 events per invocation, 1-10000), QUEUE_BATCHING_WINDOW [5]
 (seconds Lambda waits to fill a batch, 1-300), QUEUE_MAX_CONCURRENCY [10] (invocations at
 once, 2-1000); with --large-objects fargate: TASK_CPU [2048] (CPU units of a task, 1024 =
-1 vCPU), TASK_MEMORY [4096] (MiB, a size Fargate offers with TASK_CPU).
+1 vCPU), TASK_MEMORY [6144] (MiB, a size Fargate offers with TASK_CPU).
 
 Needs the AWS CLI with credentials; to build the image also Docker (with buildx), Rust
 (cargo, rustup target $MUSL_TARGET) and musl-tools, on Linux x86_64.

@@ -25,7 +25,21 @@ pub trait Format: Send + Sync + fmt::Debug {
     /// rather than guess: on a checksum that does not match, a stream cut short, a second
     /// entry, or bytes after the end. Memory may not grow with the input here either.
     fn write_decompressed(&self, src: &mut dyn Read, dst: &mut dyn Write) -> std::io::Result<()>;
+
+    /// The most memory, in bytes, this format holds at once to compress an input of `size`
+    /// bytes (`None`: any size) and decode the output back: windows, match tables, blocks and
+    /// worker buffers. The worker reserves it before it starts an object, so that small
+    /// objects share what a large one takes alone; an estimate too low lets a batch outgrow
+    /// the machine, one too high only runs fewer objects at once.
+    ///
+    /// The default is cautious for a single-threaded codec with a window of a few MiB.
+    fn memory(&self, _size: Option<u64>) -> u64 {
+        DEFAULT_MEMORY
+    }
 }
+
+/// What [`Format::memory`] assumes of a format that does not say.
+pub const DEFAULT_MEMORY: u64 = 16 * 1024 * 1024;
 
 /// What a backend knows about its output that counting bytes cannot tell.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -181,6 +195,12 @@ impl Compressor {
             crc32,
             stored: written.stored,
         })
+    }
+
+    /// Bytes this compressor holds to compress `size` bytes and decode them back (see
+    /// [`Format::memory`]).
+    pub fn memory(&self, size: Option<u64>) -> u64 {
+        self.format.memory(size)
     }
 
     /// Decodes this format's output back into `dst`; fails on anything it did not write.

@@ -18,6 +18,7 @@ pub use entry::{safe_entry_name, Entry};
 pub use error::FormatError;
 pub use format::{
     expect_end, Compressor, Format, Kind, Levels, Options, Registration, Settings, Stats, Written,
+    DEFAULT_MEMORY,
 };
 pub use registry::Registry;
 

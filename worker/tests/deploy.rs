@@ -1378,7 +1378,7 @@ fn lambda_template_hands_large_objects_to_a_fargate_task_or_fails_them() {
     let lambda = template("lambda-template.yaml");
     assert_choice(&lambda, "LargeObjects", "fail", &["fail", "fargate"]);
     assert_eq!(lambda["Parameters"]["TaskCpu"]["Default"], 2048);
-    assert_eq!(lambda["Parameters"]["TaskMemory"]["Default"], 4096);
+    assert_eq!(lambda["Parameters"]["TaskMemory"]["Default"], 6144);
     let image = (
         "LambdaImageUri",
         "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/s3-compressor@sha256:0",
@@ -2642,7 +2642,7 @@ fn assert_large_objects(moto: &Moto, image_uri: Option<&str>) {
         assert_eq!(container["image"], image_uri, "the function's image");
         assert_eq!(
             (&container["cpu"], &container["memory"]),
-            (&json!(2048), &json!(4096))
+            (&json!(2048), &json!(6144))
         );
         assert_eq!(container["readonlyRootFilesystem"], true);
         assert!(container.get("command").is_none(), "{container}");

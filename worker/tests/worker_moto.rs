@@ -55,6 +55,18 @@ fn compress(moto: &Moto, bucket: &str, key: &str) -> Finished {
     run(&mut command)
 }
 
+/// The run succeeded and compressed every object of its event.
+fn assert_all_compressed(finished: &Finished) {
+    assert!(finished.success(), "{}", finished.describe());
+    let response = response_of(finished);
+    assert!(
+        outcomes(&response)
+            .iter()
+            .all(|(_, outcome)| outcome == "compressed"),
+        "{response:#}"
+    );
+}
+
 /// `(key, outcome)` of each result of a direct (S3 or EventBridge) response.
 fn outcomes(response: &Value) -> Vec<(String, String)> {
     response["results"]
@@ -623,6 +635,67 @@ fn two_thousand_events_through_concurrent_invocations_are_each_compressed_once()
     assert!(
         peak <= PEAK_RSS_LIMIT_KIB,
         "a run's peak RSS was {peak} KiB, over {PEAK_RSS_LIMIT_KIB} KiB"
+    );
+}
+
+/// The shipped Lambda function's memory (`MemorySize` in cloudformation/lambda-template.yaml).
+const LAMBDA_MEMORY_KIB: u64 = 512 * 1024;
+
+/// 32 small objects in one event, as tar.zst at level 19, the level the shipped config uses
+/// for archives: zstd is told each object's size and sizes its window and tables to it, and
+/// the memory budget counts what each holds, so the batch stays within the memory of the
+/// shipped Lambda function. (Without the size, level 19 takes 80 MiB of tables per object.)
+#[test]
+fn a_batch_of_small_level_19_tar_zst_objects_stays_within_the_lambda_memory() {
+    const OBJECTS: usize = 32;
+    let moto = Moto::start();
+    moto.create_bucket("bundles");
+    let config = moto.write_file(
+        "bundles.toml",
+        b"[[rule]]\nprefix = \"incoming/\"\noutput_prefix = \"processed/\"\nformat = \"tar.zst\"\nlevel = 19\n",
+    );
+    let keys: Vec<String> = (0..OBJECTS)
+        .map(|index| format!("incoming/site-{index:02}.html"))
+        .collect();
+    let sizes: Vec<usize> = (0..OBJECTS).map(|index| 4096 + index * 997).collect();
+    for (index, key) in keys.iter().enumerate() {
+        put(&moto, "bundles", key, &text(sizes[index], index as u64));
+    }
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    // With each object's size, as S3's notifications carry it: the worker reserves memory by it.
+    let mut event = s3_event("bundles", &keys);
+    for (record, size) in event["Records"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+        .zip(&sizes)
+    {
+        record["s3"]["object"]["size"] = json!(size);
+    }
+    let event = write_event(moto.dir(), "bundles.json", &event);
+    let mut command = moto.s3_compressor();
+    command
+        .env("RUST_LOG", "warn")
+        .arg("--config")
+        .arg(&config)
+        .args(["invoke", "--event"])
+        .arg(event);
+
+    let (finished, memory) = Running::spawn(&mut command).finish_measuring_memory(HANG_LIMIT);
+
+    assert_all_compressed(&finished);
+    let expected: Vec<String> = (0..OBJECTS)
+        .map(|index| format!("processed/site-{index:02}.tar.zst"))
+        .collect();
+    assert_eq!(moto.keys("bundles"), expected);
+    eprintln!(
+        "{OBJECTS} tar.zst objects at level 19: peak RSS {} MiB (VmHWM)",
+        memory.peak / 1024
+    );
+    assert!(
+        memory.peak < LAMBDA_MEMORY_KIB,
+        "peak RSS {} KiB, over the Lambda function's {LAMBDA_MEMORY_KIB} KiB",
+        memory.peak
     );
 }
 
@@ -1507,14 +1580,7 @@ fn every_format_round_trips_through_its_command_line_decoder() {
         &["--config", &config.display().to_string()],
     );
 
-    assert!(finished.success(), "{}", finished.describe());
-    let response = response_of(&finished);
-    assert!(
-        outcomes(&response)
-            .iter()
-            .all(|(_, outcome)| outcome == "compressed"),
-        "{response:#}"
-    );
+    assert_all_compressed(&finished);
     let mut expected_keys: Vec<String> = FORMATS
         .iter()
         .map(|(_, name, output, ..)| format!("processed/{name}/{output}"))

@@ -47,6 +47,10 @@ impl Format for Gzip {
             io::copy(decoded, dst).map(drop)
         })
     }
+
+    fn memory(&self, size: Option<u64>) -> u64 {
+        crate::deflate::memory(self.level, self.threads, size)
+    }
 }
 
 /// Writes one gzip member (RFC 1952) around what `produce` writes. A single member, not one

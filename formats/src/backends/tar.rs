@@ -5,7 +5,9 @@ use std::io::{self, Read, Write};
 use std::num::NonZeroUsize;
 
 use super::gzip::{read_member, write_member};
-use super::{level_or, read_zstd_frame, zstd_encoder, DEFLATE_LEVELS, ZSTD_LEVELS};
+use super::{
+    level_or, read_zstd_frame, zstd_encoder, zstd_memory, InputSize, DEFLATE_LEVELS, ZSTD_LEVELS,
+};
 use crate::{Entry, Format, Kind, Registration, Written};
 
 inventory::submit! {
@@ -89,8 +91,7 @@ impl Format for Tar {
                 })
             }
             Outer::Zstd { level, threads } => {
-                // The tar stream's size is not the entry's, so no size is pledged here.
-                let mut zstd = zstd_encoder(dst, level, threads, None)?;
+                let mut zstd = zstd_encoder(dst, level, threads, tar_size(size))?;
                 write_tar(src, &mut zstd, entry, size)?;
                 zstd.finish()?;
                 Ok(Written::default())
@@ -107,6 +108,32 @@ impl Format for Tar {
             Outer::Zstd { .. } => read_zstd_frame(src, |tar| read_tar(tar, dst)),
         }
     }
+
+    fn memory(&self, size: Option<u64>) -> u64 {
+        match self.outer {
+            Outer::Plain => TAR_MEMORY,
+            Outer::Gzip { level, threads } => {
+                crate::deflate::memory(level, threads, size.map(|size| size + TAR_HEADERS))
+            }
+            Outer::Zstd { level, threads } => {
+                zstd_memory(level, threads, size.map_or(InputSize::Unknown, tar_size))
+            }
+        }
+    }
+}
+
+/// About what the tar stream of an entry adds to its data: the header, a long name's records,
+/// the padding and the end-of-archive blocks.
+const TAR_HEADERS: u64 = 8 * 1024;
+
+/// What writing and reading a tar stream holds: a few blocks of 512 bytes and the copies'
+/// buffers.
+const TAR_MEMORY: u64 = 256 * 1024;
+
+/// The size of the tar stream of an entry of `size` bytes, near enough to size zstd's window
+/// and tables by; zstd is not told it exactly (a long name adds records), so it records none.
+fn tar_size(size: u64) -> InputSize {
+    InputSize::About(size.saturating_add(TAR_HEADERS))
 }
 
 /// Reads the one regular entry [`write_tar`] wrote into `dst`; the archive must end after it

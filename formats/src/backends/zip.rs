@@ -87,6 +87,10 @@ impl Format for Zip {
         }
         check_central_directory(&mut src, &name, decoded.crc32)
     }
+
+    fn memory(&self, size: Option<u64>) -> u64 {
+        crate::deflate::memory(self.level, self.threads, size)
+    }
 }
 
 const LOCAL_HEADER_SIGNATURE: u32 = 0x0403_4b50;

@@ -3,7 +3,7 @@
 use std::io::{self, Read, Write};
 use std::num::NonZeroUsize;
 
-use super::{level_or, read_zstd_frame, zstd_encoder, ZSTD_LEVELS};
+use super::{level_or, read_zstd_frame, zstd_encoder, zstd_memory, InputSize, ZSTD_LEVELS};
 use crate::{Entry, Format, Kind, Registration, Written};
 
 inventory::submit! {
@@ -34,7 +34,7 @@ impl Format for Zstd {
         dst: &mut dyn Write,
         entry: &Entry,
     ) -> io::Result<Written> {
-        let mut encoder = zstd_encoder(dst, self.level, self.threads, entry.size())?;
+        let mut encoder = zstd_encoder(dst, self.level, self.threads, input_size(entry.size()))?;
         io::copy(src, &mut encoder)?;
         encoder.finish()?;
         Ok(Written::default())
@@ -43,4 +43,13 @@ impl Format for Zstd {
     fn write_decompressed(&self, src: &mut dyn Read, dst: &mut dyn Write) -> io::Result<()> {
         read_zstd_frame(src, |decoded| io::copy(decoded, dst).map(drop))
     }
+
+    fn memory(&self, size: Option<u64>) -> u64 {
+        zstd_memory(self.level, self.threads, input_size(size))
+    }
+}
+
+/// The source's size is the frame's content size, so it is recorded exactly.
+fn input_size(size: Option<u64>) -> InputSize {
+    size.map_or(InputSize::Unknown, InputSize::Exact)
 }

@@ -94,6 +94,17 @@ impl SourceIdentity {
         same_version && self.etag.is_some() && current.etag == self.etag
     }
 
+    /// The object as it was read, as far as this identity tells: what a hand-off records and
+    /// the memory budget sizes, where the GET's own answer is gone.
+    pub(crate) fn as_read(&self) -> ObjectInfo {
+        ObjectInfo {
+            size: self.size,
+            etag: self.etag.clone(),
+            version_id: self.version_id.clone(),
+            ..ObjectInfo::default()
+        }
+    }
+
     /// What an output carries so any later run can recognise its source, and which worker
     /// (version and commit), config (its hash) and rule (its source prefix) made it, so
     /// whoever finds the output can tell which deployment to look at. Within S3's limit:

@@ -1,24 +1,28 @@
 //! One memory budget for every object a worker processes at once.
 //!
 //! A batch of 10,000 small objects should run many at a time and a 5 GiB one alone, within
-//! the same memory. Each object reserves what its buffers can hold at most (see
-//! [`MemoryBudget::cost`]) before its download starts, and gives it back once its output is
-//! written; the budget is what one object of any size can hold, so a large object runs alone
-//! and small ones share it.
+//! the same memory. Each object reserves what it can hold at most ([`MemoryBudget::cost`]:
+//! its buffers at the part size its size needs, and its codec's state for its format, level
+//! and size) before its download starts, and gives it back once those are gone: when the
+//! compressor's thread ends, not when the deadline gives up on it.
+//!
+//! The budget is what an object with 8 MiB parts (up to about 80 GiB) and a deflate codec
+//! holds. An object that costs more waits until it runs alone and widens the budget to its
+//! cost: the process has to hold that much for it anyway, so the budget never exceeds the
+//! largest single object's cost, and that is what the machine must have (README, "Memory").
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
+use s3_compressor_formats::Compressor;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{transfer, Tuning};
 
-/// What an object costs beyond its data buffers: the compressor's own state (a zstd context at
-/// level 19 is about 1 MiB per thread, libdeflate's less) and the HTTP bodies in flight.
-const OVERHEAD: u64 = 2 * MIB;
-/// The blocks deflate holds on top: two of 512 KiB per thread waiting or being compressed,
-/// each with its output, on the two cores of a Lambda function; an object smaller than that
-/// holds itself and its output at most.
-const COMPRESSOR_BLOCKS: u64 = 4 * MIB;
+/// The HTTP requests of an object in flight, beyond the bodies the buffers count.
+const REQUESTS: u64 = MIB;
+/// The codec state the base budget allows for: deflate's blocks in flight and a libdeflate
+/// compressor on each of two threads, with the inflater that proves the output.
+const BASE_CODEC: u64 = 8 * MIB;
 const MIB: u64 = 1024 * 1024;
 /// Permits are KiB, so that a 100-byte object does not weigh as much as a 1 MiB one while the
 /// count of permits stays far below the semaphore's limit.
@@ -27,7 +31,11 @@ const KIB: u64 = 1024;
 #[derive(Debug)]
 pub(crate) struct MemoryBudget {
     permits: Arc<Semaphore>,
-    total_kib: u32,
+    /// The KiB the semaphore holds when every reservation is back: the base, or the cost of
+    /// the largest object that ran, or is running, alone.
+    total_kib: Mutex<u32>,
+    /// What the budget starts at.
+    base: u64,
     tuning: Tuning,
 }
 
@@ -36,75 +44,253 @@ pub(crate) struct MemoryBudget {
 pub(crate) struct Reservation {
     /// `None` only if the semaphore were closed, which it never is.
     permit: Option<OwnedSemaphorePermit>,
+    /// An object larger than the budget holds all of it and this many KiB beyond, which
+    /// join the budget when it ends.
+    widened: Option<(Arc<Semaphore>, u32)>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some((permits, kib)) = self.widened.take() {
+            permits.add_permits(kib as usize);
+        }
+    }
+}
+
+impl Reservation {
+    /// Bytes held.
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> u64 {
+        let permits = self
+            .permit
+            .as_ref()
+            .map_or(0, |permit| permit.num_permits());
+        let widened = self.widened.as_ref().map_or(0, |(_, kib)| *kib as usize);
+        (permits + widened) as u64 * KIB
+    }
 }
 
 impl MemoryBudget {
     pub(crate) fn new(tuning: Tuning) -> Self {
-        let total_kib = kib(Self::largest(&tuning));
+        let parts = (tuning.parts_in_flight as u64 + 2) * tuning.min_part_size as u64;
+        let base = tuning.read_ahead_bytes as u64 + parts + BASE_CODEC + REQUESTS;
+        let total_kib = kib(base);
         Self {
             permits: Arc::new(Semaphore::new(total_kib as usize)),
-            total_kib,
+            total_kib: Mutex::new(total_kib),
+            base,
             tuning,
         }
     }
 
-    /// Bytes the buffers of the largest object hold at most: the read-ahead, every part
-    /// uploading, the one filling and the one the proof decodes, and the compressor's.
-    fn largest(tuning: &Tuning) -> u64 {
-        let parts = (tuning.parts_in_flight as u64 + 2) * tuning.min_part_size as u64;
-        tuning.read_ahead_bytes as u64 + parts + OVERHEAD + COMPRESSOR_BLOCKS
+    /// Bytes an object of `size` bytes can make the pipeline hold with `compressor`: its
+    /// buffers, its codec's state and its requests. A size not known yet (nothing is read
+    /// before the GET tells it) counts as the whole base budget.
+    pub(crate) fn cost(&self, size: Option<u64>, compressor: &Compressor) -> u64 {
+        let Some(size) = size else {
+            return self.base;
+        };
+        self.buffers(size) + compressor.memory(Some(size)) + REQUESTS
     }
 
-    /// Bytes an object of `size` bytes can make the pipeline hold: its read-ahead and output
-    /// parts are never larger than the object itself (plus the format's worst-case growth);
-    /// `None`, a size not known yet, counts as the largest.
-    pub(crate) fn cost(&self, size: Option<u64>) -> u64 {
-        let Some(size) = size else {
-            return Self::largest(&self.tuning);
-        };
+    /// The read-ahead, every part uploading, the one filling and the one the proof decodes,
+    /// at the part size an object of `size` bytes needs; none larger than the output can be.
+    fn buffers(&self, size: u64) -> u64 {
         let tuning = &self.tuning;
+        let parts_held = tuning.parts_in_flight as u64 + 2;
+        let read_ahead = tuning.read_ahead_bytes as u64;
         let part_size = transfer::part_size(size, tuning.min_part_size) as u64;
         let output = transfer::worst_output(size);
         let part = output.min(part_size);
-        let parts_held = output
-            .div_ceil(part_size)
-            .min(tuning.parts_in_flight as u64 + 2);
-        let read_ahead = size.min(tuning.read_ahead_bytes as u64);
-        let blocks = size.saturating_mul(2).min(COMPRESSOR_BLOCKS);
-        (read_ahead + parts_held * part + OVERHEAD + blocks).min(Self::largest(tuning))
+        let parts_held = output.div_ceil(part_size).min(parts_held);
+        size.min(read_ahead) + parts_held * part
     }
 
-    /// Waits until an object of `size` bytes fits.
-    pub(crate) async fn reserve(&self, size: Option<u64>) -> Reservation {
-        let wanted = kib(self.cost(size)).min(self.total_kib);
-        // The semaphore is never closed, so acquiring cannot fail; should it ever, the object
-        // runs without a place in the budget rather than not at all.
-        let permit = Arc::clone(&self.permits)
-            .acquire_many_owned(wanted)
-            .await
-            .ok();
-        Reservation { permit }
+    /// Bytes of the budget no object holds now.
+    #[cfg(test)]
+    pub(crate) fn free_bytes(&self) -> u64 {
+        self.permits.available_permits() as u64 * KIB
     }
 
-    /// Makes `reservation` fit an object of `size` bytes, now that the size is known: the
-    /// excess goes back at once, so that an object reserved as "size unknown" does not keep
-    /// small ones waiting. One that is too small is given back whole before the larger one is
-    /// waited for, so two objects never wait for each other's share.
-    pub(crate) async fn refit(&self, mut reservation: Reservation, size: u64) -> Reservation {
-        let wanted = kib(self.cost(Some(size))).min(self.total_kib) as usize;
-        let Some(permit) = &mut reservation.permit else {
-            return reservation;
-        };
-        let held = permit.num_permits();
-        if held >= wanted {
-            drop(permit.split(held - wanted));
-            return reservation;
+    /// Bytes of the budget in all.
+    #[cfg(test)]
+    pub(crate) fn total_bytes(&self) -> u64 {
+        u64::from(
+            *self
+                .total_kib
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        ) * KIB
+    }
+
+    /// Waits until `bytes` fit: beside others if they fit in the budget, else alone, with the
+    /// budget widened to them.
+    pub(crate) async fn reserve(&self, bytes: u64) -> Reservation {
+        let wanted = kib(bytes);
+        loop {
+            let total = *self
+                .total_kib
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            // The semaphore is never closed, so acquiring cannot fail; should it ever, the
+            // object runs without a place in the budget rather than not at all.
+            let Ok(permit) = Arc::clone(&self.permits)
+                .acquire_many_owned(wanted.min(total))
+                .await
+            else {
+                return Reservation {
+                    permit: None,
+                    widened: None,
+                };
+            };
+            if wanted <= total {
+                return Reservation {
+                    permit: Some(permit),
+                    widened: None,
+                };
+            }
+            let mut current = self
+                .total_kib
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            // Another object widened the budget while this one waited: what it holds is not
+            // all of the budget any more.
+            if *current != total {
+                continue;
+            }
+            *current = wanted;
+            return Reservation {
+                permit: Some(permit),
+                widened: Some((Arc::clone(&self.permits), wanted - total)),
+            };
+        }
+    }
+
+    /// Makes `reservation` hold `bytes`, now that the object's size is known: the excess goes
+    /// back at once, so that an object reserved as "size unknown" does not keep small ones
+    /// waiting. One that is too small (or widened the budget) is given back whole before the
+    /// new amount is waited for, so two objects never wait for each other's share.
+    pub(crate) async fn refit(&self, mut reservation: Reservation, bytes: u64) -> Reservation {
+        let wanted = kib(bytes) as usize;
+        if reservation.widened.is_none() {
+            if let Some(permit) = &mut reservation.permit {
+                let held = permit.num_permits();
+                if held >= wanted {
+                    drop(permit.split(held - wanted));
+                    return reservation;
+                }
+            }
         }
         drop(reservation);
-        self.reserve(Some(size)).await
+        self.reserve(bytes).await
     }
 }
 
 fn kib(bytes: u64) -> u32 {
     u32::try_from(bytes.div_ceil(KIB)).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use s3_compressor_formats::{Options, Registry};
+
+    use super::*;
+
+    const GIB: u64 = 1024 * MIB;
+
+    fn compressor(format: &str, level: Option<i32>) -> Compressor {
+        let registry = Registry::from_inventory().unwrap();
+        let options = Options {
+            level,
+            threads: Some(2),
+        };
+        registry.get(format).unwrap().compressor(&options).unwrap()
+    }
+
+    /// A 1 TiB object needs parts of 106 MiB to stay within 10,000: its reservation holds
+    /// four of them (two uploading, one filling, one being decoded), the read-ahead and the
+    /// codec, though that is ten times the base budget, which it then runs alone in.
+    #[tokio::test]
+    async fn a_one_tebibyte_object_reserves_what_its_parts_and_codec_hold() {
+        let tuning = Tuning::default();
+        let budget = MemoryBudget::new(tuning);
+        let size = 1 << 40;
+        let zip = compressor("zip", None);
+        let part = transfer::part_size(size, tuning.min_part_size) as u64;
+        assert_eq!(part, 106 * MIB);
+        let held = 4 * part + tuning.read_ahead_bytes as u64 + zip.memory(Some(size));
+        let reservation = budget.reserve(budget.cost(Some(size), &zip)).await;
+        assert!(
+            reservation.bytes() >= held,
+            "reserves {} MiB, its buffers hold {} MiB",
+            reservation.bytes() / MIB,
+            held / MIB
+        );
+        // It runs alone: nothing is left for a small object until it is done.
+        let small = budget.cost(Some(1000), &zip);
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), budget.reserve(small))
+                .await
+                .is_err()
+        );
+        drop(reservation);
+        assert!(budget.reserve(small).await.bytes() >= small);
+    }
+
+    /// The default of a `deploy.sh` setting, from its `NAME=${NAME:-default}` line.
+    fn deploy_default(name: &str) -> u64 {
+        let script = include_str!("../../../cloudformation/deploy.sh");
+        let prefix = format!("{name}=${{{name}:-");
+        let line = script
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()));
+        line.and_then(|rest| rest.strip_suffix('}'))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("deploy.sh sets no default {name}"))
+    }
+
+    /// The task `--large-objects fargate` starts gets the largest object S3 allows, 5 TiB, in
+    /// whatever format and level a rule names: its default memory holds what that costs on
+    /// its default CPU, with room for the rest of the process.
+    #[test]
+    fn the_fargate_task_holds_the_largest_object_s3_allows() {
+        const PROCESS: u64 = 64 * MIB;
+        let memory = deploy_default("TASK_MEMORY") * MIB;
+        let threads = usize::try_from(deploy_default("TASK_CPU") / 1024).unwrap();
+        let budget = MemoryBudget::new(Tuning::default());
+        let registry = Registry::from_inventory().unwrap();
+        for registration in registry.iter() {
+            let options = Options {
+                level: registration.levels.map(|levels| levels.max),
+                threads: Some(threads),
+            };
+            let compressor = registration.compressor(&options).unwrap();
+            let cost = budget.cost(Some(5 << 40), &compressor);
+            assert!(
+                cost + PROCESS <= memory,
+                "{} at level {:?}: {} MiB, the task has {} MiB",
+                registration.name,
+                options.level,
+                cost / MIB,
+                memory / MIB
+            );
+        }
+    }
+
+    /// zstd at level 19 keeps about 80 MiB of match tables per worker for a large input, level
+    /// 3 about 1 MiB; a small input gets tables sized to it at any level.
+    #[test]
+    fn zstd_level_19_costs_its_tables_and_a_small_input_does_not() {
+        let budget = MemoryBudget::new(Tuning::default());
+        let large = Some(10 * GIB);
+        let level_3 = budget.cost(large, &compressor("zstd", Some(3)));
+        let level_19 = budget.cost(large, &compressor("zstd", Some(19)));
+        assert!(level_19 >= level_3 + 160 * MIB, "{level_3} vs {level_19}");
+        for format in ["zstd", "tar.zst"] {
+            let tiny = budget.cost(Some(20_000), &compressor(format, Some(19)));
+            assert!(tiny < 4 * MIB, "{format}: {tiny}");
+        }
+    }
 }

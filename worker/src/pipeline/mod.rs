@@ -178,17 +178,15 @@ impl Worker {
         plan: &Plan<'_>,
         deadline: Option<Deadline>,
     ) -> Result<Box<Outcome>, Stop> {
-        let source = Location {
-            bucket: object.bucket.clone(),
-            key: object.key.clone(),
-        };
+        let source = source_of(object);
         let output = Location {
             bucket: object.bucket.clone(),
             key: plan.output_key.clone(),
         };
 
         // Its place in the memory budget, sized by the event's word until the GET says better.
-        let reservation = self.memory.reserve(object.size).await;
+        let cost = |size| self.memory.cost(size, plan.compressor);
+        let reservation = self.memory.reserve(cost(object.size)).await;
 
         // Read: the exact version the event names, so a newer upload is never mixed in. The
         // output's HEAD, and for a named version the key's current object, go out alongside
@@ -211,15 +209,18 @@ impl Worker {
             }
             Err(error) => return Err(failed(error)),
         };
-        let reservation = self.memory.refit(reservation, download.info.size).await;
+        let reservation = self
+            .memory
+            .refit(reservation, cost(Some(download.info.size)))
+            .await;
         let identity =
             SourceIdentity::read(&source.key, &download.info, object.version_id.as_deref());
 
         // An output already made from this very source: a repeated or concurrent delivery.
         if let Some(info) = existing_output.as_ref().filter(|info| identity.made(info)) {
-            drop(download);
+            drop((download, reservation));
             return self
-                .finish_duplicate(plan, &source, &output, &identity, info)
+                .finish_duplicate(plan, object, &output, &identity, info, deadline)
                 .await;
         }
         // A late event for a version that newer content replaced writes nothing, whether or not
@@ -248,7 +249,7 @@ impl Worker {
             .output_metadata(&plan.rule.prefix, self.routes.config_hash())
             .map_err(|error| Box::new(Outcome::permanent(error.to_string())))?;
 
-        // Not started if it cannot finish in time (a duplicate, above, is proven, not compressed).
+        // Not started if it cannot finish in time (a duplicate, above, is held to the same).
         self.check_time(object, plan, &download.info, deadline)
             .await?;
 
@@ -261,10 +262,8 @@ impl Worker {
             condition,
         };
         let written = self
-            .compress_and_upload(plan, &source, download, &spec)
+            .compress_and_upload(plan, &source, download, &spec, reservation)
             .await;
-        // The buffers are gone; what is left is a few requests.
-        drop(reservation);
         let (stats, read, uploaded) = match written {
             Ok(done) => done,
             Err(WriteFailure::Stop(stop)) => return Err(stop),
@@ -274,7 +273,7 @@ impl Worker {
                 // is made from this very source, so this delivery is done too.
                 return match self.store.head(&output, None).await {
                     Ok(Some(info)) if identity.made(&info) => {
-                        self.finish_duplicate(plan, &source, &output, &identity, &info)
+                        self.finish_duplicate(plan, object, &output, &identity, &info, deadline)
                             .await
                     }
                     _ => Err(failed(error)),
@@ -285,7 +284,7 @@ impl Worker {
                 // delivery of the same event, which is then simply done.
                 return match self.store.head(&output, None).await.map_err(failed)? {
                     Some(info) if identity.made(&info) => {
-                        self.finish_duplicate(plan, &source, &output, &identity, &info)
+                        self.finish_duplicate(plan, object, &output, &identity, &info, deadline)
                             .await
                     }
                     Some(info) if !identity.same_key(&info) => {
@@ -385,12 +384,17 @@ impl Worker {
     }
 
     /// Runs the compressor on a blocking thread between the download and the upload.
+    ///
+    /// The thread holds the object's `reservation` and gives it back when it ends, with the
+    /// codec's state and the part it was filling: when the deadline drops this future, the
+    /// thread runs on until its next read or write fails.
     async fn compress_and_upload(
         &self,
         plan: &Plan<'_>,
         source: &Location,
         download: Download,
         spec: &OutputSpec,
+        reservation: memory::Reservation,
     ) -> Result<(Stats, proof::Fingerprint, Uploaded), WriteFailure> {
         let info = &download.info;
         let mut entry = Entry::new(base_name(&source.key)).with_size(info.size);
@@ -405,6 +409,7 @@ impl Worker {
         let compressor = Arc::clone(plan.compressor);
         let source_info = download.info.clone();
         let compressing = tokio::task::spawn_blocking(move || {
+            let _reservation = reservation;
             let expected_output = transfer::worst_output(entry_size);
             let writer =
                 |copies| PartWriter::new(parts, copies, part_size, expected_output, budget);
@@ -509,7 +514,10 @@ impl Worker {
         let written = &uploaded.written;
         // A read-ahead and a decoder again: their place in the budget, counted (generously) as
         // an object of the output's size.
-        let _reservation = self.memory.reserve(Some(uploaded.bytes)).await;
+        let _reservation = self
+            .memory
+            .reserve(self.memory.cost(Some(uploaded.bytes), plan.compressor))
+            .await;
         let download = match self.store.get(output, written.version_id.as_deref()).await {
             Ok(download) => download,
             Err(error) if error.is(ErrorClass::NotFound) => {
@@ -727,14 +735,16 @@ impl Worker {
 
     /// The output already exists and was made from this source: finish what the earlier
     /// delivery may not have (deleting the source), but only on the strength of a proof made
-    /// here, since nothing says the earlier delivery's proof passed.
+    /// here, since nothing says the earlier delivery's proof passed. The proof reads the
+    /// source and the output whole, so it is held to the deadline as a compression is.
     async fn finish_duplicate(
         &self,
         plan: &Plan<'_>,
-        source: &Location,
+        object: &ObjectRef,
         output: &Location,
         identity: &SourceIdentity,
         existing: &ObjectInfo,
+        deadline: Option<Deadline>,
     ) -> Result<Box<Outcome>, Stop> {
         let done = |fate| {
             Box::new(Outcome::AlreadyDone {
@@ -745,6 +755,13 @@ impl Worker {
         if !plan.rule.delete_source {
             return Ok(done(SourceFate::Kept));
         }
+        let read = identity.as_read();
+        self.check_time(object, plan, &read, deadline).await?;
+        let reservation = self
+            .memory
+            .reserve(self.memory.cost(Some(read.size), plan.compressor))
+            .await;
+        let source = &source_of(object);
         let (source_read, output_read) = tokio::join!(
             self.store.get(source, identity.version_id()),
             self.store.get(output, existing.version_id.as_deref()),
@@ -771,7 +788,10 @@ impl Worker {
             Err(error) => return Err(failed(error)),
         };
         let output_version = output_read.info.clone();
-        match self.prove_existing(plan, source_read, output_read).await? {
+        match self
+            .prove_existing(plan, source_read, output_read, reservation)
+            .await?
+        {
             Ok(()) => {}
             Err(proof::Disproof::BadRead(why)) => {
                 return Err(Box::new(Outcome::transient(format!(
@@ -797,12 +817,13 @@ impl Worker {
     }
 
     /// Decodes an existing output and reads its source side by side, for the same proof a new
-    /// output passes.
+    /// output passes; the proof's thread holds `reservation` until it ends.
     async fn prove_existing(
         &self,
         plan: &Plan<'_>,
         source: Download,
         output: Download,
+        reservation: memory::Reservation,
     ) -> Result<Result<(), proof::Disproof>, Stop> {
         let source_info = source.info.clone();
         let source_reader = transfer::spawn_download(source.body, self.tuning.read_ahead_bytes);
@@ -810,6 +831,7 @@ impl Worker {
         let compressor = Arc::clone(plan.compressor);
         let reading = source_info.clone();
         let proving = tokio::task::spawn_blocking(move || {
+            let _reservation = reservation;
             std::thread::scope(|scope| {
                 let decoder = scope.spawn(|| proof::decode_stream(&compressor, output_reader));
                 let read = proof::fingerprint_stream(source_reader, &reading);
@@ -973,6 +995,14 @@ enum WriteFailure {
     /// The store refused a write for another reason.
     Store(StoreError),
     Stop(Stop),
+}
+
+/// Where the object an event names is.
+fn source_of(object: &ObjectRef) -> Location {
+    Location {
+        bucket: object.bucket.clone(),
+        key: object.key.clone(),
+    }
 }
 
 /// The source is gone: fine if its output exists (an earlier delivery finished), otherwise

@@ -95,7 +95,7 @@ impl Pace {
 
     /// A machine of `vcpus` whose requests take no time: for tests that stage a deadline.
     #[cfg(test)]
-    pub(crate) fn instant_requests(vcpus: f64) -> Self {
+    pub(crate) const fn instant_requests(vcpus: f64) -> Self {
         Self {
             vcpus,
             requests: Duration::ZERO,

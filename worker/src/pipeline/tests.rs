@@ -913,21 +913,25 @@ fn recorded_handoff(
     (Some(Arc::new(handoff)), tasks)
 }
 
-/// An object that cannot finish in a whole invocation is not started: it goes to the handoff
-/// when there is one, else fails permanently saying what would work; one that only lacks the
-/// time left fails transiently, for a fresh invocation. The source stays every time.
-#[tokio::test]
-async fn an_object_too_large_for_the_invocation_is_handed_off_or_refused_not_started() {
-    let store = Arc::new(MemoryStore::default());
-    let key = "incoming/large.csv";
-    store.insert(BUCKET, key, &vec![b'x'; 1_000_000]);
-    // 1 MB of zip at 0.01 vCPU: 4 s, with the requests.
-    let slow = Pace::instant_requests(0.01);
-    let whole = |seconds| Deadline::after(Duration::from_secs(seconds), Duration::ZERO);
+/// The size of an object [`SLOW`] cannot compress in a whole invocation of 1 s: 1 MB of zip at
+/// 0.01 vCPU takes 4 s, with the requests.
+const LARGE: usize = 1_000_000;
+const SLOW: Pace = Pace::instant_requests(0.01);
 
-    let refused = worker(&store, Tuning::default())
-        .with_pace(slow)
-        .process(&object(key), Some(whole(1)))
+/// `key`, of [`LARGE`] bytes, is refused at [`SLOW`] pace in an invocation of 1 s, at once and
+/// permanently, saying what would work, and is handed off where there is a handoff, which is
+/// returned.
+async fn refused_then_handed_off(
+    store: &Arc<MemoryStore>,
+    key: &str,
+) -> (
+    Option<Arc<dyn crate::handoff::Handoff>>,
+    Arc<crate::handoff::RecordingTasks>,
+) {
+    let whole = || Deadline::after(Duration::from_secs(1), Duration::ZERO);
+    let refused = worker(store, Tuning::default())
+        .with_pace(SLOW)
+        .process(&object(key), Some(whole()))
         .await;
     let Outcome::Failed {
         retry: false,
@@ -937,24 +941,36 @@ async fn an_object_too_large_for_the_invocation_is_handed_off_or_refused_not_sta
         panic!("{refused}");
     };
     assert!(
-        error.contains("is 1000000 bytes")
+        error.contains(&format!("is {LARGE} bytes"))
             && error.contains("an invocation has 1 s")
-            && error.contains("s3-compressor compress s3://files/incoming/large.csv")
+            && error.contains(&format!("s3-compressor compress s3://{BUCKET}/{key}"))
             && error.contains("--large-objects fargate"),
         "{error}"
     );
 
-    let (handoff, tasks) = recorded_handoff(&store);
-    let handed = worker(&store, Tuning::default())
-        .with_pace(slow)
+    let (handoff, tasks) = recorded_handoff(store);
+    let handed = worker(store, Tuning::default())
+        .with_pace(SLOW)
         .with_handoff(handoff.clone())
-        .process(&object(key), Some(whole(1)))
+        .process(&object(key), Some(whole()))
         .await;
     assert!(
         matches!(&handed, Outcome::HandedOff { task } if task.ends_with("task/cluster/1")),
         "{handed}"
     );
     assert_eq!(tasks.started.lock().unwrap()[0].0, object(key));
+    (handoff, tasks)
+}
+
+/// An object that cannot finish in a whole invocation is not started: it goes to the handoff
+/// when there is one, else fails permanently saying what would work; one that only lacks the
+/// time left fails transiently, for a fresh invocation. The source stays every time.
+#[tokio::test]
+async fn an_object_too_large_for_the_invocation_is_handed_off_or_refused_not_started() {
+    let store = Arc::new(MemoryStore::default());
+    let key = "incoming/large.csv";
+    store.insert(BUCKET, key, &vec![b'x'; LARGE]);
+    let (handoff, tasks) = refused_then_handed_off(&store, key).await;
 
     // Enough for a whole invocation, not for what is left of this one.
     let late = Deadline {
@@ -963,7 +979,7 @@ async fn an_object_too_large_for_the_invocation_is_handed_off_or_refused_not_sta
         margin: Duration::ZERO,
     };
     let retried = worker(&store, Tuning::default())
-        .with_pace(slow)
+        .with_pace(SLOW)
         .with_handoff(handoff)
         .process(&object(key), Some(late))
         .await;
@@ -975,10 +991,30 @@ async fn an_object_too_large_for_the_invocation_is_handed_off_or_refused_not_sta
 
     assert_eq!(
         store.current(BUCKET, key).unwrap().body.len(),
-        1_000_000,
+        LARGE,
         "the source stays"
     );
     assert!(store.current(BUCKET, "processed/large.zip").is_none());
+}
+
+/// A redelivery that finds the output of an object too large for an invocation, its source not
+/// yet deleted, would prove it by reading both whole: it is handed off or refused at once,
+/// saying what would work, like the object's first delivery, instead of running into the
+/// deadline on every retry.
+#[tokio::test]
+async fn a_redelivery_of_an_object_too_large_to_prove_in_time_is_handed_off_or_refused() {
+    let store = Arc::new(MemoryStore::default());
+    let key = "incoming/large.csv";
+    store.insert(BUCKET, key, &vec![b'x'; LARGE]);
+    store.fail_once("DeleteObject", ErrorClass::Transient);
+    let first = worker(&store, Tuning::default())
+        .process(&object(key), None)
+        .await;
+    assert!(first.should_retry(), "{first}");
+    assert!(store.current(BUCKET, "processed/large.zip").is_some());
+
+    refused_then_handed_off(&store, key).await;
+    assert!(store.current(BUCKET, key).is_some(), "the source stays");
 }
 
 /// Lambda redelivers a whole invocation when any record in it fails, and may run two
@@ -1030,4 +1066,88 @@ async fn deliveries_of_one_object_too_large_for_the_invocation_start_one_task() 
     }
     assert!(store.current(BUCKET, "incoming/large.csv").is_some());
     assert!(store.current(BUCKET, key).is_some());
+}
+
+/// Opened by the test that closes it: until then [`Gated`] does not start compressing.
+static GATE: (std::sync::Mutex<bool>, std::sync::Condvar) =
+    (std::sync::Mutex::new(false), std::sync::Condvar::new());
+
+/// A "zip" that stores its input once [`GATE`] is open: a compressor still busy when the
+/// deadline passes.
+#[derive(Debug)]
+struct Gated;
+
+impl s3_compressor_formats::Format for Gated {
+    fn write_compressed(
+        &self,
+        src: &mut dyn std::io::Read,
+        dst: &mut dyn std::io::Write,
+        _: &s3_compressor_formats::Entry,
+    ) -> std::io::Result<s3_compressor_formats::Written> {
+        let (open, opened) = &GATE;
+        let mut open = open.lock().unwrap();
+        while !*open {
+            open = opened.wait(open).unwrap();
+        }
+        drop(open);
+        std::io::copy(src, dst).map(|_| s3_compressor_formats::Written::default())
+    }
+
+    fn write_decompressed(
+        &self,
+        src: &mut dyn std::io::Read,
+        dst: &mut dyn std::io::Write,
+    ) -> std::io::Result<()> {
+        std::io::copy(src, dst).map(drop)
+    }
+}
+
+/// The deadline gives up on an object whose compressor is still at work; its place in the
+/// memory budget goes back only when that thread has stopped and freed what it holds, so the
+/// next objects do not start on memory still in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deadline_gives_the_memory_back_only_once_the_compressor_has_stopped() {
+    let registration: &'static _ = Box::leak(Box::new(s3_compressor_formats::Registration {
+        name: "zip",
+        extension: "zip",
+        content_type: "application/zip",
+        kind: s3_compressor_formats::Kind::Archive,
+        levels: None,
+        crate_name: "pipeline-tests",
+        build: |_| Box::new(Gated),
+    }));
+    let registry = Registry::from_registrations([registration]).unwrap();
+    let routes = Arc::new(Routes::load(None, &registry).unwrap());
+    let store = Arc::new(MemoryStore::default());
+    store.insert(BUCKET, "incoming/slow.csv", b"a,b\n1,2\n");
+    let worker = Worker::new(store.clone(), routes, Tuning::default())
+        .with_pace(Pace::instant_requests(1e6));
+    let deadline = Deadline::after(Duration::from_secs(1), Duration::ZERO);
+
+    let outcome = worker
+        .process(&object("incoming/slow.csv"), Some(deadline))
+        .await;
+    assert!(
+        matches!(&outcome, Outcome::Failed { retry: true, error } if error.contains("deadline")),
+        "{outcome}"
+    );
+    let total = worker.memory.total_bytes();
+    let held_while_running = worker.memory.free_bytes() < total;
+    // Opened before asserting: a thread left waiting would keep the runtime from shutting down.
+    *GATE.0.lock().unwrap() = true;
+    GATE.1.notify_all();
+    assert!(
+        held_while_running,
+        "the compressor still runs, yet its memory was given back"
+    );
+    let stopped = Instant::now();
+    while worker.memory.free_bytes() < total && stopped.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        worker.memory.free_bytes(),
+        total,
+        "given back once it stopped"
+    );
+    assert!(store.current(BUCKET, "incoming/slow.csv").is_some());
 }
