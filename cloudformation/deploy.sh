@@ -31,6 +31,8 @@ PRIVATE_SUBNET2_CIDR=${PRIVATE_SUBNET2_CIDR:-10.0.2.0/24}
 NONCURRENT_VERSION_DAYS=${NONCURRENT_VERSION_DAYS:-30}
 LOG_RETENTION_DAYS=${LOG_RETENTION_DAYS:-30}
 ALARM_EMAIL=${ALARM_EMAIL:-}
+# USD per GB-month of the bucket's storage, at which the dashboard values what was saved.
+STORAGE_PRICE_PER_GB_MONTH=${STORAGE_PRICE_PER_GB_MONTH:-0.023}
 # The customer managed KMS key (ARN) the bucket's objects are encrypted with, if any: the
 # function and its task may then decrypt and generate data keys with that key alone.
 SOURCE_KMS_KEY_ARN=${SOURCE_KMS_KEY_ARN:-}
@@ -88,7 +90,9 @@ Settings from the environment (defaults in brackets): VPC_CIDR [10.0.0.0/16],
 PRIVATE_SUBNET1_CIDR [10.0.1.0/24], PRIVATE_SUBNET2_CIDR [10.0.2.0/24],
 NONCURRENT_VERSION_DAYS [30] (days S3 keeps overwritten or deleted versions),
 LOG_RETENTION_DAYS [30] (days the function's logs are kept), ALARM_EMAIL [none] (where the
-failure alarms send mail; the address gets a subscription to confirm), SOURCE_KMS_KEY_ARN
+failure alarms send mail; the address gets a subscription to confirm),
+STORAGE_PRICE_PER_GB_MONTH [0.023] (USD a GB-month of the bucket's storage: the dashboard values
+the storage saved at it; the default is S3 Standard in us-east-1), SOURCE_KMS_KEY_ARN
 [none] (the ARN of a customer managed KMS key the bucket's objects are encrypted with
 (SSE-KMS): the function and its tasks get kms:Decrypt and kms:GenerateDataKey on that key
 alone), BUILD_PROFILE [image] (the cargo profile the binary is built with); with --trigger
@@ -421,6 +425,7 @@ lambda_parameters() {
         "OutputObjectArns=$(object_arns "$BUCKET_ARN" "$OUTPUT_PATTERNS")" \
         "LogRetentionDays=$LOG_RETENTION_DAYS" \
         "AlarmEmail=$ALARM_EMAIL" \
+        "StoragePricePerGbMonth=$STORAGE_PRICE_PER_GB_MONTH" \
         "SourceKmsKeyArn=$SOURCE_KMS_KEY_ARN" \
         "DeployedConfig=$DEPLOYED_CONFIG" \
         "EnableAlias=$([[ $WITHOUT_ALIAS == 1 ]] && echo false || echo true)" \

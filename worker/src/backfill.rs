@@ -17,6 +17,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use crate::outcome::saved_bytes;
 use crate::store::S3Store;
 use crate::{Decision, Outcome, Routes, Tuning, Worker};
 
@@ -333,11 +334,17 @@ impl Tally {
             } else {
                 String::new()
             };
+            // What the run freed, as the outcome of each object says it.
+            let saved = match saved_bytes(self.bytes_in, self.bytes_out) {
+                0 if self.compressed == 0 => String::new(),
+                grown @ ..0 => format!(", {} larger", HumanBytes(grown.unsigned_abs())),
+                saved => format!(", saved {}", HumanBytes(saved.unsigned_abs())),
+            };
             rows.push([
                 "compressed".to_owned(),
                 self.compressed.to_string(),
                 format!(
-                    "{} -> {}{ratio}",
+                    "{} -> {}{ratio}{saved}",
                     HumanBytes(self.bytes_in),
                     HumanBytes(self.bytes_out)
                 ),
@@ -519,7 +526,45 @@ impl Write for AboveBar {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_bucket_url;
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use super::{parse_bucket_url, Stop, Tally};
+    use crate::outcome::tests::compressed;
+    use crate::Outcome;
+
+    fn summary(outcomes: &[Outcome]) -> String {
+        let mut tally = Tally::default();
+        for outcome in outcomes {
+            tally.record(Ok(("incoming/a.csv".into(), outcome.clone())));
+        }
+        let mut out = Vec::new();
+        tally
+            .write_summary(&mut out, "s3://files", false, Stop::No, Duration::ZERO)
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// The compressed row says what the run freed, and says so plainly when outputs grew.
+    #[test]
+    fn the_summary_says_what_the_run_saved() {
+        let saved = summary(&[compressed(3 << 20, 1 << 20), compressed(1 << 20, 0)]);
+        assert!(
+            saved.contains("4.00 MiB -> 1.00 MiB, ratio 4.00, saved 3.00 MiB"),
+            "{saved}"
+        );
+        let grown = summary(&[compressed(10, 130)]);
+        assert!(
+            grown.contains("10 B -> 130 B, ratio 0.08, 120 B larger"),
+            "{grown}"
+        );
+        let none = summary(&[]);
+        assert!(
+            !none.contains("saved") && !none.contains("larger"),
+            "{none}"
+        );
+    }
 
     #[test]
     fn bucket_urls_name_a_bucket_and_maybe_a_prefix() {

@@ -6,6 +6,7 @@ use futures::StreamExt as _;
 use s3_compressor_events::{BatchJob, EventError, Invocation, Notice, ObjectRef, SqsMessage};
 use serde_json::{json, Value};
 
+use crate::outcome::saved_bytes;
 use crate::{Deadline, Outcome, Worker};
 
 /// The invocation as a whole failed. Lambda retries it, then hands it to the on-failure
@@ -79,6 +80,8 @@ pub struct Totals {
     pub failures: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// `bytes_in - bytes_out`, kept apart because a sum of savings may be negative.
+    pub bytes_saved: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -377,6 +380,9 @@ fn totals(results: &[ObjectResult]) -> Totals {
                 totals.compressed += 1;
                 totals.bytes_in += bytes_in;
                 totals.bytes_out += bytes_out;
+                totals.bytes_saved = totals
+                    .bytes_saved
+                    .saturating_add(saved_bytes(*bytes_in, *bytes_out));
             }
             Outcome::Failed { .. } => totals.failures += 1,
             Outcome::AlreadyDone { .. }

@@ -137,6 +137,20 @@ impl Outcome {
         matches!(self, Self::Failed { .. })
     }
 
+    /// Storage this outcome freed: the source's bytes less the output's, negative when an
+    /// archive's headers outweigh what an incompressible source gained. `None` when nothing
+    /// was written.
+    pub fn saved_bytes(&self) -> Option<i64> {
+        match self {
+            Self::Compressed {
+                bytes_in,
+                bytes_out,
+                ..
+            } => Some(saved_bytes(*bytes_in, *bytes_out)),
+            _ => None,
+        }
+    }
+
     /// A short, stable name for logs, responses and Batch Operations result strings: what a
     /// person filters on, so a missing source (nothing was done, though something was asked)
     /// is not counted among the skips (nothing was asked of it).
@@ -185,6 +199,11 @@ impl fmt::Display for Outcome {
                     f,
                     "compressed to {output_key} ({bytes_in} -> {bytes_out} bytes"
                 )?;
+                match saved_bytes(*bytes_in, *bytes_out) {
+                    grown @ ..0 => write!(f, ", {} bytes larger", grown.unsigned_abs())?,
+                    // Rounded down, so 99.6% never reads as all of it.
+                    saved => write!(f, ", {}% saved", saved_percent(saved, *bytes_in))?,
+                }
                 match *stored {
                     0 => {}
                     all if all == *bytes_in => write!(f, ", stored: it would not shrink")?,
@@ -218,5 +237,54 @@ impl fmt::Display for Outcome {
                 error,
             } => write!(f, "failed (trying again will not help): {error}"),
         }
+    }
+}
+
+/// `bytes_in - bytes_out`, saturating at the ends of `i64` (18 EB: no object comes near).
+pub fn saved_bytes(bytes_in: u64, bytes_out: u64) -> i64 {
+    let saved = i128::from(bytes_in) - i128::from(bytes_out);
+    i64::try_from(saved).unwrap_or(if saved < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// `saved` (not negative) as whole percent of `bytes_in`, rounded down; 0 for an empty source.
+fn saved_percent(saved: i64, bytes_in: u64) -> u128 {
+    let saved = u128::from(saved.unsigned_abs());
+    (saved * 100).checked_div(u128::from(bytes_in)).unwrap_or(0)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::{Outcome, OutputProof, Proof, SourceFate, SourceProof};
+
+    /// A compression of `bytes_in` to `bytes_out`, proven and its source deleted.
+    pub(crate) fn compressed(bytes_in: u64, bytes_out: u64) -> Outcome {
+        Outcome::Compressed {
+            output_key: "processed/a.zip".into(),
+            bytes_in,
+            bytes_out,
+            stored: 0,
+            source: SourceFate::Deleted,
+            proof: Proof {
+                source: SourceProof::Crc64Nvme,
+                output: OutputProof::StoredChecksum,
+            },
+        }
+    }
+
+    /// The outcome line says what was saved, rounded down, or how much larger the output is.
+    #[test]
+    fn a_compressed_outcome_says_what_it_saved() {
+        let line = compressed(1000, 204).to_string();
+        assert!(line.contains("(1000 -> 204 bytes, 79% saved)"), "{line}");
+        assert_eq!(compressed(1000, 204).saved_bytes(), Some(796));
+        let line = compressed(1000, 1).to_string();
+        assert!(line.contains(", 99% saved)"), "{line}");
+        let line = compressed(0, 120).to_string();
+        assert!(
+            line.contains("(0 -> 120 bytes, 120 bytes larger)"),
+            "{line}"
+        );
+        assert_eq!(compressed(0, 120).saved_bytes(), Some(-120));
+        assert_eq!(Outcome::SourceMissing.saved_bytes(), None);
     }
 }

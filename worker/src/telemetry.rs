@@ -77,6 +77,7 @@ pub fn metrics_line(totals: &Totals, duration: Duration, function: &str) -> Stri
                     { "Name": "Failures", "Unit": "Count" },
                     { "Name": "BytesIn", "Unit": "Bytes" },
                     { "Name": "BytesOut", "Unit": "Bytes" },
+                    { "Name": "BytesSaved", "Unit": "Bytes" },
                     { "Name": "Duration", "Unit": "Milliseconds" }
                 ]
             }]
@@ -87,6 +88,7 @@ pub fn metrics_line(totals: &Totals, duration: Duration, function: &str) -> Stri
         "Failures": totals.failures,
         "BytesIn": totals.bytes_in,
         "BytesOut": totals.bytes_out,
+        "BytesSaved": totals.bytes_saved,
         "Duration": duration.as_millis(),
     })
     .to_string()

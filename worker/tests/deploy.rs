@@ -1995,6 +1995,25 @@ fn lambda_template_makes_a_dashboard_of_the_functions_metrics() {
             );
         }
 
+        // Storage saved: a running sum of the worker's BytesSaved in GB, and that at the
+        // stack's storage price (the parameter's default here) as dollars a month.
+        let saved = titled("Storage saved in the period shown");
+        assert_eq!(
+            series(saved),
+            [
+                "= RUNNING_SUM(saved) / 1073741824".to_owned(),
+                "= gb * 0.023".to_owned(),
+                emitted("BytesSaved")
+            ]
+        );
+        let saved_metrics = &saved["properties"]["metrics"];
+        assert_eq!(saved_metrics[0][0]["id"], "gb");
+        assert_eq!(saved_metrics[1][0]["yAxis"], "right");
+        assert_eq!(
+            (&saved_metrics[2][4]["id"], &saved_metrics[2][4]["visible"]),
+            (&json!("saved"), &json!(false))
+        );
+
         let duration = titled("Duration against the timeout");
         assert_eq!(
             series(duration),
@@ -2027,7 +2046,13 @@ fn lambda_template_makes_a_dashboard_of_the_functions_metrics() {
             queues,
             "{trigger}"
         );
-        assert_eq!(widgets.len(), 7, "{widgets:?}");
+        assert_eq!(widgets.len(), 8, "{widgets:?}");
+        // Three widgets of 8 to a row of 24, so rows fill with no gap.
+        let width: u64 = widgets
+            .iter()
+            .map(|widget| widget["width"].as_u64().unwrap())
+            .sum();
+        assert_eq!(width % 24, 0, "{widgets:?}");
     }
 }
 

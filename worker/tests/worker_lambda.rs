@@ -188,6 +188,10 @@ fn json_logs_have_one_line_per_object_and_stdout_has_the_metrics() {
         .head("logs", "processed/logs/app.log.gz")
         .expect("output");
     assert_eq!(compressed["bytes_out"], head.size);
+    // What the delete freed: the source's bytes less the output's.
+    let saved = content.len() as i64 - head.size as i64;
+    assert!(saved > 0, "CSV shrinks: {compressed}");
+    assert_eq!(compressed["saved_bytes"], saved, "{compressed}");
     // Input over output, as README and the benchmark quote it: CSV shrinks, so above 1.
     let ratio = compressed["ratio"].as_f64().expect("ratio is a number");
     let expected = content.len() as f64 / head.size as f64;
@@ -218,6 +222,7 @@ fn json_logs_have_one_line_per_object_and_stdout_has_the_metrics() {
     assert_eq!(metrics["Failures"], 0, "{metrics}");
     assert_eq!(metrics["BytesIn"], content.len(), "{metrics}");
     assert_eq!(metrics["BytesOut"], head.size, "{metrics}");
+    assert_eq!(metrics["BytesSaved"], saved, "{metrics}");
     // Every name the metric directive declares has a value on the line.
     for declared in metrics["_aws"]["CloudWatchMetrics"][0]["Metrics"]
         .as_array()

@@ -897,6 +897,8 @@ fn report(object: &ObjectRef, plan: Option<&Plan<'_>>, outcome: &Outcome, starte
         }
         _ => None,
     };
+    // Storage freed once the source is gone (negative when the archive outweighs the source).
+    let saved_bytes = outcome.saved_bytes();
     macro_rules! line {
         ($level:ident) => {
             tracing::$level!(
@@ -907,6 +909,7 @@ fn report(object: &ObjectRef, plan: Option<&Plan<'_>>, outcome: &Outcome, starte
                 bytes_in,
                 bytes_out,
                 ratio,
+                saved_bytes,
                 stored,
                 stored_bytes,
                 source_proof,
