@@ -661,6 +661,12 @@ async fn the_outcome_names_the_proofs_a_delete_rested_on() {
             matches!(outcome, Outcome::Compressed { proof, source: SourceFate::Deleted, .. } if proof == expected),
             "{source_proof:?}: {outcome:?}"
         );
+        // What a multipart source's proof costs: one request; a single-part source's, none.
+        assert_eq!(
+            store.part_sizes_asked(),
+            usize::from(source_proof.of_each_part().is_some()),
+            "{source_proof:?}"
+        );
     }
     for (key, body) in small_and_multipart() {
         let store = Arc::new(MemoryStore::without_checksums());

@@ -46,6 +46,8 @@ struct State {
     /// stored object: a download that broke, or whose resumed range came back different.
     damage_next_read: Option<(String, ReadDamage)>,
     aborted: Vec<String>,
+    /// How often a multipart source's part sizes were asked for.
+    part_sizes_asked: usize,
     completed: usize,
     parts_uploaded: usize,
 }
@@ -90,6 +92,10 @@ impl MemoryStore {
             part_latency,
             ..Self::default()
         }
+    }
+
+    pub(crate) fn part_sizes_asked(&self) -> usize {
+        self.lock().part_sizes_asked
     }
 
     pub(crate) fn parts_uploaded(&self) -> usize {
@@ -480,6 +486,7 @@ impl ObjectStore for MemoryStore {
         location: &Location,
         source: &ObjectInfo,
     ) -> Result<Vec<u64>, String> {
+        self.lock().part_sizes_asked += 1;
         self.check_failure("PartSizes", location)
             .map_err(|error| error.to_string())?;
         self.find(location, source.version_id.as_deref())
