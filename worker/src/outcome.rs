@@ -39,12 +39,31 @@ pub enum SourceProof {
     /// The ETag of a single-part upload stored unencrypted or with SSE-S3, which is the MD5 of
     /// its content.
     EtagMd5,
-    /// The store keeps nothing to hold the bytes against (a multipart upload without a
-    /// full-object checksum, or an encrypted one): only their count was checked.
+    /// A multipart upload's composite checksum or ETag, computed over its parts as the bytes
+    /// went by, once the store told where the parts end.
+    Crc32cParts,
+    Crc32Parts,
+    Sha1Parts,
+    Sha256Parts,
+    EtagMd5Parts,
+    /// The store keeps nothing to hold the bytes against (an encrypted upload, or a multipart
+    /// one whose parts it does not tell): only their count was checked.
     SizeOnly,
 }
 
 impl SourceProof {
+    /// What each part of a multipart upload is digested with, for a proof over its parts.
+    pub(crate) fn of_each_part(self) -> Option<Self> {
+        Some(match self {
+            Self::Crc32cParts => Self::Crc32c,
+            Self::Crc32Parts => Self::Crc32,
+            Self::Sha1Parts => Self::Sha1,
+            Self::Sha256Parts => Self::Sha256,
+            Self::EtagMd5Parts => Self::EtagMd5,
+            _ => return None,
+        })
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Self::Crc64Nvme => "crc64nvme",
@@ -53,6 +72,11 @@ impl SourceProof {
             Self::Sha1 => "sha1",
             Self::Sha256 => "sha256",
             Self::EtagMd5 => "etag-md5",
+            Self::Crc32cParts => "crc32c-parts",
+            Self::Crc32Parts => "crc32-parts",
+            Self::Sha1Parts => "sha1-parts",
+            Self::Sha256Parts => "sha256-parts",
+            Self::EtagMd5Parts => "etag-md5-parts",
             Self::SizeOnly => "size",
         }
     }

@@ -198,7 +198,7 @@ impl Worker {
             self.store.get(&source, object.version_id.as_deref()),
         );
         let existing_output = existing_output.map_err(failed)?;
-        let download = match download {
+        let mut download = match download {
             Ok(download) => download,
             Err(error) if error.is(ErrorClass::NotFound) => {
                 return Err(Box::new(source_gone(
@@ -254,6 +254,7 @@ impl Worker {
             .await?;
 
         // Compress and write.
+        self.learn_parts(&source, &mut download.info).await;
         let source_proof = proof::source_proof(&download.info);
         let spec = OutputSpec {
             location: output.clone(),
@@ -766,7 +767,7 @@ impl Worker {
             self.store.get(source, identity.version_id()),
             self.store.get(output, existing.version_id.as_deref()),
         );
-        let source_read = match source_read {
+        let mut source_read = match source_read {
             Ok(download) => download,
             Err(error) if error.is(ErrorClass::NotFound) => {
                 return Ok(done(SourceFate::AlreadyGone))
@@ -788,6 +789,7 @@ impl Worker {
             Err(error) => return Err(failed(error)),
         };
         let output_version = output_read.info.clone();
+        self.learn_parts(source, &mut source_read.info).await;
         match self
             .prove_existing(plan, source_read, output_read, reservation)
             .await?
@@ -814,6 +816,47 @@ impl Worker {
         }
         let fate = self.delete_source(plan, source, identity).await?;
         Ok(done(fate))
+    }
+
+    /// Asks the store, with one request, where a multipart source's parts end, so that the
+    /// bytes read can be held against its ETag or composite checksum: S3 computes those over
+    /// the parts. Where the store does not tell, or tells something that does not describe
+    /// this object, the read is held against its size alone, as before, and the log says why:
+    /// an unknown boundary must never make a good read look bad.
+    async fn learn_parts(&self, source: &Location, info: &mut ObjectInfo) {
+        let Some(multipart) = &info.multipart else {
+            return;
+        };
+        let over_parts = [
+            &multipart.etag_md5,
+            &multipart.crc32c,
+            &multipart.crc32,
+            &multipart.sha1,
+            &multipart.sha256,
+        ];
+        // A full-object value needs no boundaries; without any value they would prove nothing.
+        if proof::held_against(info).is_some() || over_parts.iter().all(|value| value.is_none()) {
+            return;
+        }
+        let sizes = self.store.part_sizes(source, info).await.and_then(|sizes| {
+            match proof::unusable_part_sizes(info, &sizes) {
+                Some(why) => Err(why),
+                None => Ok(sizes),
+            }
+        });
+        match sizes {
+            Ok(sizes) => {
+                if let Some(multipart) = info.multipart.as_mut() {
+                    multipart.part_sizes = sizes;
+                }
+            }
+            Err(why) => tracing::info!(
+                key = %source.key,
+                parts = info.multipart.as_ref().map(|multipart| multipart.parts),
+                why,
+                "the multipart source's part boundaries are unknown; its read is held against its size alone"
+            ),
+        }
     }
 
     /// Decodes an existing output and reads its source side by side, for the same proof a new

@@ -23,7 +23,7 @@ use sha2::Digest as _;
 
 use super::transfer::encode_crc as encode_crc64;
 use crate::outcome::SourceProof;
-use crate::store::ObjectInfo;
+use crate::store::{Multipart, ObjectInfo};
 
 /// How many bytes went through, their CRC-64/NVME, and the source's own kind of checksum when
 /// it keeps another, so the bytes read can be held against what the store says the source is.
@@ -37,18 +37,30 @@ pub(crate) struct Fingerprint {
 
 /// The stored checksum the bytes read are held against, and what it is: of those the source
 /// has, the cheapest to compute beside the CRC-64/NVME that the proof computes anyway (a
-/// source keeps one checksum algorithm, so the choice is mostly between it and the ETag).
+/// source keeps one checksum algorithm, so the choice is mostly between it and the ETag). A
+/// multipart upload's values count once its part sizes are known.
 pub(crate) fn held_against(source: &ObjectInfo) -> Option<(SourceProof, &str)> {
+    let parts = source
+        .multipart
+        .as_ref()
+        .filter(|multipart| !multipart.part_sizes.is_empty());
+    let of_parts =
+        |value: fn(&Multipart) -> &Option<String>| parts.and_then(|parts| value(parts).as_ref());
     [
-        (SourceProof::Crc64Nvme, &source.crc64nvme),
-        (SourceProof::Crc32c, &source.crc32c),
-        (SourceProof::Crc32, &source.crc32),
-        (SourceProof::Sha1, &source.sha1),
-        (SourceProof::Sha256, &source.sha256),
-        (SourceProof::EtagMd5, &source.md5),
+        (SourceProof::Crc64Nvme, source.crc64nvme.as_ref()),
+        (SourceProof::Crc32c, source.crc32c.as_ref()),
+        (SourceProof::Crc32, source.crc32.as_ref()),
+        (SourceProof::Sha1, source.sha1.as_ref()),
+        (SourceProof::Sha256, source.sha256.as_ref()),
+        (SourceProof::EtagMd5, source.md5.as_ref()),
+        (SourceProof::Crc32cParts, of_parts(|parts| &parts.crc32c)),
+        (SourceProof::Crc32Parts, of_parts(|parts| &parts.crc32)),
+        (SourceProof::Sha1Parts, of_parts(|parts| &parts.sha1)),
+        (SourceProof::Sha256Parts, of_parts(|parts| &parts.sha256)),
+        (SourceProof::EtagMd5Parts, of_parts(|parts| &parts.etag_md5)),
     ]
     .into_iter()
-    .find_map(|(proof, stored)| Some((proof, stored.as_deref()?)))
+    .find_map(|(proof, stored)| Some((proof, stored?.as_str())))
 }
 
 /// What the bytes read of `source` are proven against.
@@ -56,28 +68,113 @@ pub(crate) fn source_proof(source: &ObjectInfo) -> SourceProof {
     held_against(source).map_or(SourceProof::SizeOnly, |(proof, _)| proof)
 }
 
+/// Why a multipart source's part sizes, as a store told them, cannot be used: a list that
+/// does not describe this object would call a good read bad.
+pub(crate) fn unusable_part_sizes(source: &ObjectInfo, sizes: &[u64]) -> Option<String> {
+    let parts = source
+        .multipart
+        .as_ref()
+        .map_or(0, |multipart| multipart.parts);
+    let total: u64 = sizes.iter().sum();
+    if sizes.len() != parts as usize {
+        Some(format!("the store listed {} parts of {parts}", sizes.len()))
+    } else if total != source.size || sizes.contains(&0) {
+        Some(format!(
+            "the parts listed add up to {total} bytes (or one is empty), not {}",
+            source.size
+        ))
+    } else {
+        None
+    }
+}
+
 /// The one digest computed beside the CRC-64/NVME: only when there is a stored value to hold
 /// it against, since every digest is another pass over every byte.
+#[derive(Clone)]
 enum Held {
     Crc32(Digest),
     Sha1(sha1::Sha1),
     Sha256(sha2::Sha256),
     Md5(md5::Md5),
+    /// A multipart upload's value: each part digested alone, and the parts' digests digested
+    /// again in order.
+    Parts(Box<PartsDigest>),
+}
+
+/// Digests each part as its bytes go by, so no part is held.
+#[derive(Clone)]
+struct PartsDigest {
+    sizes: Vec<u64>,
+    /// The part being read (from 0), and how many of its bytes are still to come.
+    current: usize,
+    left: u64,
+    part: Held,
+    /// What each part's digest starts from.
+    empty: Held,
+    of_parts: Held,
+}
+
+impl PartsDigest {
+    fn update(&mut self, mut bytes: &[u8]) {
+        // Bytes past the last part change no digest: the size check catches them.
+        while !bytes.is_empty() && self.current < self.sizes.len() {
+            let n = usize::try_from(self.left).map_or(bytes.len(), |left| left.min(bytes.len()));
+            self.part.update(&bytes[..n]);
+            bytes = &bytes[n..];
+            self.left -= n as u64;
+            if self.left == 0 {
+                let part = std::mem::replace(&mut self.part, self.empty.clone());
+                self.of_parts.update(&part.digest());
+                self.current += 1;
+                self.left = self.sizes.get(self.current).copied().unwrap_or(0);
+            }
+        }
+    }
+
+    fn digest(&self) -> Vec<u8> {
+        let mut of_parts = self.of_parts.clone();
+        // A read that ended inside a part: what was read of it counts, so the value differs.
+        if self
+            .sizes
+            .get(self.current)
+            .is_some_and(|&size| size != self.left)
+        {
+            of_parts.update(&self.part.digest());
+        }
+        of_parts.digest()
+    }
 }
 
 impl Held {
     fn for_source(source: &ObjectInfo) -> Option<Self> {
-        Self::for_proof(source_proof(source))
+        let proof = source_proof(source);
+        let Some(each) = proof.of_each_part() else {
+            return Self::for_proof(proof);
+        };
+        Self::over_parts(each, source.multipart.as_ref()?.part_sizes.clone())
+    }
+
+    /// Digests parts of these sizes with `each`, and their digests again.
+    fn over_parts(each: SourceProof, sizes: Vec<u64>) -> Option<Self> {
+        let empty = Self::for_proof(each)?;
+        Some(Self::Parts(Box::new(PartsDigest {
+            current: 0,
+            left: sizes.first().copied().unwrap_or(0),
+            sizes,
+            part: empty.clone(),
+            of_parts: empty.clone(),
+            empty,
+        })))
     }
 
     fn for_proof(proof: SourceProof) -> Option<Self> {
         Some(match proof {
-            SourceProof::Crc64Nvme | SourceProof::SizeOnly => return None,
             SourceProof::Crc32c => Self::Crc32(Digest::new(CrcAlgorithm::Crc32Iscsi)),
             SourceProof::Crc32 => Self::Crc32(Digest::new(CrcAlgorithm::Crc32IsoHdlc)),
             SourceProof::Sha1 => Self::Sha1(sha1::Sha1::new()),
             SourceProof::Sha256 => Self::Sha256(sha2::Sha256::new()),
             SourceProof::EtagMd5 => Self::Md5(md5::Md5::new()),
+            _ => return None,
         })
     }
 
@@ -87,26 +184,42 @@ impl Held {
             Self::Sha1(digest) => digest.update(bytes),
             Self::Sha256(digest) => digest.update(bytes),
             Self::Md5(digest) => digest.update(bytes),
+            Self::Parts(parts) => parts.update(bytes),
         }
     }
 
-    /// As S3 writes it: checksums in base64 (a CRC big-endian), the ETag in lower-case hex.
-    fn finish(&self) -> String {
-        use base64::Engine as _;
-        let base64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    /// The digest's bytes (a CRC big-endian), as a multipart upload's value is computed over.
+    fn digest(&self) -> Vec<u8> {
         match self {
             // A CRC-32 digest's value fits in 32 bits.
-            Self::Crc32(digest) => {
-                encode_crc32(u32::try_from(digest.finalize()).unwrap_or(u32::MAX))
-            }
-            Self::Sha1(digest) => base64(digest.clone().finalize().as_slice()),
-            Self::Sha256(digest) => base64(digest.clone().finalize().as_slice()),
-            Self::Md5(digest) => digest
-                .clone()
-                .finalize()
-                .iter()
-                .map(|byte| format!("{byte:02x}"))
-                .collect(),
+            Self::Crc32(digest) => u32::try_from(digest.finalize())
+                .unwrap_or(u32::MAX)
+                .to_be_bytes()
+                .to_vec(),
+            Self::Sha1(digest) => digest.clone().finalize().to_vec(),
+            Self::Sha256(digest) => digest.clone().finalize().to_vec(),
+            Self::Md5(digest) => digest.clone().finalize().to_vec(),
+            Self::Parts(parts) => parts.digest(),
+        }
+    }
+
+    fn is_md5(&self) -> bool {
+        match self {
+            Self::Md5(_) => true,
+            Self::Parts(parts) => parts.of_parts.is_md5(),
+            _ => false,
+        }
+    }
+
+    /// As S3 writes it: checksums in base64, the ETag in lower-case hex (a multipart upload's
+    /// without its `-N`).
+    fn finish(&self) -> String {
+        use base64::Engine as _;
+        let digest = self.digest();
+        if self.is_md5() {
+            digest.iter().map(|byte| format!("{byte:02x}")).collect()
+        } else {
+            base64::engine::general_purpose::STANDARD.encode(digest)
         }
     }
 }
@@ -306,21 +419,37 @@ fn name(proof: SourceProof) -> &'static str {
         SourceProof::Sha1 => "SHA-1",
         SourceProof::Sha256 => "SHA-256",
         SourceProof::EtagMd5 => "MD5 (its ETag)",
+        SourceProof::Crc32cParts => "CRC-32C of its parts' CRC-32Cs",
+        SourceProof::Crc32Parts => "CRC-32 of its parts' CRC-32s",
+        SourceProof::Sha1Parts => "SHA-1 of its parts' SHA-1s",
+        SourceProof::Sha256Parts => "SHA-256 of its parts' SHA-256s",
+        SourceProof::EtagMd5Parts => "MD5 of its parts' MD5s (its ETag)",
         SourceProof::SizeOnly => "size",
     }
 }
 
-/// `bytes` as a store that keeps only `kept` describes them, for the unit tests' store.
+/// `bytes` as a store that keeps only `kept` describes them, for the unit tests' store. A
+/// multipart upload's are of three parts, whose sizes the store tells.
 #[cfg(test)]
 pub(crate) fn stored_as(kept: SourceProof, bytes: &[u8]) -> ObjectInfo {
+    let third = bytes.len() as u64 / 3;
+    let part_sizes = vec![third, third, bytes.len() as u64 - 2 * third];
     let value = || {
-        let mut held = Held::for_proof(kept)?;
+        let mut held = match kept.of_each_part() {
+            Some(each) => Held::over_parts(each, part_sizes.clone())?,
+            None => Held::for_proof(kept)?,
+        };
         held.update(bytes);
         Some(held.finish())
     };
     let mut info = ObjectInfo {
         size: bytes.len() as u64,
         ..ObjectInfo::default()
+    };
+    let mut multipart = Multipart {
+        parts: 3,
+        part_sizes: part_sizes.clone(),
+        ..Multipart::default()
     };
     match kept {
         SourceProof::Crc64Nvme => {
@@ -332,15 +461,17 @@ pub(crate) fn stored_as(kept: SourceProof, bytes: &[u8]) -> ObjectInfo {
         SourceProof::Sha1 => info.sha1 = value(),
         SourceProof::Sha256 => info.sha256 = value(),
         SourceProof::EtagMd5 => info.md5 = value(),
+        SourceProof::Crc32cParts => multipart.crc32c = value(),
+        SourceProof::Crc32Parts => multipart.crc32 = value(),
+        SourceProof::Sha1Parts => multipart.sha1 = value(),
+        SourceProof::Sha256Parts => multipart.sha256 = value(),
+        SourceProof::EtagMd5Parts => multipart.etag_md5 = value(),
         SourceProof::SizeOnly => {}
     }
+    if kept.of_each_part().is_some() {
+        info.multipart = Some(multipart);
+    }
     info
-}
-
-/// Base64 of the big-endian checksum, as S3 writes checksums.
-fn encode_crc32(crc: u32) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
 }
 
 #[cfg(test)]
@@ -348,6 +479,12 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    /// Base64 of the big-endian checksum, as S3 writes checksums.
+    fn encode_crc32(crc: u32) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(crc.to_be_bytes())
+    }
 
     fn fingerprint(source: &ObjectInfo, bytes: &[u8]) -> Fingerprint {
         let mut fingerprint = Fingerprinting::new(Held::for_source(source));
@@ -410,6 +547,82 @@ mod tests {
                 "{proof:?}: a digest is computed only for a stored value other than CRC-64/NVME"
             );
             assert_eq!(check(&stored, &read, &read), Ok(()), "{proof:?}");
+        }
+    }
+
+    /// `123456789` uploaded in two parts, `1234` and `56789`, with each kind of value over its
+    /// parts (computed with Python's hashlib and zlib, and awscrt for CRC-32C).
+    fn check_string_in_two_parts_with_each() -> Vec<(SourceProof, ObjectInfo)> {
+        [
+            (SourceProof::Crc32cParts, "wClZWQ=="),
+            (SourceProof::Crc32Parts, "rBMwBw=="),
+            (SourceProof::Sha1Parts, "ZPMlzVAPwgmwAy0Yd3tZeXQx43E="),
+            (
+                SourceProof::Sha256Parts,
+                "bnRBBTileCDVQlLT/6fZJGrqcf3O3X6G8kD8V7zZqxQ=",
+            ),
+            (
+                SourceProof::EtagMd5Parts,
+                "d8399932ce6023ac3365f50fbbcde132",
+            ),
+        ]
+        .into_iter()
+        .map(|(proof, value)| {
+            let mut multipart = Multipart {
+                parts: 2,
+                part_sizes: vec![4, 5],
+                ..Multipart::default()
+            };
+            let value = Some(value.to_owned());
+            match proof {
+                SourceProof::Crc32cParts => multipart.crc32c = value,
+                SourceProof::Crc32Parts => multipart.crc32 = value,
+                SourceProof::Sha1Parts => multipart.sha1 = value,
+                SourceProof::Sha256Parts => multipart.sha256 = value,
+                _ => multipart.etag_md5 = value,
+            }
+            let info = ObjectInfo {
+                size: 9,
+                multipart: Some(multipart),
+                ..ObjectInfo::default()
+            };
+            (proof, info)
+        })
+        .collect()
+    }
+
+    #[test]
+    fn a_multipart_value_is_computed_over_the_parts_however_the_bytes_arrive() {
+        for (proof, stored) in check_string_in_two_parts_with_each() {
+            assert_eq!(source_proof(&stored), proof);
+            for chunk in [1, 2, 3, 4, 9] {
+                let mut read = Fingerprinting::new(Held::for_source(&stored));
+                for bytes in b"123456789".chunks(chunk) {
+                    read.update(bytes);
+                }
+                let read = read.finish();
+                assert_eq!(check(&stored, &read, &read), Ok(()), "{proof:?} by {chunk}");
+            }
+            for damaged in [&b"123456780"[..], b"123556789", b"12345678"] {
+                let read = fingerprint(&stored, damaged);
+                let result = check(&stored, &read, &read);
+                assert!(
+                    matches!(result, Err(Disproof::BadRead(_))),
+                    "{proof:?}: {result:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_multipart_value_counts_only_once_the_part_sizes_are_known_and_add_up() {
+        for (_, mut stored) in check_string_in_two_parts_with_each() {
+            assert_eq!(unusable_part_sizes(&stored, &[4, 5]), None);
+            for wrong in [&[9][..], &[4, 4], &[4, 6], &[0, 9], &[3, 3, 3]] {
+                assert!(unusable_part_sizes(&stored, wrong).is_some(), "{wrong:?}");
+            }
+            stored.multipart.as_mut().unwrap().part_sizes.clear();
+            assert_eq!(source_proof(&stored), SourceProof::SizeOnly);
         }
     }
 

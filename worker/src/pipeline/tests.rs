@@ -585,13 +585,18 @@ async fn an_output_stored_damaged_is_removed_and_the_source_kept() {
 }
 
 /// Every kind of value a store may keep of a source's content, and none.
-const EVERY_SOURCE_PROOF: [SourceProof; 7] = [
+const EVERY_SOURCE_PROOF: [SourceProof; 12] = [
     SourceProof::Crc64Nvme,
     SourceProof::Crc32c,
     SourceProof::Crc32,
     SourceProof::Sha1,
     SourceProof::Sha256,
     SourceProof::EtagMd5,
+    SourceProof::Crc32cParts,
+    SourceProof::Crc32Parts,
+    SourceProof::Sha1Parts,
+    SourceProof::Sha256Parts,
+    SourceProof::EtagMd5Parts,
     SourceProof::SizeOnly,
 ];
 
@@ -656,6 +661,12 @@ async fn the_outcome_names_the_proofs_a_delete_rested_on() {
             matches!(outcome, Outcome::Compressed { proof, source: SourceFate::Deleted, .. } if proof == expected),
             "{source_proof:?}: {outcome:?}"
         );
+        // What a multipart source's proof costs: one request; a single-part source's, none.
+        assert_eq!(
+            store.part_sizes_asked(),
+            usize::from(source_proof.of_each_part().is_some()),
+            "{source_proof:?}"
+        );
     }
     for (key, body) in small_and_multipart() {
         let store = Arc::new(MemoryStore::without_checksums());
@@ -672,6 +683,24 @@ async fn the_outcome_names_the_proofs_a_delete_rested_on() {
             "{key}: {outcome:?}"
         );
     }
+}
+
+/// A multipart source whose part sizes the store does not tell is proven by its size alone,
+/// as before, and compressed: an unknown boundary never makes a good read look bad.
+#[tokio::test]
+async fn a_multipart_source_whose_parts_the_store_does_not_tell_is_held_against_its_size() {
+    let store = Arc::new(MemoryStore::default());
+    let body = noise(300 * 1024);
+    store.insert_keeping(BUCKET, "incoming/big.bin", &body, SourceProof::EtagMd5Parts);
+    store.fail_once("PartSizes", ErrorClass::Permanent);
+    let outcome = worker(&store, small_parts())
+        .process(&object("incoming/big.bin"), None)
+        .await;
+    assert!(
+        matches!(outcome, Outcome::Compressed { proof, source: SourceFate::Deleted, .. }
+            if proof.source == SourceProof::SizeOnly),
+        "{outcome:?}"
+    );
 }
 
 /// README's bad-read row through the whole pipeline: a download that ends short, or whose

@@ -46,6 +46,8 @@ struct State {
     /// stored object: a download that broke, or whose resumed range came back different.
     damage_next_read: Option<(String, ReadDamage)>,
     aborted: Vec<String>,
+    /// How often a multipart source's part sizes were asked for.
+    part_sizes_asked: usize,
     completed: usize,
     parts_uploaded: usize,
 }
@@ -90,6 +92,10 @@ impl MemoryStore {
             part_latency,
             ..Self::default()
         }
+    }
+
+    pub(crate) fn part_sizes_asked(&self) -> usize {
+        self.lock().part_sizes_asked
     }
 
     pub(crate) fn parts_uploaded(&self) -> usize {
@@ -185,7 +191,8 @@ impl MemoryStore {
     }
 
     /// Stores an object whose stored checksum is `kept` alone (for `EtagMd5`, its ETag is its
-    /// MD5), as stores and upload tools leave them.
+    /// MD5; for a multipart upload's value, see `stored_as`), as stores and upload tools leave
+    /// them.
     pub(crate) fn insert_keeping(
         &self,
         bucket: &str,
@@ -203,7 +210,18 @@ impl MemoryStore {
         );
         let stored = crate::pipeline::stored_as(kept, body);
         let info = ObjectInfo {
-            etag: stored.md5.clone().or(written.etag),
+            etag: stored
+                .md5
+                .clone()
+                .or_else(|| {
+                    let multipart = stored.multipart.as_ref()?;
+                    Some(format!(
+                        "{}-{}",
+                        multipart.etag_md5.as_ref()?,
+                        multipart.parts
+                    ))
+                })
+                .or(written.etag),
             version_id: written.version_id,
             last_modified: written.last_modified,
             ..stored
@@ -398,6 +416,14 @@ fn error(
     }
 }
 
+/// An object as HEAD and GET describe it: a multipart upload's part sizes are not said.
+fn as_told(mut info: ObjectInfo) -> ObjectInfo {
+    if let Some(multipart) = info.multipart.as_mut() {
+        multipart.part_sizes.clear();
+    }
+    info
+}
+
 #[async_trait::async_trait]
 impl ObjectStore for MemoryStore {
     async fn get(
@@ -439,7 +465,7 @@ impl ObjectStore for MemoryStore {
             .map(|chunk| Ok(Bytes::copy_from_slice(chunk)))
             .collect();
         Ok(Download {
-            info: object.info,
+            info: as_told(object.info),
             body: futures::stream::iter(chunks).boxed(),
         })
     }
@@ -450,7 +476,24 @@ impl ObjectStore for MemoryStore {
         version_id: Option<&str>,
     ) -> Result<Option<ObjectInfo>, StoreError> {
         self.check_failure("HeadObject", location)?;
-        Ok(self.find(location, version_id).map(|object| object.info))
+        Ok(self
+            .find(location, version_id)
+            .map(|object| as_told(object.info)))
+    }
+
+    async fn part_sizes(
+        &self,
+        location: &Location,
+        source: &ObjectInfo,
+    ) -> Result<Vec<u64>, String> {
+        self.lock().part_sizes_asked += 1;
+        self.check_failure("PartSizes", location)
+            .map_err(|error| error.to_string())?;
+        self.find(location, source.version_id.as_deref())
+            .and_then(|object| object.info.multipart)
+            .map(|multipart| multipart.part_sizes)
+            .filter(|sizes| !sizes.is_empty())
+            .ok_or_else(|| "the store tells no part sizes".to_owned())
     }
 
     async fn put(

@@ -72,6 +72,28 @@ pub struct ObjectInfo {
     /// stored unencrypted or with SSE-S3 (SSE-KMS, SSE-C and multipart uploads have other
     /// ETags).
     pub md5: Option<String>,
+    /// A multipart upload's values over its parts, when it is one.
+    pub multipart: Option<Multipart>,
+}
+
+/// What a multipart upload's ETag and composite checksum are computed over: each part's
+/// digest, concatenated, digested again. The bytes read can be held against them only once
+/// the part boundaries are known, which HEAD and GET do not say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Multipart {
+    /// How many parts, from the `-N` of its ETag (or of its composite checksum).
+    pub parts: u32,
+    /// The ETag without its `-N`, lower-case hex, when it is the MD5 of the parts' MD5s: not
+    /// under SSE-KMS or SSE-C, where it is another value of the same shape.
+    pub etag_md5: Option<String>,
+    /// The composite checksums the upload carries, base64 without the `-N`.
+    pub crc32: Option<String>,
+    pub crc32c: Option<String>,
+    pub sha1: Option<String>,
+    pub sha256: Option<String>,
+    /// The sizes of its parts in order, once [`ObjectStore::part_sizes`] told them (and they
+    /// add up to the object); empty until then.
+    pub part_sizes: Vec<u64>,
 }
 
 /// An object being read: what it is, and its bytes as they arrive.
@@ -203,6 +225,15 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
         &self,
         location: &Location,
     ) -> Result<Option<String>, StoreError>;
+
+    /// The sizes of a multipart `source`'s parts, in order, as the store tells them with one
+    /// request; `Err` says why they are not known (the store does not tell, or failed to), for
+    /// the log: the read is then held against its size alone.
+    async fn part_sizes(
+        &self,
+        location: &Location,
+        source: &ObjectInfo,
+    ) -> Result<Vec<u64>, String>;
 
     /// Deletes under `condition`. An object that is already gone is not an error.
     async fn delete(

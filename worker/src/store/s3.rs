@@ -7,7 +7,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart,
-    ServerSideEncryption,
+    ObjectAttributes, ServerSideEncryption,
 };
 use aws_sdk_s3::Client;
 use aws_smithy_http_client::proxy::ProxyConfig;
@@ -18,8 +18,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::{
-    DeleteCondition, Deleted, Download, ErrorClass, Listed, Location, ObjectInfo, ObjectStore,
-    OutputSpec, Part, StoreError, WriteCondition, Written,
+    DeleteCondition, Deleted, Download, ErrorClass, Listed, Location, Multipart, ObjectInfo,
+    ObjectStore, OutputSpec, Part, StoreError, WriteCondition, Written,
 };
 
 #[derive(Debug, Clone)]
@@ -261,7 +261,23 @@ pub(crate) fn https_client() -> SharedHttpClient {
 
 /// GetObject's and HeadObject's outputs are different types with the same getters.
 macro_rules! object_info {
-    ($output:expr) => {
+    ($output:expr) => {{
+        let kind = $output.checksum_type();
+        let parts = $output
+            .e_tag()
+            .and_then(|etag| parts_of(&unquoted(etag)))
+            .or_else(|| {
+                [
+                    $output.checksum_crc32(),
+                    $output.checksum_crc32_c(),
+                    $output.checksum_sha1(),
+                    $output.checksum_sha256(),
+                ]
+                .into_iter()
+                .flatten()
+                .find_map(parts_of)
+            });
+        let multipart = parts.is_some();
         ObjectInfo {
             size: $output
                 .content_length()
@@ -274,42 +290,102 @@ macro_rules! object_info {
                 .and_then(|time| std::time::SystemTime::try_from(*time).ok()),
             metadata: $output.metadata().cloned().unwrap_or_default(),
             crc64nvme: $output.checksum_crc64_nvme().map(str::to_owned),
-            crc32: full_object($output.checksum_crc32(), $output.checksum_type()),
-            crc32c: full_object($output.checksum_crc32_c(), $output.checksum_type()),
-            sha1: full_object($output.checksum_sha1(), $output.checksum_type()),
-            sha256: full_object($output.checksum_sha256(), $output.checksum_type()),
+            crc32: full_object($output.checksum_crc32(), kind, multipart),
+            crc32c: full_object($output.checksum_crc32_c(), kind, multipart),
+            sha1: full_object($output.checksum_sha1(), kind, multipart),
+            sha256: full_object($output.checksum_sha256(), kind, multipart),
             md5: content_md5(
                 $output.e_tag(),
                 $output.server_side_encryption(),
                 $output.sse_customer_algorithm(),
             ),
+            multipart: parts.map(|parts| Multipart {
+                parts,
+                etag_md5: parts_md5(
+                    $output.e_tag(),
+                    $output.server_side_encryption(),
+                    $output.sse_customer_algorithm(),
+                ),
+                crc32: composite($output.checksum_crc32(), kind, parts),
+                crc32c: composite($output.checksum_crc32_c(), kind, parts),
+                sha1: composite($output.checksum_sha1(), kind, parts),
+                sha256: composite($output.checksum_sha256(), kind, parts),
+                part_sizes: Vec::new(),
+            }),
         }
-    };
+    }};
 }
 
-/// A stored checksum of the whole content; not the composite checksum of a multipart upload
-/// (a checksum of its parts' checksums, `...-N`), which the bytes read cannot be held against
-/// without the part boundaries.
-fn full_object(checksum: Option<&str>, kind: Option<&ChecksumType>) -> Option<String> {
-    checksum
-        .filter(|checksum| !checksum.contains('-') && kind != Some(&ChecksumType::Composite))
-        .map(str::to_owned)
+/// The `N` of a multipart upload's `...-N` ETag or composite checksum.
+fn parts_of(value: &str) -> Option<u32> {
+    let (_, parts) = value.rsplit_once('-')?;
+    parts.parse().ok().filter(|&parts| parts > 0)
+}
+
+/// A stored checksum of the whole content. Not the composite checksum of a multipart upload
+/// (a checksum of its parts' checksums, `...-N`), and not one whose kind is unknown: a
+/// multipart upload's checksum without its type stated and without `-N` may be either (moto
+/// writes composite ones so), and holding the bytes against the wrong kind would call a good
+/// read bad.
+fn full_object(
+    checksum: Option<&str>,
+    kind: Option<&ChecksumType>,
+    multipart: bool,
+) -> Option<String> {
+    let checksum = checksum?;
+    let full = match kind {
+        Some(ChecksumType::FullObject) => true,
+        Some(ChecksumType::Composite) => false,
+        _ => !multipart && !checksum.contains('-'),
+    };
+    full.then(|| checksum.to_owned())
+}
+
+/// A multipart upload's composite checksum, without its `-N`: one that says it is (by its
+/// type, or by a `-N` that agrees with the part count).
+fn composite(checksum: Option<&str>, kind: Option<&ChecksumType>, parts: u32) -> Option<String> {
+    let checksum = checksum?;
+    if kind == Some(&ChecksumType::FullObject) {
+        return None;
+    }
+    match checksum.rsplit_once('-') {
+        Some((value, count)) => (count.parse() == Ok(parts)).then(|| value.to_owned()),
+        None => (kind == Some(&ChecksumType::Composite)).then(|| checksum.to_owned()),
+    }
+}
+
+/// Whether S3 makes the ETag from the content's MD5 under this encryption: unencrypted or
+/// SSE-S3, not SSE-KMS or SSE-C (another value of the same shape).
+fn etag_is_md5(encryption: Option<&ServerSideEncryption>, customer_key: Option<&str>) -> bool {
+    matches!(encryption, None | Some(ServerSideEncryption::Aes256)) && customer_key.is_none()
+}
+
+fn is_md5_hex(value: &str) -> bool {
+    value.len() == 32 && value.bytes().all(|byte| byte.is_ascii_hexdigit())
 }
 
 /// The MD5 of the content, when the ETag is one: S3 makes the ETag of a single-part upload
-/// stored unencrypted or with SSE-S3 the hex MD5 of its bytes. Not under SSE-KMS or SSE-C
-/// (another value of the same shape), and not for a multipart upload (`...-N`).
+/// stored unencrypted or with SSE-S3 the hex MD5 of its bytes. Not under SSE-KMS or SSE-C,
+/// and not for a multipart upload (`...-N`).
 fn content_md5(
     etag: Option<&str>,
     encryption: Option<&ServerSideEncryption>,
     customer_key: Option<&str>,
 ) -> Option<String> {
     let etag = etag.map(unquoted)?;
-    let md5_etag = matches!(encryption, None | Some(ServerSideEncryption::Aes256))
-        && customer_key.is_none()
-        && etag.len() == 32
-        && etag.bytes().all(|byte| byte.is_ascii_hexdigit());
-    md5_etag.then(|| etag.to_ascii_lowercase())
+    (etag_is_md5(encryption, customer_key) && is_md5_hex(&etag)).then(|| etag.to_ascii_lowercase())
+}
+
+/// The MD5 of a multipart upload's parts' MD5s, when its ETag is one (`MD5-N`), on the same
+/// terms of encryption as [`content_md5`].
+fn parts_md5(
+    etag: Option<&str>,
+    encryption: Option<&ServerSideEncryption>,
+    customer_key: Option<&str>,
+) -> Option<String> {
+    let etag = etag.map(unquoted)?;
+    let (md5, _) = etag.rsplit_once('-')?;
+    (etag_is_md5(encryption, customer_key) && is_md5_hex(md5)).then(|| md5.to_ascii_lowercase())
 }
 
 /// `If-Match` and `If-None-Match` take HTTP entity tags, which are quoted.
@@ -702,6 +778,95 @@ impl ObjectStore for S3Store {
         }
     }
 
+    /// One request at most: none for one part; for two, HEAD of part 1 (its size is the
+    /// first boundary, which any store that serves parts answers with `s3:GetObject` alone);
+    /// for more, GetObjectAttributes, which S3 answers with the parts' sizes for an upload
+    /// made with a checksum.
+    async fn part_sizes(
+        &self,
+        location: &Location,
+        source: &ObjectInfo,
+    ) -> Result<Vec<u64>, String> {
+        let parts = source
+            .multipart
+            .as_ref()
+            .map_or(0, |multipart| multipart.parts);
+        // A changed ETag means another object took the key since it was read.
+        let changed = |etag: Option<&str>| {
+            etag.map(unquoted).is_some_and(|etag| {
+                parts_of(&etag).is_some() && Some(&etag) != source.etag.as_ref()
+            })
+        };
+        match parts {
+            0 => Err("not a multipart upload".to_owned()),
+            1 => Ok(vec![source.size]),
+            2 => {
+                let head = self
+                    .client
+                    .head_object()
+                    .bucket(&location.bucket)
+                    .key(&location.key)
+                    .set_version_id(source.version_id.clone())
+                    .part_number(1)
+                    .send()
+                    .await
+                    .map_err(|error| {
+                        classify(&error, "HeadObject (part 1)", location).to_string()
+                    })?;
+                // S3 answers with the object's ETag; moto with the part's, which says nothing.
+                if changed(head.e_tag()) {
+                    return Err("the object changed since it was read".to_owned());
+                }
+                // A store that ignores partNumber answers for the whole object, without a count.
+                if head.parts_count() != Some(2) {
+                    return Err(format!(
+                        "HEAD of part 1 gave no parts count of 2 ({:?}): the store does not serve parts",
+                        head.parts_count()
+                    ));
+                }
+                let first = head
+                    .content_length()
+                    .and_then(|size| u64::try_from(size).ok())
+                    .ok_or("HEAD of part 1 gave no size")?;
+                Ok(vec![first, source.size.saturating_sub(first)])
+            }
+            _ => {
+                let attributes = self
+                    .client
+                    .get_object_attributes()
+                    .bucket(&location.bucket)
+                    .key(&location.key)
+                    .set_version_id(source.version_id.clone())
+                    .object_attributes(ObjectAttributes::Etag)
+                    .object_attributes(ObjectAttributes::ObjectParts)
+                    .max_parts(10_000)
+                    .send()
+                    .await
+                    .map_err(|error| {
+                        classify(&error, "GetObjectAttributes", location).to_string()
+                    })?;
+                if changed(attributes.e_tag()) {
+                    return Err("the object changed since it was read".to_owned());
+                }
+                let listed = attributes
+                    .object_parts()
+                    .ok_or("GetObjectAttributes listed no parts")?;
+                if listed.is_truncated() == Some(true) {
+                    return Err("GetObjectAttributes listed only some of the parts".to_owned());
+                }
+                // S3 lists the parts of an upload made with a checksum only.
+                let sizes = listed
+                    .parts()
+                    .iter()
+                    .map(|part| part.size().and_then(|size| u64::try_from(size).ok()))
+                    .collect::<Option<Vec<u64>>>()
+                    .filter(|sizes| !sizes.is_empty())
+                    .ok_or("GetObjectAttributes listed no part sizes")?;
+                Ok(sizes)
+            }
+        }
+    }
+
     async fn delete(
         &self,
         location: &Location,
@@ -766,18 +931,50 @@ mod tests {
 
     #[test]
     fn a_composite_checksum_is_not_a_full_object_one() {
+        let full = Some("yZRlqg==".to_owned());
+        let (composite, untyped) = (Some(&ChecksumType::Composite), None);
         assert_eq!(
-            full_object(Some("yZRlqg=="), Some(&ChecksumType::FullObject)),
-            Some("yZRlqg==".to_owned())
+            full_object(Some("yZRlqg=="), Some(&ChecksumType::FullObject), true),
+            full
         );
+        assert_eq!(full_object(Some("yZRlqg=="), untyped, false), full);
+        assert_eq!(full_object(Some("yZRlqg==-3"), untyped, true), None);
+        assert_eq!(full_object(Some("yZRlqg=="), composite, true), None);
+        // Of a multipart upload, without its kind: either, so neither.
+        assert_eq!(full_object(Some("yZRlqg=="), untyped, true), None);
+        assert_eq!(composite_of("yZRlqg==", untyped, 2), None);
+
+        assert_eq!(composite_of("yZRlqg==-3", untyped, 3), full);
+        assert_eq!(composite_of("yZRlqg==", composite, 3), full);
+        assert_eq!(composite_of("yZRlqg==-2", untyped, 3), None);
         assert_eq!(
-            full_object(Some("yZRlqg=="), None),
-            Some("yZRlqg==".to_owned())
-        );
-        assert_eq!(full_object(Some("yZRlqg==-3"), None), None);
-        assert_eq!(
-            full_object(Some("yZRlqg=="), Some(&ChecksumType::Composite)),
+            composite_of("yZRlqg==", Some(&ChecksumType::FullObject), 3),
             None
         );
+    }
+
+    fn composite_of(checksum: &str, kind: Option<&ChecksumType>, parts: u32) -> Option<String> {
+        composite(Some(checksum), kind, parts)
+    }
+
+    #[test]
+    fn a_multipart_etag_is_the_md5_of_part_md5s_on_the_same_terms() {
+        let etag = "\"C1164D84EEDC32884C994196A265ABAA-2\"";
+        assert_eq!(parts_of(&unquoted(etag)), Some(2));
+        assert_eq!(
+            parts_md5(Some(etag), None, None),
+            Some("c1164d84eedc32884c994196a265abaa".to_owned())
+        );
+        assert_eq!(
+            parts_md5(Some(etag), Some(&ServerSideEncryption::AwsKms), None),
+            None
+        );
+        assert_eq!(parts_md5(Some(etag), None, Some("AES256")), None);
+        assert_eq!(
+            parts_md5(Some("\"25f9e794323b453885f5181f1b624d0b\""), None, None),
+            None
+        );
+        assert_eq!(parts_of("25f9e794323b453885f5181f1b624d0b"), None);
+        assert_eq!(parts_of("x-0"), None);
     }
 }
