@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use s3_compressor_tests::have;
 use s3_compressor_tests::process::{run, Finished, Running};
-use s3_compressor_tests::workspace_root;
+use s3_compressor_tests::{workspace_root, PYTHON_TOOLS};
 
 const PORT: u16 = 9000;
 /// The first `cargo run --release` compiles the whole worker: minutes on 2 cores, more while
@@ -103,7 +103,7 @@ fn bash(dir: &Path, script: &str) -> Finished {
 
 #[test]
 fn the_readme_quick_start_works_as_written() {
-    if !have(&["aws", "git", "unzip"], "python3 -m pip install awscli") {
+    if !have(&["aws", "git", "unzip"], PYTHON_TOOLS) {
         return;
     }
     let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
