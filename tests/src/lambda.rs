@@ -71,8 +71,8 @@ impl LambdaFunction {
         if let Err(problem) = wait_for_port(port, &mut emulator, STARTUP_LIMIT) {
             panic!(
                 "the Lambda Runtime API emulator did not start: {problem}. The tests need \
-                 cargo-lambda (python3 -m pip install --no-deps cargo-lambda, as .ci/run does). \
-                 Its log:\n{}",
+                 cargo-lambda on PATH ({}). Its log:\n{}",
+                crate::PYTHON_TOOLS,
                 std::fs::read_to_string(&emulator_log).unwrap_or_default()
             );
         }

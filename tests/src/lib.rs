@@ -128,8 +128,19 @@ pub fn on_path(tool: &str) -> bool {
     })
 }
 
+/// How to get the Python tools the tests run (moto_server, aws, cargo-lambda, cfn-lint,
+/// hadolint, checkov): `.ci/run` keeps them in the checkout's own virtualenv, so that neither
+/// the system's nor the user's Python changes, and the tests find them on `PATH` like any
+/// other tool.
+pub const PYTHON_TOOLS: &str =
+    ".ci/run (it installs them in .venv/), then: source .venv/bin/activate";
+
 /// Whether every one of `tools` is installed. If not: on CI (`CI=true`, where `.ci/run`
 /// installs them) a failure naming `install`, else a `SKIPPED:` line and `false`.
+///
+/// A tool in the checkout's `.venv/bin` but not on `PATH` is missing too (the tests run it by
+/// name, and so do the scripts they run), but the message says to activate the virtualenv
+/// rather than to install it again.
 pub fn have(tools: &[&str], install: &str) -> bool {
     let missing: Vec<&str> = tools
         .iter()
@@ -139,10 +150,18 @@ pub fn have(tools: &[&str], install: &str) -> bool {
     if missing.is_empty() {
         return true;
     }
-    let message = format!(
-        "{} not installed; install with: {install}",
-        missing.join(", ")
-    );
+    let venv_bin = workspace_root().join(".venv").join("bin");
+    let message = if missing.iter().all(|tool| venv_bin.join(tool).is_file()) {
+        format!(
+            "{} not on PATH, but in .venv/bin: source .venv/bin/activate first",
+            missing.join(", ")
+        )
+    } else {
+        format!(
+            "{} not installed; install with: {install}",
+            missing.join(", ")
+        )
+    };
     assert!(
         std::env::var("CI").as_deref() != Ok("true"),
         "{message} (CI=true, so the tests that need them must run)"

@@ -196,8 +196,8 @@ impl Moto {
         let mut server = match spawned {
             Ok(child) => KillOnDrop(child),
             Err(error) => panic!(
-                "cannot start moto_server ({error}); the end-to-end tests need it on PATH: \
-                 python3 -m pip install 'moto[server]==5.2.5' awscrt (as .ci/run does)"
+                "cannot start moto_server ({error}); the end-to-end tests need it on PATH: {}",
+                crate::PYTHON_TOOLS
             ),
         };
         if let Err(problem) = wait_for_port(port, &mut server, STARTUP_LIMIT) {

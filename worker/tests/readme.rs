@@ -4,8 +4,10 @@
 //! The server block (`cargo run --release -- serve`) runs in a copy of the checkout — its
 //! tracked and not-ignored files, as a fresh clone has them — so that `serve`'s `./data` does
 //! not land in this one; cargo builds into this workspace's target folder, so only the first
-//! run compiles everything. The client block runs in an empty folder, with the AWS CLI. Both
-//! use the fixed port 9000 the README names, so the test fails at once if it is taken.
+//! run compiles everything. The client block runs in an empty folder, with the AWS CLI. They
+//! run on a free port rather than the README's 9000, which may be taken on the machine (the
+//! server's command gets `--addr`, the client's endpoint is rewritten); that 9000 is what
+//! `serve` listens on without `--addr` is checked against its `--help`.
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::process::CommandExt as _;
@@ -14,10 +16,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use s3_compressor_tests::have;
-use s3_compressor_tests::process::{run, Finished, Running};
-use s3_compressor_tests::workspace_root;
+use s3_compressor_tests::process::{free_port, run, Finished, Running};
+use s3_compressor_tests::{s3_compressor, workspace_root, PYTHON_TOOLS};
 
-const PORT: u16 = 9000;
+/// Where README's blocks say the server listens: `serve`'s default address.
+const README_ADDRESS: &str = "127.0.0.1:9000";
 /// The first `cargo run --release` compiles the whole worker: minutes on 2 cores, more while
 /// other tests run.
 const BUILD_LIMIT: Duration = Duration::from_secs(30 * 60);
@@ -103,16 +106,41 @@ fn bash(dir: &Path, script: &str) -> Finished {
 
 #[test]
 fn the_readme_quick_start_works_as_written() {
-    if !have(&["aws", "git", "unzip"], "python3 -m pip install awscli") {
+    if !have(&["aws", "git", "unzip"], PYTHON_TOOLS) {
         return;
     }
     let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
     let server = block(&readme, "server");
     let client = block(&readme, "client");
+
+    // The README's address is serve's default; the blocks run on a free port instead.
+    let help = run(s3_compressor().args(["serve", "--help"]));
     assert!(
-        std::net::TcpListener::bind(("127.0.0.1", PORT)).is_ok(),
-        "port {PORT} is taken; the quick start needs it"
+        help.success()
+            && help
+                .stdout
+                .contains(&format!("[default: {README_ADDRESS}]")),
+        "README's quick start says serve listens on {README_ADDRESS}: {}",
+        help.describe()
     );
+    let port = free_port();
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let commands: Vec<&str> = server
+        .lines()
+        .filter_map(|line| line.split('#').next())
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    let [command] = commands[..] else {
+        panic!("README's server block is not one command: {server}")
+    };
+    let server = format!("{command} --addr {address}");
+    let endpoint = format!("http://{README_ADDRESS}");
+    assert!(
+        client.contains(&endpoint),
+        "README's client block does not use {endpoint}: {client}"
+    );
+    let client = client.replace(&endpoint, &format!("http://{address}"));
 
     let work = tempfile::tempdir().unwrap();
     let checkout = work.path().join("checkout");
@@ -131,7 +159,6 @@ fn the_readme_quick_start_works_as_written() {
         .process_group(0);
     let mut serving = Running::spawn(&mut command);
     let group = serving.id();
-    let address = std::net::SocketAddr::from(([127, 0, 0, 1], PORT));
     while std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
         if let Some(finished) = serving.try_finish() {
             panic!("the server block exited: {}", finished.describe());
