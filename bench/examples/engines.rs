@@ -1,9 +1,9 @@
-//! The deflate engines zip and gzip could use, compared on one file on one thread: CPU seconds
-//! per GB and ratio, in one run, for bench/README.md's choice of engine.
+//! The deflate engines zip and gzip could use, compared on files on one thread: CPU seconds
+//! per GB and ratio, in one run, for bench/README.md's choice of engine, block size and level.
 //!
 //! ```sh
 //! cargo build --profile image -p s3-compressor-bench --example engines
-//! taskset -c 0 target/image/examples/engines /tmp/s3-compressor-corpus/logs.jsonl
+//! taskset -c 0 target/image/examples/engines /tmp/s3-compressor-corpus/logs.jsonl [FILE...]
 //! ```
 //!
 //! Each engine compresses the file in blocks the way a parallel deflate would (on one thread
@@ -25,46 +25,60 @@ const KIB: usize = 1024;
 const DICTIONARY: usize = 32 * KIB;
 
 fn main() -> anyhow::Result<()> {
-    let Some(path) = std::env::args().nth(1) else {
-        bail!("usage: engines FILE");
-    };
-    let input = std::fs::read(&path).with_context(|| format!("cannot read {path}"))?;
+    let paths: Vec<String> = std::env::args().skip(1).collect();
+    if paths.is_empty() {
+        bail!("usage: engines FILE...");
+    }
+    for path in paths {
+        let input = std::fs::read(&path).with_context(|| format!("cannot read {path}"))?;
+        engines(&path, &input)?;
+    }
+    Ok(())
+}
+
+fn engines(path: &str, input: &[u8]) -> anyhow::Result<()> {
     println!("{path}: {} bytes, one thread\n", input.len());
     println!("| engine | level | block | CPU s/GB | ratio |");
     println!("|---|---:|---:|---:|---:|");
-    for level in [5, 6] {
-        let out = timed(&input, |input| zlib_rs(input, level, 128 * KIB))?;
+    for (level, block) in [(5, 128 * KIB), (6, 128 * KIB)] {
+        let out = timed(input, |input| zlib_rs(input, level, block))?;
         row(
             "zlib-rs, dictionary + sync flush",
             level,
-            "128 KiB",
-            &input,
+            &kib(block),
+            input,
             out,
         );
     }
-    for level in [5, 6, 9] {
-        for block in [256 * KIB, 512 * KIB, 1024 * KIB] {
-            if level != 6 && block != 512 * KIB {
-                continue;
-            }
-            let out = timed(&input, |input| libdeflate(input, level, block))?;
-            row(
-                "libdeflate, blocks on their own",
-                level,
-                &kib(block),
-                &input,
-                out,
-            );
-        }
+    for (level, block) in [
+        (1, 512 * KIB),
+        (6, 512 * KIB),
+        (6, 1024 * KIB),
+        (7, 512 * KIB),
+        (7, 1024 * KIB),
+        (7, 2048 * KIB),
+        (7, 4096 * KIB),
+        (7, input.len().max(1)),
+        (8, 1024 * KIB),
+    ] {
+        let out = timed(input, |input| libdeflate(input, level, block))?;
+        row(
+            "libdeflate, blocks on their own",
+            level,
+            &kib(block),
+            input,
+            out,
+        );
     }
-    let out = timed(&input, zip_format)?;
+    let out = timed(input, zip_format)?;
     row(
         "s3-compressor zip (libdeflate + join)",
         6,
-        "512 KiB",
-        &input,
+        "1024 KiB",
+        input,
         out,
     );
+    println!();
     Ok(())
 }
 
