@@ -470,3 +470,42 @@ fn version_names_the_build_and_the_config_with_its_hash() {
         stdout(&from_env)
     );
 }
+
+/// A config with several kinds of problem reports all of them in one run, each at its place.
+#[test]
+fn check_config_reports_type_errors_with_every_other_problem() {
+    let (_dir, path) = config_file(
+        r#"[defaults]
+delete_source = "yes"
+level = 13
+
+[[rule]]
+prefix = "incoming/"
+output_prefix = "incoming/done/"
+threads = "all"
+formt = "gzip"
+"#,
+    );
+    let output = run(&["check-config", &path]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stdout(&output).is_empty());
+    let problems: Vec<String> = stderr(&output)
+        .trim_start_matches("error: ")
+        .lines()
+        .map(|line| line.replacen(&path, "FILE", 1))
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            "FILE:2:17: delete_source: invalid type: string \"yes\", expected a boolean",
+            "FILE:3:9: level 13 is out of range for format \"zip\"; use a level from 1 to 12",
+            "FILE:7:17: output_prefix \"incoming/done/\" lies inside the prefix \"incoming/\" \
+             of this rule, so the worker would pick up its own output and compress it again, \
+             forever; choose an output_prefix that is outside every prefix",
+            "FILE:8:11: threads: invalid type: string \"all\", expected i64",
+            "FILE:9:1: unknown field \"formt\" in [[rule]]; did you mean \"format\"? known \
+             fields: prefix, output_prefix, format, level, threads, delete_source, \
+             delete_without_if_match",
+        ]
+    );
+}
