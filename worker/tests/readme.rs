@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use s3_compressor_tests::have;
 use s3_compressor_tests::process::{run, Finished, Running};
-use s3_compressor_tests::workspace_root;
+use s3_compressor_tests::{s3_compressor, workspace_root};
 
 const PORT: u16 = 9000;
 /// The first `cargo run --release` compiles the whole worker: minutes on 2 cores, more while
@@ -90,6 +90,22 @@ fn listed_keys(stdout: &str) -> Vec<String> {
         .collect()
 }
 
+/// The output keys the comment of the block's listing line names (`# processed/a.zip, ...`),
+/// sorted as the listing is.
+fn promised_keys(listing_line: &str) -> Vec<String> {
+    let comment = listing_line
+        .split_once('#')
+        .unwrap_or_else(|| panic!("the listing line has no comment: {listing_line}"))
+        .1;
+    let mut keys: Vec<String> = comment
+        .split_whitespace()
+        .filter(|word| word.starts_with("processed/"))
+        .map(|word| word.trim_end_matches([',', ';', '.']).to_owned())
+        .collect();
+    keys.sort();
+    keys
+}
+
 /// Runs `script` with bash in `dir`, with only the AWS settings the script makes itself.
 fn bash(dir: &Path, script: &str) -> Finished {
     run(Command::new("bash")
@@ -103,7 +119,10 @@ fn bash(dir: &Path, script: &str) -> Finished {
 
 #[test]
 fn the_readme_quick_start_works_as_written() {
-    if !have(&["aws", "git", "unzip"], "python3 -m pip install awscli") {
+    if !have(
+        &["aws", "git", "unzip", "gzip"],
+        "python3 -m pip install awscli",
+    ) {
         return;
     }
     let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
@@ -164,9 +183,17 @@ fn the_readme_quick_start_works_as_written() {
         .lines()
         .rfind(|line| !line.trim().is_empty())
         .unwrap();
+    // What README says the listing shows: the config's rules at work, each upload in its
+    // rule's format.
+    let promised = promised_keys(listing_command);
+    assert!(
+        promised.contains(&"processed/report.zip".to_owned())
+            && promised.contains(&"processed/logs/app.log.gz".to_owned()),
+        "{listing_command}"
+    );
     let mut listed = listed_keys(&finished.stdout);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while listed != ["processed/report.zip"] && Instant::now() < deadline {
+    while listed != promised && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));
         let again = bash(
             &shell,
@@ -175,14 +202,15 @@ fn the_readme_quick_start_works_as_written() {
         assert!(again.success(), "{}", again.describe());
         listed = listed_keys(&again.stdout);
     }
-    assert_eq!(listed, ["processed/report.zip"], "{}", finished.describe());
+    assert_eq!(listed, promised, "{}", finished.describe());
 
-    // The output is the upload, zipped.
+    // The outputs are the upload, zipped and gzipped.
     let fetched = bash(
         &shell,
         &[
             exports.join("\n").as_str(),
             "aws s3 cp --only-show-errors s3://files/processed/report.zip fetched.zip",
+            "aws s3 cp --only-show-errors s3://files/processed/logs/app.log.gz fetched.log.gz",
         ]
         .join("\n"),
     );
@@ -196,6 +224,13 @@ fn the_readme_quick_start_works_as_written() {
     let original = std::fs::read(shell.join("report.csv")).unwrap();
     assert!(original.len() > 1_000_000, "{} bytes", original.len());
     assert!(unzipped.stdout == original, "the zip holds the upload");
+    let gunzipped = Command::new("gzip")
+        .args(["-dc", "fetched.log.gz"])
+        .current_dir(&shell)
+        .output()
+        .unwrap();
+    assert!(gunzipped.status.success());
+    assert!(gunzipped.stdout == original, "the gzip holds the upload");
 
     // Ctrl-C. serve prints the settings the client block uses.
     let sent = Command::new("kill")
@@ -205,6 +240,21 @@ fn the_readme_quick_start_works_as_written() {
     assert!(sent.success());
     let stopped = serving.finish(Duration::from_secs(60));
     assert!(stopped.success(), "after Ctrl-C: {}", stopped.describe());
+    // It said which config it ran, as --version says it for the same --config.
+    let version = run(s3_compressor()
+        .args(["--config", "config/compressor.toml", "--version"])
+        .current_dir(&checkout));
+    assert!(version.success(), "{}", version.describe());
+    let config_lines = version.stdout.split_once('\n').unwrap().1;
+    assert!(
+        config_lines.starts_with("config: config/compressor.toml (--config), hash "),
+        "{config_lines}"
+    );
+    assert!(
+        stopped.stdout.starts_with(config_lines),
+        "the banner does not name the config --version does ({config_lines}): {}",
+        stopped.describe()
+    );
     for setting in exports
         .iter()
         .flat_map(|line| line.split_whitespace().skip(1))
