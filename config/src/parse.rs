@@ -78,6 +78,9 @@ struct Defaults {
     /// What the catalog said about `[defaults]` itself, so rules inheriting the same mistake do
     /// not repeat it.
     failure: Option<String>,
+    /// Already reported; a rule inherits nothing in place of a mistyped field, and nothing
+    /// paired with a mistyped format (its level).
+    mistyped: Mistyped,
 }
 
 impl Defaults {
@@ -85,6 +88,16 @@ impl Defaults {
         self.format
             .as_ref()
             .map_or(DEFAULT_FORMAT, |format| format.get_ref())
+    }
+}
+
+/// The fields of one table whose values had the wrong type; each was reported where it is.
+#[derive(Debug, Default)]
+struct Mistyped(Vec<&'static str>);
+
+impl Mistyped {
+    fn contains(&self, field: &str) -> bool {
+        self.0.contains(&field)
     }
 }
 
@@ -232,21 +245,23 @@ impl Checker<'_> {
         );
     }
 
-    /// Deserializes `value` as `T` after reporting and dropping the fields `T` does not have.
+    /// Deserializes `value` as `T` after reporting and dropping the fields `T` does not have,
+    /// then every field of the wrong type, one at a time: serde stops at the first, and a table
+    /// given up for it would hide the next one and every check of the table's other values.
+    ///
+    /// Returns the ill-typed fields with `T`: they were written, so the caller neither
+    /// inherits a default in their place nor reports them missing.
     fn deserialize_table<T: for<'de> Deserialize<'de>>(
         &mut self,
         value: &Spanned<DeValue<'_>>,
         name: &str,
-        known: &[&str],
-    ) -> Option<T> {
+        known: &[&'static str],
+    ) -> Option<(T, Mistyped)> {
         let DeValue::Table(table) = value.get_ref() else {
             return None;
         };
-        let mut known_fields = DeTable::new();
-        for (key, field) in table.iter() {
-            if known.contains(&key.get_ref().as_ref()) {
-                known_fields.insert(key.clone(), field.clone());
-            } else {
+        for (key, _) in table.iter() {
+            if !known.contains(&key.get_ref().as_ref()) {
                 self.unknown_field(
                     key.span().start,
                     key.get_ref(),
@@ -255,21 +270,41 @@ impl Checker<'_> {
                 );
             }
         }
-        let filtered = Spanned::new(value.span(), DeValue::Table(known_fields.clone()));
-        match T::deserialize(ValueDeserializer::from(filtered)) {
-            Ok(parsed) => Some(parsed),
-            Err(error) => {
-                // toml's message leaves out the field; find it from the position.
-                let offset = error.span().map_or(value.span().start, |span| span.start);
-                let field = known_fields
-                    .iter()
-                    .find(|(key, value)| {
-                        key.span().contains(&offset) || value.span().contains(&offset)
-                    })
-                    .map(|(key, _)| format!("{}: ", key.get_ref()))
-                    .unwrap_or_default();
-                self.report(offset, format!("{field}{}", error.message()));
-                None
+        let mut mistyped = Mistyped::default();
+        loop {
+            let mut fields = DeTable::new();
+            for (key, field) in table.iter() {
+                let field_name = key.get_ref().as_ref();
+                if known.contains(&field_name) && !mistyped.contains(field_name) {
+                    fields.insert(key.clone(), field.clone());
+                }
+            }
+            let filtered = Spanned::new(value.span(), DeValue::Table(fields.clone()));
+            let error = match T::deserialize(ValueDeserializer::from(filtered)) {
+                Ok(parsed) => return Some((parsed, mistyped)),
+                Err(error) => error,
+            };
+            // toml's message leaves out the field; find it from the position.
+            let offset = error.span().map_or(value.span().start, |span| span.start);
+            let field = fields
+                .iter()
+                .find(|(key, value)| key.span().contains(&offset) || value.span().contains(&offset))
+                .and_then(|(key, _)| {
+                    known
+                        .iter()
+                        .copied()
+                        .find(|known| *known == key.get_ref().as_ref())
+                });
+            match field {
+                Some(field) => {
+                    self.report(offset, format!("{field}: {}", error.message()));
+                    mistyped.0.push(field);
+                }
+                // Nothing to drop and try again without: the table is given up.
+                None => {
+                    self.report(offset, error.message().to_owned());
+                    return None;
+                }
             }
         }
     }
@@ -285,7 +320,8 @@ impl Checker<'_> {
             );
             return Defaults::default();
         }
-        let Some(raw) = self.deserialize_table::<RawDefaults>(value, "[defaults]", DEFAULTS_FIELDS)
+        let Some((raw, mistyped)) =
+            self.deserialize_table::<RawDefaults>(value, "[defaults]", DEFAULTS_FIELDS)
         else {
             return Defaults::default();
         };
@@ -300,7 +336,12 @@ impl Checker<'_> {
             delete_source: raw.delete_source,
             delete_without_if_match: raw.delete_without_if_match,
             failure: None,
+            mistyped,
         };
+        // A format of the wrong type names none to check a level or threads against.
+        if defaults.mistyped.contains("format") {
+            return defaults;
+        }
         let format_origin = match &defaults.format {
             Some(format) => Origin::Here(format.span().start),
             None => Origin::BuiltIn,
@@ -362,9 +403,10 @@ impl Checker<'_> {
         value: &Spanned<DeValue<'_>>,
         defaults: &Defaults,
     ) -> Option<ParsedRule> {
-        let raw = self.deserialize_table::<RawRule>(value, "[[rule]]", RULE_FIELDS)?;
+        let (raw, mistyped) = self.deserialize_table::<RawRule>(value, "[[rule]]", RULE_FIELDS)?;
         let prefix = match &raw.prefix {
             Some(prefix) => self.check_prefix_shape("prefix", prefix, "incoming/"),
+            None if mistyped.contains("prefix") => None,
             None => {
                 self.report(
                     header,
@@ -379,6 +421,7 @@ impl Checker<'_> {
             Some(output_prefix) => {
                 self.check_prefix_shape("output_prefix", output_prefix, "processed/")
             }
+            None if mistyped.contains("output_prefix") => None,
             None => {
                 self.report(
                     header,
@@ -389,7 +432,15 @@ impl Checker<'_> {
                 None
             }
         };
-        let threads = self.check_threads(raw.threads.as_ref());
+        let threads = if mistyped.contains("threads") {
+            Threads::Invalid
+        } else {
+            self.check_threads(raw.threads.as_ref())
+        };
+        // A format of the wrong type, here or in the [defaults] this rule would inherit from,
+        // names none to check a level or threads against.
+        let format_mistyped = mistyped.contains("format")
+            || (raw.format.is_none() && defaults.mistyped.contains("format"));
 
         // The prefix is where inherited settings are blamed: it names the rule best.
         let anchor = raw
@@ -410,6 +461,7 @@ impl Checker<'_> {
         // level only carries over together with the default format.
         let level = match &raw.level {
             Some(level) => Some((*level.get_ref(), Origin::Here(level.span().start))),
+            None if mistyped.contains("level") || defaults.mistyped.contains("format") => None,
             None if format == defaults.format() => defaults.level.as_ref().map(|level| {
                 (
                     *level.get_ref(),
@@ -430,14 +482,16 @@ impl Checker<'_> {
                 )
             }),
         };
-        self.check_format(
-            "this rule",
-            anchor,
-            (&format, format_origin),
-            level,
-            threads,
-            defaults.failure.as_deref(),
-        );
+        if !format_mistyped {
+            self.check_format(
+                "this rule",
+                anchor,
+                (&format, format_origin),
+                level,
+                threads,
+                defaults.failure.as_deref(),
+            );
+        }
 
         Some(ParsedRule {
             prefix,
@@ -1020,6 +1074,62 @@ level = "high"
             [
                 "3:17: delete_source: invalid type: string \"yes\", expected a boolean",
                 "8:9: level: invalid type: string \"high\", expected i32",
+            ]
+        );
+    }
+
+    /// A value of the wrong type costs only itself: every other problem of its table, and of
+    /// the rules that use it, is still found in the same run.
+    #[test]
+    fn a_wrong_type_hides_no_other_problem() {
+        let text = r#"[defaults]
+delete_source = "yes"
+level = 13
+threads = "two"
+
+[[rule]]
+prefix = "incoming/"
+output_prefix = "processed/"
+delete_without_if_match = 1
+level = "high"
+formt = "gzip"
+
+[[rule]]
+prefix = "incoming/logs/"
+output_prefix = "incoming/logs/done/"
+format = "gzip"
+level = 30
+delete_source = "no"
+
+[[rule]]
+prefix = 7
+output_prefix = "processed/other/"
+format = ["zstd"]
+level = 99
+"#;
+        assert_eq!(
+            problems(text),
+            [
+                "2:17: delete_source: invalid type: string \"yes\", expected a boolean",
+                "3:9: level 13 is out of range for format \"zip\"; use a level from 1 to 12",
+                "4:11: threads: invalid type: string \"two\", expected i64",
+                "9:27: delete_without_if_match: invalid type: integer `1`, expected a boolean",
+                "10:9: level: invalid type: string \"high\", expected i32",
+                "11:1: unknown field \"formt\" in [[rule]]; did you mean \"format\"? known \
+                 fields: prefix, output_prefix, format, level, threads, delete_source, \
+                 delete_without_if_match",
+                "15:17: output_prefix \"incoming/logs/done/\" lies inside the prefix \
+                 \"incoming/\" on line 7, so the worker would pick up its own output and \
+                 compress it again, forever; choose an output_prefix that is outside every \
+                 prefix",
+                "15:17: output_prefix \"incoming/logs/done/\" lies inside the prefix \
+                 \"incoming/logs/\" of this rule, so the worker would pick up its own output \
+                 and compress it again, forever; choose an output_prefix that is outside every \
+                 prefix",
+                "17:9: level 30 is out of range for format \"gzip\"; use a level from 1 to 12",
+                "18:17: delete_source: invalid type: string \"no\", expected a boolean",
+                "21:10: prefix: invalid type: integer `7`, expected a string",
+                "23:10: format: invalid type: sequence, expected a string",
             ]
         );
     }

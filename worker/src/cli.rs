@@ -1,10 +1,11 @@
 //! The command line, as clap sees it.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 use crate::Routes;
 
@@ -19,8 +20,13 @@ pub struct Cli {
 
     /// The TOML config with the prefix rules; without it, the built-in default
     /// (incoming/ -> processed/, zip, delete the source).
-    #[arg(long, global = true, env = "S3_COMPRESSOR_CONFIG", value_name = "PATH")]
+    #[arg(long, global = true, env = CONFIG_VARIABLE, value_name = "PATH")]
     pub config: Option<PathBuf>,
+
+    /// Whether `config` came from the flag or the environment, which only clap's matches know:
+    /// a deployment's --version must say which of the two it runs.
+    #[arg(skip)]
+    config_source: ConfigSource,
 
     /// Seconds an S3 request may wait for an answer, or a download for more data, before it
     /// is given up and retried (a download resumes where it stopped).
@@ -38,6 +44,17 @@ pub struct Cli {
     /// is set (so it can be an image's entry point as it is).
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// The environment variable naming the config (the image sets it to the config it bakes in).
+pub(crate) const CONFIG_VARIABLE: &str = "S3_COMPRESSOR_CONFIG";
+
+/// Where the config in use was named.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum ConfigSource {
+    #[default]
+    Flag,
+    Environment,
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,6 +153,22 @@ pub enum Command {
 }
 
 impl Cli {
+    /// Parses the process's arguments (exiting with clap's message on a mistake, as
+    /// [`Parser::parse`] does), remembering where the config was named.
+    pub fn from_command_line() -> Self {
+        let matches = Self::command().get_matches();
+        let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+        if matches.value_source("config") == Some(ValueSource::EnvVariable) {
+            cli.config_source = ConfigSource::Environment;
+        }
+        cli
+    }
+
+    /// How the config in use was named: `None` for the built-in default.
+    fn config_named(&self) -> Option<ConfigSource> {
+        self.config.as_ref().map(|_| self.config_source)
+    }
+
     /// Runs the chosen command, writing its report to `out`.
     ///
     /// Every command loads and checks the config first: a bad one stops the process before
@@ -145,14 +178,10 @@ impl Cli {
         if self.version {
             let routes = Routes::load(self.config.as_deref(), &registry)?;
             writeln!(out, "s3-compressor {}", crate::VERSION)?;
-            writeln!(
-                out,
-                "config: {} (hash {})",
-                routes.config().origin(),
-                routes.config_hash()
-            )?;
+            crate::commands::config_in_use(self.config_named(), &routes, out)?;
             return Ok(());
         }
+        let named = self.config_named();
         let command = match self.command {
             Some(command) => command,
             None if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() => Command::Lambda,
@@ -231,11 +260,24 @@ impl Cli {
                         .map(|rule| rule.prefix.clone())
                         .collect(),
                 };
+                crate::commands::config_in_use(named, &routes, out)?;
+                if self.config.is_none() && Path::new(CHECKOUT_CONFIG).is_file() {
+                    writeln!(
+                        out,
+                        "        {CHECKOUT_CONFIG} is here but not in use: \
+                         add --config {CHECKOUT_CONFIG} to run its rules"
+                    )?;
+                }
                 runtime()?.block_on(crate::online::serve(options, routes, stall, out))
             }
         }
     }
 }
+
+/// The documented config of a checkout, relative to its root, where the quick start runs
+/// `serve`: named in the banner when it is there but not in use, since it is the file a
+/// newcomer reads.
+const CHECKOUT_CONFIG: &str = "config/compressor.toml";
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()

@@ -5,6 +5,7 @@ use std::io::Write;
 use s3_compressor_config::Rule;
 use s3_compressor_formats::{Compressor, Kind, Registry};
 
+use crate::cli::{ConfigSource, CONFIG_VARIABLE};
 use crate::{Decision, Routes};
 
 pub(crate) fn formats(registry: &Registry, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -43,6 +44,39 @@ pub(crate) fn check_config_json(routes: &Routes, out: &mut dyn Write) -> anyhow:
     });
     serde_json::to_writer_pretty(&mut *out, &report)?;
     writeln!(out)?;
+    Ok(())
+}
+
+/// The config in use, as `--version` and `serve`'s banner show it: its path and how it was
+/// `named` (`None`: the built-in default) with its hash, then its rules on one line, each
+/// source prefix with its format.
+pub(crate) fn config_in_use(
+    named: Option<ConfigSource>,
+    routes: &Routes,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let how = match named {
+        None => format!("no --config, no ${CONFIG_VARIABLE}"),
+        Some(ConfigSource::Flag) => "--config".to_owned(),
+        Some(ConfigSource::Environment) => format!("${CONFIG_VARIABLE}"),
+    };
+    writeln!(
+        out,
+        "config: {} ({how}), hash {}",
+        routes.config().origin(),
+        routes.config_hash()
+    )?;
+    let rules: Vec<String> = routes
+        .rules()
+        .map(|(rule, compressor)| format!("{} -> {}", rule.prefix, compressor.registration().name))
+        .collect();
+    writeln!(
+        out,
+        "        {} rule{}: {}",
+        rules.len(),
+        if rules.len() == 1 { "" } else { "s" },
+        rules.join(", ")
+    )?;
     Ok(())
 }
 

@@ -425,8 +425,18 @@ fn check_config_json_of_the_builtin_default_and_from_the_environment() {
     );
 }
 
+/// The two lines `--version` and `serve`'s banner give the config in use: where it came from
+/// with its hash, then each rule's prefix and format.
+fn config_lines(origin: &str, hash: &serde_json::Value, rules: &str) -> String {
+    let hash = hash.as_str().expect("hash");
+    format!("config: {origin}, hash {hash}\n        {rules}\n")
+}
+
+const SHIPPED_RULES: &str = "4 rules: incoming/ -> zip, incoming/logs/ -> gzip, \
+                             incoming/archives/ -> zstd, incoming/bundles/ -> tar.zst";
+
 #[test]
-fn version_names_the_build_and_the_config_with_its_hash() {
+fn version_names_the_build_and_the_config_with_its_hash_and_rules() {
     // What build.rs found: the checkout's commit, or "unknown" outside a git checkout.
     let commit = std::process::Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
@@ -441,32 +451,172 @@ fn version_names_the_build_and_the_config_with_its_hash() {
     let builtin = check_config_json(&["check-config", "--json"]);
     let output = run(&["--version"]);
     assert!(output.status.success(), "{}", stderr(&output));
-    let text = stdout(&output);
     assert_eq!(
-        text,
+        stdout(&output),
         format!(
-            "s3-compressor {}+{commit}\nconfig: built-in default (hash {})\n",
+            "s3-compressor {}+{commit}\n{}",
             env!("CARGO_PKG_VERSION"),
-            builtin["hash"].as_str().expect("hash")
+            config_lines(
+                "built-in default (no --config, no $S3_COMPRESSOR_CONFIG)",
+                &builtin["hash"],
+                "1 rule: incoming/ -> zip"
+            )
         )
     );
-    // The config as every command finds it: the flag, then the environment.
+    // The config as every command finds it: the flag, then the environment; each says which.
     let config = shipped_config();
     let shipped = check_config_json(&["check-config", &config, "--json"]);
-    let expected = format!(
-        "config: {config} (hash {})",
-        shipped["hash"].as_str().expect("hash")
-    );
     let flag = stdout(&run(&["--version", "--config", &config]));
-    assert!(flag.ends_with(&format!("{expected}\n")), "{flag}");
+    let expected = config_lines(
+        &format!("{config} (--config)"),
+        &shipped["hash"],
+        SHIPPED_RULES,
+    );
+    assert!(flag.ends_with(&expected), "{flag}");
+    let both = s3_compressor()
+        .args(["--version", "--config", &config])
+        .env("S3_COMPRESSOR_CONFIG", "/nonexistent/compressor.toml")
+        .output()
+        .expect("the s3-compressor binary runs");
+    assert!(stdout(&both).ends_with(&expected), "{}", stdout(&both));
     let from_env = s3_compressor()
         .arg("-V")
         .env("S3_COMPRESSOR_CONFIG", &config)
         .output()
         .expect("the s3-compressor binary runs");
+    let expected = config_lines(
+        &format!("{config} ($S3_COMPRESSOR_CONFIG)"),
+        &shipped["hash"],
+        SHIPPED_RULES,
+    );
     assert!(
-        stdout(&from_env).ends_with(&format!("{expected}\n")),
+        stdout(&from_env).ends_with(&expected),
         "{}",
         stdout(&from_env)
+    );
+}
+
+/// The image bakes config/compressor.toml in and names it in `S3_COMPRESSOR_CONFIG`, so its
+/// `--version` shows the shipped rules, as from the environment.
+#[test]
+fn the_images_version_names_the_baked_in_config() {
+    let dockerfile = fs::read_to_string(workspace_root().join("Dockerfile")).expect("Dockerfile");
+    let baked = dockerfile
+        .lines()
+        .find_map(|line| line.strip_prefix("COPY config/compressor.toml "))
+        .expect("the Dockerfile copies config/compressor.toml")
+        .trim();
+    assert!(
+        dockerfile.contains(&format!("S3_COMPRESSOR_CONFIG={baked}")),
+        "the image names {baked} in S3_COMPRESSOR_CONFIG: {dockerfile}"
+    );
+    // The image's file system, as far as the config goes: the shipped file at the baked path.
+    let root = tempfile::tempdir().expect("temp dir");
+    let path = root.path().join(baked.trim_start_matches('/'));
+    fs::create_dir_all(path.parent().expect("a folder")).expect("mkdir");
+    fs::copy(shipped_config(), &path).expect("copy the config");
+    let output = s3_compressor()
+        .arg("--version")
+        .env("S3_COMPRESSOR_CONFIG", &path)
+        .output()
+        .expect("the s3-compressor binary runs");
+    let shipped = check_config_json(&["check-config", &shipped_config(), "--json"]);
+    let text = stdout(&output);
+    assert!(
+        text.ends_with(&config_lines(
+            &format!("{} ($S3_COMPRESSOR_CONFIG)", path.display()),
+            &shipped["hash"],
+            SHIPPED_RULES
+        )),
+        "{text}"
+    );
+}
+
+/// `serve` says which config it runs before anything else, as `--version` does; run from a
+/// checkout without --config, it also says that the checkout's config is not the one running.
+/// (Its address is taken here, so it stops right after the banner.)
+#[test]
+fn the_serve_banner_names_the_config_in_use() {
+    let checkout = tempfile::tempdir().expect("temp dir");
+    fs::create_dir(checkout.path().join("config")).expect("mkdir");
+    fs::copy(
+        shipped_config(),
+        checkout.path().join("config/compressor.toml"),
+    )
+    .expect("copy the config");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let addr = taken.local_addr().expect("its address").to_string();
+    let serve = |config: &[&str]| {
+        let output = s3_compressor()
+            .args(config)
+            .args(["serve", "--addr", &addr, "--data", "data"])
+            .current_dir(checkout.path())
+            .output()
+            .expect("the s3-compressor binary runs");
+        assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+        stdout(&output)
+    };
+    let version = |config: &[&str]| {
+        let output = s3_compressor()
+            .args(config)
+            .arg("--version")
+            .current_dir(checkout.path())
+            .output()
+            .expect("the s3-compressor binary runs");
+        let text = stdout(&output);
+        text.split_once('\n').expect("two lines").1.to_owned()
+    };
+
+    let builtin = serve(&[]);
+    assert_eq!(
+        builtin,
+        format!(
+            "{}        config/compressor.toml is here but not in use: add --config \
+             config/compressor.toml to run its rules\n",
+            version(&[])
+        )
+    );
+    let named = ["--config", "config/compressor.toml"];
+    let shipped = serve(&named);
+    assert_eq!(shipped, version(&named));
+    assert!(shipped.contains(SHIPPED_RULES), "{shipped}");
+}
+
+/// A config with several kinds of problem reports all of them in one run, each at its place.
+#[test]
+fn check_config_reports_type_errors_with_every_other_problem() {
+    let (_dir, path) = config_file(
+        r#"[defaults]
+delete_source = "yes"
+level = 13
+
+[[rule]]
+prefix = "incoming/"
+output_prefix = "incoming/done/"
+threads = "all"
+formt = "gzip"
+"#,
+    );
+    let output = run(&["check-config", &path]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stdout(&output).is_empty());
+    let problems: Vec<String> = stderr(&output)
+        .trim_start_matches("error: ")
+        .lines()
+        .map(|line| line.replacen(&path, "FILE", 1))
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            "FILE:2:17: delete_source: invalid type: string \"yes\", expected a boolean",
+            "FILE:3:9: level 13 is out of range for format \"zip\"; use a level from 1 to 12",
+            "FILE:7:17: output_prefix \"incoming/done/\" lies inside the prefix \"incoming/\" \
+             of this rule, so the worker would pick up its own output and compress it again, \
+             forever; choose an output_prefix that is outside every prefix",
+            "FILE:8:11: threads: invalid type: string \"all\", expected i64",
+            "FILE:9:1: unknown field \"formt\" in [[rule]]; did you mean \"format\"? known \
+             fields: prefix, output_prefix, format, level, threads, delete_source, \
+             delete_without_if_match",
+        ]
     );
 }

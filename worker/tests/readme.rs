@@ -4,7 +4,8 @@
 //! The server block (`cargo run --release -- serve`) runs in a copy of the checkout — its
 //! tracked and not-ignored files, as a fresh clone has them — so that `serve`'s `./data` does
 //! not land in this one; cargo builds into this workspace's target folder, so only the first
-//! run compiles everything. The client block runs in an empty folder, with the AWS CLI. They
+//! run compiles everything, and builds it unoptimised (README's figures for the first build are
+//! measured by hand, with optimisation). The client block runs in an empty folder, with the AWS CLI. They
 //! run on a free port rather than the README's 9000, which may be taken on the machine (the
 //! server's command gets `--addr`, the client's endpoint is rewritten); that 9000 is what
 //! `serve` listens on without `--addr` is checked against its `--help`.
@@ -24,6 +25,13 @@ const README_ADDRESS: &str = "127.0.0.1:9000";
 /// The first `cargo run --release` compiles the whole worker: minutes on 2 cores, more while
 /// other tests run.
 const BUILD_LIMIT: Duration = Duration::from_secs(30 * 60);
+
+/// The release profile's settings for the quick start's build: no optimisation and no debug
+/// information, as the image tests build their binary.
+const UNOPTIMISED_RELEASE: [(&str, &str); 2] = [
+    ("CARGO_PROFILE_RELEASE_OPT_LEVEL", "0"),
+    ("CARGO_PROFILE_RELEASE_DEBUG", "false"),
+];
 
 /// The commands of the ```sh block that follows `<!-- quick-start: NAME` in README.md.
 fn block(readme: &str, name: &str) -> String {
@@ -93,6 +101,22 @@ fn listed_keys(stdout: &str) -> Vec<String> {
         .collect()
 }
 
+/// The output keys the comment of the block's listing line names (`# processed/a.zip, ...`),
+/// sorted as the listing is.
+fn promised_keys(listing_line: &str) -> Vec<String> {
+    let comment = listing_line
+        .split_once('#')
+        .unwrap_or_else(|| panic!("the listing line has no comment: {listing_line}"))
+        .1;
+    let mut keys: Vec<String> = comment
+        .split_whitespace()
+        .filter(|word| word.starts_with("processed/"))
+        .map(|word| word.trim_end_matches([',', ';', '.']).to_owned())
+        .collect();
+    keys.sort();
+    keys
+}
+
 /// Runs `script` with bash in `dir`, with only the AWS settings the script makes itself.
 fn bash(dir: &Path, script: &str) -> Finished {
     run(Command::new("bash")
@@ -106,7 +130,7 @@ fn bash(dir: &Path, script: &str) -> Finished {
 
 #[test]
 fn the_readme_quick_start_works_as_written() {
-    if !have(&["aws", "git", "unzip"], PYTHON_TOOLS) {
+    if !have(&["aws", "git", "unzip", "gzip"], PYTHON_TOOLS) {
         return;
     }
     let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
@@ -156,6 +180,10 @@ fn the_readme_quick_start_works_as_written() {
         .args(["-c", &server])
         .current_dir(&checkout)
         .env("CARGO_TARGET_DIR", target_dir())
+        // README's commands as written, built without optimisation: what is checked is that
+        // they work, and optimising every dependency once more (the tests' build is another
+        // profile) would cost several minutes of CI's two cores.
+        .envs(UNOPTIMISED_RELEASE)
         .process_group(0);
     let mut serving = Running::spawn(&mut command);
     let group = serving.id();
@@ -170,7 +198,7 @@ fn the_readme_quick_start_works_as_written() {
         std::thread::sleep(Duration::from_millis(200));
     }
     println!(
-        "MEASURED: quick start, `{}` to listening: {:.1?}",
+        "MEASURED: quick start, `{}` to listening (unoptimised): {:.1?}",
         server.lines().next().unwrap_or_default(),
         started.elapsed()
     );
@@ -191,9 +219,17 @@ fn the_readme_quick_start_works_as_written() {
         .lines()
         .rfind(|line| !line.trim().is_empty())
         .unwrap();
+    // What README says the listing shows: the config's rules at work, each upload in its
+    // rule's format.
+    let promised = promised_keys(listing_command);
+    assert!(
+        promised.contains(&"processed/report.zip".to_owned())
+            && promised.contains(&"processed/logs/app.log.gz".to_owned()),
+        "{listing_command}"
+    );
     let mut listed = listed_keys(&finished.stdout);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while listed != ["processed/report.zip"] && Instant::now() < deadline {
+    while listed != promised && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));
         let again = bash(
             &shell,
@@ -202,14 +238,15 @@ fn the_readme_quick_start_works_as_written() {
         assert!(again.success(), "{}", again.describe());
         listed = listed_keys(&again.stdout);
     }
-    assert_eq!(listed, ["processed/report.zip"], "{}", finished.describe());
+    assert_eq!(listed, promised, "{}", finished.describe());
 
-    // The output is the upload, zipped.
+    // The outputs are the upload, zipped and gzipped.
     let fetched = bash(
         &shell,
         &[
             exports.join("\n").as_str(),
             "aws s3 cp --only-show-errors s3://files/processed/report.zip fetched.zip",
+            "aws s3 cp --only-show-errors s3://files/processed/logs/app.log.gz fetched.log.gz",
         ]
         .join("\n"),
     );
@@ -223,6 +260,13 @@ fn the_readme_quick_start_works_as_written() {
     let original = std::fs::read(shell.join("report.csv")).unwrap();
     assert!(original.len() > 1_000_000, "{} bytes", original.len());
     assert!(unzipped.stdout == original, "the zip holds the upload");
+    let gunzipped = Command::new("gzip")
+        .args(["-dc", "fetched.log.gz"])
+        .current_dir(&shell)
+        .output()
+        .unwrap();
+    assert!(gunzipped.status.success());
+    assert!(gunzipped.stdout == original, "the gzip holds the upload");
 
     // Ctrl-C. serve prints the settings the client block uses.
     let sent = Command::new("kill")
@@ -232,6 +276,21 @@ fn the_readme_quick_start_works_as_written() {
     assert!(sent.success());
     let stopped = serving.finish(Duration::from_secs(60));
     assert!(stopped.success(), "after Ctrl-C: {}", stopped.describe());
+    // It said which config it ran, as --version says it for the same --config.
+    let version = run(s3_compressor()
+        .args(["--config", "config/compressor.toml", "--version"])
+        .current_dir(&checkout));
+    assert!(version.success(), "{}", version.describe());
+    let config_lines = version.stdout.split_once('\n').unwrap().1;
+    assert!(
+        config_lines.starts_with("config: config/compressor.toml (--config), hash "),
+        "{config_lines}"
+    );
+    assert!(
+        stopped.stdout.starts_with(config_lines),
+        "the banner does not name the config --version does ({config_lines}): {}",
+        stopped.describe()
+    );
     for setting in exports
         .iter()
         .flat_map(|line| line.split_whitespace().skip(1))
