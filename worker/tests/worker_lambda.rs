@@ -188,7 +188,7 @@ fn json_logs_have_one_line_per_object_and_stdout_has_the_metrics() {
         .head("logs", "processed/logs/app.log.gz")
         .expect("output");
     assert_eq!(compressed["bytes_out"], head.size);
-    // Input over output, as README and the benchmark quote it: CSV shrinks, so above 1.
+    // Input over output, as docs/ and the benchmark quote it: CSV shrinks, so above 1.
     let ratio = compressed["ratio"].as_f64().expect("ratio is a number");
     let expected = content.len() as f64 / head.size as f64;
     assert!(
