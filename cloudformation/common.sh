@@ -2,7 +2,7 @@
 # the CloudFormation helpers.
 # shellcheck shell=bash disable=SC2034 # the names are used by the scripts that source this
 
-# The names the stacks, the repository and the function have everywhere (README, outputs).
+# The names the stacks, the repository and the function have everywhere (docs/deploy.md, outputs).
 readonly INFRA_STACK=file-compression-infra
 readonly LAMBDA_STACK=file-compression-lambda
 readonly REPOSITORY=file-compression-lambda-repo

@@ -81,7 +81,7 @@ $LAMBDA_STACK. Running it again changes only what changed.
                     (permanent error; the source is kept). fargate: it runs the same image as an
                     ECS Fargate task for it (TASK_CPU, TASK_MEMORY), which adds interface
                     endpoints for ECS, ECR and CloudWatch Logs to the VPC: about 58 USD a
-                    month in us-east-1 whether tasks run or not (README).
+                    month in us-east-1 whether tasks run or not (docs/deploy.md).
   --yes             do not ask before deploying (it asks on a terminal only, after showing how
                     the config's routing differs from that of the version live runs)
   -h, --help        this help

@@ -150,7 +150,7 @@ fn check_config_reports_a_missing_file_once() {
     );
 }
 
-/// README: every command loads and checks the config first.
+/// docs/commands.md: every command loads and checks the config first.
 #[test]
 fn every_command_stops_on_a_bad_config_from_the_flag_or_the_environment() {
     let (_dir, path) =
@@ -290,18 +290,22 @@ fn a_bad_config_stops_explain_before_anything_else() {
     assert!(stdout(&output).is_empty());
 }
 
-/// Every option `--help` shows is in README's table of commands, on the command's own row, so
-/// the README cannot fall behind the command line.
+/// Every option `--help` shows is in docs/commands.md, in the command's own section, so the
+/// reference cannot fall behind the command line.
 #[test]
-fn readme_lists_every_option_of_every_command() {
-    let readme = fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
-    let rows: Vec<&str> = readme
-        .lines()
-        .filter(|line| line.starts_with("| `s3-compressor "))
+fn the_command_reference_lists_every_option_of_every_command() {
+    let reference =
+        fs::read_to_string(workspace_root().join("docs/commands.md")).expect("docs/commands.md");
+    // Each `## NAME` heading and the text up to the next one.
+    let sections: Vec<(&str, &str)> = reference
+        .split("\n## ")
+        .skip(1)
+        .filter_map(|section| section.split_once('\n'))
         .collect();
     for command in [
         "serve",
         "compress",
+        "backfill",
         "invoke",
         "lambda",
         "formats",
@@ -310,13 +314,10 @@ fn readme_lists_every_option_of_every_command() {
     ] {
         let help = run(&[command, "--help"]);
         assert!(help.status.success(), "{command} --help: {}", stderr(&help));
-        let row = rows
+        let (_, section) = sections
             .iter()
-            .find(|row| {
-                row.contains(&format!("s3-compressor {command}"))
-                    || row.contains(&format!("`{command}"))
-            })
-            .unwrap_or_else(|| panic!("README's table has no row for {command}"));
+            .find(|(heading, _)| heading.trim() == command)
+            .unwrap_or_else(|| panic!("docs/commands.md has no `## {command}` section"));
         let options: Vec<String> = stdout(&help)
             .split_whitespace()
             .filter(|word| word.starts_with("--"))
@@ -325,14 +326,18 @@ fn readme_lists_every_option_of_every_command() {
             .collect();
         for option in options {
             assert!(
-                row.contains(&option),
-                "README's row for {command} lacks {option}: {row}"
+                section.contains(&option),
+                "docs/commands.md's section for {command} lacks {option}: {section}"
             );
         }
     }
-    // The global options are described under the table.
-    assert!(readme.contains("`--config PATH`"));
-    assert!(readme.contains("`--stall-secs SECONDS`"));
+    // The options every command takes have a section of their own.
+    let (_, global) = sections
+        .iter()
+        .find(|(heading, _)| heading.trim() == "Options every command takes")
+        .expect("docs/commands.md has a section for the options every command takes");
+    assert!(global.contains("`--config PATH`"));
+    assert!(global.contains("`--stall-secs SECONDS`"));
 }
 
 fn check_config_json(args: &[&str]) -> serde_json::Value {

@@ -1,8 +1,9 @@
 //! Hostile input, end to end against moto_server: object keys anyone who can upload may choose,
 //! and events that are malformed in every way a payload can be. Each ends in its documented
-//! outcome (README, "Hostile input"), and the archives the worker makes from hostile keys are
-//! unpacked by `unzip`, `bsdtar`, GNU `tar`, `gzip -dN` and Python's `zipfile` and `tarfile`
-//! (with the `data` filter) without anything landing outside the folder they were given.
+//! outcome (docs/how-it-works.md, "Hostile input"), and the archives the worker makes from
+//! hostile keys are unpacked by `unzip`, `bsdtar`, GNU `tar`, `gzip -dN` and Python's `zipfile`
+//! and `tarfile` (with the `data` filter) without anything landing outside the folder they were
+//! given.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
 //! README's quick start, run as written: the commands come from README.md's two `quick-start`
-//! blocks, so the README cannot drift from what works.
+//! blocks, so the README cannot drift from what works. Also what README and docs/ promise
+//! beyond it: the Tests section names what `.ci/run` installs, and every link resolves.
 //!
 //! The server block (`cargo run --release -- serve`) runs in a copy of the checkout — its
 //! tracked and not-ignored files, as a fresh clone has them — so that `serve`'s `./data` does
@@ -315,17 +316,22 @@ fn the_readme_quick_start_works_as_written() {
     );
 }
 
-/// Everything `.ci/run` installs is named in README's Tests section: a newcomer running it
-/// knows what it will put on their machine.
+/// Everything `.ci/run` installs is named in the Tests section of docs/development.md, which
+/// README links from its own: a newcomer running it knows what it will put on their machine.
 #[test]
-fn readme_names_everything_ci_installs() {
+fn the_tests_section_names_everything_ci_installs() {
     let root = workspace_root();
     let script = std::fs::read_to_string(root.join(".ci/run")).unwrap();
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let tests_section = readme
-        .split_once("## Tests")
+    assert!(
+        readme.contains("(docs/development.md#tests)"),
+        "README.md does not link the Tests section"
+    );
+    let development = std::fs::read_to_string(root.join("docs/development.md")).unwrap();
+    let tests_section = development
+        .split_once("\n## Tests\n")
         .map(|(_, rest)| rest)
-        .expect("README.md has a Tests section");
+        .expect("docs/development.md has a Tests section");
     let mut installed = Vec::new();
     for line in script.lines().map(str::trim) {
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -363,8 +369,93 @@ fn readme_names_everything_ci_installs() {
     for name in installed {
         assert!(
             tests_section.contains(&format!("`{name}`")),
-            "README's Tests section does not name `{name}`, which .ci/run installs"
+            "docs/development.md's Tests section does not name `{name}`, which .ci/run installs"
         );
     }
     assert!(tests_section.contains("Debian") && tests_section.contains("root"));
+}
+
+/// The lines of a Markdown file outside its fenced code blocks.
+fn prose(markdown: &str) -> Vec<&str> {
+    let mut fenced = false;
+    markdown
+        .lines()
+        .filter(|line| {
+            if line.trim_start().starts_with("```") {
+                fenced = !fenced;
+                return false;
+            }
+            !fenced
+        })
+        .collect()
+}
+
+/// The anchor GitHub gives a heading: lower case, punctuation other than `-` and `_` dropped,
+/// spaces as `-`.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// Every relative link of README.md and docs/*.md names a file that exists, and every
+/// `#anchor` a heading of the file it points into: reference moved between them keeps its
+/// links.
+#[test]
+fn every_link_of_the_readme_and_docs_resolves() {
+    let root = workspace_root();
+    let mut files = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|extension| extension == "md") {
+            files.push(path);
+        }
+    }
+    let mut checked = 0;
+    let mut broken = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for line in prose(&text) {
+            for (_, after) in line
+                .match_indices("](")
+                .map(|(at, _)| line.split_at(at + 2))
+            {
+                let Some((target, _)) = after.split_once(')') else {
+                    continue;
+                };
+                if target.contains("://") || target.starts_with("mailto:") {
+                    continue;
+                }
+                checked += 1;
+                let (path, fragment) = target.split_once('#').unwrap_or((target, ""));
+                let linked = if path.is_empty() {
+                    file.clone()
+                } else {
+                    file.parent().unwrap().join(path)
+                };
+                if !linked.exists() {
+                    broken.push(format!("{}: {target}: no such file", file.display()));
+                    continue;
+                }
+                if fragment.is_empty() {
+                    continue;
+                }
+                let headings = std::fs::read_to_string(&linked).unwrap();
+                let found = prose(&headings)
+                    .iter()
+                    .filter_map(|line| line.strip_prefix('#'))
+                    .map(|heading| anchor(heading.trim_start_matches('#')))
+                    .any(|anchor| anchor == fragment);
+                if !found {
+                    broken.push(format!("{}: {target}: no such heading", file.display()));
+                }
+            }
+        }
+    }
+    assert!(checked > 20, "read only {checked} links");
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
 }

@@ -192,7 +192,7 @@ fn json_logs_have_one_line_per_object_and_stdout_has_the_metrics() {
     let saved = content.len() as i64 - head.size as i64;
     assert!(saved > 0, "CSV shrinks: {compressed}");
     assert_eq!(compressed["saved_bytes"], saved, "{compressed}");
-    // Input over output, as README and the benchmark quote it: CSV shrinks, so above 1.
+    // Input over output, as docs/ and the benchmark quote it: CSV shrinks, so above 1.
     let ratio = compressed["ratio"].as_f64().expect("ratio is a number");
     let expected = content.len() as f64 / head.size as f64;
     assert!(

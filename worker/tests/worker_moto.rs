@@ -1954,8 +1954,8 @@ fn a_resumed_range_altered_is_caught_then_a_clean_run_finishes(
     assert!(moto.head(bucket, key).is_none(), "{bucket}: source deleted");
 }
 
-/// README's bad-read row against moto as it is (it keeps the checksum the SDK sent with the
-/// source): a resumed range that comes back altered is caught by that checksum.
+/// The bad-read row of docs/how-it-works.md's Guarantees against moto as it is (it keeps the
+/// checksum the SDK sent with the source): a resumed range that comes back altered is caught by that checksum.
 #[test]
 fn a_resumed_range_that_comes_back_altered_is_caught_by_the_stored_checksum() {
     let moto = Moto::start();

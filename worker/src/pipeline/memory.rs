@@ -9,7 +9,8 @@
 //! The budget is what an object with 8 MiB parts (up to about 80 GiB) and a deflate codec
 //! holds. An object that costs more waits until it runs alone and widens the budget to its
 //! cost: the process has to hold that much for it anyway, so the budget never exceeds the
-//! largest single object's cost, and that is what the machine must have (README, "Memory").
+//! largest single object's cost, and that is what the machine must have
+//! (docs/how-it-works.md, "Memory").
 
 use std::sync::{Arc, Mutex, PoisonError};
 

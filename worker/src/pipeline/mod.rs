@@ -924,7 +924,7 @@ fn report(object: &ObjectRef, plan: Option<&Plan<'_>>, outcome: &Outcome, starte
         ),
         _ => (None, None, None, None),
     };
-    // What the source's delete rested on: see README's Guarantees.
+    // What the source's delete rested on: see docs/how-it-works.md, Guarantees.
     let source_proof = proof.map(|proof| proof.source.label());
     let proof = proof.map(|proof| proof.output.label());
     // `stored: true` when no byte was worth compressing; how many were, when some were not.
@@ -932,7 +932,7 @@ fn report(object: &ObjectRef, plan: Option<&Plan<'_>>, outcome: &Outcome, starte
         .zip(bytes_in)
         .map(|(stored, bytes_in)| stored == bytes_in && stored > 0);
     let stored_bytes = stored_bytes.filter(|&stored| stored > 0);
-    // Input size over output size, as README and the benchmark quote it: 4.0 means four times
+    // Input size over output size, as docs/ and the benchmark quote it: 4.0 means four times
     // smaller.
     let ratio = match (bytes_in, bytes_out) {
         (Some(bytes_in), Some(bytes_out)) if bytes_out > 0 => {

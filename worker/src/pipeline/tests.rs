@@ -703,10 +703,11 @@ async fn a_multipart_source_whose_parts_the_store_does_not_tell_is_held_against_
     );
 }
 
-/// README's bad-read row through the whole pipeline: a download that ends short, or whose
-/// resumed range brings other bytes than the source's, against every kind of stored value a
-/// source may have. The source stays, nothing is written, and the failure is transient (the
-/// next attempt reads again). Only a store keeping nothing cannot tell altered bytes.
+/// The bad-read row of docs/how-it-works.md's Guarantees through the whole pipeline: a
+/// download that ends short, or whose resumed range brings other bytes than the source's,
+/// against every kind of stored value a source may have. The source stays, nothing is
+/// written, and the failure is transient (the next attempt reads again). Only a store keeping
+/// nothing cannot tell altered bytes.
 #[tokio::test]
 async fn a_read_cut_short_or_altered_in_its_resumed_range_keeps_the_source_and_writes_nothing() {
     for source_proof in EVERY_SOURCE_PROOF {
