@@ -23,4 +23,4 @@ mod upload;
 
 pub use error::ServeError;
 pub use server::{EmbeddedS3, ServeOptions, UPLOAD_QUEUE};
-pub use upload::Upload;
+pub use upload::{Removal, Upload};

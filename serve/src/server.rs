@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::layout::Layout;
 use crate::store::Store;
-use crate::{ServeError, Upload};
+use crate::{Removal, ServeError, Upload};
 
 /// How many completed uploads may wait for the receiver before uploads themselves wait.
 ///
@@ -85,6 +85,17 @@ impl EmbeddedS3 {
     pub async fn start(
         options: ServeOptions,
     ) -> Result<(EmbeddedS3, mpsc::Receiver<Upload>), ServeError> {
+        let (server, uploads, _removals) = Self::start_with_removals(options).await?;
+        Ok((server, uploads))
+    }
+
+    /// [`start`](Self::start), and a second receiver that gets one [`Removal`] per key that
+    /// DeleteObject or DeleteObjects removed, under the same prefixes as the uploads. Its queue
+    /// is as long as the uploads' and a full one holds up deletes the same way, so drain it
+    /// without waiting on anything else, and drop it once it is no longer drained.
+    pub async fn start_with_removals(
+        options: ServeOptions,
+    ) -> Result<(EmbeddedS3, mpsc::Receiver<Upload>, mpsc::Receiver<Removal>), ServeError> {
         let ServeOptions {
             addr,
             data_dir,
@@ -109,7 +120,14 @@ impl EmbeddedS3 {
             reason: format!("{error:?}"),
         })?;
         let (uploads, received) = mpsc::channel(UPLOAD_QUEUE);
-        let store = Store::new(fs, Layout::new(root.clone()), uploads, announce_prefixes);
+        let (removals, removed) = mpsc::channel(UPLOAD_QUEUE);
+        let store = Store::new(
+            fs,
+            Layout::new(root.clone()),
+            uploads,
+            removals,
+            announce_prefixes,
+        );
         let service = {
             let mut builder = S3ServiceBuilder::new(store);
             builder.set_auth(SimpleAuth::from_single(access_key, secret_key));
@@ -140,7 +158,7 @@ impl EmbeddedS3 {
             data_dir = %root.display(),
             "embedded S3 endpoint is serving"
         );
-        Ok((server, received))
+        Ok((server, received, removed))
     }
 
     /// The address actually bound (with the real port when 0 was asked for).

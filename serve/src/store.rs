@@ -34,7 +34,7 @@ use crate::keys::check_key;
 use crate::layout::Layout;
 use crate::listing;
 use crate::locks::KeyLocks;
-use crate::Upload;
+use crate::{Removal, Upload};
 
 /// Bytes per read when a whole object is streamed.
 const READ_CHUNK: usize = 1024 * 1024;
@@ -48,7 +48,8 @@ pub(crate) struct Store {
     layout: Layout,
     locks: Arc<KeyLocks>,
     uploads: mpsc::Sender<Upload>,
-    /// See [`crate::ServeOptions::announce_prefixes`].
+    removals: mpsc::Sender<Removal>,
+    /// See [`crate::ServeOptions::announce_prefixes`]; removals are filtered the same way.
     announce_prefixes: Vec<String>,
 }
 
@@ -57,6 +58,7 @@ impl Store {
         fs: FileSystem,
         layout: Layout,
         uploads: mpsc::Sender<Upload>,
+        removals: mpsc::Sender<Removal>,
         announce_prefixes: Vec<String>,
     ) -> Self {
         Self {
@@ -64,6 +66,7 @@ impl Store {
             layout,
             locks: Arc::default(),
             uploads,
+            removals,
             announce_prefixes,
         }
     }
@@ -88,17 +91,35 @@ impl Store {
     /// dropped, and the client's request completes only once the notice is queued.
     async fn announce(&self, upload: Upload) {
         tracing::debug!(bucket = %upload.bucket, key = %upload.key, size = ?upload.size, etag = ?upload.etag, "upload completed");
-        let announced = self.announce_prefixes.is_empty()
-            || self
-                .announce_prefixes
-                .iter()
-                .any(|prefix| upload.key.starts_with(prefix.as_str()));
-        if !announced {
+        if !self.announced(&upload.key) {
             return;
         }
         if let Err(unsent) = self.uploads.send(upload).await {
             tracing::debug!(key = %unsent.0.key, "no one is listening for uploads; notice not delivered");
         }
+    }
+
+    /// Hands the removal of `key` to the removals' receiver, waiting while its queue is full,
+    /// as [`Self::announce`] does. Folder markers are no objects and are not announced.
+    async fn announce_removal(&self, bucket: &str, key: String) {
+        if key.ends_with('/') || !self.announced(&key) {
+            return;
+        }
+        let removal = Removal {
+            bucket: bucket.to_owned(),
+            key,
+        };
+        if let Err(unsent) = self.removals.send(removal).await {
+            tracing::debug!(key = %unsent.0.key, "no one is listening for removals; notice not delivered");
+        }
+    }
+
+    fn announced(&self, key: &str) -> bool {
+        self.announce_prefixes.is_empty()
+            || self
+                .announce_prefixes
+                .iter()
+                .any(|prefix| key.starts_with(prefix.as_str()))
     }
 
     /// Refuses to write `key` where the directory tree cannot hold it (see [`Layout::make_room`]).
@@ -421,7 +442,7 @@ impl S3 for Store {
         }
         let bucket = req.input.bucket.clone();
         let key = req.input.key.clone();
-        let _guard = self.locks.lock(&bucket, &key).await;
+        let guard = self.locks.lock(&bucket, &key).await;
         let conditional = req.input.if_match.is_some() || req.input.if_match_size.is_some();
         if names_another_version(req.input.version_id.as_deref()) {
             // As S3 for a version that does not exist: nothing to delete, and certainly not
@@ -464,6 +485,9 @@ impl S3 for Store {
         if !key.ends_with('/') {
             self.layout.forget_object(&bucket, &key).await;
         }
+        // Released before announcing: a full queue must not keep users of this key waiting.
+        drop(guard);
+        self.announce_removal(&bucket, key).await;
         Ok(response)
     }
 
@@ -474,7 +498,7 @@ impl S3 for Store {
         let mut req = req;
         let bucket = req.input.bucket.clone();
         let requested = std::mem::take(&mut req.input.delete.objects);
-        let _guards = self
+        let guards = self
             .locks
             .lock_all(&bucket, requested.iter().map(|o| o.key.as_str()))
             .await;
@@ -549,6 +573,17 @@ impl S3 for Store {
         let mut response = self.fs.delete_objects(req).await?;
         for key in keys.iter().filter(|k| !k.ends_with('/')) {
             self.layout.forget_object(&bucket, key).await;
+        }
+        drop(guards);
+        let removed: Vec<String> = response
+            .output
+            .deleted
+            .iter()
+            .flatten()
+            .filter_map(|deleted| deleted.key.clone())
+            .collect();
+        for key in removed {
+            self.announce_removal(&bucket, key).await;
         }
         if !absent.is_empty() {
             response

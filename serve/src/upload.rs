@@ -14,3 +14,11 @@ pub struct Upload {
     /// read exactly this version.
     pub etag: Option<String>,
 }
+
+/// A key removed by DeleteObject or DeleteObjects, like S3's `ObjectRemoved` event: what lets a
+/// consumer drop what it keeps about an object that is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    pub bucket: String,
+    pub key: String,
+}

@@ -295,6 +295,57 @@ async fn only_uploads_under_the_announce_prefixes_are_announced() {
     server.shutdown().await;
 }
 
+/// DeleteObject and DeleteObjects announce each key removed, under the same prefixes as
+/// uploads.
+#[tokio::test]
+async fn removals_under_the_announce_prefixes_are_announced() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut options = options(dir.path(), loopback());
+    options.announce_prefixes = vec!["incoming/".to_owned()];
+    let (server, _uploads, mut removals) = EmbeddedS3::start_with_removals(options)
+        .await
+        .expect("starts");
+    let client = client(&server.endpoint_url(), ACCESS_KEY, SECRET_KEY);
+    for key in ["incoming/a.csv", "incoming/b.csv", "processed/a.zip"] {
+        put(&client, key, b"x").await;
+    }
+    let delete = client.delete_object().bucket(BUCKET);
+    delete
+        .clone()
+        .key("processed/a.zip")
+        .send()
+        .await
+        .expect("deleted");
+    delete.key("incoming/a.csv").send().await.expect("deleted");
+    let b = ObjectIdentifier::builder().key("incoming/b.csv").build();
+    let batch = Delete::builder().objects(b.expect("a key")).build();
+    client
+        .delete_objects()
+        .bucket(BUCKET)
+        .delete(batch.expect("objects"))
+        .send()
+        .await
+        .expect("deleted");
+    let removed = [
+        removals.try_recv(),
+        removals.try_recv(),
+        removals.try_recv(),
+    ];
+    let keys: Vec<_> = removed
+        .iter()
+        .map(|r| r.as_ref().map(|r| r.key.as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            Ok("incoming/a.csv"),
+            Ok("incoming/b.csv"),
+            Err(&TryRecvError::Empty)
+        ]
+    );
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_multipart_upload_is_announced_once_on_completion_and_never_for_its_parts() {
     let mut f = start().await;

@@ -422,11 +422,7 @@ pub async fn from_environment(
 /// A record under a source prefix would be compressed as an upload, and one above a source
 /// prefix could share keys with uploads.
 fn check_records_prefix(prefix: &str, routes: &Routes) -> Result<(), HandoffError> {
-    match routes
-        .source_prefixes()
-        .into_iter()
-        .find(|source| prefix.starts_with(source.as_str()) || source.starts_with(prefix))
-    {
+    match routes.source_prefix_overlapping(prefix) {
         Some(source_prefix) => Err(HandoffError::RecordsUnderSource {
             prefix: prefix.to_owned(),
             source_prefix,

@@ -13,6 +13,7 @@ use s3_compressor_events::ObjectRef;
 use s3_compressor_serve::{EmbeddedS3, ServeOptions, Upload};
 use tokio::task::JoinSet;
 
+use crate::failures::{self, FailureReports, Recorded};
 use crate::handler::{Handler, ObjectResult};
 use crate::store::{Location, ObjectStore, S3Store};
 use crate::{Deadline, Outcome, Pace, Routes, Tuning, Worker};
@@ -184,9 +185,10 @@ pub(crate) async fn serve(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     crate::telemetry::init_logging();
+    failures::check_routes(&routes)?;
     let (access_key, secret_key) = (options.access_key.clone(), options.secret_key.clone());
     let bucket = options.bucket.clone();
-    let (server, mut uploads) = EmbeddedS3::start(options).await?;
+    let (server, mut uploads, mut removals) = EmbeddedS3::start_with_removals(options).await?;
     let endpoint = server.endpoint_url();
     let store = Arc::new(S3Store::for_endpoint(
         &endpoint,
@@ -196,6 +198,7 @@ pub(crate) async fn serve(
     ));
     let prefixes = routes.source_prefixes();
     let handler = handler(Arc::clone(&store) as Arc<dyn ObjectStore>, routes);
+    let reports = Arc::new(FailureReports::load(Arc::clone(&store), &bucket).await);
 
     writeln!(
         out,
@@ -217,6 +220,12 @@ pub(crate) async fn serve(
         out,
         "Then: aws s3 cp report.csv s3://{bucket}/incoming/   (Ctrl-C stops)"
     )?;
+    writeln!(
+        out,
+        "Failure reports: aws s3 ls --recursive s3://{bucket}/{}   ({} from before)",
+        failures::PREFIX,
+        reports.count().await
+    )?;
     out.flush()?;
 
     // Sources already there (left by a run that stopped before finishing them, or copied into
@@ -227,6 +236,7 @@ pub(crate) async fn serve(
         tokio::spawn(async move { store.list_into(&bucket, &prefixes, found).await });
     }
     let mut left_over_open = true;
+    let mut removals_open = true;
 
     let mut running = JoinSet::new();
     let stop = tokio::signal::ctrl_c();
@@ -235,9 +245,12 @@ pub(crate) async fn serve(
         tokio::select! {
             upload = uploads.recv(), if running.len() < SERVE_PARALLEL_OBJECTS => {
                 let Some(upload) = upload else { break };
-                let handler = handler.clone();
-                running.spawn(async move { handler.process(&object_of(upload), None).await });
+                running.spawn(process(handler.clone(), Arc::clone(&reports), object_of(upload), false));
             }
+            removal = removals.recv(), if removals_open => match removal {
+                Some(removal) => reports.clear(&removal.key).await,
+                None => removals_open = false,
+            },
             listed = left_over.recv(), if left_over_open && running.len() < SERVE_PARALLEL_OBJECTS => {
                 let listed = match listed {
                     Some(Ok(listed)) => listed,
@@ -253,8 +266,7 @@ pub(crate) async fn serve(
                 };
                 tracing::info!(%bucket, key = %listed.key, "taking up an object left from before");
                 let object = listed.in_bucket(&bucket);
-                let handler = handler.clone();
-                running.spawn(async move { handler.process(&object, None).await });
+                running.spawn(process(handler.clone(), Arc::clone(&reports), object, true));
             }
             Some(done) = running.join_next(), if !running.is_empty() => report_failure(done, out)?,
             _ = &mut stop => {
@@ -263,6 +275,9 @@ pub(crate) async fn serve(
             }
         }
     }
+    // Not drained from here on: a delete must not wait for it. A report whose source is
+    // deleted now is removed at the next start.
+    drop(removals);
     while let Some(done) = running.join_next().await {
         report_failure(done, out)?;
     }
@@ -273,13 +288,43 @@ pub(crate) async fn serve(
     Ok(())
 }
 
+/// One object through the worker, then its failure report written or removed.
+async fn process(
+    handler: Handler,
+    reports: Arc<FailureReports>,
+    object: ObjectRef,
+    left_over: bool,
+) -> Done {
+    let result = handler.process(&object, None).await;
+    let recorded = reports.record(&result).await;
+    Done {
+        repeated: left_over && recorded == Some(Recorded::Unchanged),
+        result,
+    }
+}
+
+/// What became of one object in `serve`.
+struct Done {
+    result: ObjectResult,
+    /// A source left from before failed again exactly as its report says: a restart tried it
+    /// again, and the console has shown it already.
+    repeated: bool,
+}
+
 /// A failure goes to the console as well as the log: `serve` is run by a person watching it.
+/// One repeated at start-up, unchanged, is only counted in its report.
 fn report_failure(
-    done: Result<ObjectResult, tokio::task::JoinError>,
+    done: Result<Done, tokio::task::JoinError>,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     match done {
-        Ok(result) if result.outcome.is_failure() => {
+        Ok(Done {
+            result,
+            repeated: true,
+        }) => {
+            tracing::info!(bucket = %result.bucket, key = %result.key, "failed again as its failure report says");
+        }
+        Ok(Done { result, .. }) if result.outcome.is_failure() => {
             writeln!(
                 out,
                 "s3://{}/{}: {}",

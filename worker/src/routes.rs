@@ -141,6 +141,14 @@ impl Routes {
         prefixes
     }
 
+    /// The first source prefix that takes keys under `prefix`, or is taken by it: what makes
+    /// `prefix` unfit for the worker's own objects, which no rule may route.
+    pub fn source_prefix_overlapping(&self, prefix: &str) -> Option<String> {
+        self.source_prefixes()
+            .into_iter()
+            .find(|source| prefix.starts_with(source.as_str()) || source.starts_with(prefix))
+    }
+
     /// Each rule with the compressor it resolved to.
     pub fn rules(&self) -> impl Iterator<Item = (&Rule, &Arc<Compressor>)> {
         self.config.rules().iter().zip(&self.compressors)

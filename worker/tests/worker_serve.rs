@@ -172,8 +172,43 @@ impl Serve {
         command
     }
 
+    /// The failure report of `key` as a user reads it, if there is one.
+    fn failure_report(&self, key: &str) -> Option<serde_json::Value> {
+        let finished = run(self
+            .aws()
+            .args(["s3", "cp", "--only-show-errors"])
+            .arg(format!("s3://{BUCKET}/s3-compressor/failures/{key}.json"))
+            .arg("-"));
+        finished
+            .success()
+            .then(|| serde_json::from_str(&finished.stdout).unwrap())
+    }
+
+    /// The Rust SDK against this endpoint: a step takes milliseconds, where a CLI process
+    /// takes seconds on a busy machine.
+    fn sdk(&self) -> Sdk {
+        Sdk {
+            runtime: tokio::runtime::Runtime::new().unwrap(),
+            client: s3_client(
+                &format!("http://127.0.0.1:{}", self.port),
+                ACCESS_KEY,
+                SECRET_KEY,
+            ),
+        }
+    }
+
     /// Ctrl-C, as a user stops it.
     fn interrupt(mut self) -> Finished {
+        self.stop()
+    }
+
+    /// Ctrl-C, then `serve` again on the same folder.
+    fn restart(mut self, config: Option<&Path>) -> (Finished, Self) {
+        let finished = self.stop();
+        (finished, Self::start_in(self.dir, config))
+    }
+
+    fn stop(&mut self) -> Finished {
         let process = self.process.take().unwrap();
         let sent = Command::new("kill")
             .args(["-INT", &process.id().to_string()])
@@ -442,6 +477,132 @@ fn serve_takes_up_sources_left_from_before_and_prints_failures() {
         failure.contains("failed (trying again will not help)")
             && failure.contains("processed/clash.zip"),
         "{failure}"
+    );
+}
+
+/// See [`Serve::sdk`].
+struct Sdk {
+    runtime: tokio::runtime::Runtime,
+    client: aws_sdk_s3::Client,
+}
+
+impl Sdk {
+    fn put(&self, key: &str, body: &[u8]) {
+        let put = self.client.put_object().bucket(BUCKET).key(key);
+        self.runtime
+            .block_on(put.body(body.to_vec().into()).send())
+            .unwrap();
+    }
+
+    fn delete(&self, key: &str) {
+        let delete = self.client.delete_object().bucket(BUCKET).key(key);
+        self.runtime.block_on(delete.send()).unwrap();
+    }
+
+    /// How many times `key`'s failure report says it failed, if there is one.
+    fn attempts(&self, key: &str) -> Option<u64> {
+        let report = format!("s3-compressor/failures/{key}.json");
+        let get = self.client.get_object().bucket(BUCKET).key(report).send();
+        let body = self
+            .runtime
+            .block_on(async { get.await.ok()?.body.collect().await.ok() })?;
+        let report: serde_json::Value = serde_json::from_slice(&body.into_bytes()).unwrap();
+        report["attempts"].as_u64()
+    }
+
+    /// Polls until `done`, as a user watching the bucket would.
+    fn wait_for(&self, what: &str, done: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !done(self) {
+            let keys = self.runtime.block_on(list_keys(&self.client, BUCKET));
+            assert!(Instant::now() < deadline, "not {what}: {keys:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn only(&self, expected: &[&str]) -> bool {
+        self.runtime.block_on(list_keys(&self.client, BUCKET)) == expected
+    }
+}
+
+/// A collision is reported in the bucket, where the uploader's own S3 client reads it; a
+/// restart tries the source again without printing the same failure again; the report goes
+/// when the key succeeds, or when its source is deleted. The rule keeps sources, so neither
+/// rides on the worker's own delete of a source.
+#[test]
+fn a_failure_is_reported_in_the_bucket_until_it_is_fixed() {
+    const CSV: &[u8] = b"a,b\n";
+    const TXT: &[u8] = b"a b\n";
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "keep.toml",
+        b"[[rule]]\nprefix = \"incoming/\"\noutput_prefix = \"processed/\"\ndelete_source = false\n",
+    );
+    let serve = Serve::start(Some(&config));
+    let sdk = serve.sdk();
+    sdk.put("incoming/report.csv", CSV);
+    sdk.wait_for("compressed", |sdk| {
+        sdk.only(&["incoming/report.csv", "processed/report.zip"])
+    });
+    sdk.put("incoming/report.txt", TXT);
+    sdk.wait_for("reported", |sdk| {
+        sdk.attempts("incoming/report.txt") == Some(1)
+    });
+    let report = serve.failure_report("incoming/report.txt").unwrap();
+    assert_eq!(report["key"], "incoming/report.txt");
+    let md5 = <md5::Md5 as md5::Digest>::digest(TXT);
+    let md5: String = md5.iter().map(|byte| format!("{byte:02x}")).collect();
+    assert_eq!(report["etag"], md5);
+    assert_eq!(report["outcome"], "failed_permanent");
+    let message = report["message"].as_str().unwrap();
+    assert!(
+        message.contains("processed/report.zip already exists, made from incoming/report.csv"),
+        "{report}"
+    );
+
+    // Restarted with the collision still there: tried again, counted, not printed again.
+    let (first, serve) = serve.restart(Some(&config));
+    assert!(first
+        .stdout
+        .contains("s3://files/incoming/report.txt: failed"));
+    let sdk = serve.sdk();
+    sdk.wait_for("retried", |sdk| {
+        sdk.attempts("incoming/report.txt") == Some(2)
+    });
+
+    // Fixed by making room and uploading again: compressed, and the report goes.
+    sdk.delete("processed/report.zip");
+    sdk.put("incoming/report.txt", TXT);
+    let compressed = [
+        "incoming/report.csv",
+        "incoming/report.txt",
+        "processed/report.zip",
+    ];
+    sdk.wait_for("fixed", |sdk| sdk.only(&compressed));
+
+    // Fixed by deleting the source: its report goes too.
+    sdk.put("incoming/report.csv", CSV);
+    sdk.wait_for("reported", |sdk| {
+        sdk.attempts("incoming/report.csv") == Some(1)
+    });
+    sdk.delete("incoming/report.csv");
+    sdk.wait_for("cleared", |sdk| {
+        sdk.only(&["incoming/report.txt", "processed/report.zip"])
+    });
+
+    let second = serve.interrupt();
+    assert!(
+        second.stdout.contains("(1 from before)"),
+        "{}",
+        second.describe()
+    );
+    assert!(
+        !second
+            .stdout
+            .contains("s3://files/incoming/report.txt: failed"),
+        "{}",
+        second.describe()
     );
 }
 
