@@ -2461,6 +2461,9 @@ fn assert_deployed(moto: &Moto, image_uri: &str, prefixes: &[&str], trigger: Tri
     }
 }
 
+/// What `deploy.sh` is given as `STORAGE_PRICE_PER_GB_MONTH`: S3 Standard-IA's price.
+const STORAGE_PRICE: &str = "0.0125";
+
 /// The dashboard the stack output `DashboardName` names, its body's metrics on this function and
 /// its failure queue in this region, every `${...}` of the template substituted.
 fn assert_dashboard(moto: &Moto) {
@@ -2483,7 +2486,13 @@ fn assert_dashboard(moto: &Moto) {
     assert!(!body.contains("${"), "{body}");
     let body: Value = serde_json::from_str(body).unwrap();
     let widgets = body["widgets"].as_array().unwrap();
-    assert_eq!(widgets.len(), 7, "{body}");
+    assert_eq!(widgets.len(), 8, "{body}");
+    // The savings valued at the price deploy.sh was given.
+    assert!(
+        body.to_string()
+            .contains(&format!("\"gb * {STORAGE_PRICE}\"")),
+        "{body}"
+    );
     let named = strings(
         &widgets
             .iter()
@@ -3051,7 +3060,11 @@ fn deploy_with_an_image_uri_twice_then_cleanup_against_moto() {
     let started = Instant::now();
     let moto = moto_with_an_image();
     let binary = s3_compressor_binary().display().to_string();
-    let env = [("S3_COMPRESSOR_BIN", binary.as_str())];
+    // A storage price of another class, which the dashboard values the savings at.
+    let env = [
+        ("S3_COMPRESSOR_BIN", binary.as_str()),
+        ("STORAGE_PRICE_PER_GB_MONTH", STORAGE_PRICE),
+    ];
     put_manifest(&moto, "ci-images", "multi", &image_index());
     let registry = CI_IMAGES;
     let digest = image_digest(&moto, "v1");
