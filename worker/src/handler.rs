@@ -370,21 +370,29 @@ fn describe(results: &[ObjectResult]) -> Vec<Value> {
 fn totals(results: &[ObjectResult]) -> Totals {
     let mut totals = Totals::default();
     for result in results {
-        totals.objects += 1;
-        match &result.outcome {
+        totals.add(&result.outcome);
+    }
+    totals
+}
+
+impl Totals {
+    /// Counts one object's outcome.
+    pub fn add(&mut self, outcome: &Outcome) {
+        self.objects += 1;
+        match outcome {
             Outcome::Compressed {
                 bytes_in,
                 bytes_out,
                 ..
             } => {
-                totals.compressed += 1;
-                totals.bytes_in += bytes_in;
-                totals.bytes_out += bytes_out;
-                totals.bytes_saved = totals
+                self.compressed += 1;
+                self.bytes_in += bytes_in;
+                self.bytes_out += bytes_out;
+                self.bytes_saved = self
                     .bytes_saved
                     .saturating_add(saved_bytes(*bytes_in, *bytes_out));
             }
-            Outcome::Failed { .. } => totals.failures += 1,
+            Outcome::Failed { .. } => self.failures += 1,
             Outcome::AlreadyDone { .. }
             | Outcome::Superseded { .. }
             | Outcome::HandedOff { .. }
@@ -392,7 +400,6 @@ fn totals(results: &[ObjectResult]) -> Totals {
             | Outcome::SourceMissing => {}
         }
     }
-    totals
 }
 
 #[cfg(test)]

@@ -9,12 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use indicatif::HumanBytes;
 use s3_compressor_events::ObjectRef;
 use s3_compressor_serve::{EmbeddedS3, ServeOptions, Upload};
 use tokio::task::JoinSet;
 
 use crate::failures::{self, FailureReports, Recorded};
-use crate::handler::{Handler, ObjectResult};
+use crate::handler::{Handler, ObjectResult, Totals};
+use crate::outcome::saved_percent;
 use crate::store::{Location, ObjectStore, S3Store};
 use crate::{Deadline, Outcome, Pace, Routes, Tuning, Worker};
 
@@ -239,6 +241,7 @@ pub(crate) async fn serve(
     let mut removals_open = true;
 
     let mut running = JoinSet::new();
+    let mut totals = Totals::default();
     let stop = tokio::signal::ctrl_c();
     tokio::pin!(stop);
     loop {
@@ -268,7 +271,9 @@ pub(crate) async fn serve(
                 let object = listed.in_bucket(&bucket);
                 running.spawn(process(handler.clone(), Arc::clone(&reports), object, true));
             }
-            Some(done) = running.join_next(), if !running.is_empty() => report_failure(done, out)?,
+            Some(done) = running.join_next(), if !running.is_empty() => {
+                report(done, &mut totals, out)?;
+            }
             _ = &mut stop => {
                 tracing::info!(in_flight = running.len(), "stopping after the objects in flight");
                 break;
@@ -279,8 +284,9 @@ pub(crate) async fn serve(
     // deleted now is removed at the next start.
     drop(removals);
     while let Some(done) = running.join_next().await {
-        report_failure(done, out)?;
+        report(done, &mut totals, out)?;
     }
+    writeln!(out, "{}", run_summary(&totals))?;
     // Uploads that arrive from here on stay under their prefix, uncompressed; closing the
     // queue first keeps an upload waiting for room in it from holding up the shutdown.
     drop(uploads);
@@ -312,11 +318,16 @@ struct Done {
 }
 
 /// A failure goes to the console as well as the log: `serve` is run by a person watching it.
-/// One repeated at start-up, unchanged, is only counted in its report.
-fn report_failure(
+/// One repeated at start-up, unchanged, is only counted in its report. Every outcome counts
+/// towards what the run saved.
+fn report(
     done: Result<Done, tokio::task::JoinError>,
+    totals: &mut Totals,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
+    if let Ok(done) = &done {
+        totals.add(&done.result.outcome);
+    }
     match done {
         Ok(Done {
             result,
@@ -347,4 +358,25 @@ fn object_of(upload: Upload) -> ObjectRef {
         etag: upload.etag,
         sequencer: None,
     }
+}
+
+/// The line `serve` ends with: what this run compressed and the storage that freed.
+fn run_summary(totals: &Totals) -> String {
+    if totals.compressed == 0 {
+        return "Stopped: nothing compressed in this run.".to_owned();
+    }
+    let outcome = match totals.bytes_saved {
+        grown @ ..0 => format!("{} larger", HumanBytes(grown.unsigned_abs())),
+        saved => format!(
+            "saved {} ({}%)",
+            HumanBytes(saved.unsigned_abs()),
+            saved_percent(saved, totals.bytes_in)
+        ),
+    };
+    format!(
+        "Stopped: {} compressed in this run, {} -> {}, {outcome}.",
+        totals.compressed,
+        HumanBytes(totals.bytes_in),
+        HumanBytes(totals.bytes_out)
+    )
 }

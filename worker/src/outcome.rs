@@ -271,7 +271,7 @@ pub fn saved_bytes(bytes_in: u64, bytes_out: u64) -> i64 {
 }
 
 /// `saved` (not negative) as whole percent of `bytes_in`, rounded down; 0 for an empty source.
-fn saved_percent(saved: i64, bytes_in: u64) -> u128 {
+pub(crate) fn saved_percent(saved: i64, bytes_in: u64) -> u128 {
     let saved = u128::from(saved.unsigned_abs());
     (saved * 100).checked_div(u128::from(bytes_in)).unwrap_or(0)
 }

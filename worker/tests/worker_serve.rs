@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
+use indicatif::HumanBytes;
 
 use s3_compressor_tests::events::{s3_event, sqs_batch, sqs_message, write_event};
 use s3_compressor_tests::moto::{list_keys, put_in_parts};
@@ -257,6 +258,18 @@ fn an_upload_from_the_aws_cli_comes_out_zipped_and_ctrl_c_stops_cleanly() {
     let port = serve.port;
     let finished = serve.interrupt();
     assert!(finished.success(), "{}", finished.describe());
+    // It ends saying what the run saved: this one text file, compressed.
+    let zipped = std::fs::metadata(&zip).unwrap().len();
+    assert!(
+        finished.stdout.contains(&format!(
+            "Stopped: 1 compressed in this run, {} -> {}, saved {} (",
+            HumanBytes(original.len() as u64),
+            HumanBytes(zipped),
+            HumanBytes(original.len() as u64 - zipped)
+        )),
+        "{}",
+        finished.describe()
+    );
     // What the user pastes into a shell; a secret key they chose is not printed (the harness
     // checks every run's output for it).
     for line in [
