@@ -13,8 +13,11 @@ mod transfer;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::StreamExt as _;
 use s3_compressor_events::ObjectRef;
-use s3_compressor_formats::{Compressor, Entry, FormatError, Stats};
+use s3_compressor_formats::{
+    already_compressed, Compressor, Entry, FormatError, Stats, SNIFF_BYTES,
+};
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
@@ -132,8 +135,13 @@ impl Worker {
     /// left alone.
     pub async fn process(&self, object: &ObjectRef, deadline: Option<Deadline>) -> Outcome {
         let started = Instant::now();
-        let plan = match self.routes.decide(&object.key) {
+        let plan = match self.routes.decide(&object.key, object.size) {
             Decision::Compress(plan) => plan,
+            Decision::Keep { reason, .. } => {
+                let outcome = Outcome::Kept(reason);
+                report(object, None, &outcome, started);
+                return outcome;
+            }
             Decision::Skip(reason) => {
                 let outcome = Outcome::Skipped(reason.to_string());
                 report(object, None, &outcome, started);
@@ -209,6 +217,9 @@ impl Worker {
             }
             Err(error) => return Err(failed(error)),
         };
+        // Whether it pays, on the size read (an event may not say) and the first bytes, before
+        // any compression work.
+        let download = self.judge(plan, download).await?;
         let reservation = self
             .memory
             .refit(reservation, cost(Some(download.info.size)))
@@ -324,6 +335,35 @@ impl Worker {
                 output: output_proof,
             },
         }))
+    }
+
+    /// Stops with [`Outcome::Kept`] when the rule keeps what `download` holds: by its size, or
+    /// by the kind of compressed content its first bytes show. Hands the download back whole
+    /// otherwise. Only a rule that keeps what does not pay reads ahead for it.
+    async fn judge(&self, plan: &Plan<'_>, mut download: Download) -> Result<Download, Stop> {
+        let kept = |reason| Box::new(Outcome::Kept(reason));
+        if let Some(reason) = plan.rule.keeps_by_size(Some(download.info.size)) {
+            return Err(kept(reason));
+        }
+        if !plan.rule.judges_content() {
+            return Ok(download);
+        }
+        let mut head = Vec::new();
+        let mut chunks = Vec::new();
+        while head.len() < SNIFF_BYTES {
+            let Some(chunk) = download.body.next().await else {
+                break;
+            };
+            let chunk = chunk.map_err(failed)?;
+            let wanted = (SNIFF_BYTES - head.len()).min(chunk.len());
+            head.extend_from_slice(&chunk[..wanted]);
+            chunks.push(Ok(chunk));
+        }
+        if let Some(reason) = plan.rule.keeps_content(already_compressed(&head)) {
+            return Err(kept(reason));
+        }
+        download.body = futures::stream::iter(chunks).chain(download.body).boxed();
+        Ok(download)
     }
 
     /// Does not start an object that cannot finish before `deadline`, since it would be stopped
