@@ -18,7 +18,7 @@ mod rule;
 use std::path::Path;
 
 pub use error::{ConfigError, Problem};
-pub use route::{NotWorthIt, Routing, SkipReason};
+pub use route::{NotWorthIt, Routing, SkipReason, MIN_SAMPLE_SAVING};
 pub use rule::{IfNotWorthIt, Naming, Rule};
 
 /// What `origin` says for a config that did not come from a file.

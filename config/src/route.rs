@@ -49,7 +49,16 @@ pub enum NotWorthIt {
     /// Its first bytes show a format that is compressed already (the name of that format):
     /// compressing it again saves next to nothing and costs a download, the work and an upload.
     AlreadyCompressed { kind: &'static str },
+    /// A sample of its first `sampled` bytes compressed to `compressed`, saving less than
+    /// [`MIN_SAMPLE_SAVING`]: content no signature names, yet compressed or random all the same.
+    DoesNotShrink { sampled: u64, compressed: u64 },
 }
+
+/// The least share of a sample that compression must save for the object to be compressed
+/// under a rule that keeps what does not pay. Content compressed already saves nothing or
+/// grows (a format stores what will not shrink, and adds its headers); any real redundancy,
+/// even in binaries, saves ten times this.
+pub const MIN_SAMPLE_SAVING: f64 = 0.02;
 
 impl fmt::Display for NotWorthIt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -58,6 +67,13 @@ impl fmt::Display for NotWorthIt {
                 write!(f, "below min_size {min_size} ({size} bytes)")
             }
             NotWorthIt::AlreadyCompressed { kind } => write!(f, "already compressed ({kind})"),
+            NotWorthIt::DoesNotShrink {
+                sampled,
+                compressed,
+            } => write!(
+                f,
+                "does not shrink (its first {sampled} bytes compress to {compressed})"
+            ),
         }
     }
 }
@@ -81,6 +97,19 @@ impl Rule {
         let kind = kind?;
         (self.if_not_worth_it == IfNotWorthIt::Keep)
             .then_some(NotWorthIt::AlreadyCompressed { kind })
+    }
+
+    /// Whether this rule keeps an object whose first `sampled` bytes compress to `compressed`
+    /// bytes in its format, and why.
+    pub fn keeps_sample(&self, sampled: u64, compressed: u64) -> Option<NotWorthIt> {
+        let saved = sampled.saturating_sub(compressed) as f64;
+        (self.if_not_worth_it == IfNotWorthIt::Keep
+            && sampled > 0
+            && saved < sampled as f64 * MIN_SAMPLE_SAVING)
+            .then_some(NotWorthIt::DoesNotShrink {
+                sampled,
+                compressed,
+            })
     }
 
     /// Whether an object's first bytes matter to this rule: only a rule that keeps what does
@@ -303,6 +332,25 @@ mod tests {
     }
 
     #[test]
+    fn a_keeping_rule_keeps_what_its_sample_shows_does_not_shrink() {
+        let rule = keeping(0);
+        assert_eq!(
+            rule.keeps_sample(65536, 65100)
+                .map(|why| why.to_string())
+                .as_deref(),
+            Some("does not shrink (its first 65536 bytes compress to 65100)")
+        );
+        assert!(rule.keeps_sample(100, 180).is_some(), "it grows");
+        assert_eq!(rule.keeps_sample(65536, 64000), None, "2.3 % saved");
+        assert_eq!(rule.keeps_sample(65536, 9000), None);
+        assert_eq!(
+            rule.keeps_sample(0, 22),
+            None,
+            "an empty sample says nothing"
+        );
+    }
+
+    #[test]
     fn a_compressing_rule_keeps_nothing() {
         let rule = Rule {
             min_size: 4096,
@@ -311,6 +359,7 @@ mod tests {
         assert!(!rule.judges_content());
         assert_eq!(rule.keeps_by_size(Some(1)), None);
         assert_eq!(rule.keeps_content(Some("zip")), None);
+        assert_eq!(rule.keeps_sample(100, 180), None);
         assert_eq!(rule.policy(), None);
     }
 

@@ -232,6 +232,7 @@ fn kept_label(reason: &NotWorthIt) -> String {
     match reason {
         NotWorthIt::AlreadyCompressed { kind } => format!("already compressed ({kind})"),
         NotWorthIt::BelowMinSize { min_size, .. } => format!("below min_size {min_size}"),
+        NotWorthIt::DoesNotShrink { .. } => "does not shrink".to_owned(),
     }
 }
 

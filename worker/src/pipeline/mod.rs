@@ -337,9 +337,10 @@ impl Worker {
         }))
     }
 
-    /// Stops with [`Outcome::Kept`] when the rule keeps what `download` holds: by its size, or
-    /// by the kind of compressed content its first bytes show. Hands the download back whole
-    /// otherwise. Only a rule that keeps what does not pay reads ahead for it.
+    /// Stops with [`Outcome::Kept`] when the rule keeps what `download` holds: by its size, by
+    /// the kind of compressed content its first bytes show, or by how little a sample of them
+    /// shrinks (content no signature names: brotli, encrypted data, an unknown archive). Hands
+    /// the download back whole otherwise. Only a rule that keeps what does not pay reads ahead.
     async fn judge(&self, plan: &Plan<'_>, mut download: Download) -> Result<Download, Stop> {
         let kept = |reason| Box::new(Outcome::Kept(reason));
         if let Some(reason) = plan.rule.keeps_by_size(Some(download.info.size)) {
@@ -348,19 +349,28 @@ impl Worker {
         if !plan.rule.judges_content() {
             return Ok(download);
         }
-        let mut head = Vec::new();
+        let wanted = usize::try_from(download.info.size)
+            .unwrap_or(usize::MAX)
+            .min(SAMPLE_BYTES);
+        let mut sample = Vec::with_capacity(wanted);
         let mut chunks = Vec::new();
-        while head.len() < SNIFF_BYTES {
+        while sample.len() < wanted {
             let Some(chunk) = download.body.next().await else {
                 break;
             };
             let chunk = chunk.map_err(failed)?;
-            let wanted = (SNIFF_BYTES - head.len()).min(chunk.len());
-            head.extend_from_slice(&chunk[..wanted]);
+            let take = (wanted - sample.len()).min(chunk.len());
+            sample.extend_from_slice(&chunk[..take]);
             chunks.push(Ok(chunk));
         }
-        if let Some(reason) = plan.rule.keeps_content(already_compressed(&head)) {
+        if let Some(reason) = plan.rule.keeps_content(already_compressed(&sample)) {
             return Err(kept(reason));
+        }
+        let sampled = sample.len() as u64;
+        if let Some(compressed) = sample_compressed(plan.compressor, sample).await {
+            if let Some(reason) = plan.rule.keeps_sample(sampled, compressed) {
+                return Err(kept(reason));
+            }
         }
         download.body = futures::stream::iter(chunks).chain(download.body).boxed();
         Ok(download)
@@ -961,6 +971,35 @@ fn report(object: &ObjectRef, plan: Option<&Plan<'_>>, outcome: &Outcome, starte
         Outcome::Failed { .. } => line!(error),
         _ => line!(info),
     }
+}
+
+/// How much of an object's start a rule that keeps what does not pay compresses as a sample:
+/// one small deflate block, a millisecond of work, held in memory only until it is judged.
+const SAMPLE_BYTES: usize = 64 * 1024;
+const _: () = assert!(
+    SAMPLE_BYTES >= SNIFF_BYTES,
+    "the sample holds every signature"
+);
+
+/// The size `sample` compresses to in the rule's own format and level, or `None` where that
+/// says nothing: an empty sample, a format that does not compress (tar), or a sample the
+/// format failed on (the object is then compressed, and its own failure reported).
+async fn sample_compressed(compressor: &Arc<Compressor>, sample: Vec<u8>) -> Option<u64> {
+    if sample.is_empty() || compressor.registration().levels.is_none() {
+        return None;
+    }
+    let compressor = Arc::clone(compressor);
+    tokio::task::spawn_blocking(move || {
+        let entry = Entry::new("sample").with_size(sample.len() as u64);
+        let mut output = Vec::with_capacity(sample.len());
+        compressor
+            .compress(&mut sample.as_slice(), &mut output, &entry)
+            .ok()
+            .map(|_| output.len() as u64)
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// Compresses on this (blocking) thread while a second one decodes the output as it is

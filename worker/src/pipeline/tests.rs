@@ -1175,7 +1175,10 @@ async fn a_keeping_rule_leaves_what_does_not_pay_untouched() {
         &noise(500),
     ]
     .concat();
-    let text = b"date,amount\n2024-01-01,3\n".repeat(200);
+    // Past the sample, so the bytes read ahead to judge it span many chunks.
+    let text = b"date,amount\n2024-01-01,3\n".repeat(4000);
+    let random = noise(100_000);
+    store.insert(BUCKET, "incoming/sealed.bin", &random);
     store.insert(BUCKET, "incoming/logs.gz", &gzip);
     store.insert(BUCKET, "incoming/photo.dat", &png);
     store.insert(BUCKET, "incoming/tiny.csv", b"a,b\n1,2\n");
@@ -1186,6 +1189,10 @@ async fn a_keeping_rule_leaves_what_does_not_pay_untouched() {
         ("incoming/logs.gz", "kept: already compressed (gzip); "),
         ("incoming/photo.dat", "kept: already compressed (png); "),
         ("incoming/tiny.csv", "kept: below min_size 100 (8 bytes); "),
+        (
+            "incoming/sealed.bin",
+            "kept: does not shrink (its first 65536 bytes compress to ",
+        ),
     ];
     for (key, said) in kept {
         let outcome = worker.process(&object(key), None).await;
@@ -1207,6 +1214,7 @@ async fn a_keeping_rule_leaves_what_does_not_pay_untouched() {
         ("incoming/logs.gz", &gzip[..]),
         ("incoming/photo.dat", &png[..]),
         ("incoming/tiny.csv", b"a,b\n1,2\n"),
+        ("incoming/sealed.bin", &random[..]),
     ] {
         assert_eq!(&store.current(BUCKET, key).unwrap().body[..], body, "{key}");
         assert_eq!(store.versions(BUCKET, key), 1, "{key} has no delete marker");
@@ -1247,5 +1255,27 @@ async fn by_default_compressed_content_is_compressed_as_before() {
     assert_eq!(
         store.keys_under(BUCKET, "processed/"),
         ["processed/logs.zip", "processed/t.zip"]
+    );
+}
+
+/// tar only bundles: a sample never shrinks in it, so it judges no sample, and text under a
+/// keeping tar rule is bundled as before.
+#[tokio::test]
+async fn a_keeping_rule_of_a_format_that_does_not_compress_judges_no_sample() {
+    let store = Arc::new(MemoryStore::default());
+    store.insert(
+        BUCKET,
+        "incoming/notes.txt",
+        &b"meeting notes\n".repeat(100),
+    );
+    let config = "[[rule]]\nprefix = \"incoming/\"\noutput_prefix = \"processed/\"\n\
+                  format = \"tar\"\nif_not_worth_it = \"keep\"\n";
+    let outcome = worker_with_config(&store, config)
+        .process(&object("incoming/notes.txt"), None)
+        .await;
+    assert!(matches!(outcome, Outcome::Compressed { .. }), "{outcome}");
+    assert_eq!(
+        store.keys_under(BUCKET, "processed/"),
+        ["processed/notes.tar"]
     );
 }
