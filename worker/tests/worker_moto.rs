@@ -2644,9 +2644,12 @@ fn a_keeping_rule_leaves_compressed_and_small_objects_untouched_and_compresses_t
         .map(|(key, _)| *key)
         .chain(["incoming/report.csv"])
         .collect();
+    // The tiny object's record carries its size, as S3's do: kept before anything is read.
+    let mut event = s3_event(bucket, &keys);
+    event["Records"][3]["s3"]["object"]["size"] = json!(8);
     let finished = invoke_with(
         &moto,
-        &s3_event(bucket, &keys),
+        &event,
         &["--config", config.to_str().unwrap_or_default()],
     );
     assert!(finished.success(), "{}", finished.describe());
@@ -2663,6 +2666,13 @@ fn a_keeping_rule_leaves_compressed_and_small_objects_untouched_and_compresses_t
         })
         .collect();
     assert_eq!(outcomes(&response), expected, "{response:#}");
+    // Each kept object's log line names the rule that kept it, the size alone included.
+    let logged = finished
+        .stderr
+        .lines()
+        .find(|line| line.contains("incoming/tiny.csv") && line.contains("outcome=\"kept\""))
+        .unwrap_or_else(|| panic!("no log line for the tiny object: {}", finished.stderr));
+    assert!(logged.contains("rule=\"incoming/\""), "{logged}");
     let details: Vec<&str> = response["results"]
         .as_array()
         .into_iter()

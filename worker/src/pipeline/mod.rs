@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt as _;
+use s3_compressor_config::Rule;
 use s3_compressor_events::ObjectRef;
 use s3_compressor_formats::{
     already_compressed, Compressor, Entry, FormatError, Stats, SNIFF_BYTES,
@@ -137,9 +138,9 @@ impl Worker {
         let started = Instant::now();
         let plan = match self.routes.decide(&object.key, object.size) {
             Decision::Compress(plan) => plan,
-            Decision::Keep { reason, .. } => {
+            Decision::Keep { rule, reason } => {
                 let outcome = Outcome::Kept(reason);
-                report(object, None, &outcome, started);
+                report(object, Some((rule, None)), &outcome, started);
                 return outcome;
             }
             Decision::Skip(reason) => {
@@ -165,7 +166,8 @@ impl Worker {
                     )
                 }),
         };
-        report(object, Some(&plan), &outcome, started);
+        let format = plan.compressor.registration().name;
+        report(object, Some((plan.rule, Some(format))), &outcome, started);
         outcome
     }
 
@@ -911,11 +913,17 @@ impl Worker {
     }
 }
 
-/// One log line per object, with the fields a dashboard filters on.
-fn report(object: &ObjectRef, plan: Option<&Plan<'_>>, outcome: &Outcome, started: Instant) {
+/// One log line per object, with the fields a dashboard filters on: the rule that took it,
+/// and the format it was to be compressed in (none for an object kept by its size alone).
+fn report(
+    object: &ObjectRef,
+    taken: Option<(&Rule, Option<&'static str>)>,
+    outcome: &Outcome,
+    started: Instant,
+) {
     let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let rule = plan.map(|plan| plan.rule.prefix.as_str());
-    let format = plan.map(|plan| plan.compressor.registration().name);
+    let rule = taken.map(|(rule, _)| rule.prefix.as_str());
+    let format = taken.and_then(|(_, format)| format);
     let (bytes_in, bytes_out, stored_bytes, proof) = match outcome {
         Outcome::Compressed {
             bytes_in,
