@@ -18,8 +18,8 @@ mod rule;
 use std::path::Path;
 
 pub use error::{ConfigError, Problem};
-pub use route::{Routing, SkipReason};
-pub use rule::{Naming, Rule};
+pub use route::{NotWorthIt, Routing, SkipReason, MIN_SAMPLE_SAVING};
+pub use rule::{IfNotWorthIt, Naming, Rule};
 
 /// What `origin` says for a config that did not come from a file.
 pub const BUILTIN_ORIGIN: &str = "built-in default";
@@ -115,6 +115,8 @@ impl Config {
                 threads: None,
                 delete_source: parse::DEFAULT_DELETE_SOURCE,
                 delete_without_if_match: false,
+                min_size: 0,
+                if_not_worth_it: IfNotWorthIt::Compress,
             }],
         }
     }
@@ -204,6 +206,8 @@ mod tests {
                 threads: None,
                 delete_source: true,
                 delete_without_if_match: false,
+                min_size: 0,
+                if_not_worth_it: IfNotWorthIt::Compress,
             }]
         );
         let Routing::Matched(rule) = config.route("incoming/a/report.csv") else {
@@ -276,6 +280,8 @@ mod tests {
             threads: None,
             delete_source: true,
             delete_without_if_match: false,
+            min_size: 0,
+            if_not_worth_it: IfNotWorthIt::Compress,
         };
         let config = deployed();
         assert_eq!(config.origin(), "config/compressor.toml");
@@ -365,6 +371,8 @@ mod tests {
             "threads:",
             "delete_source:",
             "delete_without_if_match:",
+            "if_not_worth_it:",
+            "min_size:",
             "prefix ",
             "output_prefix ",
         ] {

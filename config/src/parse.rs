@@ -11,7 +11,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use crate::position::line_column;
-use crate::{FormatCatalog, Problem, Rule};
+use crate::{FormatCatalog, IfNotWorthIt, Problem, Rule};
 
 /// The format of a rule when neither it nor `[defaults]` names one.
 pub(crate) const DEFAULT_FORMAT: &str = "zip";
@@ -26,6 +26,8 @@ const DEFAULTS_FIELDS: &[&str] = &[
     "threads",
     "delete_source",
     "delete_without_if_match",
+    "min_size",
+    "if_not_worth_it",
 ];
 /// Must list the fields of [`RawRule`].
 const RULE_FIELDS: &[&str] = &[
@@ -36,6 +38,8 @@ const RULE_FIELDS: &[&str] = &[
     "threads",
     "delete_source",
     "delete_without_if_match",
+    "min_size",
+    "if_not_worth_it",
 ];
 
 const THREADS_TOO_FEW: &str = "threads must be at least 1; leave it out to use every core";
@@ -51,6 +55,9 @@ struct RawDefaults {
     threads: Option<Spanned<i64>>,
     delete_source: Option<bool>,
     delete_without_if_match: Option<bool>,
+    /// Signed so that a negative size gets our message, not serde's.
+    min_size: Option<Spanned<i64>>,
+    if_not_worth_it: Option<Spanned<String>>,
 }
 
 /// One `[[rule]]` as written. The prefixes are optional here only so that a missing one is
@@ -65,6 +72,9 @@ struct RawRule {
     threads: Option<Spanned<i64>>,
     delete_source: Option<bool>,
     delete_without_if_match: Option<bool>,
+    /// Signed so that a negative size gets our message, not serde's.
+    min_size: Option<Spanned<i64>>,
+    if_not_worth_it: Option<Spanned<String>>,
 }
 
 /// `[defaults]` after its own checks.
@@ -75,6 +85,8 @@ struct Defaults {
     threads: Option<Spanned<usize>>,
     delete_source: Option<bool>,
     delete_without_if_match: Option<bool>,
+    min_size: Option<u64>,
+    if_not_worth_it: Option<IfNotWorthIt>,
     /// What the catalog said about `[defaults]` itself, so rules inheriting the same mistake do
     /// not repeat it.
     failure: Option<String>,
@@ -123,6 +135,8 @@ struct ParsedRule {
     threads: Option<usize>,
     delete_source: bool,
     delete_without_if_match: bool,
+    min_size: u64,
+    if_not_worth_it: IfNotWorthIt,
 }
 
 /// Where a setting a rule uses came from, for pointing at it.
@@ -335,6 +349,8 @@ impl Checker<'_> {
             threads,
             delete_source: raw.delete_source,
             delete_without_if_match: raw.delete_without_if_match,
+            min_size: self.check_min_size(raw.min_size.as_ref()),
+            if_not_worth_it: self.check_if_not_worth_it(raw.if_not_worth_it.as_ref()),
             failure: None,
             mistyped,
         };
@@ -493,6 +509,27 @@ impl Checker<'_> {
             );
         }
 
+        let if_not_worth_it = self
+            .check_if_not_worth_it(raw.if_not_worth_it.as_ref())
+            .or(defaults.if_not_worth_it)
+            .unwrap_or_default();
+        let min_size = match (&raw.min_size, self.check_min_size(raw.min_size.as_ref())) {
+            (Some(written), Some(min_size)) => {
+                if min_size > 0 && if_not_worth_it == IfNotWorthIt::Compress {
+                    self.report(
+                        written.span().start,
+                        format!(
+                            "min_size {min_size} does nothing while this rule compresses every \
+                             object; add if_not_worth_it = \"keep\" to keep smaller objects \
+                             where they are, or remove min_size"
+                        ),
+                    );
+                }
+                min_size
+            }
+            _ => defaults.min_size.unwrap_or(0),
+        };
+
         Some(ParsedRule {
             prefix,
             output_prefix,
@@ -507,7 +544,53 @@ impl Checker<'_> {
                 .delete_without_if_match
                 .or(defaults.delete_without_if_match)
                 .unwrap_or(false),
+            min_size,
+            if_not_worth_it,
         })
+    }
+
+    /// `min_size` in bytes, or `None` when absent or already reported.
+    fn check_min_size(&mut self, min_size: Option<&Spanned<i64>>) -> Option<u64> {
+        let min_size = min_size?;
+        match u64::try_from(*min_size.get_ref()) {
+            Ok(bytes) => Some(bytes),
+            Err(_) => {
+                self.report(
+                    min_size.span().start,
+                    format!(
+                        "min_size {} is negative; give a size in bytes, or 0 (the default) for \
+                         no minimum",
+                        min_size.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// `if_not_worth_it`, or `None` when absent or already reported.
+    fn check_if_not_worth_it(&mut self, value: Option<&Spanned<String>>) -> Option<IfNotWorthIt> {
+        let value = value?;
+        let known = [IfNotWorthIt::Compress, IfNotWorthIt::Keep];
+        if let Some(action) = known
+            .into_iter()
+            .find(|action| action.name() == value.get_ref())
+        {
+            return Some(action);
+        }
+        let message = if value.get_ref() == "move" {
+            "if_not_worth_it = \"move\" is not available yet; use \"keep\" (leave such objects \
+             where they are) or \"compress\" (compress them anyway)"
+                .to_owned()
+        } else {
+            format!(
+                "if_not_worth_it \"{}\" is not one of \"compress\" (compress such objects \
+                 anyway, the default) or \"keep\" (leave them where they are)",
+                value.get_ref()
+            )
+        };
+        self.report(value.span().start, message);
+        None
     }
 
     /// Asks the catalog about the format alone, then with the level, then with the threads, so
@@ -725,6 +808,8 @@ impl ParsedRule {
             threads: self.threads,
             delete_source: self.delete_source,
             delete_without_if_match: self.delete_without_if_match,
+            min_size: self.min_size,
+            if_not_worth_it: self.if_not_worth_it,
         })
     }
 }
@@ -798,6 +883,8 @@ mod tests {
             threads: None,
             delete_source: true,
             delete_without_if_match: false,
+            min_size: 0,
+            if_not_worth_it: IfNotWorthIt::Compress,
         }
     }
 
@@ -900,6 +987,80 @@ delete_without_if_match = false
         assert_eq!(
             problems(&format!("{MINIMAL}delete_without_if_match = \"yes\"\n")),
             ["4:27: delete_without_if_match: invalid type: string \"yes\", expected a boolean"]
+        );
+    }
+
+    #[test]
+    fn the_not_worth_it_policy_is_off_unless_set_and_inherits_from_defaults() {
+        let text = r#"
+[defaults]
+if_not_worth_it = "keep"
+min_size = 131072
+
+[[rule]]
+prefix = "a/"
+output_prefix = "out/a/"
+
+[[rule]]
+prefix = "b/"
+output_prefix = "out/b/"
+min_size = 4096
+
+[[rule]]
+prefix = "c/"
+output_prefix = "out/c/"
+if_not_worth_it = "compress"
+"#;
+        let keep = |min_size, rule: Rule| Rule {
+            min_size,
+            if_not_worth_it: IfNotWorthIt::Keep,
+            ..rule
+        };
+        assert_eq!(
+            rules(text),
+            [
+                keep(131072, rule("a/", "out/a/", "zip", None)),
+                keep(4096, rule("b/", "out/b/", "zip", None)),
+                Rule {
+                    min_size: 131072,
+                    ..rule("c/", "out/c/", "zip", None)
+                },
+            ]
+        );
+        assert_eq!(rules(MINIMAL), [rule("in/", "out/", "zip", None)]);
+    }
+
+    #[test]
+    fn the_not_worth_it_policy_is_checked() {
+        assert_eq!(
+            problems(&format!(
+                "{MINIMAL}if_not_worth_it = \"move\"\nmin_size = -1\n"
+            )),
+            [
+                "4:19: if_not_worth_it = \"move\" is not available yet; use \"keep\" (leave \
+                 such objects where they are) or \"compress\" (compress them anyway)",
+                "5:12: min_size -1 is negative; give a size in bytes, or 0 (the default) for no \
+                 minimum",
+            ]
+        );
+        assert_eq!(
+            problems(&format!("{MINIMAL}if_not_worth_it = \"skip\"\n")),
+            [
+                "4:19: if_not_worth_it \"skip\" is not one of \"compress\" (compress such objects \
+              anyway, the default) or \"keep\" (leave them where they are)"
+            ]
+        );
+        assert_eq!(
+            problems(&format!("{MINIMAL}min_size = 4096\n")),
+            [
+                "4:12: min_size 4096 does nothing while this rule compresses every object; add \
+              if_not_worth_it = \"keep\" to keep smaller objects where they are, or remove \
+              min_size"
+            ]
+        );
+        assert_eq!(
+            problems(&format!("{MINIMAL}min_size = \"4 KiB\"\n")),
+            ["4:12: min_size: invalid type: string \"4 KiB\", expected i64"]
         );
     }
 
@@ -1032,13 +1193,13 @@ compress = true
                 "1:1: unknown field \"colour\"; known fields: defaults, rule",
                 "4:1: unknown field \"formt\" in [defaults]; did you mean \"format\"? \
                  known fields: format, level, threads, delete_source, \
-                 delete_without_if_match",
+                 delete_without_if_match, min_size, if_not_worth_it",
                 "8:1: unknown field \"output-prefix\" in [[rule]]; did you mean \"output_prefix\"? \
                  known fields: prefix, output_prefix, format, level, threads, delete_source, \
-                 delete_without_if_match",
+                 delete_without_if_match, min_size, if_not_worth_it",
                 "10:1: unknown field \"compress\" in [[rule]]; known fields: prefix, \
                  output_prefix, format, level, threads, delete_source, \
-                 delete_without_if_match",
+                 delete_without_if_match, min_size, if_not_worth_it",
             ]
         );
     }
@@ -1053,7 +1214,7 @@ compress = true
                  (otherwise it also matches \"in-old/...\"); write \"in/\"",
                 "4:1: unknown field \"levl\" in [[rule]]; did you mean \"level\"? known fields: \
                  prefix, output_prefix, format, level, threads, delete_source, \
-                 delete_without_if_match",
+                 delete_without_if_match, min_size, if_not_worth_it",
             ]
         );
     }
@@ -1493,7 +1654,7 @@ format = "rar"
                  forever; choose an output_prefix that is outside every prefix",
                 "15:1: unknown field \"speed\" in [[rule]]; known fields: prefix, output_prefix, \
                  format, level, threads, delete_source, \
-                 delete_without_if_match",
+                 delete_without_if_match, min_size, if_not_worth_it",
                 "18:10: prefix \"incoming/\" is already used on line 13; each prefix may have \
                  one rule only, so merge the two or change one prefix",
                 "20:10: unknown format \"rar\"; known formats: brotli, gzip, tar, tar.gz, \
@@ -1530,6 +1691,8 @@ level = 3
 threads = 1
 delete_source = false
 delete_without_if_match = false
+min_size = 0
+if_not_worth_it = "compress"
 
 [[rule]]
 prefix = "in/"
@@ -1539,6 +1702,8 @@ level = 3
 threads = 1
 delete_source = false
 delete_without_if_match = false
+min_size = 0
+if_not_worth_it = "compress"
 "#;
         let parsed = rules(text);
         assert_eq!(parsed.len(), 1);

@@ -1,6 +1,6 @@
 use std::fmt;
 
-use crate::Rule;
+use crate::{IfNotWorthIt, Rule};
 
 /// What to do with an object key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +37,96 @@ impl fmt::Display for SkipReason {
                  output; compressing it again would never stop"
             ),
             SkipReason::NoMatchingRule => f.write_str("no rule's prefix matches the key"),
+        }
+    }
+}
+
+/// Why an object its rule takes would not pay for its compression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotWorthIt {
+    /// Smaller than the rule's `min_size`: its requests cost more than its storage would save.
+    BelowMinSize { size: u64, min_size: u64 },
+    /// Its first bytes show a format that is compressed already (the name of that format):
+    /// compressing it again saves next to nothing and costs a download, the work and an upload.
+    AlreadyCompressed { kind: &'static str },
+    /// A sample of its first `sampled` bytes compressed to `compressed`, saving less than
+    /// [`MIN_SAMPLE_SAVING`]: content no signature names, yet compressed or random all the same.
+    DoesNotShrink { sampled: u64, compressed: u64 },
+}
+
+/// The least share of a sample that compression must save for the object to be compressed
+/// under a rule that keeps what does not pay. Content compressed already saves nothing or
+/// grows (a format stores what will not shrink, and adds its headers); any real redundancy,
+/// even in binaries, saves ten times this.
+pub const MIN_SAMPLE_SAVING: f64 = 0.02;
+
+impl fmt::Display for NotWorthIt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NotWorthIt::BelowMinSize { size, min_size } => {
+                write!(f, "below min_size {min_size} ({size} bytes)")
+            }
+            NotWorthIt::AlreadyCompressed { kind } => write!(f, "already compressed ({kind})"),
+            NotWorthIt::DoesNotShrink {
+                sampled,
+                compressed,
+            } => write!(
+                f,
+                "does not shrink (its first {sampled} bytes compress to {compressed})"
+            ),
+        }
+    }
+}
+
+impl Rule {
+    /// Whether this rule keeps an object of `size` bytes rather than compress it, and why.
+    /// `None` for an unknown size: the worker asks again once a read tells it.
+    pub fn keeps_by_size(&self, size: Option<u64>) -> Option<NotWorthIt> {
+        let size = size?;
+        (self.if_not_worth_it == IfNotWorthIt::Keep && size < self.min_size).then_some(
+            NotWorthIt::BelowMinSize {
+                size,
+                min_size: self.min_size,
+            },
+        )
+    }
+
+    /// Whether this rule keeps content of `kind`, a format found compressed already in an
+    /// object's first bytes (`None`: none was found), and why.
+    pub fn keeps_content(&self, kind: Option<&'static str>) -> Option<NotWorthIt> {
+        let kind = kind?;
+        (self.if_not_worth_it == IfNotWorthIt::Keep)
+            .then_some(NotWorthIt::AlreadyCompressed { kind })
+    }
+
+    /// Whether this rule keeps an object whose first `sampled` bytes compress to `compressed`
+    /// bytes in its format, and why.
+    pub fn keeps_sample(&self, sampled: u64, compressed: u64) -> Option<NotWorthIt> {
+        let saved = sampled.saturating_sub(compressed) as f64;
+        (self.if_not_worth_it == IfNotWorthIt::Keep
+            && sampled > 0
+            && saved < sampled as f64 * MIN_SAMPLE_SAVING)
+            .then_some(NotWorthIt::DoesNotShrink {
+                sampled,
+                compressed,
+            })
+    }
+
+    /// Whether an object's first bytes matter to this rule: only a rule that keeps what does
+    /// not pay looks at them.
+    pub fn judges_content(&self) -> bool {
+        self.if_not_worth_it == IfNotWorthIt::Keep
+    }
+
+    /// The policy in a sentence, for `explain` and `check-config`; `None` when everything is
+    /// compressed.
+    pub fn policy(&self) -> Option<String> {
+        match (self.if_not_worth_it, self.min_size) {
+            (IfNotWorthIt::Compress, _) => None,
+            (IfNotWorthIt::Keep, 0) => Some("already-compressed content is kept".to_owned()),
+            (IfNotWorthIt::Keep, min_size) => Some(format!(
+                "already-compressed content and objects under {min_size} bytes are kept"
+            )),
         }
     }
 }
@@ -88,6 +178,8 @@ mod tests {
             threads: None,
             delete_source: true,
             delete_without_if_match: false,
+            min_size: 0,
+            if_not_worth_it: IfNotWorthIt::Compress,
         }
     }
 
@@ -190,6 +282,96 @@ mod tests {
         assert_eq!(
             route(&[], "incoming/a"),
             Routing::Skipped(SkipReason::NoMatchingRule)
+        );
+    }
+
+    fn keeping(min_size: u64) -> Rule {
+        Rule {
+            min_size,
+            if_not_worth_it: IfNotWorthIt::Keep,
+            ..rule("incoming/", "processed/")
+        }
+    }
+
+    #[test]
+    fn a_keeping_rule_keeps_only_what_is_below_min_size() {
+        let rule = keeping(4096);
+        assert_eq!(
+            rule.keeps_by_size(Some(4095)),
+            Some(NotWorthIt::BelowMinSize {
+                size: 4095,
+                min_size: 4096
+            })
+        );
+        assert_eq!(
+            rule.keeps_by_size(Some(0))
+                .map(|why| why.to_string())
+                .as_deref(),
+            Some("below min_size 4096 (0 bytes)")
+        );
+        assert_eq!(rule.keeps_by_size(Some(4096)), None);
+        assert_eq!(
+            rule.keeps_by_size(None),
+            None,
+            "an unknown size is asked again later"
+        );
+        assert_eq!(keeping(0).keeps_by_size(Some(0)), None);
+    }
+
+    #[test]
+    fn a_keeping_rule_keeps_compressed_content() {
+        let rule = keeping(0);
+        assert!(rule.judges_content());
+        assert_eq!(
+            rule.keeps_content(Some("zip"))
+                .map(|why| why.to_string())
+                .as_deref(),
+            Some("already compressed (zip)")
+        );
+        assert_eq!(rule.keeps_content(None), None);
+    }
+
+    #[test]
+    fn a_keeping_rule_keeps_what_its_sample_shows_does_not_shrink() {
+        let rule = keeping(0);
+        assert_eq!(
+            rule.keeps_sample(65536, 65100)
+                .map(|why| why.to_string())
+                .as_deref(),
+            Some("does not shrink (its first 65536 bytes compress to 65100)")
+        );
+        assert!(rule.keeps_sample(100, 180).is_some(), "it grows");
+        assert_eq!(rule.keeps_sample(65536, 64000), None, "2.3 % saved");
+        assert_eq!(rule.keeps_sample(65536, 9000), None);
+        assert_eq!(
+            rule.keeps_sample(0, 22),
+            None,
+            "an empty sample says nothing"
+        );
+    }
+
+    #[test]
+    fn a_compressing_rule_keeps_nothing() {
+        let rule = Rule {
+            min_size: 4096,
+            ..rule("incoming/", "processed/")
+        };
+        assert!(!rule.judges_content());
+        assert_eq!(rule.keeps_by_size(Some(1)), None);
+        assert_eq!(rule.keeps_content(Some("zip")), None);
+        assert_eq!(rule.keeps_sample(100, 180), None);
+        assert_eq!(rule.policy(), None);
+    }
+
+    #[test]
+    fn the_policy_reads_as_a_sentence() {
+        assert_eq!(
+            keeping(0).policy().as_deref(),
+            Some("already-compressed content is kept")
+        );
+        assert_eq!(
+            keeping(131072).policy().as_deref(),
+            Some("already-compressed content and objects under 131072 bytes are kept")
         );
     }
 

@@ -19,6 +19,32 @@ pub struct Rule {
     /// newer upload landing during compression would be deleted with it. Off by default: such
     /// a store keeps its sources, since the delete could not be limited to what was read.
     pub delete_without_if_match: bool,
+    /// Objects smaller than this many bytes do not pay for their compression. 0: every size
+    /// does. Only [`IfNotWorthIt::Keep`] acts on it.
+    pub min_size: u64,
+    /// What becomes of an object that does not pay: too small, or compressed already.
+    pub if_not_worth_it: IfNotWorthIt,
+}
+
+/// What a rule does with an object whose compression would not pay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IfNotWorthIt {
+    /// Compress it anyway, as every object was before the policy existed: every upload under a
+    /// prefix becomes an output under its output prefix, whatever it holds.
+    #[default]
+    Compress,
+    /// Leave it where it is, untouched, and say why.
+    Keep,
+}
+
+impl IfNotWorthIt {
+    /// The word the config file uses for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Compress => "compress",
+            Self::Keep => "keep",
+        }
+    }
 }
 
 /// How a format's extension joins the source key's file name.
@@ -95,6 +121,8 @@ mod tests {
             threads: None,
             delete_source: true,
             delete_without_if_match: false,
+            min_size: 0,
+            if_not_worth_it: IfNotWorthIt::Compress,
         }
     }
 

@@ -6,6 +6,7 @@
 //! [`Read`](std::io::Read) into a [`Write`](std::io::Write), as a stream, and that is all.
 
 mod backends;
+mod content;
 mod deflate;
 mod entry;
 mod error;
@@ -14,6 +15,7 @@ mod inflate;
 mod measure;
 mod registry;
 
+pub use content::{already_compressed, SNIFF_BYTES};
 pub use entry::{safe_entry_name, Entry};
 pub use error::FormatError;
 pub use format::{

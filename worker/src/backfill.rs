@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use s3_compressor_config::SkipReason;
+use s3_compressor_config::{NotWorthIt, SkipReason};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -116,7 +116,13 @@ pub(crate) async fn run(
                 };
                 tally.found += 1;
                 tally.bytes_found += listed.size.unwrap_or(0);
-                match routes.decide(&listed.key) {
+                match routes.decide(&listed.key, listed.size) {
+                    Decision::Keep { reason, .. } => {
+                        *tally.kept.entry(kept_label(&reason)).or_default() += 1;
+                        if options.dry_run {
+                            writeln!(out, "{}: kept: {reason}", listed.key)?;
+                        }
+                    }
                     Decision::Skip(reason) => {
                         *tally.skipped.entry(skip_label(&reason)).or_default() += 1;
                         if options.dry_run {
@@ -207,13 +213,28 @@ fn parse_bucket_url(url: &str) -> anyhow::Result<(String, Option<String>)> {
 }
 
 fn describe_plan(key: &str, plan: &crate::Plan<'_>) -> String {
+    // Content is judged on the first bytes read, which a dry run does not read.
+    let unless = if plan.rule.judges_content() {
+        "; kept instead if its first bytes show compressed content"
+    } else {
+        ""
+    };
     format!(
-        "{key} -> {} (rule {}, {}, source {})",
+        "{key} -> {} (rule {}, {}, source {}{unless})",
         plan.output_key,
         plan.rule.prefix,
         crate::commands::describe_compression(plan.compressor),
         crate::commands::describe_source_handling(plan.rule)
     )
+}
+
+/// What the summary counts a kept object under: the kind of content, or the size limit.
+fn kept_label(reason: &NotWorthIt) -> String {
+    match reason {
+        NotWorthIt::AlreadyCompressed { kind } => format!("already compressed ({kind})"),
+        NotWorthIt::BelowMinSize { min_size, .. } => format!("below min_size {min_size}"),
+        NotWorthIt::DoesNotShrink { .. } => "does not shrink".to_owned(),
+    }
 }
 
 fn skip_label(reason: &SkipReason) -> String {
@@ -243,6 +264,8 @@ struct Tally {
     /// all the same, should that change.
     handed_off: u64,
     skipped: BTreeMap<String, u64>,
+    /// Objects whose compression would not pay, by why.
+    kept: BTreeMap<String, u64>,
     /// Each failed key with its outcome.
     failed: Vec<(String, Outcome)>,
     aborted: u64,
@@ -277,6 +300,7 @@ impl Tally {
             Outcome::Superseded { .. } => self.superseded += 1,
             Outcome::SourceMissing => self.gone += 1,
             Outcome::HandedOff { .. } => self.handed_off += 1,
+            Outcome::Kept(reason) => *self.kept.entry(kept_label(&reason)).or_default() += 1,
             Outcome::Skipped(reason) => *self.skipped.entry(reason).or_default() += 1,
             failed @ Outcome::Failed { .. } => self.failed.push((key, failed)),
         }
@@ -290,6 +314,7 @@ impl Tally {
             + self.gone
             + self.handed_off
             + self.skipped.values().sum::<u64>()
+            + self.kept.values().sum::<u64>()
             + self.failed.len() as u64
             + self.aborted
     }
@@ -364,6 +389,9 @@ impl Tally {
                 self.gone.to_string(),
                 String::new(),
             ]);
+        }
+        for (reason, count) in &self.kept {
+            rows.push([format!("kept: {reason}"), count.to_string(), String::new()]);
         }
         for (reason, count) in &self.skipped {
             rows.push([

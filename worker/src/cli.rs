@@ -73,10 +73,13 @@ pub enum Command {
     },
 
     /// Show what would happen to an object key: rule, format, level and output key, or why it
-    /// would be skipped.
+    /// would be skipped or kept.
     Explain {
         /// The object key as stored in S3, e.g. incoming/reports/2024.csv
         key: String,
+        /// The object's size in bytes, for a rule with a min_size.
+        #[arg(long, value_name = "BYTES")]
+        size: Option<u64>,
     },
 
     /// Run as an AWS Lambda function (the Lambda Runtime API loop).
@@ -205,7 +208,7 @@ impl Cli {
             }
             Command::CheckConfig { json: false, .. } => crate::commands::check_config(&routes, out),
             Command::Formats => crate::commands::formats(&registry, out),
-            Command::Explain { key } => crate::commands::explain(&key, &routes, out),
+            Command::Explain { key, size } => crate::commands::explain(&key, size, &routes, out),
             Command::Lambda => runtime()?.block_on(crate::online::lambda(routes, stall)),
             Command::Invoke { event, timeout } => {
                 let timeout = timeout.map(std::time::Duration::from_secs);

@@ -90,29 +90,51 @@ pub(crate) fn check_config(routes: &Routes, out: &mut dyn Write) -> anyhow::Resu
         if rule_count == 1 { "" } else { "s" },
         routes.config_hash()
     )?;
-    let rows: Vec<[String; 4]> = routes
-        .rules()
-        .map(|(rule, compressor)| {
-            [
-                rule.prefix.clone(),
-                format!("-> {}", rule.output_prefix),
-                describe_compression(compressor),
-                describe_source_handling(rule).to_owned(),
-            ]
+    let rows = routes.rules().map(|(rule, compressor)| {
+        [
+            rule.prefix.clone(),
+            format!("-> {}", rule.output_prefix),
+            describe_compression(compressor),
+            describe_source_handling(rule).to_owned(),
+        ]
+    });
+    let header = ["SOURCE", "OUTPUT", "FORMAT", "SOURCE AFTERWARDS"];
+    // The policy's column only where a rule has one, so the table of a config without it
+    // reads as before.
+    if routes.rules().all(|(rule, _)| rule.policy().is_none()) {
+        write_table(out, header, &rows.collect::<Vec<_>>())?;
+        return Ok(());
+    }
+    let rows: Vec<[String; 5]> = rows
+        .zip(routes.rules())
+        .map(|([source, output, format, afterwards], (rule, _))| {
+            let policy = rule
+                .policy()
+                .unwrap_or_else(|| "everything is compressed".to_owned());
+            [source, output, format, afterwards, policy]
         })
         .collect();
+    let [source, output, format, afterwards] = header;
     write_table(
         out,
-        ["SOURCE", "OUTPUT", "FORMAT", "SOURCE AFTERWARDS"],
+        [source, output, format, afterwards, "NOT WORTH COMPRESSING"],
         &rows,
     )?;
     Ok(())
 }
 
-pub(crate) fn explain(key: &str, routes: &Routes, out: &mut dyn Write) -> anyhow::Result<()> {
+pub(crate) fn explain(
+    key: &str,
+    size: Option<u64>,
+    routes: &Routes,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     writeln!(out, "key:     {key}")?;
+    if let Some(size) = size {
+        writeln!(out, "size:    {size} bytes")?;
+    }
     writeln!(out, "config:  {}", routes.config().origin())?;
-    match routes.decide(key) {
+    match routes.decide(key, size) {
         Decision::Compress(plan) => {
             writeln!(
                 out,
@@ -122,11 +144,35 @@ pub(crate) fn explain(key: &str, routes: &Routes, out: &mut dyn Write) -> anyhow
             writeln!(out, "format:  {}", describe_compression(plan.compressor))?;
             writeln!(out, "output:  {}", plan.output_key)?;
             writeln!(out, "source:  {}", describe_source_handling(plan.rule))?;
+            if let Some(policy) = describe_policy(plan.rule, size) {
+                writeln!(out, "policy:  {policy}")?;
+            }
+        }
+        Decision::Keep { rule, reason } => {
+            writeln!(out, "rule:    {} -> {}", rule.prefix, rule.output_prefix)?;
+            writeln!(
+                out,
+                "kept:    {reason}; the object is left where it is and nothing is written"
+            )?;
         }
         Decision::Skip(reason) => writeln!(out, "skipped: {reason}")?,
         Decision::Refuse(reason) => writeln!(out, "refused: {reason}")?,
     }
     Ok(())
+}
+
+/// The rule's policy for objects that do not pay, as far as `explain` can tell it without
+/// reading the object; `None` for a rule that compresses everything.
+fn describe_policy(rule: &Rule, size: Option<u64>) -> Option<String> {
+    let policy = rule.policy()?;
+    let unknown_size = if size.is_none() && rule.min_size > 0 {
+        " (give --size to judge this object's size)"
+    } else {
+        ""
+    };
+    Some(format!(
+        "{policy}{unknown_size}; the content is judged on the first bytes read"
+    ))
 }
 
 pub(crate) fn describe_compression(compressor: &Compressor) -> String {

@@ -311,7 +311,8 @@ fn direct_response(results: &[ObjectResult]) -> Result<Value, HandlerError> {
 }
 
 /// `Succeeded` when nothing is left to do for the object: compressed, already done,
-/// superseded by a newer version, or skipped with the reason (a manifest from S3 Inventory
+/// superseded by a newer version, kept by the rule as not worth compressing (asking again
+/// would keep it again), or skipped with the reason (a manifest from S3 Inventory
 /// lists outputs too). A missing source is not a success, since the job asked for an object
 /// that is not there, and asking again will not bring it back: `PermanentFailure`.
 ///
@@ -327,6 +328,7 @@ fn batch_result_code(outcome: &Outcome) -> &'static str {
         | Outcome::AlreadyDone { .. }
         | Outcome::Superseded { .. }
         | Outcome::HandedOff { .. }
+        | Outcome::Kept(_)
         | Outcome::Skipped(_) => SUCCEEDED,
     }
 }
@@ -396,6 +398,7 @@ impl Totals {
             Outcome::AlreadyDone { .. }
             | Outcome::Superseded { .. }
             | Outcome::HandedOff { .. }
+            | Outcome::Kept(_)
             | Outcome::Skipped(_)
             | Outcome::SourceMissing => {}
         }
@@ -408,6 +411,7 @@ mod tests {
 
     use std::sync::Arc;
 
+    use s3_compressor_config::NotWorthIt;
     use s3_compressor_formats::Registry;
     use serde_json::json;
 
@@ -453,6 +457,11 @@ mod tests {
                 Outcome::Skipped("no rule takes notes/".into()),
                 "Succeeded",
                 "skipped: no rule takes notes/",
+            ),
+            (
+                Outcome::Kept(NotWorthIt::AlreadyCompressed { kind: "zip" }),
+                "Succeeded",
+                "kept: already compressed (zip); compressing it would not pay",
             ),
             (
                 Outcome::SourceMissing,

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use s3_compressor_config::NotWorthIt;
+
 /// What became of the source object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceFate {
@@ -125,6 +127,9 @@ pub enum Outcome {
     /// Too large to finish before the invocation's deadline: handed to this Fargate task, which
     /// compresses it with the same pipeline. The source stays until that is done.
     HandedOff { task: String },
+    /// The rule leaves the object where it is, untouched, since compressing it would not pay;
+    /// nothing was written. A success: nothing is left to do.
+    Kept(NotWorthIt),
     /// Nothing to do, with the reason.
     Skipped(String),
     /// The source is not there and no output was made from it: for an event, one that came
@@ -184,6 +189,7 @@ impl Outcome {
             Self::AlreadyDone { .. } => "already_done",
             Self::Superseded { .. } => "superseded",
             Self::HandedOff { .. } => "handed_off",
+            Self::Kept(_) => "kept",
             Self::Skipped(_) => "skipped",
             Self::SourceMissing => "missing",
             Self::Failed { retry: true, .. } => "failed_transient",
@@ -248,6 +254,11 @@ impl fmt::Display for Outcome {
                 f,
                 "handed off: too large for this invocation, so Fargate task {task} compresses \
                  it; the source stays until that is done"
+            ),
+            Self::Kept(reason) => write!(
+                f,
+                "kept: {reason}; compressing it would not pay, so it is left where it is and \
+                 nothing is written"
             ),
             Self::Skipped(reason) => write!(f, "skipped: {reason}"),
             Self::SourceMissing => {

@@ -1,7 +1,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use s3_compressor_config::{Config, FormatCatalog, Naming, Routing, Rule, SkipReason};
+use s3_compressor_config::{
+    Config, FormatCatalog, IfNotWorthIt, Naming, NotWorthIt, Routing, Rule, SkipReason,
+};
 use s3_compressor_formats::{Compressor, Kind, Options, Registry};
 
 use crate::pipeline::identity::SourceIdentity;
@@ -35,6 +37,16 @@ pub struct RuleSummary<'a> {
     /// Left out when false, so that every config written before the option keeps its hash.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub delete_without_if_match: bool,
+    /// Left out when 0, for the same reason.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub min_size: u64,
+    /// `"keep"`, or left out for `"compress"`, for the same reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub if_not_worth_it: Option<&'static str>,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// How many hex digits of the SHA-256 the config's hash keeps: 48 bits, plenty to tell the
@@ -45,6 +57,11 @@ const HASH_HEX_DIGITS: usize = 12;
 #[derive(Debug)]
 pub enum Decision<'a> {
     Compress(Plan<'a>),
+    /// The rule leaves the object where it is: compressing it would not pay.
+    Keep {
+        rule: &'a Rule,
+        reason: NotWorthIt,
+    },
     Skip(SkipReason),
     /// A rule takes the key, but its output cannot exist: a failure a person must see, found
     /// before anything is read.
@@ -119,6 +136,9 @@ impl Routes {
                 threads: rule.threads,
                 delete_source: rule.delete_source,
                 delete_without_if_match: rule.delete_without_if_match,
+                min_size: rule.min_size,
+                if_not_worth_it: (rule.if_not_worth_it != IfNotWorthIt::Compress)
+                    .then(|| rule.if_not_worth_it.name()),
             })
             .collect()
     }
@@ -154,7 +174,10 @@ impl Routes {
         self.config.rules().iter().zip(&self.compressors)
     }
 
-    pub fn decide(&self, key: &str) -> Decision<'_> {
+    /// What to do with `key`, of `size` bytes when known: routing, then the rule's policy for
+    /// objects whose compression would not pay, as far as the size shows it (the content is
+    /// judged later, on the first bytes read).
+    pub fn decide(&self, key: &str, size: Option<u64>) -> Decision<'_> {
         let rule = match self.config.route(key) {
             Routing::Matched(rule) => rule,
             Routing::Skipped(reason) => return Decision::Skip(reason),
@@ -166,6 +189,9 @@ impl Routes {
             // `route` only returns rules of this config, each of which has a compressor.
             return Decision::Skip(SkipReason::NoMatchingRule);
         };
+        if let Some(reason) = rule.keeps_by_size(size) {
+            return Decision::Keep { rule, reason };
+        }
         let registration = compressor.registration();
         let naming = match registration.kind {
             Kind::Archive => Naming::ReplaceExtension,

@@ -403,6 +403,64 @@ threads = 2
     assert_ne!(other_report["hash"], hash, "{other_report}");
 }
 
+/// The policy for objects that do not pay shows in `check-config` (and its hash) and in
+/// `explain`, which judges a size it is given; written out at its defaults, it changes nothing.
+#[test]
+fn the_not_worth_it_policy_shows_in_check_config_and_explain() {
+    let base = "[[rule]]\nprefix = \"incoming/\"\noutput_prefix = \"processed/\"\n";
+    let (_base_dir, base_path) = config_file(base);
+    let base_hash = check_config_json(&["check-config", &base_path, "--json"])["hash"].clone();
+    let (_same_dir, same) = config_file(&format!("{base}if_not_worth_it = \"compress\"\n"));
+    let same_report = check_config_json(&["check-config", &same, "--json"]);
+    assert_eq!(same_report["hash"], base_hash, "{same_report}");
+
+    let (_dir, path) = config_file(&format!(
+        "{base}if_not_worth_it = \"keep\"\nmin_size = 4096\n"
+    ));
+    let report = check_config_json(&["check-config", &path, "--json"]);
+    assert_ne!(report["hash"], base_hash, "{report}");
+    assert_eq!(report["rules"][0]["if_not_worth_it"], "keep", "{report}");
+    assert_eq!(report["rules"][0]["min_size"], 4096, "{report}");
+    let table = stdout(&run(&["check-config", &path]));
+    assert!(
+        table.contains("already-compressed content and objects under 4096 bytes are kept"),
+        "{table}"
+    );
+
+    let small = stdout(&run(&[
+        "explain",
+        "--config",
+        &path,
+        "incoming/a.csv",
+        "--size",
+        "100",
+    ]));
+    assert!(small.contains("size:    100 bytes"), "{small}");
+    assert!(
+        small.contains("kept:    below min_size 4096 (100 bytes); the object is left where it is"),
+        "{small}"
+    );
+    assert!(!small.contains("output:"), "{small}");
+    let large = stdout(&run(&[
+        "explain",
+        "--config",
+        &path,
+        "incoming/a.csv",
+        "--size",
+        "4096",
+    ]));
+    assert!(large.contains("output:  processed/a.zip"), "{large}");
+    assert!(
+        large.contains("policy:  already-compressed content and objects under 4096 bytes are kept; the content is judged on the first bytes read"),
+        "{large}"
+    );
+    let no_size = stdout(&run(&["explain", "--config", &path, "incoming/a.csv"]));
+    assert!(
+        no_size.contains("(give --size to judge this object's size)"),
+        "{no_size}"
+    );
+}
+
 #[test]
 fn check_config_json_of_the_builtin_default_and_from_the_environment() {
     let builtin = check_config_json(&["check-config", "--json"]);

@@ -2632,3 +2632,147 @@ fn an_object_too_large_for_the_invocation_goes_to_a_fargate_task() {
         "{keys:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Objects that do not pay
+
+/// A PNG as an image library writes it: 64x64 grey pixels of noise, zlib-compressed by
+/// Python's zlib (about 4 KiB).
+fn png(moto: &Moto) -> Vec<u8> {
+    let script = "import random, struct, sys, zlib\n\
+        def chunk(kind, data):\n\
+        \x20   body = kind + data\n\
+        \x20   return struct.pack('>I', len(data)) + body + struct.pack('>I', zlib.crc32(body))\n\
+        pixels = b''.join(b'\\x00' + random.Random(i).randbytes(64) for i in range(64))\n\
+        sys.stdout.buffer.write(b'\\x89PNG\\r\\n\\x1a\\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', 64, 64, 8, 0, 0, 0, 0))\n\
+        \x20   + chunk(b'IDAT', zlib.compress(pixels)) + chunk(b'IEND', b''))\n";
+    let path = moto.write_file("png.py", script.as_bytes());
+    tool("python3", &[], &path)
+}
+
+/// With `if_not_worth_it = "keep"`, a real gzip file, a real PNG (under a name that does not
+/// say so) and an object below `min_size` are left untouched, each with its reason and a
+/// success, while text beside them is compressed; `backfill --dry-run` shows the decisions.
+#[test]
+fn a_keeping_rule_leaves_compressed_and_small_objects_untouched_and_compresses_text() {
+    let moto = Moto::start();
+    let bucket = "policy";
+    moto.create_versioned_bucket(bucket);
+    let config = moto.write_file(
+        "keep.toml",
+        b"[[rule]]\nprefix = \"incoming/\"\noutput_prefix = \"processed/\"\n\
+          if_not_worth_it = \"keep\"\nmin_size = 1024\n",
+    );
+    let plain = moto.write_file("logs.csv", &text(20_000, 3));
+    let gzip = tool("gzip", &["-c", "-6"], &plain);
+    let png = png(&moto);
+    let sealed = random(100_000, 5);
+    let kept: [(&str, &[u8]); 4] = [
+        ("incoming/logs.csv.gz", &gzip),
+        ("incoming/scan.bin", &png),
+        ("incoming/sealed", &sealed),
+        ("incoming/tiny.csv", b"a,b\n1,2\n"),
+    ];
+    for (key, body) in kept {
+        put(&moto, bucket, key, body);
+    }
+    let report = text(20_000, 4);
+    put(&moto, bucket, "incoming/report.csv", &report);
+
+    let keys: Vec<&str> = kept
+        .iter()
+        .map(|(key, _)| *key)
+        .chain(["incoming/report.csv"])
+        .collect();
+    // The tiny object's record carries its size, as S3's do: kept before anything is read.
+    let mut event = s3_event(bucket, &keys);
+    event["Records"][3]["s3"]["object"]["size"] = json!(8);
+    let finished = invoke_with(
+        &moto,
+        &event,
+        &["--config", config.to_str().unwrap_or_default()],
+    );
+    assert!(finished.success(), "{}", finished.describe());
+    let response = response_of(&finished);
+    let expected: Vec<(String, String)> = keys
+        .iter()
+        .map(|key| {
+            let outcome = if *key == "incoming/report.csv" {
+                "compressed"
+            } else {
+                "kept"
+            };
+            ((*key).to_owned(), outcome.to_owned())
+        })
+        .collect();
+    assert_eq!(outcomes(&response), expected, "{response:#}");
+    // Each kept object's log line names the rule that kept it, the size alone included.
+    let logged = finished
+        .stderr
+        .lines()
+        .find(|line| line.contains("incoming/tiny.csv") && line.contains("outcome=\"kept\""))
+        .unwrap_or_else(|| panic!("no log line for the tiny object: {}", finished.stderr));
+    assert!(logged.contains("rule=\"incoming/\""), "{logged}");
+    let details: Vec<&str> = response["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|result| result["detail"].as_str())
+        .collect();
+    for said in [
+        "kept: already compressed (gzip)",
+        "kept: already compressed (png)",
+        "kept: below min_size 1024 (8 bytes)",
+        "kept: does not shrink (its first 65536 bytes compress to ",
+    ] {
+        assert!(
+            details.iter().any(|detail| detail.starts_with(said)),
+            "{said}: {details:?}"
+        );
+    }
+    for (key, body) in kept {
+        assert!(moto.get(bucket, key) == body, "{key} is untouched");
+        let versions = moto.versions(bucket, key);
+        assert_eq!(
+            versions.len(),
+            1,
+            "{key}: one version, no delete marker: {versions:?}"
+        );
+    }
+    assert_eq!(
+        moto.keys(bucket),
+        [
+            "incoming/logs.csv.gz",
+            "incoming/scan.bin",
+            "incoming/sealed",
+            "incoming/tiny.csv",
+            "processed/report.zip",
+        ]
+    );
+    assert!(unzip(&moto, bucket, "processed/report.zip").1 == report);
+
+    // A dry run judges the sizes it lists, and says the content is judged when read.
+    let dry = run(&mut backfill(
+        &moto,
+        &config,
+        &[&format!("s3://{bucket}"), "--dry-run"],
+    ));
+    assert!(dry.success(), "{}", dry.describe());
+    assert!(
+        dry.stdout
+            .contains("incoming/tiny.csv: kept: below min_size 1024 (8 bytes)\n"),
+        "{}",
+        dry.describe()
+    );
+    assert!(
+        dry.stdout.contains("incoming/scan.bin -> processed/scan.zip (rule incoming/, zip, level 6, source deleted once the output is verified; kept instead if its first bytes show compressed content)"),
+        "{}",
+        dry.describe()
+    );
+    assert_eq!(
+        summary_count(&dry.stdout, "kept: below min_size 1024"),
+        1,
+        "{}",
+        dry.stdout
+    );
+}

@@ -13,8 +13,12 @@ mod transfer;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::StreamExt as _;
+use s3_compressor_config::Rule;
 use s3_compressor_events::ObjectRef;
-use s3_compressor_formats::{Compressor, Entry, FormatError, Stats};
+use s3_compressor_formats::{
+    already_compressed, Compressor, Entry, FormatError, Stats, SNIFF_BYTES,
+};
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
 
@@ -132,8 +136,13 @@ impl Worker {
     /// left alone.
     pub async fn process(&self, object: &ObjectRef, deadline: Option<Deadline>) -> Outcome {
         let started = Instant::now();
-        let plan = match self.routes.decide(&object.key) {
+        let plan = match self.routes.decide(&object.key, object.size) {
             Decision::Compress(plan) => plan,
+            Decision::Keep { rule, reason } => {
+                let outcome = Outcome::Kept(reason);
+                report(object, Some((rule, None)), &outcome, started);
+                return outcome;
+            }
             Decision::Skip(reason) => {
                 let outcome = Outcome::Skipped(reason.to_string());
                 report(object, None, &outcome, started);
@@ -157,7 +166,8 @@ impl Worker {
                     )
                 }),
         };
-        report(object, Some(&plan), &outcome, started);
+        let format = plan.compressor.registration().name;
+        report(object, Some((plan.rule, Some(format))), &outcome, started);
         outcome
     }
 
@@ -209,6 +219,9 @@ impl Worker {
             }
             Err(error) => return Err(failed(error)),
         };
+        // Whether it pays, on the size read (an event may not say) and the first bytes, before
+        // any compression work.
+        let download = self.judge(plan, download).await?;
         let reservation = self
             .memory
             .refit(reservation, cost(Some(download.info.size)))
@@ -325,6 +338,45 @@ impl Worker {
                 output: output_proof,
             },
         }))
+    }
+
+    /// Stops with [`Outcome::Kept`] when the rule keeps what `download` holds: by its size, by
+    /// the kind of compressed content its first bytes show, or by how little a sample of them
+    /// shrinks (content no signature names: brotli, encrypted data, an unknown archive). Hands
+    /// the download back whole otherwise. Only a rule that keeps what does not pay reads ahead.
+    async fn judge(&self, plan: &Plan<'_>, mut download: Download) -> Result<Download, Stop> {
+        let kept = |reason| Box::new(Outcome::Kept(reason));
+        if let Some(reason) = plan.rule.keeps_by_size(Some(download.info.size)) {
+            return Err(kept(reason));
+        }
+        if !plan.rule.judges_content() {
+            return Ok(download);
+        }
+        let wanted = usize::try_from(download.info.size)
+            .unwrap_or(usize::MAX)
+            .min(SAMPLE_BYTES);
+        let mut sample = Vec::with_capacity(wanted);
+        let mut chunks = Vec::new();
+        while sample.len() < wanted {
+            let Some(chunk) = download.body.next().await else {
+                break;
+            };
+            let chunk = chunk.map_err(failed)?;
+            let take = (wanted - sample.len()).min(chunk.len());
+            sample.extend_from_slice(&chunk[..take]);
+            chunks.push(Ok(chunk));
+        }
+        if let Some(reason) = plan.rule.keeps_content(already_compressed(&sample)) {
+            return Err(kept(reason));
+        }
+        let sampled = sample.len() as u64;
+        if let Some(compressed) = sample_compressed(plan.compressor, sample).await {
+            if let Some(reason) = plan.rule.keeps_sample(sampled, compressed) {
+                return Err(kept(reason));
+            }
+        }
+        download.body = futures::stream::iter(chunks).chain(download.body).boxed();
+        Ok(download)
     }
 
     /// Does not start an object that cannot finish before `deadline`, since it would be stopped
@@ -904,11 +956,17 @@ impl Worker {
     }
 }
 
-/// One log line per object, with the fields a dashboard filters on.
-fn report(object: &ObjectRef, plan: Option<&Plan<'_>>, outcome: &Outcome, started: Instant) {
+/// One log line per object, with the fields a dashboard filters on: the rule that took it,
+/// and the format it was to be compressed in (none for an object kept by its size alone).
+fn report(
+    object: &ObjectRef,
+    taken: Option<(&Rule, Option<&'static str>)>,
+    outcome: &Outcome,
+    started: Instant,
+) {
     let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let rule = plan.map(|plan| plan.rule.prefix.as_str());
-    let format = plan.map(|plan| plan.compressor.registration().name);
+    let rule = taken.map(|(rule, _)| rule.prefix.as_str());
+    let format = taken.and_then(|(_, format)| format);
     let (bytes_in, bytes_out, stored_bytes, proof) = match outcome {
         Outcome::Compressed {
             bytes_in,
@@ -967,6 +1025,35 @@ fn report(object: &ObjectRef, plan: Option<&Plan<'_>>, outcome: &Outcome, starte
         Outcome::Failed { .. } => line!(error),
         _ => line!(info),
     }
+}
+
+/// How much of an object's start a rule that keeps what does not pay compresses as a sample:
+/// one small deflate block, a millisecond of work, held in memory only until it is judged.
+const SAMPLE_BYTES: usize = 64 * 1024;
+const _: () = assert!(
+    SAMPLE_BYTES >= SNIFF_BYTES,
+    "the sample holds every signature"
+);
+
+/// The size `sample` compresses to in the rule's own format and level, or `None` where that
+/// says nothing: an empty sample, a format that does not compress (tar), or a sample the
+/// format failed on (the object is then compressed, and its own failure reported).
+async fn sample_compressed(compressor: &Arc<Compressor>, sample: Vec<u8>) -> Option<u64> {
+    if sample.is_empty() || compressor.registration().levels.is_none() {
+        return None;
+    }
+    let compressor = Arc::clone(compressor);
+    tokio::task::spawn_blocking(move || {
+        let entry = Entry::new("sample").with_size(sample.len() as u64);
+        let mut output = Vec::with_capacity(sample.len());
+        compressor
+            .compress(&mut sample.as_slice(), &mut output, &entry)
+            .ok()
+            .map(|_| output.len() as u64)
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// Compresses on this (blocking) thread while a second one decodes the output as it is

@@ -1181,3 +1181,131 @@ async fn the_deadline_gives_the_memory_back_only_once_the_compressor_has_stopped
     );
     assert!(store.current(BUCKET, "incoming/slow.csv").is_some());
 }
+
+/// A gzip header, then `len` bytes of noise: what the first bytes show is all that counts.
+fn gzip_like(len: usize) -> Vec<u8> {
+    [
+        b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03".as_slice(),
+        &noise(len),
+    ]
+    .concat()
+}
+
+const KEEPING: &str = "[[rule]]\nprefix = \"incoming/\"\noutput_prefix = \"processed/\"\n\
+                       if_not_worth_it = \"keep\"\nmin_size = 100\n";
+
+/// A rule that keeps what does not pay leaves compressed content and small objects untouched,
+/// writes nothing for them, and still compresses the rest whole.
+#[tokio::test]
+async fn a_keeping_rule_leaves_what_does_not_pay_untouched() {
+    let store = Arc::new(MemoryStore::versioned());
+    let gzip = gzip_like(3000);
+    let png = [
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".as_slice(),
+        &noise(500),
+    ]
+    .concat();
+    // Past the sample, so the bytes read ahead to judge it span many chunks.
+    let text = b"date,amount\n2024-01-01,3\n".repeat(4000);
+    let random = noise(100_000);
+    store.insert(BUCKET, "incoming/sealed.bin", &random);
+    store.insert(BUCKET, "incoming/logs.gz", &gzip);
+    store.insert(BUCKET, "incoming/photo.dat", &png);
+    store.insert(BUCKET, "incoming/tiny.csv", b"a,b\n1,2\n");
+    store.insert(BUCKET, "incoming/report.csv", &text);
+    let worker = worker_with_config(&store, KEEPING);
+
+    let kept = [
+        ("incoming/logs.gz", "kept: already compressed (gzip); "),
+        ("incoming/photo.dat", "kept: already compressed (png); "),
+        ("incoming/tiny.csv", "kept: below min_size 100 (8 bytes); "),
+        (
+            "incoming/sealed.bin",
+            "kept: does not shrink (its first 65536 bytes compress to ",
+        ),
+    ];
+    for (key, said) in kept {
+        let outcome = worker.process(&object(key), None).await;
+        assert!(matches!(outcome, Outcome::Kept(_)), "{key}: {outcome}");
+        assert_eq!(outcome.label(), "kept");
+        assert!(outcome.to_string().starts_with(said), "{outcome}");
+        assert!(!outcome.should_retry() && !outcome.is_failure());
+    }
+    // A size the event gives is judged before anything is read: an object not there to read
+    // is kept all the same.
+    let sized = ObjectRef {
+        size: Some(4),
+        ..object("incoming/never-read.csv")
+    };
+    let outcome = worker.process(&sized, None).await;
+    assert!(matches!(outcome, Outcome::Kept(_)), "{outcome}");
+
+    for (key, body) in [
+        ("incoming/logs.gz", &gzip[..]),
+        ("incoming/photo.dat", &png[..]),
+        ("incoming/tiny.csv", b"a,b\n1,2\n"),
+        ("incoming/sealed.bin", &random[..]),
+    ] {
+        assert_eq!(&store.current(BUCKET, key).unwrap().body[..], body, "{key}");
+        assert_eq!(store.versions(BUCKET, key), 1, "{key} has no delete marker");
+    }
+
+    // The rest is compressed whole: the bytes read ahead to judge it are not lost.
+    let outcome = worker.process(&object("incoming/report.csv"), None).await;
+    let Outcome::Compressed {
+        output_key,
+        bytes_in,
+        source,
+        ..
+    } = &outcome
+    else {
+        panic!("{outcome}");
+    };
+    assert_eq!(*bytes_in, text.len() as u64);
+    assert_eq!(*source, SourceFate::Deleted);
+    assert_eq!(
+        store.keys_under(BUCKET, "processed/"),
+        [output_key.as_str()]
+    );
+}
+
+/// Without the policy, compressed content is compressed as before: every upload becomes an
+/// output.
+#[tokio::test]
+async fn by_default_compressed_content_is_compressed_as_before() {
+    let store = Arc::new(MemoryStore::default());
+    let gzip = gzip_like(300);
+    store.insert(BUCKET, "incoming/logs.gz", &gzip);
+    store.insert(BUCKET, "incoming/t.csv", b"x");
+    let worker = worker(&store, Tuning::default());
+    for key in ["incoming/logs.gz", "incoming/t.csv"] {
+        let outcome = worker.process(&object(key), None).await;
+        assert!(matches!(outcome, Outcome::Compressed { .. }), "{outcome}");
+    }
+    assert_eq!(
+        store.keys_under(BUCKET, "processed/"),
+        ["processed/logs.zip", "processed/t.zip"]
+    );
+}
+
+/// tar only bundles: a sample never shrinks in it, so it judges no sample, and text under a
+/// keeping tar rule is bundled as before.
+#[tokio::test]
+async fn a_keeping_rule_of_a_format_that_does_not_compress_judges_no_sample() {
+    let store = Arc::new(MemoryStore::default());
+    store.insert(
+        BUCKET,
+        "incoming/notes.txt",
+        &b"meeting notes\n".repeat(100),
+    );
+    let config = "[[rule]]\nprefix = \"incoming/\"\noutput_prefix = \"processed/\"\n\
+                  format = \"tar\"\nif_not_worth_it = \"keep\"\n";
+    let outcome = worker_with_config(&store, config)
+        .process(&object("incoming/notes.txt"), None)
+        .await;
+    assert!(matches!(outcome, Outcome::Compressed { .. }), "{outcome}");
+    assert_eq!(
+        store.keys_under(BUCKET, "processed/"),
+        ["processed/notes.tar"]
+    );
+}
