@@ -1278,7 +1278,7 @@ level = 99
                 "10:9: level: invalid type: string \"high\", expected i32",
                 "11:1: unknown field \"formt\" in [[rule]]; did you mean \"format\"? known \
                  fields: prefix, output_prefix, format, level, threads, delete_source, \
-                 delete_without_if_match",
+                 delete_without_if_match, min_size, if_not_worth_it",
                 "15:17: output_prefix \"incoming/logs/done/\" lies inside the prefix \
                  \"incoming/\" on line 7, so the worker would pick up its own output and \
                  compress it again, forever; choose an output_prefix that is outside every \

@@ -148,6 +148,31 @@ impl Store {
 
 /// A request for another operation on behalf of `req`: same caller, same identity, no headers
 /// (`s3s-fs` reads only the typed input and the credentials).
+/// How many times a listing walks the bucket's folder before its error stands.
+const LIST_WALKS: usize = 5;
+
+/// s3s-fs lists by walking the bucket's folder, and a file deleted during the walk (the worker
+/// deletes sources and failure reports all the time) fails it with an internal error, where S3
+/// lists what is there. The walk is taken again, a few times, before that error is answered.
+async fn walked<I, O, Listing>(
+    req: S3Request<I>,
+    list: impl Fn(S3Request<I>) -> Listing,
+) -> S3Result<S3Response<O>>
+where
+    I: Clone,
+    Listing: std::future::Future<Output = S3Result<S3Response<O>>>,
+{
+    let mut walks = 1;
+    loop {
+        match list(sibling(&req, req.input.clone())).await {
+            Err(error) if *error.code() == S3ErrorCode::InternalError && walks < LIST_WALKS => {
+                walks += 1;
+            }
+            listed => return listed,
+        }
+    }
+}
+
 fn sibling<T, U>(req: &S3Request<T>, input: U) -> S3Request<U> {
     S3Request {
         input,
@@ -283,7 +308,7 @@ impl S3 for Store {
         &self,
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
-        let mut response = self.fs.list_objects(req).await?;
+        let mut response = walked(req, |req| self.fs.list_objects(req)).await?;
         listing::encode_v1(&mut response.output);
         Ok(response)
     }
@@ -292,7 +317,7 @@ impl S3 for Store {
         &self,
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
-        let mut response = self.fs.list_objects_v2(req).await?;
+        let mut response = walked(req, |req| self.fs.list_objects_v2(req)).await?;
         listing::encode_v2(&mut response.output);
         Ok(response)
     }

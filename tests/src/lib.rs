@@ -63,6 +63,13 @@ pub fn workspace_root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
+/// Where cargo builds: `CARGO_TARGET_DIR` when it is set, else the workspace's `target/`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
 /// The `s3-compressor` binary of this build.
 ///
 /// The tests that run it are the worker package's integration tests (`worker/tests/`), so cargo

@@ -679,7 +679,7 @@ formt = "gzip"
             "FILE:8:11: threads: invalid type: string \"all\", expected i64",
             "FILE:9:1: unknown field \"formt\" in [[rule]]; did you mean \"format\"? known \
              fields: prefix, output_prefix, format, level, threads, delete_source, \
-             delete_without_if_match",
+             delete_without_if_match, min_size, if_not_worth_it",
         ]
     );
 }

@@ -3157,7 +3157,7 @@ fn deploy_with_an_image_uri_twice_then_cleanup_against_moto() {
     );
 
     // Again (the setting from the environment this time): nothing changes.
-    let fargate_env = [env[0], ("LARGE_OBJECTS", "fargate")];
+    let fargate_env = [env[0], env[1], ("LARGE_OBJECTS", "fargate")];
     let second = must(
         run_script(
             &moto,
@@ -3967,7 +3967,7 @@ fn the_image_builds_without_docker_and_runs_as_a_lambda_function() {
         std::fs::copy(root.join(file), context.join(file)).unwrap();
     }
     std::fs::copy(
-        root.join("target")
+        s3_compressor_tests::target_dir()
             .join(MUSL_TARGET)
             .join(IMAGE_TEST_PROFILE)
             .join("s3-compressor"),

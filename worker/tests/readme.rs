@@ -75,11 +75,7 @@ fn copy_checkout(to: &Path) {
 /// The target folder of this build, so the quick start's build shares its downloads and
 /// anything already compiled.
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
-        .canonicalize()
-        .unwrap()
+    s3_compressor_tests::target_dir().canonicalize().unwrap()
 }
 
 /// The keys in what `aws s3 ls --recursive` printed (`DATE TIME SIZE KEY` lines), skipping

@@ -255,11 +255,11 @@ fn an_upload_from_the_aws_cli_comes_out_zipped_and_ctrl_c_stops_cleanly() {
         "report.csv"
     );
 
+    let zipped = std::fs::metadata(&zip).unwrap().len();
     let port = serve.port;
     let finished = serve.interrupt();
     assert!(finished.success(), "{}", finished.describe());
     // It ends saying what the run saved: this one text file, compressed.
-    let zipped = std::fs::metadata(&zip).unwrap().len();
     assert!(
         finished.stdout.contains(&format!(
             "Stopped: 1 compressed in this run, {} -> {}, saved {} (",

@@ -208,7 +208,7 @@ impl Worker {
             self.store.get(&source, object.version_id.as_deref()),
         );
         let existing_output = existing_output.map_err(failed)?;
-        let mut download = match download {
+        let download = match download {
             Ok(download) => download,
             Err(error) if error.is(ErrorClass::NotFound) => {
                 return Err(Box::new(source_gone(
@@ -221,7 +221,7 @@ impl Worker {
         };
         // Whether it pays, on the size read (an event may not say) and the first bytes, before
         // any compression work.
-        let download = self.judge(plan, download).await?;
+        let mut download = self.judge(plan, download).await?;
         let reservation = self
             .memory
             .refit(reservation, cost(Some(download.info.size)))
