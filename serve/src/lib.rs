@@ -10,6 +10,7 @@
 //! conditional deletes (`If-Match`), conditional reads, atomic create-only writes
 //! (`If-None-Match: *`) and the upload notices. See `store.rs` for the full list.
 
+mod auth;
 mod body;
 mod conditions;
 mod error;

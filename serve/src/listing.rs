@@ -1,4 +1,5 @@
-//! `encoding-type=url` for object listings.
+//! Object listings as S3 answers them where `s3s-fs` does not: an empty delimiter, and
+//! `encoding-type=url`.
 //!
 //! `s3s-fs` echoes `EncodingType: url` but returns the keys as they are. The AWS CLI (botocore)
 //! always asks for URL encoding and decodes what it gets, so `report+1.csv` was listed as
@@ -14,6 +15,15 @@ const KEY: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~')
     .remove(b'/');
+
+/// S3 reads `delimiter=` (empty, as rclone and `--delimiter ''` send it) as no delimiter and
+/// lists every key under the prefix; `s3s-fs` would split at each `/` and list one common
+/// prefix per folder and no object.
+pub(crate) fn no_empty_delimiter(delimiter: &mut Option<String>) {
+    if delimiter.as_deref() == Some("") {
+        *delimiter = None;
+    }
+}
 
 fn encode(value: &mut String) {
     *value = utf8_percent_encode(value, KEY).to_string();

@@ -7,13 +7,13 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
 use hyper_util::server::graceful::GracefulShutdown;
-use s3s::auth::SimpleAuth;
 use s3s::service::{S3Service, S3ServiceBuilder};
 use s3s_fs::FileSystem;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::auth::SingleKey;
 use crate::layout::Layout;
 use crate::store::Store;
 use crate::{Removal, ServeError, Upload};
@@ -130,7 +130,7 @@ impl EmbeddedS3 {
         );
         let service = {
             let mut builder = S3ServiceBuilder::new(store);
-            builder.set_auth(SimpleAuth::from_single(access_key, secret_key));
+            builder.set_auth(SingleKey::new(access_key, secret_key));
             builder.build()
         };
 

@@ -306,8 +306,9 @@ impl S3 for Store {
 
     async fn list_objects(
         &self,
-        req: S3Request<ListObjectsInput>,
+        mut req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
+        listing::no_empty_delimiter(&mut req.input.delimiter);
         let mut response = walked(req, |req| self.fs.list_objects(req)).await?;
         listing::encode_v1(&mut response.output);
         Ok(response)
@@ -315,8 +316,9 @@ impl S3 for Store {
 
     async fn list_objects_v2(
         &self,
-        req: S3Request<ListObjectsV2Input>,
+        mut req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        listing::no_empty_delimiter(&mut req.input.delimiter);
         let mut response = walked(req, |req| self.fs.list_objects_v2(req)).await?;
         listing::encode_v2(&mut response.output);
         Ok(response)

@@ -1040,11 +1040,80 @@ async fn a_key_that_is_already_a_folder_of_objects_is_no_object_and_cannot_becom
 }
 
 #[tokio::test]
-async fn wrong_credentials_are_refused() {
+async fn an_empty_delimiter_lists_every_key_as_no_delimiter_does() {
+    let f = start().await;
+    for key in [
+        "incoming/a.csv",
+        "incoming/deep/b.csv",
+        "incoming/deep/er/c.csv",
+    ] {
+        put(&f.client, key, b"x").await;
+    }
+    // rclone and `aws s3api list-objects-v2 --delimiter ''` send `delimiter=`, which S3 reads
+    // as no delimiter: every key, no common prefix.
+    let v2 = f
+        .client
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .prefix("incoming/")
+        .delimiter("")
+        .send()
+        .await
+        .expect("list v2");
+    let keys: Vec<_> = v2.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(
+        keys,
+        [
+            "incoming/a.csv",
+            "incoming/deep/b.csv",
+            "incoming/deep/er/c.csv"
+        ]
+    );
+    assert!(v2.common_prefixes().is_empty(), "{v2:?}");
+    let v1 = f
+        .client
+        .list_objects()
+        .bucket(BUCKET)
+        .prefix("incoming/")
+        .delimiter("")
+        .send()
+        .await
+        .expect("list v1");
+    assert_eq!(v1.contents().len(), 3, "{v1:?}");
+    assert!(v1.common_prefixes().is_empty(), "{v1:?}");
+    // A real delimiter still groups.
+    let grouped = f
+        .client
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .prefix("incoming/")
+        .delimiter("/")
+        .send()
+        .await
+        .expect("list with a delimiter");
+    let prefixes: Vec<_> = grouped
+        .common_prefixes()
+        .iter()
+        .filter_map(|p| p.prefix())
+        .collect();
+    assert_eq!(prefixes, ["incoming/deep/"]);
+    assert_eq!(grouped.contents().len(), 1);
+    f.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_refused_with_s3_codes_and_the_setting_to_fix() {
     let mut f = start().await;
-    for (access, secret) in [
-        (ACCESS_KEY, "wrong-secret"),
-        ("unknown-access-key", SECRET_KEY),
+    // S3's codes, so that a client's own advice applies; an unknown access key also says which
+    // settings must agree (s3s's default answer was `NotSignedUp`).
+    for (access, secret, code, advice) in [
+        (ACCESS_KEY, "wrong-secret", "SignatureDoesNotMatch", None),
+        (
+            "unknown-access-key",
+            SECRET_KEY,
+            "InvalidAccessKeyId",
+            Some("AWS_ACCESS_KEY_ID"),
+        ),
     ] {
         let intruder = client(&f.server.endpoint_url(), access, secret);
         let put = intruder
@@ -1056,6 +1125,15 @@ async fn wrong_credentials_are_refused() {
             .await
             .expect_err("a request signed with the wrong key fails");
         assert_eq!(status(&put), 403, "{access}: {put:?}");
+        let refusal = put.as_service_error().expect("an S3 error");
+        assert_eq!(refusal.code(), Some(code), "{put:?}");
+        if let Some(advice) = advice {
+            let message = refusal.message().unwrap_or_default();
+            assert!(
+                message.contains(advice) && message.contains("--access-key"),
+                "{message}"
+            );
+        }
         let list = intruder
             .list_objects_v2()
             .bucket(BUCKET)
