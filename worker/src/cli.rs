@@ -152,6 +152,11 @@ pub enum Command {
             default_value = crate::online::DEFAULT_SECRET_KEY
         )]
         secret_key: String,
+        /// Milliseconds an upload waits before it is compressed, so that a client reading back
+        /// what it has just written (rclone, SDK waiters, mounts) still finds it, as on S3,
+        /// whose notifications take about a second. 0 compresses at once.
+        #[arg(long, value_name = "MS", default_value_t = 250)]
+        settle_ms: u64,
     },
 }
 
@@ -246,6 +251,7 @@ impl Cli {
                 bucket,
                 access_key,
                 secret_key,
+                settle_ms,
             } => {
                 let options = s3_compressor_serve::ServeOptions {
                     addr,
@@ -271,7 +277,8 @@ impl Cli {
                          add --config {CHECKOUT_CONFIG} to run its rules"
                     )?;
                 }
-                runtime()?.block_on(crate::online::serve(options, routes, stall, out))
+                let settle = std::time::Duration::from_millis(settle_ms);
+                runtime()?.block_on(crate::online::serve(options, routes, stall, settle, out))
             }
         }
     }

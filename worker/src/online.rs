@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use indicatif::HumanBytes;
 use s3_compressor_events::ObjectRef;
-use s3_compressor_serve::{EmbeddedS3, ServeOptions, Upload};
+use s3_compressor_serve::{EmbeddedS3, ServeOptions, Upload, UPLOAD_QUEUE};
 use tokio::task::JoinSet;
 
 use crate::failures::{self, FailureReports, Recorded};
@@ -184,6 +184,7 @@ pub(crate) async fn serve(
     options: ServeOptions,
     routes: Arc<Routes>,
     stall: Duration,
+    settle: Duration,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     crate::telemetry::init_logging();
@@ -241,14 +242,28 @@ pub(crate) async fn serve(
     let mut removals_open = true;
 
     let mut running = JoinSet::new();
+    // Uploads wait here for `settle` before they are compressed, oldest first; all wait as
+    // long, so the first is always the next one due. Bounded like the server's queue, so that
+    // a burst still holds clients back rather than growing this without end.
+    let mut settling = std::collections::VecDeque::new();
     let mut totals = Totals::default();
     let stop = tokio::signal::ctrl_c();
     tokio::pin!(stop);
     loop {
+        let next_due = settling
+            .front()
+            .map_or_else(tokio::time::Instant::now, |(due, _)| *due);
         tokio::select! {
-            upload = uploads.recv(), if running.len() < SERVE_PARALLEL_OBJECTS => {
+            upload = uploads.recv(), if settling.len() < UPLOAD_QUEUE => {
                 let Some(upload) = upload else { break };
-                running.spawn(process(handler.clone(), Arc::clone(&reports), object_of(upload), false));
+                settling.push_back((tokio::time::Instant::now() + settle, upload));
+            }
+            () = tokio::time::sleep_until(next_due),
+                if !settling.is_empty() && running.len() < SERVE_PARALLEL_OBJECTS =>
+            {
+                if let Some((_, upload)) = settling.pop_front() {
+                    running.spawn(process(handler.clone(), Arc::clone(&reports), object_of(upload), false));
+                }
             }
             removal = removals.recv(), if removals_open => match removal {
                 Some(removal) => reports.clear(&removal.key).await,
@@ -283,6 +298,21 @@ pub(crate) async fn serve(
     // Not drained from here on: a delete must not wait for it. A report whose source is
     // deleted now is removed at the next start.
     drop(removals);
+    // Uploads still settling were accepted before the stop: they are compressed now, not left
+    // for the next start.
+    for (_, upload) in settling {
+        while running.len() >= SERVE_PARALLEL_OBJECTS {
+            if let Some(done) = running.join_next().await {
+                report(done, &mut totals, out)?;
+            }
+        }
+        running.spawn(process(
+            handler.clone(),
+            Arc::clone(&reports),
+            object_of(upload),
+            false,
+        ));
+    }
     while let Some(done) = running.join_next().await {
         report(done, &mut totals, out)?;
     }

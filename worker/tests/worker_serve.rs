@@ -346,6 +346,94 @@ fn a_folder_of_more_files_than_the_upload_queue_holds_is_all_compressed() {
     assert!(serve.interrupt().success());
 }
 
+/// rclone as its users run it: it HEADs each object right after uploading it, to check it, and
+/// lists with `delimiter=` (empty).
+#[test]
+fn rclone_copies_a_folder_of_small_files_reads_each_back_and_lists_what_serve_made() {
+    if !s3_compressor_tests::have(&["rclone"], "apt-get install rclone") {
+        return;
+    }
+    // More than one page of a listing (1,000 keys).
+    const FILES: usize = 1_100;
+    let serve = Serve::start(None);
+    let folder = serve.dir.path().join("many");
+    std::fs::create_dir(&folder).unwrap();
+    for n in 0..FILES {
+        write(&folder, &format!("{n:04}.json"), &text(1 + n % 7));
+    }
+    let config = write(
+        serve.dir.path(),
+        "rclone.conf",
+        format!(
+            "[s]\ntype = s3\nprovider = Other\nendpoint = http://127.0.0.1:{}\n\
+             access_key_id = {ACCESS_KEY}\nsecret_access_key = {SECRET_KEY}\nregion = us-east-1\n",
+            serve.port
+        )
+        .as_bytes(),
+    );
+    let rclone = |args: &[&str]| {
+        let mut command = Command::new("rclone");
+        // rclone refuses to start with AWS_CA_BUNDLE set (LoadCustomCABundleError).
+        command
+            .env_remove("AWS_CA_BUNDLE")
+            .arg("--config")
+            .arg(&config)
+            .args(args);
+        run(&mut command)
+    };
+
+    // Each PUT is followed at once by a HEAD of the same key: serve's settle delay keeps the
+    // source in place until then, as S3's notification delay does. Without it rclone logged
+    // "Failed to copy: object not found" for the objects already compressed, and copied them
+    // again.
+    let copied = rclone(&[
+        "copy",
+        &folder.to_string_lossy(),
+        &format!("s:{BUCKET}/incoming/many/"),
+    ]);
+    assert!(copied.success(), "rclone copy: {}", copied.describe());
+    assert!(!copied.stderr.contains("ERROR"), "{}", copied.stderr);
+
+    let expected: Vec<String> = (0..FILES)
+        .map(|n| format!("processed/many/{n:04}.zip"))
+        .collect();
+    let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+    serve.wait_for_keys(&expected);
+
+    // `rclone ls` lists every output, across the pages of the listing.
+    let listed = rclone(&["ls", &format!("s:{BUCKET}/processed/many/")]);
+    assert!(listed.success(), "rclone ls: {}", listed.describe());
+    let mut names: Vec<&str> = listed
+        .stdout
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .collect();
+    names.sort_unstable();
+    let wanted: Vec<String> = (0..FILES).map(|n| format!("{n:04}.zip")).collect();
+    assert_eq!(names, wanted);
+
+    // And copies them back: each decodes to the file sent.
+    let back = serve.dir.path().join("back");
+    let fetched = rclone(&[
+        "copy",
+        &format!("s:{BUCKET}/processed/many/"),
+        &back.to_string_lossy(),
+    ]);
+    assert!(
+        fetched.success(),
+        "rclone copy back: {}",
+        fetched.describe()
+    );
+    for n in 0..FILES {
+        let sent = text(1 + n % 7);
+        assert_eq!(
+            zip_entry(&std::fs::read(back.join(format!("{n:04}.zip"))).unwrap()),
+            (format!("{n:04}.json"), sent.len() as u64, crc32(&sent)),
+        );
+    }
+    assert!(serve.interrupt().success());
+}
+
 #[test]
 fn serve_follows_the_config_it_is_given() {
     let config = workspace_root().join("config/compressor.toml");
