@@ -1,5 +1,5 @@
-//! Object listings as S3 answers them where `s3s-fs` does not: an empty delimiter, and
-//! `encoding-type=url`.
+//! Object listings as S3 answers them where `s3s-fs` does not: an empty delimiter, a prefix
+//! starting with `/`, and `encoding-type=url`.
 //!
 //! `s3s-fs` echoes `EncodingType: url` but returns the keys as they are. The AWS CLI (botocore)
 //! always asks for URL encoding and decodes what it gets, so `report+1.csv` was listed as
@@ -22,6 +22,31 @@ const KEY: &AsciiSet = &NON_ALPHANUMERIC
 pub(crate) fn no_empty_delimiter(delimiter: &mut Option<String>) {
     if delimiter.as_deref() == Some("") {
         *delimiter = None;
+    }
+}
+
+/// No key here starts with `/` (`check_key` refuses them), so a prefix that does lists
+/// nothing, as on S3; `s3s-fs` drops the leading `/` and would list every key.
+fn under_no_key(prefix: Option<&str>) -> bool {
+    prefix.is_some_and(|prefix| prefix.starts_with('/'))
+}
+
+pub(crate) fn empty_for_slash_prefix_v2(output: &mut ListObjectsV2Output) {
+    if under_no_key(output.prefix.as_deref()) {
+        output.contents = None;
+        output.common_prefixes = None;
+        output.key_count = Some(0);
+        output.is_truncated = Some(false);
+        output.next_continuation_token = None;
+    }
+}
+
+pub(crate) fn empty_for_slash_prefix_v1(output: &mut ListObjectsOutput) {
+    if under_no_key(output.prefix.as_deref()) {
+        output.contents = None;
+        output.common_prefixes = None;
+        output.is_truncated = Some(false);
+        output.next_marker = None;
     }
 }
 

@@ -123,7 +123,16 @@ impl Store {
     }
 
     /// Refuses to write `key` where the directory tree cannot hold it (see [`Layout::make_room`]).
+    ///
+    /// A bucket that does not exist is `NoSuchBucket`, as on S3: `s3s-fs` would make its
+    /// folder, and so the bucket, on the way to the object's file.
     async fn check_writable(&self, bucket: &str, key: &str) -> S3Result<()> {
+        if !self.layout.has_bucket(bucket).await {
+            return Err(s3_error!(
+                NoSuchBucket,
+                "The specified bucket does not exist; create it first (aws s3 mb s3://{bucket})"
+            ));
+        }
         if let Some(why) = self.layout.name_problem(bucket, key) {
             return Err(s3_error!(KeyTooLongError, "{why}"));
         }
@@ -310,6 +319,7 @@ impl S3 for Store {
     ) -> S3Result<S3Response<ListObjectsOutput>> {
         listing::no_empty_delimiter(&mut req.input.delimiter);
         let mut response = walked(req, |req| self.fs.list_objects(req)).await?;
+        listing::empty_for_slash_prefix_v1(&mut response.output);
         listing::encode_v1(&mut response.output);
         Ok(response)
     }
@@ -320,6 +330,7 @@ impl S3 for Store {
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
         listing::no_empty_delimiter(&mut req.input.delimiter);
         let mut response = walked(req, |req| self.fs.list_objects_v2(req)).await?;
+        listing::empty_for_slash_prefix_v2(&mut response.output);
         listing::encode_v2(&mut response.output);
         Ok(response)
     }

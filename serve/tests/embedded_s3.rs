@@ -371,7 +371,7 @@ async fn a_multipart_upload_is_announced_once_on_completion_and_never_for_its_pa
 }
 
 #[tokio::test]
-async fn a_missing_key_is_no_such_key_and_a_missing_bucket_no_such_bucket_as_on_s3() {
+async fn a_missing_key_is_no_such_key_and_a_missing_bucket_no_such_bucket_even_to_a_write() {
     let f = start().await;
     let missing_key = f
         .client
@@ -394,6 +394,30 @@ async fn a_missing_key_is_no_such_key_and_a_missing_bucket_no_such_bucket_as_on_
         .expect_err("no such bucket");
     assert_eq!(status(&missing_bucket), 404);
     assert_eq!(missing_bucket.code(), Some("NoSuchBucket"));
+
+    // A write to a bucket that does not exist makes neither the object nor the bucket.
+    let put = f
+        .client
+        .put_object()
+        .bucket("no-such-bucket")
+        .key("incoming/x.csv")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect_err("no such bucket to write to");
+    assert_eq!(put.code(), Some("NoSuchBucket"), "{put:?}");
+    let multipart = f
+        .client
+        .create_multipart_upload()
+        .bucket("no-such-bucket")
+        .key("incoming/x.csv")
+        .send()
+        .await
+        .expect_err("no such bucket to upload to");
+    assert_eq!(multipart.code(), Some("NoSuchBucket"), "{multipart:?}");
+    let buckets = f.client.list_buckets().send().await.expect("list buckets");
+    let names: Vec<_> = buckets.buckets().iter().filter_map(|b| b.name()).collect();
+    assert_eq!(names, [BUCKET]);
 }
 
 #[tokio::test]
@@ -1040,7 +1064,7 @@ async fn a_key_that_is_already_a_folder_of_objects_is_no_object_and_cannot_becom
 }
 
 #[tokio::test]
-async fn an_empty_delimiter_lists_every_key_as_no_delimiter_does() {
+async fn an_empty_delimiter_lists_every_key_and_a_slash_prefix_none_as_on_s3() {
     let f = start().await;
     for key in [
         "incoming/a.csv",
@@ -1098,6 +1122,26 @@ async fn an_empty_delimiter_lists_every_key_as_no_delimiter_does() {
         .collect();
     assert_eq!(prefixes, ["incoming/deep/"]);
     assert_eq!(grouped.contents().len(), 1);
+    // No key starts with "/", so the prefix "/" lists nothing (s3s-fs listed every key).
+    let slash = f
+        .client
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .prefix("/")
+        .send()
+        .await
+        .expect("list under /");
+    assert!(slash.contents().is_empty(), "{slash:?}");
+    assert_eq!(slash.key_count(), Some(0));
+    let slash_v1 = f
+        .client
+        .list_objects()
+        .bucket(BUCKET)
+        .prefix("/")
+        .send()
+        .await
+        .expect("list v1 under /");
+    assert!(slash_v1.contents().is_empty(), "{slash_v1:?}");
     f.server.shutdown().await;
 }
 
