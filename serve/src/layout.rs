@@ -244,6 +244,17 @@ impl Layout {
         }
     }
 
+    /// Whether the multipart upload `upload_id` is open: its record is there until it is
+    /// completed or aborted. An ID `s3s-fs` could not have made (a UUID) names no upload, and
+    /// no file either.
+    pub(crate) async fn has_upload(&self, upload_id: &str) -> bool {
+        let made_here = upload_id.len() == 36
+            && upload_id
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b'-');
+        made_here && is_file(&self.root.join(format!(".upload-{upload_id}.json"))).await
+    }
+
     /// The multipart uploads in progress in `bucket`, in no particular order.
     pub(crate) async fn pending_uploads(&self, bucket: &str) -> io::Result<Vec<PendingUpload>> {
         let prefix = format!(".bucket-{}.object-", URL_SAFE_NO_PAD.encode(bucket));

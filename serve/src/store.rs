@@ -145,6 +145,19 @@ impl Store {
         }
     }
 
+    /// S3's answer to a part, a listing, an abort or a completion of an upload that is not
+    /// open; `s3s-fs` says `AccessDenied` (or `InvalidRequest` for an ID it could not parse).
+    async fn check_upload(&self, upload_id: &str) -> S3Result<()> {
+        if self.layout.has_upload(upload_id).await {
+            return Ok(());
+        }
+        Err(s3_error!(
+            NoSuchUpload,
+            "The specified multipart upload does not exist: it was completed or aborted, or the \
+             upload ID is wrong"
+        ))
+    }
+
     /// `s3s-fs` would answer a key naming a folder of objects with an internal error, or open
     /// the directory and fail while streaming; on S3 there is simply no such object.
     async fn check_not_folder(&self, bucket: &str, key: &str) -> S3Result<()> {
@@ -694,6 +707,7 @@ impl S3 for Store {
     ) -> S3Result<S3Response<UploadPartOutput>> {
         let mut req = req;
         let content_md5 = check_content_md5(req.input.content_md5.as_deref())?;
+        self.check_upload(&req.input.upload_id).await?;
         let key = req.input.key.clone();
         let leftover = share_body(&mut req.input.body);
         let response = match self.fs.upload_part(req).await {
@@ -718,6 +732,7 @@ impl S3 for Store {
         &self,
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
+        self.check_upload(&req.input.upload_id).await?;
         let Some((src_bucket, src_key)) = copy_source_object(&req.input.copy_source)? else {
             return self.fs.upload_part_copy(req).await;
         };
@@ -731,6 +746,7 @@ impl S3 for Store {
         &self,
         req: S3Request<ListPartsInput>,
     ) -> S3Result<S3Response<ListPartsOutput>> {
+        self.check_upload(&req.input.upload_id).await?;
         self.fs.list_parts(req).await
     }
 
@@ -738,6 +754,7 @@ impl S3 for Store {
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        self.check_upload(&req.input.upload_id).await?;
         self.fs.abort_multipart_upload(req).await
     }
 
@@ -750,6 +767,7 @@ impl S3 for Store {
         let key = req.input.key.clone();
         let guard = self.locks.lock(&bucket, &key).await;
         self.check_writable(&bucket, &key).await?;
+        self.check_upload(&req.input.upload_id).await?;
         let head_req = sibling(&req, ());
         let upload_id = req.input.upload_id.clone();
         let mut response = match self.fs.complete_multipart_upload(req).await {

@@ -970,6 +970,100 @@ async fn open_multipart_uploads_are_listed_until_completed_or_aborted() {
 }
 
 #[tokio::test]
+async fn an_upload_aborted_completed_or_never_started_is_no_such_upload() {
+    let mut f = start().await;
+    let key = "incoming/parts.bin";
+    let assert_no_such_upload = |code: Option<&str>, status: u16, what: &str| {
+        assert_eq!(
+            (code, status),
+            (Some("NoSuchUpload"), 404),
+            "{what}: S3 answers NoSuchUpload"
+        );
+    };
+    for upload_id in ["00000000-0000-0000-0000-000000000000", "../../etc/passwd"] {
+        let part = f
+            .client
+            .upload_part()
+            .bucket(BUCKET)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(1)
+            .body(ByteStream::from_static(b"x"))
+            .send()
+            .await
+            .expect_err("no such upload");
+        assert_no_such_upload(part.code(), status(&part), upload_id);
+        let aborted = f
+            .client
+            .abort_multipart_upload()
+            .bucket(BUCKET)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .expect_err("no such upload");
+        assert_no_such_upload(aborted.code(), status(&aborted), upload_id);
+        let parts = f
+            .client
+            .list_parts()
+            .bucket(BUCKET)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .expect_err("no such upload");
+        assert_no_such_upload(parts.code(), status(&parts), upload_id);
+    }
+
+    // Completed, the upload is open no more; aborted, its completion finds no upload.
+    multipart(&f.client, key, &[pattern(100, 1)], None, &mut f.uploads)
+        .await
+        .expect("completed");
+    next_upload(&mut f.uploads).await;
+    let listed = f
+        .client
+        .list_multipart_uploads()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .expect("listed");
+    assert!(listed.uploads().is_empty(), "{listed:?}");
+    let created = f
+        .client
+        .create_multipart_upload()
+        .bucket(BUCKET)
+        .key(key)
+        .send()
+        .await
+        .expect("created");
+    let upload_id = created.upload_id().expect("an upload id");
+    f.client
+        .abort_multipart_upload()
+        .bucket(BUCKET)
+        .key(key)
+        .upload_id(upload_id)
+        .send()
+        .await
+        .expect("aborted");
+    let completed = f
+        .client
+        .complete_multipart_upload()
+        .bucket(BUCKET)
+        .key(key)
+        .upload_id(upload_id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .parts(CompletedPart::builder().part_number(1).e_tag("x").build())
+                .build(),
+        )
+        .send()
+        .await
+        .expect_err("aborted: no such upload");
+    assert_no_such_upload(completed.code(), status(&completed), "after abort");
+    f.server.shutdown().await;
+}
+
+#[tokio::test]
 async fn keys_a_directory_cannot_hold_faithfully_are_refused_with_a_reason() {
     let mut f = start().await;
     let refused = f
