@@ -600,6 +600,26 @@ impl Sdk {
         self.runtime.block_on(delete.send()).unwrap();
     }
 
+    /// The object's bytes, or the S3 error code that refused them.
+    fn get(&self, key: &str) -> Result<Vec<u8>, String> {
+        let get = self.client.get_object().bucket(BUCKET).key(key).send();
+        self.runtime.block_on(async {
+            match get.await {
+                Ok(object) => Ok(object.body.collect().await.unwrap().to_vec()),
+                Err(error) => Err(error.code().unwrap_or("no code").to_owned()),
+            }
+        })
+    }
+
+    /// The object's size, or the HTTP status that refused the HEAD.
+    fn head(&self, key: &str) -> Result<i64, u16> {
+        let head = self.client.head_object().bucket(BUCKET).key(key).send();
+        match self.runtime.block_on(head) {
+            Ok(head) => Ok(head.content_length().unwrap_or_default()),
+            Err(error) => Err(error.raw_response().map_or(0, |r| r.status().as_u16())),
+        }
+    }
+
     /// How many times `key`'s failure report says it failed, if there is one.
     fn attempts(&self, key: &str) -> Option<u64> {
         let report = format!("s3-compressor/failures/{key}.json");
@@ -624,6 +644,42 @@ impl Sdk {
     fn only(&self, expected: &[&str]) -> bool {
         self.runtime.block_on(list_keys(&self.client, BUCKET)) == expected
     }
+}
+
+/// Clients read back what they have just written (rclone's check, SDK waiters, mounts): the
+/// upload settles before it is compressed, as an S3 notification takes its time. An overwrite
+/// landing while the first upload settles is what gets compressed, and nothing fails.
+#[test]
+fn a_read_right_after_a_write_finds_the_upload_and_an_overwrite_while_it_settles_wins() {
+    let serve = Serve::start(None);
+    let sdk = serve.sdk();
+    for n in 0..20 {
+        let key = format!("incoming/read-back/{n}.json");
+        let body = text(1 + n);
+        sdk.put(&key, &body);
+        assert_eq!(sdk.head(&key), Ok(body.len() as i64), "{key}");
+        assert_eq!(sdk.get(&key).as_deref(), Ok(body.as_slice()), "{key}");
+    }
+
+    let first = text(10);
+    let second = text(20);
+    sdk.put("incoming/over.json", &first);
+    sdk.put("incoming/over.json", &second);
+    sdk.wait_for("compressed", |sdk| {
+        sdk.head("incoming/over.json") == Err(404) && sdk.head("processed/over.zip").is_ok()
+    });
+    let output = sdk.get("processed/over.zip").unwrap();
+    assert_eq!(
+        zip_entry(&output),
+        ("over.json".to_owned(), second.len() as u64, crc32(&second))
+    );
+    assert_eq!(sdk.attempts("incoming/over.json"), None);
+    sdk.wait_for("every read-back compressed", |sdk| {
+        (0..20).all(|n| sdk.head(&format!("processed/read-back/{n}.zip")).is_ok())
+    });
+    let stopped = serve.interrupt();
+    assert!(stopped.success(), "{}", stopped.describe());
+    assert!(!stopped.stdout.contains("failed"), "{}", stopped.stdout);
 }
 
 /// A collision is reported in the bucket, where the uploader's own S3 client reads it; a
