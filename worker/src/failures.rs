@@ -79,9 +79,10 @@ pub(crate) enum Recorded {
 pub(crate) struct FailureReports {
     store: Arc<S3Store>,
     bucket: String,
-    /// Every report stored, by source key. One lock for all: reports are written only on
-    /// failures, and every operation on one key must see the one before it.
-    known: Mutex<HashMap<String, Stored>>,
+    /// Every report stored, by its source (`serve` compresses uploads to any of its buckets,
+    /// and a report lies in its source's bucket). One lock for all: reports are written only
+    /// on failures, and every operation on one source must see the one before it.
+    known: Mutex<HashMap<Location, Stored>>,
 }
 
 /// Refuses a config whose rules would take the reports in.
@@ -179,10 +180,10 @@ impl FailureReports {
         match self.store.head(&source, None).await {
             Ok(None) => {
                 tracing::info!(key = %source.key, "source gone while stopped; removing its failure report");
-                self.remove(&source.key, stored.etag).await;
+                self.remove(&source, stored.etag).await;
             }
             Ok(Some(_)) | Err(_) => {
-                self.known.lock().await.insert(source.key, stored);
+                self.known.lock().await.insert(source, stored);
             }
         }
     }
@@ -191,19 +192,19 @@ impl FailureReports {
     /// longer fails or whose source is gone. Never fails: a report that cannot be written is
     /// logged. `None` when no report was written.
     pub(crate) async fn record(&self, result: &ObjectResult) -> Option<Recorded> {
-        let Outcome::Failed { error, .. } = &result.outcome else {
-            self.clear(&result.key).await;
-            return None;
-        };
         let source = Location {
             bucket: result.bucket.clone(),
             key: result.key.clone(),
+        };
+        let Outcome::Failed { error, .. } = &result.outcome else {
+            self.clear(&source).await;
+            return None;
         };
         let source_etag = match self.store.head(&source, None).await {
             Ok(Some(info)) => info.etag,
             // Deleted meanwhile: nothing is left to fix.
             Ok(None) => {
-                self.clear(&result.key).await;
+                self.clear(&source).await;
                 return None;
             }
             Err(error) => {
@@ -214,7 +215,7 @@ impl FailureReports {
         let time = now();
         let mut known = self.known.lock().await;
         let previous = known
-            .get(&result.key)
+            .get(&source)
             .filter(|stored| stored.report.etag == source_etag);
         let recorded = match previous {
             Some(stored)
@@ -235,13 +236,13 @@ impl FailureReports {
             last_failed: time,
             attempts: previous.map_or(1, |p| p.report.attempts.saturating_add(1)),
         };
-        let condition = match known.get(&result.key).and_then(|p| p.etag.clone()) {
+        let condition = match known.get(&source).and_then(|p| p.etag.clone()) {
             Some(etag) => WriteCondition::Matches(etag),
             None => WriteCondition::Absent,
         };
         match self.write(&report, condition).await {
             Ok(etag) => {
-                known.insert(result.key.clone(), Stored { report, etag });
+                known.insert(source, Stored { report, etag });
             }
             Err(error) => {
                 tracing::warn!(key = %result.key, %error, "the failure report could not be written");
@@ -269,20 +270,20 @@ impl FailureReports {
         Ok(self.store.put(&spec, body, &crc).await?.etag)
     }
 
-    /// Removes the report of `key`, if there is one: its source succeeded, or is gone.
-    pub(crate) async fn clear(&self, key: &str) {
+    /// Removes the report of `source`, if there is one: it succeeded, or is gone.
+    pub(crate) async fn clear(&self, source: &Location) {
         // Held while deleting, so that a failure of the same key recorded meanwhile comes after.
         let mut known = self.known.lock().await;
-        if let Some(stored) = known.remove(key) {
-            tracing::info!(%key, "failure report removed");
-            self.remove(key, stored.etag).await;
+        if let Some(stored) = known.remove(source) {
+            tracing::info!(bucket = %source.bucket, key = %source.key, "failure report removed");
+            self.remove(source, stored.etag).await;
         }
     }
 
     /// Deletes the report only as it was written: a report another writer replaced meanwhile
     /// stays.
-    async fn remove(&self, key: &str, etag: Option<String>) {
-        let location = report_location(&self.bucket, key);
+    async fn remove(&self, source: &Location, etag: Option<String>) {
+        let location = report_location(&source.bucket, &source.key);
         let Some(etag) = etag else {
             tracing::warn!(report = %location.key, "the failure report's ETag is unknown; left as it is");
             return;

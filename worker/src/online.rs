@@ -266,7 +266,10 @@ pub(crate) async fn serve(
                 }
             }
             removal = removals.recv(), if removals_open => match removal {
-                Some(removal) => reports.clear(&removal.key).await,
+                Some(removal) => {
+                    let source = Location { bucket: removal.bucket, key: removal.key };
+                    reports.clear(&source).await;
+                }
                 None => removals_open = false,
             },
             listed = left_over.recv(), if left_over_open && running.len() < SERVE_PARALLEL_OBJECTS => {

@@ -682,6 +682,72 @@ fn a_read_right_after_a_write_finds_the_upload_and_an_overwrite_while_it_settles
     assert!(!stopped.stdout.contains("failed"), "{}", stopped.stdout);
 }
 
+/// `serve` compresses uploads to any bucket made on it (`aws s3 mb`), not only `--bucket`'s;
+/// a failure is reported in its own bucket, and what happens to a key of the same name in
+/// another bucket leaves that report alone.
+#[test]
+fn another_buckets_uploads_are_compressed_and_its_failures_reported_in_it() {
+    let serve = Serve::start(None);
+    let sdk = serve.sdk();
+    let client = &sdk.client;
+    let put = |bucket: &str, key: &str, body: &[u8]| {
+        let put = client.put_object().bucket(bucket).key(key);
+        sdk.runtime
+            .block_on(put.body(body.to_vec().into()).send())
+            .unwrap();
+    };
+    let keys = |bucket: &str| sdk.runtime.block_on(list_keys(client, bucket));
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !done() {
+            assert!(Instant::now() < deadline, "not {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    sdk.runtime
+        .block_on(client.create_bucket().bucket("other").send())
+        .unwrap();
+
+    // Two sources with one output name in `other`: the second fails, reported in `other`.
+    put("other", "incoming/report.csv", b"a,b\n");
+    wait("compressed in other", &|| {
+        keys("other") == ["processed/report.zip"]
+    });
+    put("other", "incoming/report.txt", b"a b\n");
+    let report = "s3-compressor/failures/incoming/report.txt.json";
+    wait("reported in other", &|| {
+        keys("other").contains(&report.to_owned())
+    });
+    assert!(!keys(BUCKET).contains(&report.to_owned()));
+
+    // The same key succeeds in the main bucket: other's report stays.
+    put(BUCKET, "incoming/report.txt", b"a b\n");
+    wait("compressed in files", &|| {
+        keys(BUCKET) == ["processed/report.zip"]
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        keys("other").contains(&report.to_owned()),
+        "{:?}",
+        keys("other")
+    );
+
+    // Its source deleted, other's report goes.
+    sdk.runtime
+        .block_on(
+            client
+                .delete_object()
+                .bucket("other")
+                .key("incoming/report.txt")
+                .send(),
+        )
+        .unwrap();
+    wait("report removed", &|| {
+        keys("other") == ["processed/report.zip"]
+    });
+    assert!(serve.interrupt().success());
+}
+
 /// A collision is reported in the bucket, where the uploader's own S3 client reads it; a
 /// restart tries the source again without printing the same failure again; the report goes
 /// when the key succeeds, or when its source is deleted. The rule keeps sources, so neither

@@ -20,7 +20,7 @@ pub(crate) use s3::https_client;
 pub use s3::S3Store;
 
 /// Which object a request is about.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Location {
     pub bucket: String,
     pub key: String,
