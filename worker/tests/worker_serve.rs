@@ -80,6 +80,12 @@ impl Serve {
     /// The AWS CLI, configured as `serve` tells its user to.
     fn aws(&self) -> Command {
         let mut command = Command::new("aws");
+        self.aws_environment(&mut command);
+        command
+    }
+
+    /// `command` with the settings `serve` tells its user to export.
+    fn aws_environment<'c>(&self, command: &'c mut Command) -> &'c mut Command {
         command
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
@@ -431,6 +437,135 @@ fn rclone_copies_a_folder_of_small_files_reads_each_back_and_lists_what_serve_ma
             (format!("{n:04}.json"), sent.len() as u64, crc32(&sent)),
         );
     }
+    assert!(serve.interrupt().success());
+}
+
+/// Files for the everyday clients: small JSON under awkward names (spaces, `+`, non-ASCII)
+/// and one large enough for each client to upload in parts.
+fn client_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = (0..12)
+        .map(|n| (format!("rëport {n}+ünï.json"), text(1 + n * 3)))
+        .collect();
+    // About 12 MiB: three parts of 5 MiB.
+    files.push(("large log.json".to_owned(), text(250_000)));
+    for (name, bytes) in &files {
+        write(dir, name, bytes);
+    }
+    files
+}
+
+/// Waits for each of `files`' outputs under `processed/FOLDER/`, then checks that each decodes
+/// to the file sent.
+fn assert_each_compressed(serve: &Serve, folder: &str, files: &[(String, Vec<u8>)]) {
+    let sdk = serve.sdk();
+    let output = |name: &str| {
+        let stem = name.strip_suffix(".json").unwrap();
+        format!("processed/{folder}/{stem}.zip")
+    };
+    sdk.wait_for("every upload compressed", |sdk| {
+        files
+            .iter()
+            .all(|(name, _)| sdk.head(&output(name)).is_ok())
+    });
+    for (name, sent) in files {
+        let zip = sdk.get(&output(name)).unwrap();
+        assert_eq!(
+            zip_entry(&zip),
+            (name.clone(), sent.len() as u64, crc32(sent)),
+            "{name}"
+        );
+        assert_eq!(sdk.head(&format!("incoming/{folder}/{name}")), Err(404));
+    }
+}
+
+/// boto3's transfer manager, as a Python program uploads: multipart above its threshold, parts
+/// on several threads.
+#[test]
+fn boto3_uploads_in_parts_on_several_threads_and_each_file_is_compressed() {
+    if !s3_compressor_tests::have(&["python3"], "apt-get install python3") {
+        return;
+    }
+    let serve = Serve::start(None);
+    let folder = serve.dir.path().join("boto3");
+    std::fs::create_dir(&folder).unwrap();
+    let files = client_files(&folder);
+    let program = r#"
+import os, sys, boto3
+from boto3.s3.transfer import TransferConfig
+s3 = boto3.client("s3")
+config = TransferConfig(multipart_threshold=5 * 2**20, multipart_chunksize=5 * 2**20, max_concurrency=4)
+folder = sys.argv[1]
+for name in sorted(os.listdir(folder)):
+    s3.upload_file(os.path.join(folder, name), "files", "incoming/boto3/" + name, Config=config)
+    print("uploaded", name)
+"#;
+    let uploaded = run(serve
+        .aws_environment(Command::new("python3").arg("-c").arg(program))
+        .arg(&folder));
+    assert!(uploaded.success(), "boto3: {}", uploaded.describe());
+    assert_eq!(
+        uploaded.stdout.lines().count(),
+        files.len(),
+        "{}",
+        uploaded.stdout
+    );
+    assert_each_compressed(&serve, "boto3", &files);
+    assert!(serve.interrupt().success());
+}
+
+/// s3cmd, configured for a local endpoint as its users do, uploading in parts of 5 MiB.
+#[test]
+fn s3cmd_puts_lists_and_gets_and_each_file_is_compressed() {
+    if !s3_compressor_tests::have(&["s3cmd"], "apt-get install s3cmd") {
+        return;
+    }
+    let serve = Serve::start(None);
+    let folder = serve.dir.path().join("s3cmd");
+    std::fs::create_dir(&folder).unwrap();
+    let files = client_files(&folder);
+    let config = write(
+        serve.dir.path(),
+        "s3cfg",
+        format!(
+            "[default]\naccess_key = {ACCESS_KEY}\nsecret_key = {SECRET_KEY}\n\
+             host_base = 127.0.0.1:{port}\nhost_bucket = 127.0.0.1:{port}\nuse_https = False\n\
+             bucket_location = us-east-1\n",
+            port = serve.port
+        )
+        .as_bytes(),
+    );
+    let s3cmd = |args: &[&str]| {
+        let mut command = Command::new("s3cmd");
+        command.arg("-c").arg(&config).args(args);
+        run(&mut command)
+    };
+    let put = s3cmd(&[
+        "put",
+        "--recursive",
+        "--multipart-chunk-size-mb=5",
+        &format!("{}/", folder.display()),
+        &format!("s3://{BUCKET}/incoming/s3cmd/"),
+    ]);
+    assert!(put.success(), "s3cmd put: {}", put.describe());
+    assert!(!put.stderr.contains("ERROR"), "{}", put.stderr);
+    assert_each_compressed(&serve, "s3cmd", &files);
+
+    let listed = s3cmd(&["ls", &format!("s3://{BUCKET}/processed/s3cmd/")]);
+    assert!(listed.success(), "s3cmd ls: {}", listed.describe());
+    assert_eq!(
+        listed.stdout.lines().count(),
+        files.len(),
+        "{}",
+        listed.stdout
+    );
+    let fetched = serve.dir.path().join("fetched.zip");
+    let got = s3cmd(&[
+        "get",
+        &format!("s3://{BUCKET}/processed/s3cmd/large log.zip"),
+        &fetched.to_string_lossy(),
+    ]);
+    assert!(got.success(), "s3cmd get: {}", got.describe());
+    assert_eq!(unzip(&fetched), files.last().unwrap().1);
     assert!(serve.interrupt().success());
 }
 
