@@ -28,6 +28,9 @@ const MIB: u64 = 1024 * 1024;
 /// Permits are KiB, so that a 100-byte object does not weigh as much as a 1 MiB one while the
 /// count of permits stays far below the semaphore's limit.
 const KIB: u64 = 1024;
+/// A wait for memory shorter than this is not logged: in a batch of small objects most wait a
+/// little, and a line each would bury the one that waited behind a large object.
+const WAIT_WORTH_LOGGING: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[derive(Debug)]
 pub(crate) struct MemoryBudget {
@@ -122,6 +125,24 @@ impl MemoryBudget {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         ) * KIB
+    }
+
+    /// [`Self::reserve`] for the object `key`, saying in the log when it had to wait a while
+    /// for others to finish: otherwise an object queued behind a large one shows no sign of
+    /// life until it is done.
+    pub(crate) async fn reserve_for(&self, key: &str, bytes: u64) -> Reservation {
+        let asked = std::time::Instant::now();
+        let reservation = self.reserve(bytes).await;
+        let waited = asked.elapsed();
+        if waited >= WAIT_WORTH_LOGGING {
+            tracing::info!(
+                %key,
+                waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+                bytes,
+                "waited for memory while other objects held the budget"
+            );
+        }
+        reservation
     }
 
     /// Waits until `bytes` fit: beside others if they fit in the budget, else alone, with the
@@ -238,6 +259,60 @@ mod tests {
         );
         drop(reservation);
         assert!(budget.reserve(small).await.bytes() >= small);
+    }
+
+    /// An object kept waiting behind a large one says so in the log, with its key and how
+    /// long it waited; one that did not wait says nothing.
+    #[tokio::test]
+    async fn a_wait_for_memory_is_logged_with_the_key_and_how_long() {
+        #[derive(Clone, Default)]
+        struct Captured(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+
+        let budget = Arc::new(MemoryBudget::new(Tuning::default()));
+        let zip = compressor("zip", None);
+        let large = budget
+            .reserve_for("incoming/large.bin", budget.cost(Some(1 << 40), &zip))
+            .await;
+        let small = budget.cost(Some(1000), &zip);
+        let waiting = {
+            let budget = Arc::clone(&budget);
+            tokio::spawn(async move { budget.reserve_for("incoming/small.csv", small).await })
+        };
+        tokio::time::sleep(WAIT_WORTH_LOGGING + std::time::Duration::from_millis(100)).await;
+        drop(large);
+        let reservation = waiting.await.unwrap();
+        drop(reservation);
+
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("waited for memory"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{log}");
+        assert!(lines[0].contains("key=incoming/small.csv"), "{log}");
+        let waited_ms: u64 = lines[0]
+            .split("waited_ms=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or_else(|| panic!("no waited_ms: {log}"));
+        assert!(waited_ms >= 1_000, "{log}");
     }
 
     /// The default of a `deploy.sh` setting, from its `NAME=${NAME:-default}` line.

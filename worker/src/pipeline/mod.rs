@@ -196,7 +196,10 @@ impl Worker {
 
         // Its place in the memory budget, sized by the event's word until the GET says better.
         let cost = |size| self.memory.cost(size, plan.compressor);
-        let reservation = self.memory.reserve(cost(object.size)).await;
+        let reservation = self
+            .memory
+            .reserve_for(&object.key, cost(object.size))
+            .await;
 
         // Read: the exact version the event names, so a newer upload is never mixed in. The
         // output's HEAD, and for a named version the key's current object, go out alongside
@@ -569,7 +572,10 @@ impl Worker {
         // an object of the output's size.
         let _reservation = self
             .memory
-            .reserve(self.memory.cost(Some(uploaded.bytes), plan.compressor))
+            .reserve_for(
+                &output.key,
+                self.memory.cost(Some(uploaded.bytes), plan.compressor),
+            )
             .await;
         let download = match self.store.get(output, written.version_id.as_deref()).await {
             Ok(download) => download,
@@ -812,7 +818,10 @@ impl Worker {
         self.check_time(object, plan, &read, deadline).await?;
         let reservation = self
             .memory
-            .reserve(self.memory.cost(Some(read.size), plan.compressor))
+            .reserve_for(
+                &object.key,
+                self.memory.cost(Some(read.size), plan.compressor),
+            )
             .await;
         let source = &source_of(object);
         let (source_read, output_read) = tokio::join!(
