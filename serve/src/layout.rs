@@ -255,6 +255,47 @@ impl Layout {
         made_here && is_file(&self.root.join(format!(".upload-{upload_id}.json"))).await
     }
 
+    /// Where the ETag of part `part_number` of `upload_id` is kept. `s3s-fs` keeps none, and
+    /// CompleteMultipartUpload must check the client's list against what was uploaded. Not
+    /// named like `s3s-fs`'s own part files, which its ListParts would take for a part.
+    fn part_etag_path(&self, upload_id: &str, part_number: i32) -> PathBuf {
+        self.root
+            .join(format!(".serve-part-etag-{upload_id}-{part_number}"))
+    }
+
+    pub(crate) async fn record_part_etag(
+        &self,
+        upload_id: &str,
+        part_number: i32,
+        etag: &str,
+    ) -> io::Result<()> {
+        fs::write(self.part_etag_path(upload_id, part_number), etag).await
+    }
+
+    /// The ETag part `part_number` of `upload_id` was uploaded with, if it was.
+    pub(crate) async fn part_etag(&self, upload_id: &str, part_number: i32) -> Option<String> {
+        fs::read_to_string(self.part_etag_path(upload_id, part_number))
+            .await
+            .ok()
+    }
+
+    /// Removes the part ETags of an upload completed or aborted.
+    pub(crate) async fn forget_part_etags(&self, upload_id: &str) {
+        let prefix = format!(".serve-part-etag-{upload_id}-");
+        let Ok(mut entries) = fs::read_dir(&self.root).await else {
+            return;
+        };
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            if entry
+                .file_name()
+                .to_str()
+                .is_some_and(|name| name.starts_with(&prefix))
+            {
+                remove_if_present(&entry.path()).await;
+            }
+        }
+    }
+
     /// The multipart uploads in progress in `bucket`, in no particular order.
     pub(crate) async fn pending_uploads(&self, bucket: &str) -> io::Result<Vec<PendingUpload>> {
         let prefix = format!(".bucket-{}.object-", URL_SAFE_NO_PAD.encode(bucket));

@@ -12,6 +12,7 @@
 
 mod auth;
 mod body;
+mod completed;
 mod conditions;
 mod error;
 mod keys;

@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use tokio_util::io::ReaderStream;
 
 use crate::body;
+use crate::completed::{Completed, Completion};
 use crate::conditions::{etag_matches, ReadConditions};
 use crate::error::{disk_full, is_disk_full};
 use crate::keys::check_key;
@@ -51,6 +52,7 @@ pub(crate) struct Store {
     removals: mpsc::Sender<Removal>,
     /// See [`crate::ServeOptions::announce_prefixes`]; removals are filtered the same way.
     announce_prefixes: Vec<String>,
+    completed: Completed,
 }
 
 impl Store {
@@ -68,6 +70,7 @@ impl Store {
             uploads,
             removals,
             announce_prefixes,
+            completed: Completed::default(),
         }
     }
 
@@ -156,6 +159,68 @@ impl Store {
             "The specified multipart upload does not exist: it was completed or aborted, or the \
              upload ID is wrong"
         ))
+    }
+
+    /// Keeps the ETag a part was stored with, for [`Self::check_parts`]. A part whose ETag
+    /// cannot be kept is refused, so that the client uploads it again rather than find out at
+    /// the completion.
+    async fn record_part_etag(
+        &self,
+        upload_id: &str,
+        part_number: i32,
+        etag: Option<&ETag>,
+    ) -> S3Result<()> {
+        let Some(etag) = etag else {
+            return Err(s3_error!(
+                InternalError,
+                "the part was stored without an ETag"
+            ));
+        };
+        self.layout
+            .record_part_etag(upload_id, part_number, etag.value())
+            .await
+            .map_err(|error| {
+                s3_error!(
+                    InternalError,
+                    "the part's ETag could not be recorded: {error}; upload the part again"
+                )
+            })
+    }
+
+    /// S3 refuses a completion whose list names a part that was not uploaded, or with another
+    /// ETag than it was uploaded with (`InvalidPart`); `s3s-fs` compares no ETag, and would
+    /// end the upload half-way through a list it then finds wrong.
+    async fn check_parts(
+        &self,
+        upload_id: &str,
+        upload: Option<&CompletedMultipartUpload>,
+    ) -> S3Result<()> {
+        let parts = upload.and_then(|u| u.parts.as_deref()).unwrap_or_default();
+        for part in parts {
+            let Some(number) = part.part_number else {
+                return Err(s3_error!(
+                    InvalidPart,
+                    "a part in the list has no part number"
+                ));
+            };
+            let Some(uploaded) = self.layout.part_etag(upload_id, number).await else {
+                return Err(s3_error!(
+                    InvalidPart,
+                    "part {number} was not uploaded, or its upload did not finish"
+                ));
+            };
+            let listed = part
+                .e_tag
+                .as_ref()
+                .map(|etag| etag.value().trim_matches('"'));
+            if listed != Some(uploaded.as_str()) {
+                return Err(s3_error!(
+                    InvalidPart,
+                    "part {number}'s ETag is not the one it was uploaded with, {uploaded:?}"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// `s3s-fs` would answer a key naming a folder of objects with an internal error, or open
@@ -665,6 +730,18 @@ impl S3 for Store {
         // Both keys, in (bucket, key) order like every other multi-key lock, so none deadlock.
         let source = (src_bucket, src_key);
         let target = (req.input.bucket.as_str(), req.input.key.as_str());
+        let replaces_metadata = req
+            .input
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|directive| directive.as_str() == MetadataDirective::REPLACE);
+        if source == target && !replaces_metadata {
+            return Err(s3_error!(
+                InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself \
+                 without changing the object's metadata"
+            ));
+        }
         let (first, second) = if source <= target {
             (source, target)
         } else {
@@ -708,6 +785,7 @@ impl S3 for Store {
         let mut req = req;
         let content_md5 = check_content_md5(req.input.content_md5.as_deref())?;
         self.check_upload(&req.input.upload_id).await?;
+        let (upload_id, part_number) = (req.input.upload_id.clone(), req.input.part_number);
         let key = req.input.key.clone();
         let leftover = share_body(&mut req.input.body);
         let response = match self.fs.upload_part(req).await {
@@ -725,6 +803,8 @@ impl S3 for Store {
                 ));
             }
         }
+        self.record_part_etag(&upload_id, part_number, response.output.e_tag.as_ref())
+            .await?;
         Ok(response)
     }
 
@@ -733,13 +813,23 @@ impl S3 for Store {
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         self.check_upload(&req.input.upload_id).await?;
-        let Some((src_bucket, src_key)) = copy_source_object(&req.input.copy_source)? else {
-            return self.fs.upload_part_copy(req).await;
+        let (upload_id, part_number) = (req.input.upload_id.clone(), req.input.part_number);
+        let response = match copy_source_object(&req.input.copy_source)? {
+            None => self.fs.upload_part_copy(req).await?,
+            Some((src_bucket, src_key)) => {
+                check_key(src_key)?;
+                let _guard = self.locks.lock(src_bucket, src_key).await;
+                self.check_not_folder(src_bucket, src_key).await?;
+                self.fs.upload_part_copy(req).await?
+            }
         };
-        check_key(src_key)?;
-        let _guard = self.locks.lock(src_bucket, src_key).await;
-        self.check_not_folder(src_bucket, src_key).await?;
-        self.fs.upload_part_copy(req).await
+        let etag = response
+            .output
+            .copy_part_result
+            .as_ref()
+            .and_then(|result| result.e_tag.as_ref());
+        self.record_part_etag(&upload_id, part_number, etag).await?;
+        Ok(response)
     }
 
     async fn list_parts(
@@ -755,7 +845,10 @@ impl S3 for Store {
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
         self.check_upload(&req.input.upload_id).await?;
-        self.fs.abort_multipart_upload(req).await
+        let upload_id = req.input.upload_id.clone();
+        let response = self.fs.abort_multipart_upload(req).await?;
+        self.layout.forget_part_etags(&upload_id).await;
+        Ok(response)
     }
 
     async fn complete_multipart_upload(
@@ -766,10 +859,20 @@ impl S3 for Store {
         let bucket = req.input.bucket.clone();
         let key = req.input.key.clone();
         let guard = self.locks.lock(&bucket, &key).await;
-        self.check_writable(&bucket, &key).await?;
-        self.check_upload(&req.input.upload_id).await?;
-        let head_req = sibling(&req, ());
         let upload_id = req.input.upload_id.clone();
+        if let Some(done) = self.completed.find(&upload_id, &bucket, &key) {
+            return Ok(S3Response::new(CompleteMultipartUploadOutput {
+                bucket: Some(done.bucket),
+                key: Some(done.key),
+                e_tag: Some(ETag::Strong(done.etag)),
+                ..Default::default()
+            }));
+        }
+        self.check_writable(&bucket, &key).await?;
+        self.check_upload(&upload_id).await?;
+        self.check_parts(&upload_id, req.input.multipart_upload.as_ref())
+            .await?;
+        let head_req = sibling(&req, ());
         let mut response = match self.fs.complete_multipart_upload(req).await {
             Ok(response) => response,
             Err(error) => {
@@ -777,6 +880,7 @@ impl S3 for Store {
                     // s3s-fs ended the upload before writing the object, and removed only the
                     // parts it had copied: the others would take the space for good.
                     self.layout.remove_parts(&upload_id).await;
+                    self.layout.forget_part_etags(&upload_id).await;
                 }
                 return Err(write_failure(error, &key, None).await);
             }
@@ -788,10 +892,19 @@ impl S3 for Store {
             response.output = future.await?;
         }
         let etag = response.output.e_tag.clone().map(ETag::into_value);
+        self.layout.forget_part_etags(&upload_id).await;
         if let Some(etag) = &etag {
             if let Err(error) = self.layout.reset_internal_info(&bucket, &key, etag).await {
                 tracing::warn!(%bucket, %key, %error, "could not clear the checksums the key's previous object left");
             }
+            self.completed.remember(
+                &upload_id,
+                Completion {
+                    bucket: bucket.clone(),
+                    key: key.clone(),
+                    etag: etag.clone(),
+                },
+            );
         }
         let size = match self.stat(&head_req, &bucket, &key).await {
             Ok(head) => size_of(&head),

@@ -1063,6 +1063,108 @@ async fn an_upload_aborted_completed_or_never_started_is_no_such_upload() {
     f.server.shutdown().await;
 }
 
+/// ceph's s3-tests `test_multipart_upload_incorrect_etag`, `_missing_part` and `_small`, and
+/// `test_object_copy_to_itself`: what S3 answers and `s3s-fs` did not.
+#[tokio::test]
+async fn a_completion_checks_its_parts_and_may_be_repeated_and_a_copy_onto_itself_is_refused() {
+    let mut f = start().await;
+    let key = "incoming/checked.bin";
+    let part = pattern(1000, 3);
+    let complete = |upload_id: String, parts: Vec<CompletedPart>| {
+        f.client
+            .complete_multipart_upload()
+            .bucket(BUCKET)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+    };
+    let created = f
+        .client
+        .create_multipart_upload()
+        .bucket(BUCKET)
+        .key(key)
+        .send()
+        .await
+        .expect("created");
+    let upload_id = created.upload_id().expect("an upload id").to_owned();
+    let uploaded = f
+        .client
+        .upload_part()
+        .bucket(BUCKET)
+        .key(key)
+        .upload_id(&upload_id)
+        .part_number(1)
+        .body(ByteStream::from(part.clone()))
+        .send()
+        .await
+        .expect("part 1");
+    let etag = uploaded.e_tag().expect("an ETag").to_owned();
+    let listed = |number: i32, etag: &str| {
+        CompletedPart::builder()
+            .part_number(number)
+            .e_tag(etag)
+            .build()
+    };
+
+    // A wrong ETag, and a part never uploaded: InvalidPart, and the upload stays open.
+    for parts in [
+        vec![listed(1, "\"00000000000000000000000000000000\"")],
+        vec![listed(1, &etag), listed(2, &etag)],
+    ] {
+        let refused = complete(upload_id.clone(), parts)
+            .await
+            .expect_err("InvalidPart");
+        assert_eq!(
+            (refused.code(), status(&refused)),
+            (Some("InvalidPart"), 400)
+        );
+    }
+    assert_no_upload(&mut f.uploads);
+
+    // The right list completes it, and the same completion again answers the same.
+    let first = complete(upload_id.clone(), vec![listed(1, &etag)])
+        .await
+        .expect("completed");
+    let again = complete(upload_id.clone(), vec![listed(1, &etag)])
+        .await
+        .expect("a repeated completion succeeds, as on S3");
+    assert_eq!(first.e_tag(), again.e_tag());
+    assert_eq!(next_upload(&mut f.uploads).await.key, key);
+    assert_no_upload(&mut f.uploads);
+    assert_eq!(get(&f.client, key).await, part);
+
+    let copy_source = format!("{BUCKET}/{key}");
+    let onto_itself = f
+        .client
+        .copy_object()
+        .bucket(BUCKET)
+        .key(key)
+        .copy_source(&copy_source)
+        .send()
+        .await
+        .expect_err("a copy onto itself changes nothing");
+    assert_eq!(
+        (onto_itself.code(), status(&onto_itself)),
+        (Some("InvalidRequest"), 400)
+    );
+    f.client
+        .copy_object()
+        .bucket(BUCKET)
+        .key(key)
+        .copy_source(&copy_source)
+        .metadata("note", "replaced")
+        .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+        .send()
+        .await
+        .expect("a copy onto itself with new metadata");
+    f.server.shutdown().await;
+}
+
 #[tokio::test]
 async fn keys_a_directory_cannot_hold_faithfully_are_refused_with_a_reason() {
     let mut f = start().await;
