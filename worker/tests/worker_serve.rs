@@ -10,7 +10,7 @@ use aws_sdk_s3::error::ProvideErrorMetadata;
 use indicatif::HumanBytes;
 
 use s3_compressor_tests::events::{s3_event, sqs_batch, sqs_message, write_event};
-use s3_compressor_tests::moto::{list_keys, put_in_parts};
+use s3_compressor_tests::moto::{list_keys, put_in_parts, Moto};
 use s3_compressor_tests::process::{free_port, run, Finished, Running, HANG_LIMIT};
 use s3_compressor_tests::{
     crc32, csv_text, random, s3_client, s3_compressor, workspace_root, zip_entry,
@@ -566,6 +566,178 @@ fn s3cmd_puts_lists_and_gets_and_each_file_is_compressed() {
     ]);
     assert!(got.success(), "s3cmd get: {}", got.describe());
     assert_eq!(unzip(&fetched), files.last().unwrap().1);
+    assert!(serve.interrupt().success());
+}
+
+/// One listing request: prefix, delimiter, start-after (v2) or marker (v1), and page size.
+#[derive(Debug, Clone, Copy)]
+struct Listing {
+    prefix: Option<&'static str>,
+    delimiter: Option<&'static str>,
+    after: Option<&'static str>,
+    max_keys: Option<i32>,
+}
+
+/// What one page of a listing holds, without the continuation tokens, which each store makes
+/// its own way.
+#[derive(Debug, PartialEq, Eq)]
+struct Page {
+    keys: Vec<String>,
+    prefixes: Vec<String>,
+    truncated: bool,
+}
+
+/// Every page of `listing` with ListObjectsV2, following the continuation tokens.
+async fn pages_v2(client: &aws_sdk_s3::Client, listing: Listing) -> Vec<Page> {
+    let mut pages = Vec::new();
+    let mut token = None;
+    loop {
+        let page = client
+            .list_objects_v2()
+            .bucket(BUCKET)
+            .set_prefix(listing.prefix.map(str::to_owned))
+            .set_delimiter(listing.delimiter.map(str::to_owned))
+            .set_start_after(listing.after.map(str::to_owned))
+            .set_max_keys(listing.max_keys)
+            .set_continuation_token(token.take())
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("{listing:?}: {error:?}"));
+        pages.push(Page {
+            keys: page
+                .contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned))
+                .collect(),
+            prefixes: page
+                .common_prefixes()
+                .iter()
+                .filter_map(|p| p.prefix().map(str::to_owned))
+                .collect(),
+            truncated: page.is_truncated().unwrap_or_default(),
+        });
+        token = page.next_continuation_token().map(str::to_owned);
+        if token.is_none() {
+            return pages;
+        }
+    }
+}
+
+/// Every page of `listing` with ListObjects (v1), following `NextMarker` or the last key.
+async fn pages_v1(client: &aws_sdk_s3::Client, listing: Listing) -> Vec<Page> {
+    let mut pages = Vec::new();
+    let mut marker = listing.after.map(str::to_owned);
+    loop {
+        let page = client
+            .list_objects()
+            .bucket(BUCKET)
+            .set_prefix(listing.prefix.map(str::to_owned))
+            .set_delimiter(listing.delimiter.map(str::to_owned))
+            .set_marker(marker.take())
+            .set_max_keys(listing.max_keys)
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("{listing:?}: {error:?}"));
+        let keys: Vec<String> = page
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect();
+        let prefixes: Vec<String> = page
+            .common_prefixes()
+            .iter()
+            .filter_map(|p| p.prefix().map(str::to_owned))
+            .collect();
+        let truncated = page.is_truncated().unwrap_or_default();
+        marker = page
+            .next_marker()
+            .map(str::to_owned)
+            .or_else(|| keys.iter().chain(&prefixes).max().cloned());
+        pages.push(Page {
+            keys,
+            prefixes,
+            truncated,
+        });
+        if !truncated {
+            return pages;
+        }
+    }
+}
+
+/// The same listings, sent to `serve` and to moto over the same objects, get the same pages:
+/// prefixes, delimiters (empty too), start-after and markers, and paging.
+#[test]
+fn listings_page_and_group_as_moto_answers_the_same_requests() {
+    if !s3_compressor_tests::have(&["moto_server"], s3_compressor_tests::PYTHON_TOOLS) {
+        return;
+    }
+    let serve = Serve::start(None);
+    let sdk = serve.sdk();
+    let moto = Moto::start();
+    moto.create_bucket(BUCKET);
+    // Outside every rule's prefix, so that serve leaves them as they are.
+    let keys = [
+        "data/a b+c.csv",
+        "data/a%41.csv",
+        "data/a.csv",
+        "data/b/1.csv",
+        "data/b/2.csv",
+        "data/b/c/3.csv",
+        "data/bz.csv",
+        "data/z",
+        "data/ü/x.csv",
+        "top.csv",
+    ];
+    for key in keys {
+        sdk.put(key, key.as_bytes());
+        moto.put(BUCKET, key, key.as_bytes());
+    }
+    let listing = |prefix, delimiter, after, max_keys| Listing {
+        prefix,
+        delimiter,
+        after,
+        max_keys,
+    };
+    let listings = [
+        listing(None, None, None, None),
+        listing(None, Some("/"), None, None),
+        listing(Some("data/"), Some("/"), None, None),
+        listing(Some("data/"), Some(""), None, None),
+        listing(Some("data/b"), Some("/"), None, None),
+        listing(Some("data/"), Some("b"), None, None),
+        listing(Some("data/"), None, Some("data/b/1.csv"), None),
+        listing(Some("data/"), None, None, Some(3)),
+        listing(Some("data/"), Some("/"), None, Some(2)),
+        listing(Some("data/"), Some("/"), Some("data/b/"), Some(2)),
+        listing(Some("nothing/"), None, None, None),
+        listing(Some("/"), None, None, None),
+    ];
+    let flat = |pages: &[Page]| -> (Vec<String>, Vec<String>) {
+        let keys = pages.iter().flat_map(|p| p.keys.clone()).collect();
+        let prefixes = pages.iter().flat_map(|p| p.prefixes.clone()).collect();
+        (keys, prefixes)
+    };
+    for listing in listings {
+        let ours_v2 = sdk.runtime.block_on(pages_v2(&sdk.client, listing));
+        let moto_v2 = moto.block_on(pages_v2(moto.client(), listing));
+        assert_eq!(ours_v2, moto_v2, "ListObjectsV2 {listing:?}");
+        let ours_v1 = sdk.runtime.block_on(pages_v1(&sdk.client, listing));
+        if listing.delimiter.is_some() && listing.max_keys.is_some() {
+            // moto 5.2.5 repeats every common prefix on every page of a ListObjects (v1) with
+            // a delimiter and max-keys; S3 counts each towards max-keys, once, as in v2.
+            assert_eq!(flat(&ours_v1), flat(&ours_v2), "ListObjects {listing:?}");
+            let page_size = usize::try_from(listing.max_keys.unwrap_or_default()).unwrap();
+            assert!(
+                ours_v1
+                    .iter()
+                    .all(|page| page.keys.len() + page.prefixes.len() <= page_size),
+                "ListObjects {listing:?}: {ours_v1:?}"
+            );
+            continue;
+        }
+        let moto_v1 = moto.block_on(pages_v1(moto.client(), listing));
+        assert_eq!(ours_v1, moto_v1, "ListObjects {listing:?}");
+    }
     assert!(serve.interrupt().success());
 }
 
