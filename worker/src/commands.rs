@@ -194,7 +194,7 @@ pub(crate) fn describe_source_handling(rule: &Rule) -> &'static str {
 }
 
 /// Writes left-aligned columns sized to their widest cell.
-fn write_table<const N: usize>(
+pub(crate) fn write_table<const N: usize>(
     out: &mut dyn Write,
     header: [&str; N],
     rows: &[[String; N]],

@@ -1029,7 +1029,7 @@ fn report(
 
 /// How much of an object's start a rule that keeps what does not pay compresses as a sample:
 /// one small deflate block, a millisecond of work, held in memory only until it is judged.
-const SAMPLE_BYTES: usize = 64 * 1024;
+pub(crate) const SAMPLE_BYTES: usize = 64 * 1024;
 const _: () = assert!(
     SAMPLE_BYTES >= SNIFF_BYTES,
     "the sample holds every signature"
@@ -1038,7 +1038,10 @@ const _: () = assert!(
 /// The size `sample` compresses to in the rule's own format and level, or `None` where that
 /// says nothing: an empty sample, a format that does not compress (tar), or a sample the
 /// format failed on (the object is then compressed, and its own failure reported).
-async fn sample_compressed(compressor: &Arc<Compressor>, sample: Vec<u8>) -> Option<u64> {
+pub(crate) async fn sample_compressed(
+    compressor: &Arc<Compressor>,
+    sample: Vec<u8>,
+) -> Option<u64> {
     if sample.is_empty() || compressor.registration().levels.is_none() {
         return None;
     }
@@ -1248,6 +1251,6 @@ pub(crate) use proof::stored_as;
 mod tests;
 
 /// The last path component: the name a user gave the file.
-fn base_name(key: &str) -> &str {
+pub(crate) fn base_name(key: &str) -> &str {
     key.rsplit('/').next().unwrap_or(key)
 }
