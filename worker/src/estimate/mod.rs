@@ -48,7 +48,7 @@ pub(crate) struct Options {
 /// this many, the kinds' shares are taken from these.
 const SNIFF_PER_GROUP: usize = 256;
 /// How much of an object's start tells its kind: every signature, and enough text to judge it.
-const SNIFF_MAX: u64 = 512;
+const SNIFF_MAX: u64 = 256;
 const SNIFF_MIN: u64 = 16;
 /// The share of the budget the kinds may take.
 const SNIFF_SHARE: f64 = 0.25;
@@ -330,7 +330,7 @@ fn allocate(
     objects: &[Object],
     groups: &BTreeMap<(usize, usize), Vec<usize>>,
     budget: u64,
-) -> Vec<usize> {
+) -> Vec<(usize, u64)> {
     // Each stratum's members in the group's random order, and its bytes scaled up by the
     // share of its group whose kind is known.
     let mut strata: BTreeMap<StratumKey, (Vec<usize>, f64)> = BTreeMap::new();
@@ -355,8 +355,8 @@ fn allocate(
         }
     }
     let total: f64 = strata.values().map(|(_, bytes)| bytes).sum();
-    let cost = |index: usize| -> u64 {
-        sample::ranges(objects[index].size)
+    let cost = |index: usize, windows: u64| -> u64 {
+        sample::ranges(objects[index].size, windows)
             .iter()
             .map(|(_, len)| len)
             .sum()
@@ -367,8 +367,13 @@ fn allocate(
     let mut spent: BTreeMap<StratumKey, u64> = BTreeMap::new();
     let mut next: BTreeMap<StratumKey, usize> = BTreeMap::new();
     let mut chosen = Vec::new();
-    // Takes the stratum's next object not measured already if `limit` allows; false when none.
-    let mut take = |key: &StratumKey, limit: u64, left: &mut u64, chosen: &mut Vec<usize>| {
+    // Takes the stratum's next object not measured already, read in `windows` if it is large,
+    // if `limit` allows; false when none.
+    let mut take = |key: &StratumKey,
+                    windows: u64,
+                    limit: u64,
+                    left: &mut u64,
+                    chosen: &mut Vec<(usize, u64)>| {
         let members = &strata[key].0;
         let position = next.entry(*key).or_default();
         while *position < members.len() && objects[members[*position]].sampled.is_some() {
@@ -377,7 +382,7 @@ fn allocate(
         let Some(&index) = members.get(*position) else {
             return false;
         };
-        let price = cost(index);
+        let price = cost(index, windows);
         let spent = spent.entry(*key).or_default();
         if price > *left || *spent + price > limit {
             return false;
@@ -385,7 +390,7 @@ fn allocate(
         *left -= price;
         *spent += price;
         *position += 1;
-        chosen.push(index);
+        chosen.push((index, windows));
         true
     };
     for key in &order {
@@ -394,7 +399,7 @@ fn allocate(
             .iter()
             .any(|&index| objects[index].sampled.is_some());
         if !measured {
-            take(key, u64::MAX, &mut left, &mut chosen);
+            take(key, sample::FIRST_WINDOWS, u64::MAX, &mut left, &mut chosen);
         }
     }
     for key in &order {
@@ -403,13 +408,13 @@ fn allocate(
         } else {
             0
         };
-        while take(key, share, &mut left, &mut chosen) {}
+        while take(key, sample::WINDOWS, share, &mut left, &mut chosen) {}
     }
     let mut more = true;
     while more {
         more = false;
         for key in &order {
-            more |= take(key, u64::MAX, &mut left, &mut chosen);
+            more |= take(key, sample::WINDOWS, u64::MAX, &mut left, &mut chosen);
         }
     }
     chosen
@@ -418,19 +423,19 @@ fn allocate(
 async fn sample_objects(
     reader: &Reader,
     objects: &mut [Object],
-    plan: &[usize],
+    plan: &[(usize, u64)],
     routes: &Routes,
     reads: &mut Reads,
     progress: &Progress,
 ) {
     let requests: Vec<ReadRequest> = plan
         .iter()
-        .map(|&index| {
+        .map(|&(index, windows)| {
             let object = &objects[index];
             (
                 index,
                 object.key.clone(),
-                sample::ranges(object.size)
+                sample::ranges(object.size, windows)
                     .into_iter()
                     .filter(|(_, len)| *len > 0)
                     .collect(),
@@ -637,13 +642,13 @@ mod tests {
         let groups = groups(&objects, &mut rng);
         let chosen = allocate(&objects, &groups, 300 << 10);
         assert_eq!(chosen.len(), 3, "{chosen:?}");
-        assert!(chosen.contains(&10), "{chosen:?}");
+        assert!(chosen.iter().any(|&(index, _)| index == 10), "{chosen:?}");
         // A stratum measured already (small objects read whole with their first bytes) is
         // not read again first.
         let mut objects: Vec<Object> = (0..3).map(|_| candidate(100, "text", true)).collect();
         objects.push(candidate(100 << 10, "text", false));
         let groups_measured = groups_of(&objects);
-        assert_eq!(allocate(&objects, &groups_measured, 0), Vec::<usize>::new());
+        assert_eq!(allocate(&objects, &groups_measured, 0), []);
     }
 
     fn groups_of(objects: &[Object]) -> BTreeMap<(usize, usize), Vec<usize>> {

@@ -13,19 +13,24 @@ use crate::pipeline::{base_name, sample_compressed, SAMPLE_BYTES};
 /// Objects up to this size are sampled whole; larger ones in [`WINDOWS`] windows.
 pub(crate) const WHOLE_MAX: u64 = 256 * 1024;
 /// Windows read of an object too large to read whole: the first (which is also the policy's
-/// sample), the last, and evenly between.
+/// sample), the last, and evenly between. A stratum's first sample, which every stratum gets
+/// before any gets a second, reads [`FIRST_WINDOWS`] (the first and the last), so that a small
+/// budget covers more strata.
 pub(crate) const WINDOWS: u64 = 4;
+pub(crate) const FIRST_WINDOWS: u64 = 2;
 /// Each window's size: the policy's sample, and 8 deflate blocks' worth of history.
 pub(crate) const WINDOW_BYTES: u64 = SAMPLE_BYTES as u64;
 
-/// The byte ranges (start, length) a sample of a `size`-byte object reads.
-pub(crate) fn ranges(size: u64) -> Vec<(u64, u64)> {
+/// The byte ranges (start, length) a sample of a `size`-byte object reads: all of it, or
+/// `windows` (at least 2) spread from its start to its end.
+pub(crate) fn ranges(size: u64, windows: u64) -> Vec<(u64, u64)> {
     if size <= WHOLE_MAX {
         return vec![(0, size)];
     }
+    let windows = windows.max(2);
     let last = size - WINDOW_BYTES;
-    (0..WINDOWS)
-        .map(|index| (last * index / (WINDOWS - 1), WINDOW_BYTES))
+    (0..windows)
+        .map(|index| (last * index / (windows - 1), WINDOW_BYTES))
         .collect()
 }
 
@@ -184,10 +189,14 @@ mod tests {
 
     #[test]
     fn small_objects_are_read_whole_and_large_ones_in_spread_windows() {
-        assert_eq!(ranges(0), [(0, 0)]);
-        assert_eq!(ranges(WHOLE_MAX), [(0, WHOLE_MAX)]);
+        assert_eq!(ranges(0, WINDOWS), [(0, 0)]);
+        assert_eq!(ranges(WHOLE_MAX, WINDOWS), [(0, WHOLE_MAX)]);
         let size = 10 * 1024 * 1024;
-        let windows = ranges(size);
+        assert_eq!(
+            ranges(size, FIRST_WINDOWS),
+            [(0, WINDOW_BYTES), (size - WINDOW_BYTES, WINDOW_BYTES)]
+        );
+        let windows = ranges(size, WINDOWS);
         assert_eq!(windows.len(), WINDOWS as usize);
         assert_eq!(windows[0], (0, WINDOW_BYTES));
         assert_eq!(windows[3], (size - WINDOW_BYTES, WINDOW_BYTES));
