@@ -269,6 +269,10 @@ pub fn estimate_then_backfill(
         "{}",
         human.stdout
     );
+    println!(
+        "$ s3-compressor --config estimate.toml estimate {url}\n{}",
+        human.stdout
+    );
 
     let backfill = run(s3_compressor(target.endpoint)
         .arg("--config")

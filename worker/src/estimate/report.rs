@@ -265,7 +265,7 @@ impl Estimate {
                     kept_as_compressed,
                     sampled,
                 } => {
-                    let row = row_for(&mut rows, &rules, *rule, kind.unwrap_or("not read"));
+                    let row = row_for(&mut rows, &rules, *rule, kind.unwrap_or("kind not read"));
                     if *kept_as_compressed {
                         row.add_unchanged(size, class, model);
                         row.kept_objects += 1.0;
@@ -308,7 +308,7 @@ impl Estimate {
         }
         // Each stratum's doubt goes to the row of its kind.
         for ((rule, _, kind), (_, variance)) in &rates {
-            if let Some(row) = rows.get_mut(&(*rule, kind.unwrap_or("not read").to_owned())) {
+            if let Some(row) = rows.get_mut(&(*rule, kind.unwrap_or("kind not read").to_owned())) {
                 row.variance += variance;
             }
         }
