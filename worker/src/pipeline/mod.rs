@@ -140,17 +140,35 @@ impl Worker {
             Decision::Compress(plan) => plan,
             Decision::Keep { rule, reason } => {
                 let outcome = Outcome::Kept(reason);
-                report(object, Some((rule, None)), &outcome, started);
+                report(
+                    object,
+                    Some((rule, None)),
+                    &outcome,
+                    started,
+                    self.routes.config().prices(),
+                );
                 return outcome;
             }
             Decision::Skip(reason) => {
                 let outcome = Outcome::Skipped(reason.to_string());
-                report(object, None, &outcome, started);
+                report(
+                    object,
+                    None,
+                    &outcome,
+                    started,
+                    self.routes.config().prices(),
+                );
                 return outcome;
             }
             Decision::Refuse(reason) => {
                 let outcome = Outcome::permanent(reason);
-                report(object, None, &outcome, started);
+                report(
+                    object,
+                    None,
+                    &outcome,
+                    started,
+                    self.routes.config().prices(),
+                );
                 return outcome;
             }
         };
@@ -167,7 +185,13 @@ impl Worker {
                 }),
         };
         let format = plan.compressor.registration().name;
-        report(object, Some((plan.rule, Some(format))), &outcome, started);
+        report(
+            object,
+            Some((plan.rule, Some(format))),
+            &outcome,
+            started,
+            self.routes.config().prices(),
+        );
         outcome
     }
 
@@ -963,6 +987,7 @@ fn report(
     taken: Option<(&Rule, Option<&'static str>)>,
     outcome: &Outcome,
     started: Instant,
+    prices: &s3_compressor_config::Prices,
 ) {
     let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let rule = taken.map(|(rule, _)| rule.prefix.as_str());
@@ -1000,6 +1025,10 @@ fn report(
     };
     // Storage freed once the source is gone (negative when the archive outweighs the source).
     let saved_bytes = outcome.saved_bytes();
+    // What that storage costs a month in S3 Standard, where outputs are written, at the
+    // config's [prices]: what `estimate` reckons the same object saves.
+    let saved_usd_per_month = saved_bytes
+        .map(|saved| saved as f64 / s3_compressor_config::BILLED_GB * prices.standard_gb_month);
     macro_rules! line {
         ($level:ident) => {
             tracing::$level!(
@@ -1011,6 +1040,7 @@ fn report(
                 bytes_out,
                 ratio,
                 saved_bytes,
+                saved_usd_per_month,
                 stored,
                 stored_bytes,
                 source_proof,
