@@ -88,6 +88,8 @@ struct Object {
     fate: Fate,
     /// Its content kind, once its first bytes were read.
     kind: Option<&'static str>,
+    /// Its first bytes, once read, so that reading it whole later reads only the rest.
+    head: Bytes,
     /// Kept by its rule's policy for its kind, without a sample (exact).
     kept_as_compressed: bool,
     sampled: Option<Sampled>,
@@ -211,6 +213,7 @@ async fn list(
             class,
             fate,
             kind: None,
+            head: Bytes::new(),
             kept_as_compressed: false,
             sampled: None,
         });
@@ -306,6 +309,8 @@ async fn sniff(
         } else if first.len() as u64 == object.size {
             object.sampled =
                 Some(sample::measure(rule, compressor, &object.key, object.size, windows).await);
+        } else {
+            object.head = first;
         }
     }
     reads
@@ -356,7 +361,7 @@ fn allocate(
     }
     let total: f64 = strata.values().map(|(_, bytes)| bytes).sum();
     let cost = |index: usize, windows: u64| -> u64 {
-        sample::ranges(objects[index].size, windows)
+        to_read(&objects[index], windows)
             .iter()
             .map(|(_, len)| len)
             .sum()
@@ -432,19 +437,17 @@ async fn sample_objects(
         .iter()
         .map(|&(index, windows)| {
             let object = &objects[index];
-            (
-                index,
-                object.key.clone(),
-                sample::ranges(object.size, windows)
-                    .into_iter()
-                    .filter(|(_, len)| *len > 0)
-                    .collect(),
-            )
+            (index, object.key.clone(), to_read(object, windows))
         })
         .collect();
     progress.phase("sampling", plan.len() as u64);
-    for (index, windows) in reader.read_all(requests, progress, reads).await {
+    for (index, mut windows) in reader.read_all(requests, progress, reads).await {
         let object = &mut objects[index];
+        if object.size <= sample::WHOLE_MAX && !object.head.is_empty() {
+            let mut whole = object.head.to_vec();
+            whole.extend(windows.iter().flatten());
+            windows = vec![Bytes::from(whole)];
+        }
         let Fate::Candidate { rule } = object.fate else {
             continue;
         };
@@ -454,6 +457,20 @@ async fn sample_objects(
         object.sampled =
             Some(sample::measure(rule, compressor, &object.key, object.size, windows).await);
     }
+}
+
+/// The ranges a sample of `object` reads: [`sample::ranges`], less the first bytes already read
+/// of an object read whole.
+fn to_read(object: &Object, windows: u64) -> Vec<(u64, u64)> {
+    let head = object.head.len() as u64;
+    sample::ranges(object.size, windows)
+        .into_iter()
+        .map(|(start, len)| match object.size <= sample::WHOLE_MAX {
+            true => (start + head, len.saturating_sub(head)),
+            false => (start, len),
+        })
+        .filter(|(_, len)| *len > 0)
+        .collect()
 }
 
 /// What the report needs of each object.
@@ -617,6 +634,7 @@ mod tests {
             class: StorageClass::Standard,
             fate: Fate::Candidate { rule: 0 },
             kind: Some(kind),
+            head: Bytes::new(),
             kept_as_compressed: false,
             sampled: sampled.then_some(Sampled {
                 measured: Measured {

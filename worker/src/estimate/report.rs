@@ -143,6 +143,8 @@ impl Stratum {
 /// The whole estimate: rows by rule and kind, rows of objects left as they are, the total.
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct Estimate {
+    /// Bytes of rules none of whose objects the budget could read: counted as unchanged.
+    pub unmeasured_bytes: u64,
     pub rows: Vec<Row>,
     pub unchanged: Vec<Row>,
     pub total: Row,
@@ -196,6 +198,7 @@ impl Estimate {
         // Each stratum's rates: its own sample, else its group's, else its rule's.
         let mut rates: BTreeMap<(usize, usize, Option<&'static str>), (Rates, f64)> =
             BTreeMap::new();
+        let mut unmeasured = 0;
         for (key, stratum) in &strata {
             let (rule, size_class, _) = *key;
             let group = pooled(&|r, c| r == rule && c == size_class);
@@ -215,14 +218,17 @@ impl Estimate {
                 }
                 // Nothing of the rule was read: nothing is claimed saved, and the doubt is
                 // the bound's.
-                None => (
-                    Rates {
-                        ratio: 1.0,
-                        cpu_per_byte: 0.0,
-                        kept_share: 0.0,
-                    },
-                    (stratum.unsampled_bytes as f64 * 0.5).powi(2),
-                ),
+                None => {
+                    unmeasured += stratum.unsampled_bytes;
+                    (
+                        Rates {
+                            ratio: 1.0,
+                            cpu_per_byte: 0.0,
+                            kept_share: 0.0,
+                        },
+                        (stratum.unsampled_bytes as f64 * 0.5).powi(2),
+                    )
+                }
             };
             rates.insert(*key, (rate, variance));
         }
@@ -321,6 +327,7 @@ impl Estimate {
         }
         total.finish();
         Self {
+            unmeasured_bytes: unmeasured,
             rows,
             unchanged,
             total,
@@ -382,6 +389,7 @@ pub(crate) fn write_json(
         "lambda_memory_mb": run.lambda_memory_mb,
         "horizon_months": run.horizon_months,
         "prices": prices,
+        "unmeasured_bytes": estimate.unmeasured_bytes,
         "rows": estimate.rows,
         "unchanged": estimate.unchanged,
         "total": estimate.total,
@@ -473,6 +481,14 @@ pub(crate) fn write_human(
         usd(total.one_time_usd.lambda),
         run.lambda_memory_mb
     )?;
+    if estimate.unmeasured_bytes > 0 {
+        writeln!(
+            out,
+            "{} under rules of which the budget read nothing: counted as unchanged (a larger \
+             --sample-percent or --sample-bytes reads them)",
+            HumanBytes(estimate.unmeasured_bytes)
+        )?;
+    }
     writeln!(out)?;
     let payback = match total.payback_months {
         Some(months) => format!("pays back in {}", self::months(Some(months))),
