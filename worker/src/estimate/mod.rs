@@ -462,13 +462,14 @@ async fn sample_objects(
 /// The ranges a sample of `object` reads: [`sample::ranges`], less the first bytes already read
 /// of an object read whole.
 fn to_read(object: &Object, windows: u64) -> Vec<(u64, u64)> {
-    let head = object.head.len() as u64;
+    let head = if object.size <= sample::WHOLE_MAX {
+        object.head.len() as u64
+    } else {
+        0
+    };
     sample::ranges(object.size, windows)
         .into_iter()
-        .map(|(start, len)| match object.size <= sample::WHOLE_MAX {
-            true => (start + head, len.saturating_sub(head)),
-            false => (start, len),
-        })
+        .map(|(start, len)| (start + head, len.saturating_sub(head)))
         .filter(|(_, len)| *len > 0)
         .collect()
 }
