@@ -12,12 +12,16 @@
 mod error;
 mod parse;
 mod position;
+mod prices;
 mod route;
 mod rule;
 
 use std::path::Path;
 
 pub use error::{ConfigError, Problem};
+pub use prices::{
+    Prices, StorageClass, ARCHIVE_INDEX_BYTES, ARCHIVE_METADATA_BYTES, BILLED_GB, MIN_BILLABLE_IA,
+};
 pub use route::{NotWorthIt, Routing, SkipReason, MIN_SAMPLE_SAVING};
 pub use rule::{IfNotWorthIt, Naming, Rule};
 
@@ -56,10 +60,11 @@ where
 }
 
 /// A validated set of rules, ready to route keys.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     origin: String,
     rules: Vec<Rule>,
+    prices: Prices,
 }
 
 impl Config {
@@ -74,9 +79,10 @@ impl Config {
         catalog: &dyn FormatCatalog,
     ) -> Result<Config, ConfigError> {
         match parse::parse(text, catalog) {
-            Ok(rules) => Ok(Config {
+            Ok((rules, prices)) => Ok(Config {
                 origin: origin.to_owned(),
                 rules,
+                prices,
             }),
             Err(problems) => Err(ConfigError::Invalid {
                 origin: origin.to_owned(),
@@ -118,12 +124,18 @@ impl Config {
                 min_size: 0,
                 if_not_worth_it: IfNotWorthIt::Compress,
             }],
+            prices: Prices::default(),
         }
     }
 
     /// The path the config was loaded from, or [`BUILTIN_ORIGIN`].
     pub fn origin(&self) -> &str {
         &self.origin
+    }
+
+    /// The `[prices]` table, each field left out at its default (us-east-1 list prices).
+    pub fn prices(&self) -> &Prices {
+        &self.prices
     }
 
     /// The rules in file order, with `[defaults]` already applied.
@@ -268,6 +280,71 @@ mod tests {
     fn deployed() -> Config {
         Config::parse(DEPLOYED, "config/compressor.toml", &test_catalog::check)
             .unwrap_or_else(|error| panic!("the deployed config is invalid:\n{error}"))
+    }
+
+    /// The documented `[prices]` of the shipped config, uncommented, are the built-in
+    /// defaults: the file cannot drift from the code.
+    #[test]
+    fn the_documented_prices_are_the_defaults() {
+        let (_, prices) = DEPLOYED
+            .split_once("\n[prices]\n")
+            .expect("the shipped config documents [prices]");
+        let uncommented: String = prices
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| line.contains(" = "))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert_eq!(uncommented.lines().count(), 13, "{uncommented}");
+        let text = format!("{RULE}[prices]\n{uncommented}");
+        let config = Config::parse(&text, "prices.toml", &test_catalog::check).expect("valid");
+        assert_eq!(*config.prices(), Prices::default());
+        assert_eq!(*deployed().prices(), Prices::default());
+    }
+
+    const RULE: &str = "[[rule]]\nprefix = \"incoming/\"\noutput_prefix = \"processed/\"\n";
+
+    #[test]
+    fn prices_override_the_defaults_field_by_field() {
+        let text = format!("{RULE}[prices]\nstandard_gb_month = 0.025\nget_per_1000 = 0\n");
+        let config = Config::parse(&text, "prices.toml", &test_catalog::check).expect("valid");
+        assert_eq!(
+            *config.prices(),
+            Prices {
+                standard_gb_month: 0.025,
+                get_per_1000: 0.0,
+                ..Prices::default()
+            }
+        );
+    }
+
+    #[test]
+    fn every_problem_of_the_prices_is_reported_at_once() {
+        let text = format!(
+            "{RULE}[prices]\nstandard_gb_mnth = 0.025\nget_per_1000 = \"cheap\"\n\
+             put_per_1000 = -1\nlambda_gb_second = 0.00001\n"
+        );
+        let error = Config::parse(&text, "prices.toml", &test_catalog::check).expect_err("bad");
+        assert_eq!(
+            error.to_string(),
+            "prices.toml:5:1: unknown field \"standard_gb_mnth\" in [prices]; did you mean \
+             \"standard_gb_month\"? known fields: standard_gb_month, standard_ia_gb_month, \
+             onezone_ia_gb_month, glacier_ir_gb_month, glacier_gb_month, deep_archive_gb_month, \
+             intelligent_tiering_gb_month, put_per_1000, get_per_1000, ia_retrieval_gb, \
+             glacier_ir_retrieval_gb, lambda_gb_second, lambda_per_million_requests\n\
+             prices.toml:6:16: get_per_1000 must be a number of USD, such as 0.023\n\
+             prices.toml:7:16: put_per_1000 -1 is not a price; give USD as a number, 0 or more"
+        );
+        let error = Config::parse(
+            &format!("prices = 3\n{RULE}"),
+            "p.toml",
+            &test_catalog::check,
+        )
+        .expect_err("not a table");
+        assert!(
+            error.to_string().contains("prices must be a table"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -11,14 +11,15 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use crate::position::line_column;
-use crate::{FormatCatalog, IfNotWorthIt, Problem, Rule};
+use crate::prices::PRICE_FIELDS;
+use crate::{FormatCatalog, IfNotWorthIt, Prices, Problem, Rule};
 
 /// The format of a rule when neither it nor `[defaults]` names one.
 pub(crate) const DEFAULT_FORMAT: &str = "zip";
 /// Whether a rule deletes its sources when neither it nor `[defaults]` says.
 pub(crate) const DEFAULT_DELETE_SOURCE: bool = true;
 
-const TOP_LEVEL_FIELDS: &[&str] = &["defaults", "rule"];
+const TOP_LEVEL_FIELDS: &[&str] = &["defaults", "rule", "prices"];
 /// Must list the fields of [`RawDefaults`]; a field missing here is reported as unknown.
 const DEFAULTS_FIELDS: &[&str] = &[
     "format",
@@ -151,15 +152,18 @@ enum Origin {
 }
 
 /// Parses and validates `text`; `Err` holds every problem, in file order.
-pub(crate) fn parse(text: &str, catalog: &dyn FormatCatalog) -> Result<Vec<Rule>, Vec<Problem>> {
+pub(crate) fn parse(
+    text: &str,
+    catalog: &dyn FormatCatalog,
+) -> Result<(Vec<Rule>, Prices), Vec<Problem>> {
     let mut checker = Checker {
         text,
         catalog,
         problems: Vec::new(),
     };
-    let rules = checker.check_document();
+    let parsed = checker.check_document();
     if checker.problems.is_empty() {
-        Ok(rules)
+        Ok(parsed)
     } else {
         Err(checker.into_problems())
     }
@@ -197,7 +201,7 @@ impl Checker<'_> {
             .collect()
     }
 
-    fn check_document(&mut self) -> Vec<Rule> {
+    fn check_document(&mut self) -> (Vec<Rule>, Prices) {
         let (document, errors) = DeTable::parse_recoverable(self.text);
         if !errors.is_empty() {
             // The tree around a syntax error is a guess; checking it would report phantoms.
@@ -205,15 +209,17 @@ impl Checker<'_> {
                 let offset = error.span().map_or(0, |span| span.start);
                 self.report(offset, format!("invalid TOML: {}", error.message()));
             }
-            return Vec::new();
+            return (Vec::new(), Prices::default());
         }
 
         let mut defaults = None;
         let mut rules = None;
+        let mut prices = Prices::default();
         for (key, value) in document.get_ref() {
             match key.get_ref().as_ref() {
                 "defaults" => defaults = Some(value),
                 "rule" => rules = Some(value),
+                "prices" => prices = self.check_prices(value),
                 name => self.unknown_field(key.span().start, name, "", TOP_LEVEL_FIELDS),
             }
         }
@@ -238,10 +244,47 @@ impl Checker<'_> {
         }
         self.check_prefixes_together(&parsed);
 
-        parsed
+        let rules = parsed
             .into_iter()
             .filter_map(ParsedRule::into_rule)
-            .collect()
+            .collect();
+        (rules, prices)
+    }
+
+    /// `[prices]`: each field a number of USD, at least 0; a field left out keeps its default.
+    /// Every field is checked on its own, so one mistake hides none of the others.
+    fn check_prices(&mut self, value: &Spanned<DeValue<'_>>) -> Prices {
+        let mut prices = Prices::default();
+        let DeValue::Table(table) = value.get_ref() else {
+            self.report(
+                value.span().start,
+                "prices must be a table: write [prices] on a line of its own and its fields \
+                 on the lines below"
+                    .to_owned(),
+            );
+            return prices;
+        };
+        let known: Vec<&str> = PRICE_FIELDS.iter().map(|(name, _, _)| *name).collect();
+        for (key, field) in table.iter() {
+            let name = key.get_ref().as_ref();
+            let Some((_, _, set)) = PRICE_FIELDS.iter().find(|(known, _, _)| *known == name) else {
+                self.unknown_field(key.span().start, name, " in [prices]", &known);
+                continue;
+            };
+            let offset = field.span().start;
+            match f64::deserialize(ValueDeserializer::from(field.clone())) {
+                Ok(price) if price.is_finite() && price >= 0.0 => set(&mut prices, price),
+                Ok(price) => self.report(
+                    offset,
+                    format!("{name} {price} is not a price; give USD as a number, 0 or more"),
+                ),
+                Err(_) => self.report(
+                    offset,
+                    format!("{name} must be a number of USD, such as 0.023"),
+                ),
+            }
+        }
+        prices
     }
 
     /// Reports `name`, found at `offset` in `table` (e.g. `" in [[rule]]"`), with the fields that
@@ -869,9 +912,11 @@ mod tests {
     }
 
     fn rules(text: &str) -> Vec<Rule> {
-        parse(text, &test_catalog::check).unwrap_or_else(|problems| {
-            panic!("expected a valid config, got {problems:?}");
-        })
+        parse(text, &test_catalog::check)
+            .unwrap_or_else(|problems| {
+                panic!("expected a valid config, got {problems:?}");
+            })
+            .0
     }
 
     fn rule(prefix: &str, output_prefix: &str, format: &str, level: Option<i32>) -> Rule {
@@ -1190,7 +1235,7 @@ compress = true
         assert_eq!(
             problems(text),
             [
-                "1:1: unknown field \"colour\"; known fields: defaults, rule",
+                "1:1: unknown field \"colour\"; known fields: defaults, rule, prices",
                 "4:1: unknown field \"formt\" in [defaults]; did you mean \"format\"? \
                  known fields: format, level, threads, delete_source, \
                  delete_without_if_match, min_size, if_not_worth_it",

@@ -18,7 +18,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -207,6 +207,8 @@ struct State {
     strip_checksums: AtomicBool,
     seen: [AtomicUsize; Op::ALL.len()],
     applied: [AtomicUsize; Op::ALL.len()],
+    /// Body bytes of the GetObject answers passed through unspoiled.
+    got_bytes: AtomicU64,
 }
 
 impl State {
@@ -346,6 +348,12 @@ impl FaultProxy {
         self.state.seen[op.index()].load(Ordering::SeqCst)
     }
 
+    /// The body bytes of every GetObject answer passed through without a fault: what a
+    /// client read, counted on the wire rather than taken from its word.
+    pub fn bytes_got(&self) -> u64 {
+        self.state.got_bytes.load(Ordering::SeqCst)
+    }
+
     /// How many requests got a fault, of any operation: a fault test where none fired proves
     /// nothing.
     pub fn faults_applied(&self) -> usize {
@@ -483,7 +491,13 @@ impl Proxy {
         }
         let key = key_of(request.uri().path());
         let Some(fault) = self.state.fault_for(op, key.as_deref()) else {
-            return Ok(self.pass(request).await);
+            let response = self.pass(request).await;
+            return Ok(if op == Op::GetObject {
+                let state = Arc::clone(&self.state);
+                response.map(|body| counted(body, state))
+            } else {
+                response
+            });
         };
         match fault {
             Fault::Latency(delay) => {
@@ -624,6 +638,19 @@ fn middle_of(headers: &HeaderMap) -> u64 {
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().parse::<u64>().ok())
         .map_or(0, |len| len / 2)
+}
+
+/// `body`, its bytes added to [`FaultProxy::bytes_got`] as they pass.
+fn counted(body: ProxyBody, state: Arc<State>) -> ProxyBody {
+    body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            state
+                .got_bytes
+                .fetch_add(data.len() as u64, Ordering::SeqCst);
+        }
+        frame
+    })
+    .boxed()
 }
 
 /// `body` with the lowest bit of its byte at offset `at` flipped.

@@ -197,7 +197,7 @@ enum Stop {
 }
 
 /// `s3://BUCKET`, `s3://BUCKET/` or `s3://BUCKET/PREFIX`.
-fn parse_bucket_url(url: &str) -> anyhow::Result<(String, Option<String>)> {
+pub(crate) fn parse_bucket_url(url: &str) -> anyhow::Result<(String, Option<String>)> {
     let rest = url
         .strip_prefix("s3://")
         .with_context(|| format!("expected s3://BUCKET or s3://BUCKET/PREFIX, got {url:?}"))?;
@@ -229,7 +229,7 @@ fn describe_plan(key: &str, plan: &crate::Plan<'_>) -> String {
 }
 
 /// What the summary counts a kept object under: the kind of content, or the size limit.
-fn kept_label(reason: &NotWorthIt) -> String {
+pub(crate) fn kept_label(reason: &NotWorthIt) -> String {
     match reason {
         NotWorthIt::AlreadyCompressed { kind } => format!("already compressed ({kind})"),
         NotWorthIt::BelowMinSize { min_size, .. } => format!("below min_size {min_size}"),
@@ -237,7 +237,7 @@ fn kept_label(reason: &NotWorthIt) -> String {
     }
 }
 
-fn skip_label(reason: &SkipReason) -> String {
+pub(crate) fn skip_label(reason: &SkipReason) -> String {
     match reason {
         SkipReason::FolderMarker => "folder marker".to_owned(),
         SkipReason::UnderOutputPrefix { output_prefix } => {
@@ -540,7 +540,7 @@ impl Progress {
 }
 
 /// Writes log lines above the progress bar instead of through it.
-struct AboveBar(ProgressBar);
+pub(crate) struct AboveBar(pub(crate) ProgressBar);
 
 impl Write for AboveBar {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

@@ -130,6 +130,33 @@ pub enum Command {
         limit: Option<u64>,
     },
 
+    /// Estimate what compressing the objects already in a bucket would save and cost, from a
+    /// bounded sample read through each rule's own codec. Writes nothing.
+    Estimate {
+        /// s3://BUCKET (every source prefix of the config) or s3://BUCKET/PREFIX
+        url: String,
+        /// Print the estimate as JSON (the fields are in docs/commands.md).
+        #[arg(long)]
+        json: bool,
+        /// The most of the bytes to compress it reads, in percent.
+        #[arg(long, default_value_t = 10.0, value_name = "PERCENT", value_parser = percent)]
+        sample_percent: f64,
+        /// The most bytes it reads, whatever --sample-percent allows.
+        #[arg(long, default_value_t = 1 << 30, value_name = "BYTES")]
+        sample_bytes: u64,
+        /// The function's memory size, which its compute is billed at (the Lambda stack's
+        /// default is 512).
+        #[arg(long, default_value_t = 512, value_name = "MB", value_parser = clap::value_parser!(u32).range(128..=10_240))]
+        lambda_memory_mb: u32,
+        /// An object whose one-time cost its storage saving does not repay within this many
+        /// months is counted below break-even.
+        #[arg(long, default_value_t = 12.0, value_name = "MONTHS")]
+        horizon_months: f64,
+        /// Objects read at once.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+        concurrency: u16,
+    },
+
     /// Run an S3-compatible endpoint backed by a folder, and compress every upload to it.
     Serve {
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -245,6 +272,26 @@ impl Cli {
                 };
                 runtime()?.block_on(crate::backfill::run(options, routes, stall, out))
             }
+            Command::Estimate {
+                url,
+                json,
+                sample_percent,
+                sample_bytes,
+                lambda_memory_mb,
+                horizon_months,
+                concurrency,
+            } => {
+                let options = crate::estimate::Options {
+                    url,
+                    json,
+                    sample_percent,
+                    sample_bytes,
+                    lambda_memory_mb,
+                    horizon_months,
+                    concurrency: usize::from(concurrency),
+                };
+                runtime()?.block_on(crate::estimate::run(options, routes, stall, out))
+            }
             Command::Serve {
                 addr,
                 data,
@@ -288,6 +335,20 @@ impl Cli {
 /// `serve`: named in the banner when it is there but not in use, since it is the file a
 /// newcomer reads.
 const CHECKOUT_CONFIG: &str = "config/compressor.toml";
+
+/// A share of the bytes, in percent: more than 0, at most 100.
+fn percent(value: &str) -> Result<f64, String> {
+    let percent: f64 = value
+        .parse()
+        .map_err(|_| format!("{value:?} is not a number"))?;
+    if percent > 0.0 && percent <= 100.0 {
+        Ok(percent)
+    } else {
+        Err(format!(
+            "{percent} is not a percentage above 0 and at most 100"
+        ))
+    }
+}
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()

@@ -37,10 +37,18 @@ pub(crate) fn formats(registry: &Registry, out: &mut dyn Write) -> anyhow::Resul
 /// `check-config --json`: the validated rules as the worker applies them, for scripts
 /// (deploy.sh reads its prefixes from it).
 pub(crate) fn check_config_json(routes: &Routes, out: &mut dyn Write) -> anyhow::Result<()> {
+    let prices: serde_json::Map<String, serde_json::Value> = routes
+        .config()
+        .prices()
+        .fields()
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value.into()))
+        .collect();
     let report = serde_json::json!({
         "origin": routes.config().origin(),
         "hash": routes.config_hash(),
         "rules": routes.summaries(),
+        "prices": prices,
     });
     serde_json::to_writer_pretty(&mut *out, &report)?;
     writeln!(out)?;
@@ -103,7 +111,7 @@ pub(crate) fn check_config(routes: &Routes, out: &mut dyn Write) -> anyhow::Resu
     // reads as before.
     if routes.rules().all(|(rule, _)| rule.policy().is_none()) {
         write_table(out, header, &rows.collect::<Vec<_>>())?;
-        return Ok(());
+        return describe_prices(routes, out);
     }
     let rows: Vec<[String; 5]> = rows
         .zip(routes.rules())
@@ -120,6 +128,31 @@ pub(crate) fn check_config(routes: &Routes, out: &mut dyn Write) -> anyhow::Resu
         [source, output, format, afterwards, "NOT WORTH COMPRESSING"],
         &rows,
     )?;
+    describe_prices(routes, out)
+}
+
+/// The prices `estimate` reckons with: those the config's `[prices]` changes, each with its
+/// default, or that it uses the defaults.
+fn describe_prices(routes: &Routes, out: &mut dyn Write) -> anyhow::Result<()> {
+    let defaults = s3_compressor_config::Prices::default().fields();
+    let changed: Vec<String> = routes
+        .config()
+        .prices()
+        .fields()
+        .into_iter()
+        .zip(defaults)
+        .filter(|((_, value), (_, default))| value != default)
+        .map(|((name, value), (_, default))| format!("{name} {value} (default {default})"))
+        .collect();
+    if changed.is_empty() {
+        writeln!(out, "prices: us-east-1 list prices (the defaults)")?;
+    } else {
+        writeln!(
+            out,
+            "prices: {}; the rest us-east-1 list prices",
+            changed.join(", ")
+        )?;
+    }
     Ok(())
 }
 
@@ -194,7 +227,7 @@ pub(crate) fn describe_source_handling(rule: &Rule) -> &'static str {
 }
 
 /// Writes left-aligned columns sized to their widest cell.
-fn write_table<const N: usize>(
+pub(crate) fn write_table<const N: usize>(
     out: &mut dyn Write,
     header: [&str; N],
     rows: &[[String; N]],

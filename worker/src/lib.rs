@@ -6,6 +6,7 @@ mod backfill;
 pub mod cli;
 mod commands;
 mod error;
+mod estimate;
 mod failures;
 pub mod handler;
 pub mod handoff;

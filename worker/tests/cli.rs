@@ -403,6 +403,29 @@ threads = 2
     assert_ne!(other_report["hash"], hash, "{other_report}");
 }
 
+/// The prices `estimate` uses show in `check-config`, and change no hash.
+#[test]
+fn check_config_shows_the_prices_in_use() {
+    let base = "[[rule]]\nprefix = \"incoming/\"\noutput_prefix = \"processed/\"\n";
+    let (_dir, plain) = config_file(base);
+    let table = stdout(&run(&["check-config", &plain]));
+    assert!(
+        table.contains("prices: us-east-1 list prices (the defaults)"),
+        "{table}"
+    );
+    let (_other_dir, priced) = config_file(&format!("{base}[prices]\nstandard_gb_month = 0.025\n"));
+    let table = stdout(&run(&["check-config", &priced]));
+    assert!(
+        table.contains("prices: standard_gb_month 0.025 (default 0.023); the rest"),
+        "{table}"
+    );
+    let report = check_config_json(&["check-config", &priced, "--json"]);
+    assert_eq!(report["prices"]["standard_gb_month"], 0.025, "{report}");
+    assert_eq!(report["prices"]["get_per_1000"], 0.0004, "{report}");
+    let plain_report = check_config_json(&["check-config", &plain, "--json"]);
+    assert_eq!(plain_report["hash"], report["hash"]);
+}
+
 /// The policy for objects that do not pay shows in `check-config` (and its hash) and in
 /// `explain`, which judges a size it is given; written out at its defaults, it changes nothing.
 #[test]

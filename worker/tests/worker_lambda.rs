@@ -192,6 +192,12 @@ fn json_logs_have_one_line_per_object_and_stdout_has_the_metrics() {
     let saved = content.len() as i64 - head.size as i64;
     assert!(saved > 0, "CSV shrinks: {compressed}");
     assert_eq!(compressed["saved_bytes"], saved, "{compressed}");
+    // At S3 Standard's default $0.023 per GB-month.
+    let usd = compressed["saved_usd_per_month"]
+        .as_f64()
+        .expect("a number");
+    let expected = saved as f64 / (1u64 << 30) as f64 * 0.023;
+    assert!((usd - expected).abs() <= expected * 1e-9, "{compressed}");
     // Input over output, as docs/ and the benchmark quote it: CSV shrinks, so above 1.
     let ratio = compressed["ratio"].as_f64().expect("ratio is a number");
     let expected = content.len() as f64 / head.size as f64;

@@ -24,6 +24,7 @@ fn object(key: &str) -> ObjectRef {
     let listed = Listed {
         key: key.to_owned(),
         size: None,
+        storage_class: None,
     };
     listed.in_bucket(BUCKET)
 }

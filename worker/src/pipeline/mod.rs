@@ -140,17 +140,35 @@ impl Worker {
             Decision::Compress(plan) => plan,
             Decision::Keep { rule, reason } => {
                 let outcome = Outcome::Kept(reason);
-                report(object, Some((rule, None)), &outcome, started);
+                report(
+                    object,
+                    Some((rule, None)),
+                    &outcome,
+                    started,
+                    self.routes.config().prices(),
+                );
                 return outcome;
             }
             Decision::Skip(reason) => {
                 let outcome = Outcome::Skipped(reason.to_string());
-                report(object, None, &outcome, started);
+                report(
+                    object,
+                    None,
+                    &outcome,
+                    started,
+                    self.routes.config().prices(),
+                );
                 return outcome;
             }
             Decision::Refuse(reason) => {
                 let outcome = Outcome::permanent(reason);
-                report(object, None, &outcome, started);
+                report(
+                    object,
+                    None,
+                    &outcome,
+                    started,
+                    self.routes.config().prices(),
+                );
                 return outcome;
             }
         };
@@ -167,7 +185,13 @@ impl Worker {
                 }),
         };
         let format = plan.compressor.registration().name;
-        report(object, Some((plan.rule, Some(format))), &outcome, started);
+        report(
+            object,
+            Some((plan.rule, Some(format))),
+            &outcome,
+            started,
+            self.routes.config().prices(),
+        );
         outcome
     }
 
@@ -972,6 +996,7 @@ fn report(
     taken: Option<(&Rule, Option<&'static str>)>,
     outcome: &Outcome,
     started: Instant,
+    prices: &s3_compressor_config::Prices,
 ) {
     let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let rule = taken.map(|(rule, _)| rule.prefix.as_str());
@@ -1009,6 +1034,10 @@ fn report(
     };
     // Storage freed once the source is gone (negative when the archive outweighs the source).
     let saved_bytes = outcome.saved_bytes();
+    // What that storage costs a month in S3 Standard, where outputs are written, at the
+    // config's [prices]: what `estimate` reckons the same object saves.
+    let saved_usd_per_month = saved_bytes
+        .map(|saved| saved as f64 / s3_compressor_config::BILLED_GB * prices.standard_gb_month);
     macro_rules! line {
         ($level:ident) => {
             tracing::$level!(
@@ -1020,6 +1049,7 @@ fn report(
                 bytes_out,
                 ratio,
                 saved_bytes,
+                saved_usd_per_month,
                 stored,
                 stored_bytes,
                 source_proof,
@@ -1038,7 +1068,7 @@ fn report(
 
 /// How much of an object's start a rule that keeps what does not pay compresses as a sample:
 /// one small deflate block, a millisecond of work, held in memory only until it is judged.
-const SAMPLE_BYTES: usize = 64 * 1024;
+pub(crate) const SAMPLE_BYTES: usize = 64 * 1024;
 const _: () = assert!(
     SAMPLE_BYTES >= SNIFF_BYTES,
     "the sample holds every signature"
@@ -1047,7 +1077,10 @@ const _: () = assert!(
 /// The size `sample` compresses to in the rule's own format and level, or `None` where that
 /// says nothing: an empty sample, a format that does not compress (tar), or a sample the
 /// format failed on (the object is then compressed, and its own failure reported).
-async fn sample_compressed(compressor: &Arc<Compressor>, sample: Vec<u8>) -> Option<u64> {
+pub(crate) async fn sample_compressed(
+    compressor: &Arc<Compressor>,
+    sample: Vec<u8>,
+) -> Option<u64> {
     if sample.is_empty() || compressor.registration().levels.is_none() {
         return None;
     }
@@ -1257,6 +1290,6 @@ pub(crate) use proof::stored_as;
 mod tests;
 
 /// The last path component: the name a user gave the file.
-fn base_name(key: &str) -> &str {
+pub(crate) fn base_name(key: &str) -> &str {
     key.rsplit('/').next().unwrap_or(key)
 }

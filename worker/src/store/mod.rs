@@ -31,6 +31,9 @@ pub struct Location {
 pub struct Listed {
     pub key: String,
     pub size: Option<u64>,
+    /// As S3 names it (`STANDARD_IA`, ...); `None` where the store does not say, which S3
+    /// means as STANDARD.
+    pub storage_class: Option<String>,
 }
 
 impl Listed {

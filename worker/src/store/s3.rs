@@ -137,6 +137,9 @@ impl S3Store {
                 Some(Listed {
                     key: object.key()?.to_owned(),
                     size: object.size().and_then(|size| u64::try_from(size).ok()),
+                    storage_class: object
+                        .storage_class()
+                        .map(|class| class.as_str().to_owned()),
                 })
             })
             .collect();
@@ -146,6 +149,39 @@ impl S3Store {
             .then(|| output.next_continuation_token().map(str::to_owned))
             .flatten();
         Ok((keys, next))
+    }
+
+    /// `len` bytes of `bucket`/`key` from byte `start` (fewer where the object ends first),
+    /// with one ranged GET: what an estimate samples of an object it does not read whole.
+    pub async fn get_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        start: u64,
+        len: u64,
+    ) -> Result<Bytes, StoreError> {
+        let location = Location {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        };
+        let last = start + len.max(1) - 1;
+        let output = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .range(format!("bytes={start}-{last}"))
+            .send()
+            .await
+            .map_err(|error| classify(&error, "GetObject (a range)", &location))?;
+        let body = output.body.collect().await.map_err(|error| StoreError {
+            class: ErrorClass::Transient,
+            operation: "GetObject (reading a range)",
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            message: error_chain(&error),
+        })?;
+        Ok(body.into_bytes())
     }
 
     /// A client for one endpoint with fixed credentials, such as `serve`'s own.
