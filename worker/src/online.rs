@@ -360,10 +360,18 @@ fn object_of(upload: Upload) -> ObjectRef {
     }
 }
 
-/// The line `serve` ends with: what this run compressed and the storage that freed.
+/// The line `serve` ends with: what this run compressed and the storage that freed, and what
+/// it moved unchanged (which freed nothing).
 fn run_summary(totals: &Totals) -> String {
+    let moved = match totals.moved {
+        0 => String::new(),
+        moved => format!(
+            " {moved} moved unchanged, {}, saved 0.",
+            HumanBytes(totals.bytes_moved)
+        ),
+    };
     if totals.compressed == 0 {
-        return "Stopped: nothing compressed in this run.".to_owned();
+        return format!("Stopped: nothing compressed in this run.{moved}");
     }
     let outcome = match totals.bytes_saved {
         grown @ ..0 => format!("{} larger", HumanBytes(grown.unsigned_abs())),
@@ -374,7 +382,7 @@ fn run_summary(totals: &Totals) -> String {
         ),
     };
     format!(
-        "Stopped: {} compressed in this run, {} -> {}, {outcome}.",
+        "Stopped: {} compressed in this run, {} -> {}, {outcome}.{moved}",
         totals.compressed,
         HumanBytes(totals.bytes_in),
         HumanBytes(totals.bytes_out)

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tokio::sync::OnceCell;
 
 use crate::store::{
-    DeleteCondition, Deleted, ErrorClass, Location, ObjectStore, OutputSpec, StoreError,
+    ContentHeaders, DeleteCondition, Deleted, ErrorClass, Location, ObjectStore, OutputSpec, StoreError,
     WriteCondition, Written,
 };
 
@@ -66,7 +66,7 @@ async fn probe(
     };
     let spec = OutputSpec {
         location: location.clone(),
-        content_type: "text/plain",
+        headers: ContentHeaders::of_type("text/plain"),
         metadata: HashMap::new(),
         condition: WriteCondition::Absent,
     };
