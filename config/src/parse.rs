@@ -572,7 +572,11 @@ impl Checker<'_> {
     /// `if_not_worth_it`, or `None` when absent or already reported.
     fn check_if_not_worth_it(&mut self, value: Option<&Spanned<String>>) -> Option<IfNotWorthIt> {
         let value = value?;
-        let known = [IfNotWorthIt::Compress, IfNotWorthIt::Keep, IfNotWorthIt::Move];
+        let known = [
+            IfNotWorthIt::Compress,
+            IfNotWorthIt::Keep,
+            IfNotWorthIt::Move,
+        ];
         if let Some(action) = known
             .into_iter()
             .find(|action| action.name() == value.get_ref())

@@ -84,12 +84,10 @@ impl Rule {
     /// again once a read tells it.
     pub fn spares_by_size(&self, size: Option<u64>) -> Option<NotWorthIt> {
         let size = size?;
-        (self.judges_content() && size < self.min_size).then_some(
-            NotWorthIt::BelowMinSize {
-                size,
-                min_size: self.min_size,
-            },
-        )
+        (self.judges_content() && size < self.min_size).then_some(NotWorthIt::BelowMinSize {
+            size,
+            min_size: self.min_size,
+        })
     }
 
     /// Whether this rule spares content of `kind`, a format found compressed already in an
@@ -104,9 +102,7 @@ impl Rule {
     /// bytes in its format its compression, and why.
     pub fn spares_sample(&self, sampled: u64, compressed: u64) -> Option<NotWorthIt> {
         let saved = sampled.saturating_sub(compressed) as f64;
-        (self.judges_content()
-            && sampled > 0
-            && saved < sampled as f64 * MIN_SAMPLE_SAVING)
+        (self.judges_content() && sampled > 0 && saved < sampled as f64 * MIN_SAMPLE_SAVING)
             .then_some(NotWorthIt::DoesNotShrink {
                 sampled,
                 compressed,

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 
 use crate::outcome::saved_bytes;
 use crate::store::S3Store;
-use crate::{Decision, Outcome, Routes, Tuning, Worker};
+use crate::{Decision, Outcome, Routes, Worker};
 
 /// What `s3-compressor backfill` was asked to do.
 #[derive(Debug)]
@@ -41,7 +41,7 @@ const FAILURES_NAMED: usize = 20;
 pub(crate) async fn run(
     options: Options,
     routes: Arc<Routes>,
-    stall: Duration,
+    settings: crate::cli::Settings,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let (bucket, prefix) = parse_bucket_url(&options.url)?;
@@ -51,11 +51,11 @@ pub(crate) async fn run(
     };
     let progress = Progress::new(options.dry_run);
     progress.init_logging();
-    let store = Arc::new(S3Store::from_environment(stall).await);
+    let store = Arc::new(S3Store::from_environment(settings.stall).await);
     let worker = Worker::new(
         Arc::clone(&store) as Arc<dyn crate::store::ObjectStore>,
         Arc::clone(&routes),
-        Tuning::default(),
+        settings.tuning,
     );
     let (found, mut listed) = mpsc::channel(LISTED_AHEAD);
     let lister = {
@@ -221,7 +221,9 @@ fn describe_plan(key: &str, plan: &crate::Plan<'_>) -> String {
     // Content is judged on the first bytes read, which a dry run does not read.
     let unless = match plan.rule.if_not_worth_it {
         IfNotWorthIt::Compress => String::new(),
-        IfNotWorthIt::Keep => "; kept instead if its first bytes show compressed content".to_owned(),
+        IfNotWorthIt::Keep => {
+            "; kept instead if its first bytes show compressed content".to_owned()
+        }
         IfNotWorthIt::Move => format!(
             "; moved unchanged to {} instead if its first bytes show compressed content",
             plan.rule.moved_key(key)

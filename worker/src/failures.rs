@@ -20,7 +20,8 @@ use tokio::sync::Mutex;
 
 use crate::handler::ObjectResult;
 use crate::store::{
-    ContentHeaders, DeleteCondition, Location, ObjectStore, OutputSpec, S3Store, StoreError, WriteCondition,
+    ContentHeaders, DeleteCondition, Location, ObjectStore, OutputSpec, S3Store, StoreError,
+    WriteCondition,
 };
 use crate::{Outcome, Routes};
 

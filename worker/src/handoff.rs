@@ -27,8 +27,8 @@ use s3_compressor_events::ObjectRef;
 use sha2::{Digest as _, Sha256};
 
 use crate::store::{
-    ContentHeaders, DeleteCondition, ErrorClass, Location, ObjectInfo, ObjectStore, OutputSpec, StoreError,
-    WriteCondition, Written,
+    ContentHeaders, DeleteCondition, ErrorClass, Location, ObjectInfo, ObjectStore, OutputSpec,
+    StoreError, WriteCondition, Written,
 };
 use crate::Routes;
 

@@ -64,7 +64,10 @@ pub enum Decision<'a> {
     },
     /// The rule moves the object unchanged to the plan's output key: compressing it would not
     /// pay.
-    Move { plan: Plan<'a>, reason: NotWorthIt },
+    Move {
+        plan: Plan<'a>,
+        reason: NotWorthIt,
+    },
     Skip(SkipReason),
     /// A rule takes the key, but its output cannot exist: a failure a person must see, found
     /// before anything is read.

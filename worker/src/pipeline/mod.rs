@@ -26,9 +26,8 @@ use tokio_util::task::TaskTracker;
 use crate::handoff::Handoff;
 use crate::outcome::{Outcome, OutputProof, Proof, SourceFate};
 use crate::store::{
-    ContentHeaders,
-    DeleteCondition, Deleted, Download, ErrorClass, Location, ObjectInfo, ObjectStore, OutputSpec,
-    StoreError, WriteCondition,
+    ContentHeaders, DeleteCondition, Deleted, Download, ErrorClass, Location, ObjectInfo,
+    ObjectStore, OutputSpec, StoreError, WriteCondition,
 };
 use crate::{Decision, Plan, Routes};
 use identity::SourceIdentity;
@@ -230,15 +229,18 @@ impl Worker {
             Ok(download) => download,
             Err((reason, judged)) => {
                 drop(reservation);
-                return match self.routes.spare(&object.key, plan.rule, plan.compressor, reason) {
+                return match self
+                    .routes
+                    .spare(&object.key, plan.rule, plan.compressor, reason)
+                {
                     Decision::Move { plan, reason } => Ok(Box::new(
                         self.move_object(object, &plan, reason, Some(judged)).await,
                     )),
                     Decision::Keep { reason, .. } => Err(Box::new(Outcome::Kept(reason))),
                     Decision::Refuse(reason) => Err(Box::new(Outcome::permanent(reason))),
-                    Decision::Compress(_) | Decision::Skip(_) => Err(Box::new(
-                        Outcome::permanent("the rule neither keeps nor moves what it spares"),
-                    )),
+                    Decision::Compress(_) | Decision::Skip(_) => Err(Box::new(Outcome::permanent(
+                        "the rule neither keeps nor moves what it spares",
+                    ))),
                 };
             }
         };
@@ -983,7 +985,10 @@ impl Worker {
 }
 
 /// `work`, stopped at `deadline` (the source untouched, any multipart upload aborted).
-async fn within(deadline: Option<Deadline>, work: impl std::future::Future<Output = Outcome>) -> Outcome {
+async fn within(
+    deadline: Option<Deadline>,
+    work: impl std::future::Future<Output = Outcome>,
+) -> Outcome {
     match deadline {
         None => work.await,
         Some(deadline) => tokio::time::timeout_at(deadline.at.into(), work)

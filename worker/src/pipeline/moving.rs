@@ -313,10 +313,7 @@ impl Worker {
             ),
         };
         let problem = if stored.size != size {
-            Some(format!(
-                "is {} bytes but the source is {size}",
-                stored.size
-            ))
+            Some(format!("is {} bytes but the source is {size}", stored.size))
         } else if crc != crc64nvme {
             Some(format!(
                 "has CRC-64/NVME {crc} but the source has {crc64nvme}"

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use tokio::sync::OnceCell;
 
 use crate::store::{
-    ContentHeaders, DeleteCondition, Deleted, ErrorClass, Location, ObjectStore, OutputSpec, StoreError,
-    WriteCondition, Written,
+    ContentHeaders, DeleteCondition, Deleted, ErrorClass, Location, ObjectStore, OutputSpec,
+    StoreError, WriteCondition, Written,
 };
 
 /// What the probe object holds, for whoever finds one a failed cleanup left behind.

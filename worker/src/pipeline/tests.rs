@@ -1384,7 +1384,10 @@ async fn a_moving_rule_copies_what_does_not_pay_and_deletes_the_source_recoverab
     }
     assert_eq!(store.copies(), 4);
     assert!(store.remove_delete_marker(BUCKET, "incoming/a/photo.jpg"));
-    assert_eq!(&store.current(BUCKET, "incoming/a/photo.jpg").unwrap().body[..], &photo[..]);
+    assert_eq!(
+        &store.current(BUCKET, "incoming/a/photo.jpg").unwrap().body[..],
+        &photo[..]
+    );
 
     // An object its event says is small is moved with no GET at all.
     store.insert(BUCKET, "incoming/b/small.txt", b"hello");
@@ -1459,7 +1462,10 @@ async fn a_source_without_a_crc64nvme_is_read_once_for_it() {
             output: OutputProof::ReadBack,
         }
     );
-    assert_eq!(&bare.current(BUCKET, "processed/bare.jpg").unwrap().body[..], &photo[..]);
+    assert_eq!(
+        &bare.current(BUCKET, "processed/bare.jpg").unwrap().body[..],
+        &photo[..]
+    );
     assert!(bare.current(BUCKET, "incoming/bare.jpg").is_none());
 }
 
@@ -1475,12 +1481,18 @@ async fn a_newer_upload_during_a_move_is_never_lost() {
     let worker = moving_worker(&store, Tuning::default());
     let outcome = worker.process(&object("incoming/x.jpg"), None).await;
     assert!(outcome.should_retry(), "{outcome}");
-    assert_eq!(&store.current(BUCKET, "incoming/x.jpg").unwrap().body[..], &newer[..]);
+    assert_eq!(
+        &store.current(BUCKET, "incoming/x.jpg").unwrap().body[..],
+        &newer[..]
+    );
     assert!(store.current(BUCKET, "processed/x.jpg").is_none());
 
     let outcome = worker.process(&object("incoming/x.jpg"), None).await;
     assert!(matches!(outcome, Outcome::Moved { .. }), "{outcome}");
-    assert_eq!(&store.current(BUCKET, "processed/x.jpg").unwrap().body[..], &newer[..]);
+    assert_eq!(
+        &store.current(BUCKET, "processed/x.jpg").unwrap().body[..],
+        &newer[..]
+    );
 }
 
 /// A run stopped after its copy (here, its delete failed) leaves the copy; the next delivery
@@ -1503,7 +1515,16 @@ async fn a_redelivery_proves_an_earlier_copy_and_finishes_the_move() {
     let copies = store.copies();
 
     let outcome = worker.process(&object("incoming/x.jpg"), None).await;
-    assert!(matches!(outcome, Outcome::Moved { source: SourceFate::Deleted, .. }), "{outcome}");
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Moved {
+                source: SourceFate::Deleted,
+                ..
+            }
+        ),
+        "{outcome}"
+    );
     assert_eq!(store.copies(), copies, "no second copy");
     assert_moved(&store, "incoming/x.jpg", &photo);
 }
@@ -1519,11 +1540,14 @@ async fn a_copy_stored_damaged_is_removed_and_the_source_kept() {
     let outcome = moving_worker(&store, Tuning::default())
         .process(&object("incoming/x.jpg"), None)
         .await;
+    assert!(outcome.is_failure() && !outcome.should_retry(), "{outcome}");
     assert!(
-        outcome.is_failure() && !outcome.should_retry(),
+        outcome.to_string().contains("verification failed"),
         "{outcome}"
     );
-    assert!(outcome.to_string().contains("verification failed"), "{outcome}");
     assert!(store.current(BUCKET, "processed/x.jpg").is_none());
-    assert_eq!(&store.current(BUCKET, "incoming/x.jpg").unwrap().body[..], &photo[..]);
+    assert_eq!(
+        &store.current(BUCKET, "incoming/x.jpg").unwrap().body[..],
+        &photo[..]
+    );
 }

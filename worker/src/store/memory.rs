@@ -123,7 +123,14 @@ impl MemoryStore {
         self.check_failure(operation, &source.location)?;
         let object = self
             .find(&source.location, source.version_id.as_deref())
-            .ok_or_else(|| error(ErrorClass::NotFound, operation, &source.location, "NoSuchKey"))?;
+            .ok_or_else(|| {
+                error(
+                    ErrorClass::NotFound,
+                    operation,
+                    &source.location,
+                    "NoSuchKey",
+                )
+            })?;
         if source.etag.is_some() && object.info.etag != source.etag {
             return Err(error(
                 ErrorClass::PreconditionFailed,
@@ -716,10 +723,22 @@ impl ObjectStore for MemoryStore {
             .zip(usize::try_from(range.end).ok())
             .and_then(|(start, end)| object.body.get(start..end))
             .map(Bytes::copy_from_slice)
-            .ok_or_else(|| error(ErrorClass::Permanent, "UploadPartCopy", location, "InvalidRange"))?;
+            .ok_or_else(|| {
+                error(
+                    ErrorClass::Permanent,
+                    "UploadPartCopy",
+                    location,
+                    "InvalidRange",
+                )
+            })?;
         let mut state = self.lock();
         let (_, parts) = state.uploads.get_mut(upload_id).ok_or_else(|| {
-            error(ErrorClass::NotFound, "UploadPartCopy", location, "NoSuchUpload")
+            error(
+                ErrorClass::NotFound,
+                "UploadPartCopy",
+                location,
+                "NoSuchUpload",
+            )
         })?;
         parts.push((number, bytes));
         Ok(Part {

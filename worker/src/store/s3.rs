@@ -18,8 +18,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::{
-    ContentHeaders, Copied, CopySource, DeleteCondition, Deleted, Download, ErrorClass, Listed, Location, Multipart, ObjectInfo,
-    ObjectStore, OutputSpec, Part, StoreError, WriteCondition, Written,
+    ContentHeaders, Copied, CopySource, DeleteCondition, Deleted, Download, ErrorClass, Listed,
+    Location, Multipart, ObjectInfo, ObjectStore, OutputSpec, Part, StoreError, WriteCondition,
+    Written,
 };
 
 #[derive(Debug, Clone)]
