@@ -215,11 +215,10 @@ impl Worker {
         let download = match download {
             Ok(download) => download,
             Err(error) if error.is(ErrorClass::NotFound) => {
-                return Err(Box::new(source_gone(
-                    &source,
-                    &output,
-                    existing_output.as_ref(),
-                )))
+                return Err(Box::new(
+                    self.gone(plan, &source, &output, existing_output.as_ref())
+                        .await,
+                ))
             }
             Err(error) => return Err(failed(error)),
         };
@@ -360,6 +359,31 @@ impl Worker {
                 output: output_proof,
             },
         }))
+    }
+
+    /// [`source_gone`], where a rule that moves what does not pay may have moved the source
+    /// (under its own name) rather than compressed it.
+    async fn gone(
+        &self,
+        plan: &Plan<'_>,
+        source: &Location,
+        output: &Location,
+        existing_output: Option<&ObjectInfo>,
+    ) -> Outcome {
+        let outcome = source_gone(source, output, existing_output);
+        if outcome != Outcome::SourceMissing
+            || plan.rule.if_not_worth_it != s3_compressor_config::IfNotWorthIt::Move
+        {
+            return outcome;
+        }
+        let moved = Location {
+            bucket: source.bucket.clone(),
+            key: plan.rule.moved_key(&source.key),
+        };
+        match self.store.head(&moved, None).await {
+            Ok(moved_output) => source_gone(source, &moved, moved_output.as_ref()),
+            Err(error) => *failed(error),
+        }
     }
 
     /// Says why the rule spares what `download` holds its compression, with the source as it

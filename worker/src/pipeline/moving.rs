@@ -257,9 +257,10 @@ impl Worker {
         .await
     }
 
-    /// A copy that did not succeed: done all the same when a concurrent delivery made the same
-    /// copy (which is then proven like one made here); a changed source or output starts over;
-    /// an output from another source is a collision.
+    /// A copy that did not succeed: done all the same when the copy is there, made from this
+    /// source (a copy whose every answer was lost, or a concurrent delivery's), which is then
+    /// proven like one made here; a changed source or output starts over; an output from
+    /// another source is a collision.
     async fn after_failed_copy(
         &self,
         source: &Location,
@@ -267,13 +268,13 @@ impl Worker {
         output: &Location,
         error: StoreError,
     ) -> Result<Written, Stop> {
-        if !error.is(ErrorClass::PreconditionFailed) && !error.is(ErrorClass::NotFound) {
-            return Err(failed(error));
-        }
-        match self.store.head(output, None).await.map_err(failed)? {
-            Some(existing) if identity.made(&existing) => return Ok(written_as(&existing)),
-            Some(existing) if !identity.same_key(&existing) => {
+        match self.store.head(output, None).await {
+            Ok(Some(existing)) if identity.made(&existing) => return Ok(written_as(&existing)),
+            Ok(Some(existing)) if !identity.same_key(&existing) => {
                 return Err(Box::new(collision(output, &existing)))
+            }
+            _ if !error.is(ErrorClass::PreconditionFailed) && !error.is(ErrorClass::NotFound) => {
+                return Err(failed(error))
             }
             _ => {}
         }
