@@ -961,22 +961,42 @@ fn faults_on_upload_part_copy_never_lose_a_moved_file() {
 /// can be run alone.
 #[test]
 fn stalls_on_every_operation_never_lose_the_file() {
-    let bench = Bench::start();
+    stall_matrix(
+        &Bench::start(),
+        &[
+            (Op::GetObject, Size::Small),
+            (Op::HeadObject, Size::Small),
+            (Op::PutObject, Size::Small),
+            (Op::CreateMultipartUpload, Size::Multipart),
+            (Op::UploadPart, Size::Multipart),
+            (Op::CompleteMultipartUpload, Size::Multipart),
+            (Op::DeleteObject, Size::Small),
+        ],
+    );
+}
+
+/// Stalls on the copies of a move, whole and in parts.
+#[test]
+fn stalls_on_copies_never_lose_a_moved_file() {
+    stall_matrix(
+        &Bench::start_moving(),
+        &[
+            (Op::CopyObject, Size::Moved),
+            (Op::UploadPartCopy, Size::MovedInParts),
+        ],
+    );
+}
+
+/// A stall on each of `cases`, once and always, in a versioned bucket; prints the table and
+/// fails with every problem found.
+fn stall_matrix(bench: &Bench, cases: &[(Op, Size)]) {
     let bucket = bench.bucket("stalls", true);
     let mut rows = Vec::new();
     let mut problems = Vec::new();
-    for (op, size) in [
-        (Op::GetObject, Size::Small),
-        (Op::HeadObject, Size::Small),
-        (Op::PutObject, Size::Small),
-        (Op::CreateMultipartUpload, Size::Multipart),
-        (Op::UploadPart, Size::Multipart),
-        (Op::CompleteMultipartUpload, Size::Multipart),
-        (Op::DeleteObject, Size::Small),
-    ] {
+    for &(op, size) in cases {
         for times in [Times::First(1), Times::Always] {
             let (row, found) = fault_case(
-                &bench,
+                bench,
                 &bucket,
                 op,
                 ("Stall", Fault::Stall),
