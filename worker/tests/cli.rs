@@ -290,6 +290,15 @@ fn a_bad_config_stops_explain_before_anything_else() {
     assert!(stdout(&output).is_empty());
 }
 
+/// What every command's `--help` shows, documented once in the section of their own.
+const GLOBAL_OPTIONS: [&str; 5] = [
+    "--help",
+    "--config",
+    "--stall-secs",
+    "--copy-threshold",
+    "--copy-part-size",
+];
+
 /// Every option `--help` shows is in docs/commands.md, in the command's own section, so the
 /// reference cannot fall behind the command line.
 #[test]
@@ -322,7 +331,7 @@ fn the_command_reference_lists_every_option_of_every_command() {
             .split_whitespace()
             .filter(|word| word.starts_with("--"))
             .map(|word| word.trim_end_matches([',', '.']).to_owned())
-            .filter(|option| !["--help", "--config", "--stall-secs"].contains(&option.as_str()))
+            .filter(|option| !GLOBAL_OPTIONS.contains(&option.as_str()))
             .collect();
         for option in options {
             assert!(
@@ -338,6 +347,8 @@ fn the_command_reference_lists_every_option_of_every_command() {
         .expect("docs/commands.md has a section for the options every command takes");
     assert!(global.contains("`--config PATH`"));
     assert!(global.contains("`--stall-secs SECONDS`"));
+    assert!(global.contains("`--copy-threshold BYTES`"));
+    assert!(global.contains("`--copy-part-size BYTES`"));
 }
 
 fn check_config_json(args: &[&str]) -> serde_json::Value {

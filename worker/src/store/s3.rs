@@ -7,7 +7,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart,
-    MetadataDirective, ObjectAttributes, ServerSideEncryption,
+    MetadataDirective, ObjectAttributes, ServerSideEncryption, TaggingDirective,
 };
 use aws_sdk_s3::Client;
 use aws_smithy_http_client::proxy::ProxyConfig;
@@ -912,6 +912,9 @@ impl ObjectStore for S3Store {
             .set_copy_source_if_match(source.etag.as_deref().map(quoted))
             .metadata_directive(MetadataDirective::Replace)
             .set_metadata(Some(spec.metadata.clone()))
+            // No tags, as on every output: copying the source's would need s3:GetObjectTagging
+            // on the sources and s3:PutObjectTagging on the outputs, which the role lacks.
+            .tagging_directive(TaggingDirective::Replace)
             .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme);
         let request = match &spec.condition {
             WriteCondition::Absent => request.if_none_match("*"),
