@@ -472,6 +472,48 @@ fn the_not_worth_it_policy_shows_in_check_config_and_explain() {
     );
 }
 
+/// A rule that moves what does not pay says so in check-config (text and JSON) and explain,
+/// with the key a moved object is copied to.
+#[test]
+fn the_move_policy_shows_in_check_config_and_explain() {
+    let (_dir, path) = config_file(
+        "[[rule]]\nprefix = \"incoming/\"\noutput_prefix = \"processed/\"\n\
+         if_not_worth_it = \"move\"\nmin_size = 4096\n",
+    );
+    let report = check_config_json(&["check-config", &path, "--json"]);
+    assert_eq!(report["rules"][0]["if_not_worth_it"], "move", "{report}");
+    let table = stdout(&run(&["check-config", &path]));
+    assert!(
+        table.contains(
+            "already-compressed content and objects under 4096 bytes are moved unchanged to the \
+             output prefix"
+        ),
+        "{table}"
+    );
+    let small = stdout(&run(&[
+        "explain",
+        "--config",
+        &path,
+        "incoming/a/x.jpg",
+        "--size",
+        "100",
+    ]));
+    for said in [
+        "moved:   below min_size 4096 (100 bytes); copied unchanged, server-side, to the output \
+         prefix\n",
+        "output:  processed/a/x.jpg\n",
+        "source:  deleted once the copy is verified\n",
+    ] {
+        assert!(small.contains(said), "{said}: {small}");
+    }
+    let large = stdout(&run(&["explain", "--config", &path, "incoming/a/x.jpg"]));
+    assert!(large.contains("output:  processed/a/x.zip"), "{large}");
+    assert!(
+        large.contains("(to processed/a/x.jpg) (give --size to judge this object's size)"),
+        "{large}"
+    );
+}
+
 #[test]
 fn check_config_json_of_the_builtin_default_and_from_the_environment() {
     let builtin = check_config_json(&["check-config", "--json"]);
