@@ -170,8 +170,12 @@ impl Worker {
             }
         };
         let outcome = within(deadline, self.compress_object(object, &plan, deadline)).await;
-        let format = plan.compressor.registration().name;
-        report(object, Some((plan.rule, Some(format))), &outcome, started);
+        // A moved object was judged by its first bytes, never compressed.
+        let format = match outcome {
+            Outcome::Moved { .. } => None,
+            _ => Some(plan.compressor.registration().name),
+        };
+        report(object, Some((plan.rule, format)), &outcome, started);
         outcome
     }
 
