@@ -1533,6 +1533,123 @@ fn a_newer_upload_landing_mid_compression_is_never_lost() {
     );
 }
 
+/// A newer upload landing while a move's copy, or its source's delete, waits in the proxy is
+/// never lost: it stays current and untouched unless it is what was moved (moto copies the
+/// current object whatever the copy source's If-Match says: the copy then fails its proof and
+/// is removed), and its own delivery moves it. The older upload is in the output or kept as a
+/// version; in a plain bucket, one replaced before its copy is gone by the upload itself, as
+/// S3 makes it.
+#[test]
+fn a_newer_upload_landing_mid_move_is_never_lost() {
+    let bench = Bench::start_moving();
+    let mut rows = Vec::new();
+    let mut problems = Vec::new();
+    for (name, versioned) in [("newer-versioned", true), ("newer-plain", false)] {
+        let bucket = bench.bucket(name, versioned);
+        for op in [Op::CopyObject, Op::DeleteObject] {
+            let key = format!("incoming/newer/{op:?}.bin");
+            let case = format!(
+                "{} bucket, newer upload during {op:?} ({key})",
+                bucket.kind()
+            );
+            let first = bench.put_source(&bucket, &key, random(20_000, 1));
+            bench.proxy.inject(
+                op,
+                Fault::Latency(Duration::from_millis(1500)),
+                Times::Always,
+            );
+            let before = bench.proxy.count(op);
+            let mut running = Running::spawn(&mut bench.command(name, &key));
+            assert!(
+                wait_for_request(&bench.proxy, op, before, &mut running),
+                "{case}: no {op:?} within {HANG_LIMIT:?}"
+            );
+            let second = bench.put_source(&bucket, &key, random(21_000, 2));
+            let finished = running.finish(HANG_LIMIT);
+            bench.proxy.clear();
+
+            let output = bench.moto.try_get(name, &first.output);
+            let which = match &output {
+                Some(bytes) if *bytes == first.content => "the older",
+                Some(bytes) if *bytes == second.content => "the newer",
+                Some(_) => "NEITHER",
+                None => "no output",
+            };
+            let current = bench.moto.try_get(name, &key);
+            let newer_current = current.as_deref() == Some(second.content.as_slice());
+            let older_version_kept = bench
+                .moto
+                .get_version(name, &key, first.stored.version_id.as_deref())
+                .as_deref()
+                == Some(first.content.as_slice());
+            if which == "NEITHER" {
+                problems.push(format!("{case}: the output is neither upload"));
+            }
+            let newer_moved = which == "the newer" && bench.look(&second).done();
+            if !(newer_current || newer_moved) {
+                problems.push(format!(
+                    "{case}: the newer upload is neither current and untouched nor moved: {:?}",
+                    bench.look(&second)
+                ));
+            }
+            let older_replaced_before_its_copy = !versioned && op == Op::CopyObject;
+            if which != "the older"
+                && !(versioned && older_version_kept)
+                && !older_replaced_before_its_copy
+            {
+                problems.push(format!(
+                    "{case}: the older upload is lost: not in the output and no version of it"
+                ));
+            }
+
+            let again = bench.compress(name, &key);
+            let last = bench.look(&second);
+            let settled = last.done() && last.open_uploads == 0;
+            if !again.success() || !settled {
+                problems.push(format!(
+                    "{case}: the newer upload's delivery: exit {}, {} ({last:?}): {}",
+                    exit(&again),
+                    last.label(),
+                    tail(&again)
+                ));
+            }
+            problems.extend(
+                bench
+                    .other_problem(&bucket)
+                    .map(|why| format!("{case}: {why}")),
+            );
+            rows.push(vec![
+                bucket.kind().to_owned(),
+                format!("{op:?}"),
+                format!("exit {} {}", exit(&finished), outcome(&finished)),
+                which.to_owned(),
+                if newer_current {
+                    "current, untouched".to_owned()
+                } else {
+                    "not current".to_owned()
+                },
+                format!("exit {} {}", exit(&again), outcome(&again)),
+                last.label(),
+            ]);
+            bench.purge(name, &[&key, &first.output]);
+        }
+    }
+    report(
+        "a newer upload mid-move",
+        &[
+            "bucket",
+            "upload lands during",
+            "run",
+            "output holds",
+            "newer upload",
+            "its delivery",
+            "final",
+        ],
+        &rows,
+        &problems,
+    );
+}
+
 /// A config as the built-in default, deleting sources even where If-Match is ignored.
 const DELETE_WITHOUT_IF_MATCH: &str = "[[rule]]\nprefix = \"incoming/\"\n\
     output_prefix = \"processed/\"\ndelete_without_if_match = true\n";
