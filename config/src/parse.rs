@@ -564,7 +564,8 @@ impl Checker<'_> {
                         format!(
                             "min_size {min_size} does nothing while this rule compresses every \
                              object; add if_not_worth_it = \"keep\" to keep smaller objects \
-                             where they are, or remove min_size"
+                             where they are (or \"move\" to move them unchanged to the output \
+                             prefix), or remove min_size"
                         ),
                     );
                 }
@@ -614,24 +615,23 @@ impl Checker<'_> {
     /// `if_not_worth_it`, or `None` when absent or already reported.
     fn check_if_not_worth_it(&mut self, value: Option<&Spanned<String>>) -> Option<IfNotWorthIt> {
         let value = value?;
-        let known = [IfNotWorthIt::Compress, IfNotWorthIt::Keep];
+        let known = [
+            IfNotWorthIt::Compress,
+            IfNotWorthIt::Keep,
+            IfNotWorthIt::Move,
+        ];
         if let Some(action) = known
             .into_iter()
             .find(|action| action.name() == value.get_ref())
         {
             return Some(action);
         }
-        let message = if value.get_ref() == "move" {
-            "if_not_worth_it = \"move\" is not available yet; use \"keep\" (leave such objects \
-             where they are) or \"compress\" (compress them anyway)"
-                .to_owned()
-        } else {
-            format!(
-                "if_not_worth_it \"{}\" is not one of \"compress\" (compress such objects \
-                 anyway, the default) or \"keep\" (leave them where they are)",
-                value.get_ref()
-            )
-        };
+        let message = format!(
+            "if_not_worth_it \"{}\" is not one of \"compress\" (compress such objects anyway, \
+             the default), \"keep\" (leave them where they are) or \"move\" (move them \
+             unchanged to the output prefix)",
+            value.get_ref()
+        );
         self.report(value.span().start, message);
         None
     }
@@ -1079,33 +1079,41 @@ if_not_worth_it = "compress"
     fn the_not_worth_it_policy_is_checked() {
         assert_eq!(
             problems(&format!(
-                "{MINIMAL}if_not_worth_it = \"move\"\nmin_size = -1\n"
+                "{MINIMAL}if_not_worth_it = \"skip\"\nmin_size = -1\n"
             )),
             [
-                "4:19: if_not_worth_it = \"move\" is not available yet; use \"keep\" (leave \
-                 such objects where they are) or \"compress\" (compress them anyway)",
+                "4:19: if_not_worth_it \"skip\" is not one of \"compress\" (compress such objects \
+                 anyway, the default), \"keep\" (leave them where they are) or \"move\" (move \
+                 them unchanged to the output prefix)",
                 "5:12: min_size -1 is negative; give a size in bytes, or 0 (the default) for no \
                  minimum",
-            ]
-        );
-        assert_eq!(
-            problems(&format!("{MINIMAL}if_not_worth_it = \"skip\"\n")),
-            [
-                "4:19: if_not_worth_it \"skip\" is not one of \"compress\" (compress such objects \
-              anyway, the default) or \"keep\" (leave them where they are)"
             ]
         );
         assert_eq!(
             problems(&format!("{MINIMAL}min_size = 4096\n")),
             [
                 "4:12: min_size 4096 does nothing while this rule compresses every object; add \
-              if_not_worth_it = \"keep\" to keep smaller objects where they are, or remove \
-              min_size"
+              if_not_worth_it = \"keep\" to keep smaller objects where they are (or \"move\" to \
+              move them unchanged to the output prefix), or remove min_size"
             ]
         );
         assert_eq!(
             problems(&format!("{MINIMAL}min_size = \"4 KiB\"\n")),
             ["4:12: min_size: invalid type: string \"4 KiB\", expected i64"]
+        );
+    }
+
+    #[test]
+    fn a_rule_may_move_what_does_not_pay() {
+        assert_eq!(
+            rules(&format!(
+                "{MINIMAL}if_not_worth_it = \"move\"\nmin_size = 32768\n"
+            )),
+            [Rule {
+                min_size: 32768,
+                if_not_worth_it: IfNotWorthIt::Move,
+                ..rule("in/", "out/", "zip", None)
+            }]
         );
     }
 

@@ -79,55 +79,56 @@ impl fmt::Display for NotWorthIt {
 }
 
 impl Rule {
-    /// Whether this rule keeps an object of `size` bytes rather than compress it, and why.
-    /// `None` for an unknown size: the worker asks again once a read tells it.
-    pub fn keeps_by_size(&self, size: Option<u64>) -> Option<NotWorthIt> {
+    /// Whether this rule spares an object of `size` bytes its compression (keeps or moves it,
+    /// as [`Rule::if_not_worth_it`] says), and why. `None` for an unknown size: the worker asks
+    /// again once a read tells it.
+    pub fn spares_by_size(&self, size: Option<u64>) -> Option<NotWorthIt> {
         let size = size?;
-        (self.if_not_worth_it == IfNotWorthIt::Keep && size < self.min_size).then_some(
-            NotWorthIt::BelowMinSize {
-                size,
-                min_size: self.min_size,
-            },
-        )
+        (self.judges_content() && size < self.min_size).then_some(NotWorthIt::BelowMinSize {
+            size,
+            min_size: self.min_size,
+        })
     }
 
-    /// Whether this rule keeps content of `kind`, a format found compressed already in an
-    /// object's first bytes (`None`: none was found), and why.
-    pub fn keeps_content(&self, kind: Option<&'static str>) -> Option<NotWorthIt> {
+    /// Whether this rule spares content of `kind`, a format found compressed already in an
+    /// object's first bytes (`None`: none was found), its compression, and why.
+    pub fn spares_content(&self, kind: Option<&'static str>) -> Option<NotWorthIt> {
         let kind = kind?;
-        (self.if_not_worth_it == IfNotWorthIt::Keep)
+        self.judges_content()
             .then_some(NotWorthIt::AlreadyCompressed { kind })
     }
 
-    /// Whether this rule keeps an object whose first `sampled` bytes compress to `compressed`
-    /// bytes in its format, and why.
-    pub fn keeps_sample(&self, sampled: u64, compressed: u64) -> Option<NotWorthIt> {
+    /// Whether this rule spares an object whose first `sampled` bytes compress to `compressed`
+    /// bytes in its format its compression, and why.
+    pub fn spares_sample(&self, sampled: u64, compressed: u64) -> Option<NotWorthIt> {
         let saved = sampled.saturating_sub(compressed) as f64;
-        (self.if_not_worth_it == IfNotWorthIt::Keep
-            && sampled > 0
-            && saved < sampled as f64 * MIN_SAMPLE_SAVING)
+        (self.judges_content() && sampled > 0 && saved < sampled as f64 * MIN_SAMPLE_SAVING)
             .then_some(NotWorthIt::DoesNotShrink {
                 sampled,
                 compressed,
             })
     }
 
-    /// Whether an object's first bytes matter to this rule: only a rule that keeps what does
-    /// not pay looks at them.
+    /// Whether an object's first bytes matter to this rule: only a rule that keeps or moves
+    /// what does not pay looks at them.
     pub fn judges_content(&self) -> bool {
-        self.if_not_worth_it == IfNotWorthIt::Keep
+        self.if_not_worth_it != IfNotWorthIt::Compress
     }
 
     /// The policy in a sentence, for `explain` and `check-config`; `None` when everything is
     /// compressed.
     pub fn policy(&self) -> Option<String> {
-        match (self.if_not_worth_it, self.min_size) {
-            (IfNotWorthIt::Compress, _) => None,
-            (IfNotWorthIt::Keep, 0) => Some("already-compressed content is kept".to_owned()),
-            (IfNotWorthIt::Keep, min_size) => Some(format!(
-                "already-compressed content and objects under {min_size} bytes are kept"
-            )),
-        }
+        let done = match self.if_not_worth_it {
+            IfNotWorthIt::Compress => return None,
+            IfNotWorthIt::Keep => "kept",
+            IfNotWorthIt::Move => "moved unchanged to the output prefix",
+        };
+        Some(match self.min_size {
+            0 => format!("already-compressed content is {done}"),
+            min_size => {
+                format!("already-compressed content and objects under {min_size} bytes are {done}")
+            }
+        })
     }
 }
 
@@ -297,25 +298,25 @@ mod tests {
     fn a_keeping_rule_keeps_only_what_is_below_min_size() {
         let rule = keeping(4096);
         assert_eq!(
-            rule.keeps_by_size(Some(4095)),
+            rule.spares_by_size(Some(4095)),
             Some(NotWorthIt::BelowMinSize {
                 size: 4095,
                 min_size: 4096
             })
         );
         assert_eq!(
-            rule.keeps_by_size(Some(0))
+            rule.spares_by_size(Some(0))
                 .map(|why| why.to_string())
                 .as_deref(),
             Some("below min_size 4096 (0 bytes)")
         );
-        assert_eq!(rule.keeps_by_size(Some(4096)), None);
+        assert_eq!(rule.spares_by_size(Some(4096)), None);
         assert_eq!(
-            rule.keeps_by_size(None),
+            rule.spares_by_size(None),
             None,
             "an unknown size is asked again later"
         );
-        assert_eq!(keeping(0).keeps_by_size(Some(0)), None);
+        assert_eq!(keeping(0).spares_by_size(Some(0)), None);
     }
 
     #[test]
@@ -323,28 +324,28 @@ mod tests {
         let rule = keeping(0);
         assert!(rule.judges_content());
         assert_eq!(
-            rule.keeps_content(Some("zip"))
+            rule.spares_content(Some("zip"))
                 .map(|why| why.to_string())
                 .as_deref(),
             Some("already compressed (zip)")
         );
-        assert_eq!(rule.keeps_content(None), None);
+        assert_eq!(rule.spares_content(None), None);
     }
 
     #[test]
     fn a_keeping_rule_keeps_what_its_sample_shows_does_not_shrink() {
         let rule = keeping(0);
         assert_eq!(
-            rule.keeps_sample(65536, 65100)
+            rule.spares_sample(65536, 65100)
                 .map(|why| why.to_string())
                 .as_deref(),
             Some("does not shrink (its first 65536 bytes compress to 65100)")
         );
-        assert!(rule.keeps_sample(100, 180).is_some(), "it grows");
-        assert_eq!(rule.keeps_sample(65536, 64000), None, "2.3 % saved");
-        assert_eq!(rule.keeps_sample(65536, 9000), None);
+        assert!(rule.spares_sample(100, 180).is_some(), "it grows");
+        assert_eq!(rule.spares_sample(65536, 64000), None, "2.3 % saved");
+        assert_eq!(rule.spares_sample(65536, 9000), None);
         assert_eq!(
-            rule.keeps_sample(0, 22),
+            rule.spares_sample(0, 22),
             None,
             "an empty sample says nothing"
         );
@@ -357,9 +358,9 @@ mod tests {
             ..rule("incoming/", "processed/")
         };
         assert!(!rule.judges_content());
-        assert_eq!(rule.keeps_by_size(Some(1)), None);
-        assert_eq!(rule.keeps_content(Some("zip")), None);
-        assert_eq!(rule.keeps_sample(100, 180), None);
+        assert_eq!(rule.spares_by_size(Some(1)), None);
+        assert_eq!(rule.spares_content(Some("zip")), None);
+        assert_eq!(rule.spares_sample(100, 180), None);
         assert_eq!(rule.policy(), None);
     }
 
@@ -373,6 +374,35 @@ mod tests {
             keeping(131072).policy().as_deref(),
             Some("already-compressed content and objects under 131072 bytes are kept")
         );
+        let moving = Rule {
+            if_not_worth_it: IfNotWorthIt::Move,
+            ..keeping(32768)
+        };
+        assert_eq!(
+            moving.policy().as_deref(),
+            Some(
+                "already-compressed content and objects under 32768 bytes are moved unchanged \
+                 to the output prefix"
+            )
+        );
+    }
+
+    /// A moving rule judges exactly what a keeping one does; only what becomes of it differs.
+    #[test]
+    fn a_moving_rule_spares_what_a_keeping_one_does() {
+        let moving = Rule {
+            if_not_worth_it: IfNotWorthIt::Move,
+            ..keeping(4096)
+        };
+        assert!(moving.judges_content());
+        assert_eq!(
+            moving.spares_by_size(Some(4095)),
+            keeping(4096).spares_by_size(Some(4095))
+        );
+        assert!(moving.spares_content(Some("jpeg")).is_some());
+        assert!(moving.spares_sample(100, 180).is_some());
+        assert_eq!(moving.moved_key("incoming/a/x.jpg"), "processed/a/x.jpg");
+        assert_eq!(moving.moved_key("incoming/.env"), "processed/.env");
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub struct Rule {
     /// a store keeps its sources, since the delete could not be limited to what was read.
     pub delete_without_if_match: bool,
     /// Objects smaller than this many bytes do not pay for their compression. 0: every size
-    /// does. Only [`IfNotWorthIt::Keep`] acts on it.
+    /// does. Only [`IfNotWorthIt::Keep`] and [`IfNotWorthIt::Move`] act on it.
     pub min_size: u64,
     /// What becomes of an object that does not pay: too small, or compressed already.
     pub if_not_worth_it: IfNotWorthIt,
@@ -35,6 +35,10 @@ pub enum IfNotWorthIt {
     Compress,
     /// Leave it where it is, untouched, and say why.
     Keep,
+    /// Copy it unchanged, server-side, to the output prefix under its own name, and delete the
+    /// source once the copy is proven identical: the output prefix still holds every upload,
+    /// without the download, the compute and the upload a compression costs.
+    Move,
 }
 
 impl IfNotWorthIt {
@@ -43,6 +47,7 @@ impl IfNotWorthIt {
         match self {
             Self::Compress => "compress",
             Self::Keep => "keep",
+            Self::Move => "move",
         }
     }
 }
@@ -96,6 +101,12 @@ impl Rule {
             key.push_str(extension);
         }
         key
+    }
+
+    /// The key a moved object is copied to: `source_key` with this rule's `prefix` swapped for
+    /// its `output_prefix`, its name unchanged (`incoming/a/x.jpg` -> `processed/a/x.jpg`).
+    pub fn moved_key(&self, source_key: &str) -> String {
+        self.output_key(source_key, "", Naming::AppendExtension)
     }
 }
 

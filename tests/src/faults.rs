@@ -42,8 +42,8 @@ type ProxyBody = BoxBody<Bytes, hyper::Error>;
 type Upstream = Client<HttpConnector, ProxyBody>;
 
 /// The S3 operations a fault can be aimed at, as told from method, path and query of a
-/// path-style request (`/bucket/key`). Everything else — bucket-level calls, copies, tagging,
-/// ACLs, listings — is [`Op::Other`].
+/// path-style request (`/bucket/key`). Everything else — bucket-level calls, tagging, ACLs,
+/// listings — is [`Op::Other`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
     GetObject,
@@ -54,12 +54,16 @@ pub enum Op {
     CompleteMultipartUpload,
     AbortMultipartUpload,
     DeleteObject,
+    /// A server-side copy of a whole object (a PUT with `x-amz-copy-source`).
+    CopyObject,
+    /// A server-side copy of a byte range as a part of a multipart upload.
+    UploadPartCopy,
     Other,
 }
 
 impl Op {
     /// Every operation, in the order of the counters.
-    pub const ALL: [Op; 9] = [
+    pub const ALL: [Op; 11] = [
         Op::GetObject,
         Op::HeadObject,
         Op::PutObject,
@@ -68,6 +72,8 @@ impl Op {
         Op::CompleteMultipartUpload,
         Op::AbortMultipartUpload,
         Op::DeleteObject,
+        Op::CopyObject,
+        Op::UploadPartCopy,
         Op::Other,
     ];
 
@@ -77,7 +83,8 @@ impl Op {
 
     /// The operation of a path-style request: `method`, the URI's `path` (`/bucket/key`), its
     /// `query` (without `?`, empty if none), and whether it has an `x-amz-copy-source` header
-    /// (a copy reads another object: it is neither a PutObject nor an UploadPart).
+    /// (a copy reads another object: a CopyObject or UploadPartCopy, neither a PutObject nor
+    /// an UploadPart).
     ///
     /// Only the query parameters an object operation itself takes leave a request what it is
     /// (`versionId`, `partNumber`, `response-*`, the SDK's `x-id` and a presigned URL's
@@ -105,10 +112,14 @@ impl Op {
         match method {
             "GET" if only(&["versionId", "partNumber"]) => Op::GetObject,
             "HEAD" if only(&["versionId", "partNumber"]) => Op::HeadObject,
-            "PUT" if copy_source => Op::Other,
             "PUT" if has("partNumber") && has("uploadId") && only(&["partNumber", "uploadId"]) => {
-                Op::UploadPart
+                if copy_source {
+                    Op::UploadPartCopy
+                } else {
+                    Op::UploadPart
+                }
             }
+            "PUT" if only(&[]) && copy_source => Op::CopyObject,
             "PUT" if only(&[]) => Op::PutObject,
             "POST" if has("uploads") && only(&["uploads"]) => Op::CreateMultipartUpload,
             "POST" if has("uploadId") && only(&["uploadId"]) => Op::CompleteMultipartUpload,

@@ -181,7 +181,8 @@ fn classifies_s3_operations_from_method_path_and_query() {
         ("HEAD", "/b/k", "", false, Op::HeadObject),
         ("HEAD", "/b", "", false, Op::Other),
         ("PUT", "/b/k", "x-id=PutObject", false, Op::PutObject),
-        ("PUT", "/b/k", "", true, Op::Other),
+        ("PUT", "/b/k", "", true, Op::CopyObject),
+        ("PUT", "/b/k", "x-id=CopyObject", true, Op::CopyObject),
         ("PUT", "/b/k", "tagging", false, Op::Other),
         ("PUT", "/b", "", false, Op::Other),
         (
@@ -191,7 +192,13 @@ fn classifies_s3_operations_from_method_path_and_query() {
             false,
             Op::UploadPart,
         ),
-        ("PUT", "/b/k", "partNumber=2&uploadId=u", true, Op::Other),
+        (
+            "PUT",
+            "/b/k",
+            "x-id=UploadPartCopy&partNumber=2&uploadId=u",
+            true,
+            Op::UploadPartCopy,
+        ),
         ("POST", "/b/k", "uploads", false, Op::CreateMultipartUpload),
         (
             "POST",
@@ -375,7 +382,7 @@ fn passes_a_multipart_upload_and_an_abort_through() {
 }
 
 #[test]
-fn counts_copies_listings_and_bucket_calls_as_other() {
+fn counts_copies_apart_and_listings_and_bucket_calls_as_other() {
     let Some((moto, proxy)) = moto_and_proxy() else {
         return;
     };
@@ -414,7 +421,8 @@ fn counts_copies_listings_and_bucket_calls_as_other() {
             .expect("HeadBucket");
     });
     assert_eq!(moto.get(BUCKET, "copy"), b"copied");
-    assert_eq!(proxy.count(Op::Other), 4);
+    assert_eq!(proxy.count(Op::CopyObject), 1);
+    assert_eq!(proxy.count(Op::Other), 3);
     assert_eq!(proxy.count(Op::PutObject), 0);
     assert_eq!(proxy.count(Op::GetObject), 0);
     assert_eq!(proxy.faults_applied(), 0);

@@ -12,14 +12,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use s3_compressor_config::{NotWorthIt, SkipReason};
+use s3_compressor_config::{IfNotWorthIt, NotWorthIt, SkipReason};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::outcome::saved_bytes;
 use crate::store::S3Store;
-use crate::{Decision, Outcome, Routes, Tuning, Worker};
+use crate::{Decision, Outcome, Routes, Worker};
 
 /// What `s3-compressor backfill` was asked to do.
 #[derive(Debug)]
@@ -41,7 +41,7 @@ const FAILURES_NAMED: usize = 20;
 pub(crate) async fn run(
     options: Options,
     routes: Arc<Routes>,
-    stall: Duration,
+    settings: crate::cli::Settings,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let (bucket, prefix) = parse_bucket_url(&options.url)?;
@@ -51,11 +51,11 @@ pub(crate) async fn run(
     };
     let progress = Progress::new(options.dry_run);
     progress.init_logging();
-    let store = Arc::new(S3Store::from_environment(stall).await);
+    let store = Arc::new(S3Store::from_environment(settings.stall).await);
     let worker = Worker::new(
         Arc::clone(&store) as Arc<dyn crate::store::ObjectStore>,
         Arc::clone(&routes),
-        Tuning::default(),
+        settings.tuning,
     );
     let (found, mut listed) = mpsc::channel(LISTED_AHEAD);
     let lister = {
@@ -123,6 +123,10 @@ pub(crate) async fn run(
                             writeln!(out, "{}: kept: {reason}", listed.key)?;
                         }
                     }
+                    Decision::Move { plan, reason } if options.dry_run => {
+                        tally.count_moved(&reason, listed.size.unwrap_or(0));
+                        writeln!(out, "{}: moved: {reason} -> {}", listed.key, plan.output_key)?;
+                    }
                     Decision::Skip(reason) => {
                         *tally.skipped.entry(skip_label(&reason)).or_default() += 1;
                         if options.dry_run {
@@ -135,12 +139,13 @@ pub(crate) async fn run(
                         }
                         tally.failed.push((listed.key, Outcome::permanent(reason)));
                     }
-                    Decision::Compress(plan) => {
+                    Decision::Compress(plan) if options.dry_run => {
                         tally.taken += 1;
-                        if options.dry_run {
-                            writeln!(out, "{}", describe_plan(&listed.key, &plan))?;
-                            continue;
-                        }
+                        writeln!(out, "{}", describe_plan(&listed.key, &plan))?;
+                    }
+                    // Moved or compressed by the pipeline, which judges the content first.
+                    Decision::Move { .. } | Decision::Compress(_) => {
+                        tally.taken += 1;
                         let worker = worker.clone();
                         let object = listed.in_bucket(&bucket);
                         running.spawn(async move {
@@ -214,10 +219,15 @@ pub(crate) fn parse_bucket_url(url: &str) -> anyhow::Result<(String, Option<Stri
 
 fn describe_plan(key: &str, plan: &crate::Plan<'_>) -> String {
     // Content is judged on the first bytes read, which a dry run does not read.
-    let unless = if plan.rule.judges_content() {
-        "; kept instead if its first bytes show compressed content"
-    } else {
-        ""
+    let unless = match plan.rule.if_not_worth_it {
+        IfNotWorthIt::Compress => String::new(),
+        IfNotWorthIt::Keep => {
+            "; kept instead if its first bytes show compressed content".to_owned()
+        }
+        IfNotWorthIt::Move => format!(
+            "; moved unchanged to {} instead if its first bytes show compressed content",
+            plan.rule.moved_key(key)
+        ),
     };
     format!(
         "{key} -> {} (rule {}, {}, source {}{unless})",
@@ -266,6 +276,9 @@ struct Tally {
     skipped: BTreeMap<String, u64>,
     /// Objects whose compression would not pay, by why.
     kept: BTreeMap<String, u64>,
+    /// Objects moved unchanged since their compression would not pay, by why: how many, and
+    /// their bytes.
+    moved: BTreeMap<String, (u64, u64)>,
     /// Each failed key with its outcome.
     failed: Vec<(String, Outcome)>,
     aborted: u64,
@@ -273,6 +286,12 @@ struct Tally {
 }
 
 impl Tally {
+    fn count_moved(&mut self, reason: &NotWorthIt, bytes: u64) {
+        let (count, moved) = self.moved.entry(kept_label(reason)).or_default();
+        *count += 1;
+        *moved += bytes;
+    }
+
     fn record(&mut self, done: Result<(String, Outcome), tokio::task::JoinError>) {
         let (key, outcome) = match done {
             Ok(done) => done,
@@ -301,6 +320,7 @@ impl Tally {
             Outcome::SourceMissing => self.gone += 1,
             Outcome::HandedOff { .. } => self.handed_off += 1,
             Outcome::Kept(reason) => *self.kept.entry(kept_label(&reason)).or_default() += 1,
+            Outcome::Moved { reason, bytes, .. } => self.count_moved(&reason, bytes),
             Outcome::Skipped(reason) => *self.skipped.entry(reason).or_default() += 1,
             failed @ Outcome::Failed { .. } => self.failed.push((key, failed)),
         }
@@ -315,6 +335,7 @@ impl Tally {
             + self.handed_off
             + self.skipped.values().sum::<u64>()
             + self.kept.values().sum::<u64>()
+            + self.moved.values().map(|(count, _)| count).sum::<u64>()
             + self.failed.len() as u64
             + self.aborted
     }
@@ -392,6 +413,13 @@ impl Tally {
         }
         for (reason, count) in &self.kept {
             rows.push([format!("kept: {reason}"), count.to_string(), String::new()]);
+        }
+        for (reason, (count, bytes)) in &self.moved {
+            rows.push([
+                format!("moved: {reason}"),
+                count.to_string(),
+                format!("{}, saved 0", HumanBytes(*bytes)),
+            ]);
         }
         for (reason, count) in &self.skipped {
             rows.push([

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::parser::ValueSource;
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
-use crate::Routes;
+use crate::{Routes, Tuning};
 
 #[derive(Debug, Parser)]
 // clap's own --version could not name the config, which is known only once it is loaded.
@@ -40,10 +40,48 @@ pub struct Cli {
     )]
     pub stall_secs: u64,
 
+    /// The largest object a move (if_not_worth_it = "move") copies with one CopyObject; a
+    /// larger one is copied in parts. S3 copies at most 5 GiB in one request.
+    #[arg(
+        long,
+        global = true,
+        env = "S3_COMPRESSOR_COPY_THRESHOLD",
+        value_name = "BYTES",
+        default_value_t = Tuning::default().copy_threshold,
+        value_parser = clap::value_parser!(u64).range(0..=MAX_COPY_BYTES)
+    )]
+    pub copy_threshold: u64,
+
+    /// The smallest part of a move copied in parts (S3 takes parts of 5 MiB to 5 GiB); parts
+    /// grow so that 10,000 hold the object.
+    #[arg(
+        long,
+        global = true,
+        env = "S3_COMPRESSOR_COPY_PART_SIZE",
+        value_name = "BYTES",
+        default_value_t = Tuning::default().copy_part_size,
+        value_parser = clap::value_parser!(u64).range(MIN_COPY_PART_BYTES..=MAX_COPY_BYTES)
+    )]
+    pub copy_part_size: u64,
+
     /// Without a command, the binary serves the Lambda Runtime API if AWS_LAMBDA_RUNTIME_API
     /// is set (so it can be an image's entry point as it is).
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// S3's largest single copy and largest part.
+const MAX_COPY_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
+/// S3's smallest part, but for the last.
+const MIN_COPY_PART_BYTES: u64 = 5 * 1024 * 1024;
+
+/// How the commands that talk to S3 do it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Settings {
+    /// How long a request may wait for an answer.
+    pub stall: std::time::Duration,
+    pub tuning: Tuning,
 }
 
 /// The environment variable naming the config (the image sets it to the config it bakes in).
@@ -233,7 +271,14 @@ impl Cli {
             _ => self.config.as_deref(),
         };
         let routes = Arc::new(Routes::load(config, &registry)?);
-        let stall = std::time::Duration::from_secs(self.stall_secs);
+        let settings = Settings {
+            stall: std::time::Duration::from_secs(self.stall_secs),
+            tuning: Tuning {
+                copy_threshold: self.copy_threshold,
+                copy_part_size: self.copy_part_size,
+                ..Tuning::default()
+            },
+        };
         match command {
             Command::CheckConfig { json: true, .. } => {
                 crate::commands::check_config_json(&routes, out)
@@ -241,10 +286,12 @@ impl Cli {
             Command::CheckConfig { json: false, .. } => crate::commands::check_config(&routes, out),
             Command::Formats => crate::commands::formats(&registry, out),
             Command::Explain { key, size } => crate::commands::explain(&key, size, &routes, out),
-            Command::Lambda => runtime()?.block_on(crate::online::lambda(routes, stall)),
+            Command::Lambda => runtime()?.block_on(crate::online::lambda(routes, settings)),
             Command::Invoke { event, timeout } => {
                 let timeout = timeout.map(std::time::Duration::from_secs);
-                runtime()?.block_on(crate::online::invoke(&event, timeout, routes, stall, out))
+                runtime()?.block_on(crate::online::invoke(
+                    &event, timeout, routes, settings, out,
+                ))
             }
             Command::Compress {
                 url,
@@ -255,7 +302,7 @@ impl Cli {
                 version_id,
                 handoff_record,
                 routes,
-                stall,
+                settings,
                 out,
             )),
             Command::Backfill {
@@ -270,7 +317,7 @@ impl Cli {
                     concurrency: usize::from(concurrency),
                     limit,
                 };
-                runtime()?.block_on(crate::backfill::run(options, routes, stall, out))
+                runtime()?.block_on(crate::backfill::run(options, routes, settings, out))
             }
             Command::Estimate {
                 url,
@@ -290,7 +337,7 @@ impl Cli {
                     horizon_months,
                     concurrency: usize::from(concurrency),
                 };
-                runtime()?.block_on(crate::estimate::run(options, routes, stall, out))
+                runtime()?.block_on(crate::estimate::run(options, routes, settings.stall, out))
             }
             Command::Serve {
                 addr,
@@ -325,7 +372,7 @@ impl Cli {
                     )?;
                 }
                 let settle = std::time::Duration::from_millis(settle_ms);
-                runtime()?.block_on(crate::online::serve(options, routes, stall, settle, out))
+                runtime()?.block_on(crate::online::serve(options, routes, settings, settle, out))
             }
         }
     }

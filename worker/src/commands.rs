@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use s3_compressor_config::Rule;
+use s3_compressor_config::{IfNotWorthIt, Rule};
 use s3_compressor_formats::{Compressor, Kind, Registry};
 
 use crate::cli::{ConfigSource, CONFIG_VARIABLE};
@@ -177,7 +177,7 @@ pub(crate) fn explain(
             writeln!(out, "format:  {}", describe_compression(plan.compressor))?;
             writeln!(out, "output:  {}", plan.output_key)?;
             writeln!(out, "source:  {}", describe_source_handling(plan.rule))?;
-            if let Some(policy) = describe_policy(plan.rule, size) {
+            if let Some(policy) = describe_policy(key, plan.rule, size) {
                 writeln!(out, "policy:  {policy}")?;
             }
         }
@@ -188,6 +188,23 @@ pub(crate) fn explain(
                 "kept:    {reason}; the object is left where it is and nothing is written"
             )?;
         }
+        Decision::Move { plan, reason } => {
+            writeln!(
+                out,
+                "rule:    {} -> {}",
+                plan.rule.prefix, plan.rule.output_prefix
+            )?;
+            writeln!(
+                out,
+                "moved:   {reason}; copied unchanged, server-side, to the output prefix"
+            )?;
+            writeln!(out, "output:  {}", plan.output_key)?;
+            writeln!(
+                out,
+                "source:  {}",
+                describe_source_handling(plan.rule).replace("the output", "the copy")
+            )?;
+        }
         Decision::Skip(reason) => writeln!(out, "skipped: {reason}")?,
         Decision::Refuse(reason) => writeln!(out, "refused: {reason}")?,
     }
@@ -196,15 +213,20 @@ pub(crate) fn explain(
 
 /// The rule's policy for objects that do not pay, as far as `explain` can tell it without
 /// reading the object; `None` for a rule that compresses everything.
-fn describe_policy(rule: &Rule, size: Option<u64>) -> Option<String> {
+fn describe_policy(key: &str, rule: &Rule, size: Option<u64>) -> Option<String> {
     let policy = rule.policy()?;
     let unknown_size = if size.is_none() && rule.min_size > 0 {
         " (give --size to judge this object's size)"
     } else {
         ""
     };
+    let moved = if rule.if_not_worth_it == IfNotWorthIt::Move {
+        format!(" (to {})", rule.moved_key(key))
+    } else {
+        String::new()
+    };
     Some(format!(
-        "{policy}{unknown_size}; the content is judged on the first bytes read"
+        "{policy}{moved}{unknown_size}; the content is judged on the first bytes read"
     ))
 }
 

@@ -20,7 +20,8 @@ use tokio::sync::Mutex;
 
 use crate::handler::ObjectResult;
 use crate::store::{
-    DeleteCondition, Location, ObjectStore, OutputSpec, S3Store, StoreError, WriteCondition,
+    ContentHeaders, DeleteCondition, Location, ObjectStore, OutputSpec, S3Store, StoreError,
+    WriteCondition,
 };
 use crate::{Outcome, Routes};
 
@@ -263,7 +264,7 @@ impl FailureReports {
         let crc = crate::pipeline::crc64nvme_of(&body);
         let spec = OutputSpec {
             location,
-            content_type: "application/json",
+            headers: ContentHeaders::of_type("application/json"),
             metadata: HashMap::new(),
             condition,
         };

@@ -82,6 +82,9 @@ pub struct Totals {
     pub bytes_out: u64,
     /// `bytes_in - bytes_out`, kept apart because a sum of savings may be negative.
     pub bytes_saved: i64,
+    /// Objects moved unchanged to their output prefix, and their bytes (which saved nothing).
+    pub moved: u64,
+    pub bytes_moved: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -329,6 +332,7 @@ fn batch_result_code(outcome: &Outcome) -> &'static str {
         | Outcome::Superseded { .. }
         | Outcome::HandedOff { .. }
         | Outcome::Kept(_)
+        | Outcome::Moved { .. }
         | Outcome::Skipped(_) => SUCCEEDED,
     }
 }
@@ -393,6 +397,10 @@ impl Totals {
                 self.bytes_saved = self
                     .bytes_saved
                     .saturating_add(saved_bytes(*bytes_in, *bytes_out));
+            }
+            Outcome::Moved { bytes, .. } => {
+                self.moved += 1;
+                self.bytes_moved += bytes;
             }
             Outcome::Failed { .. } => self.failures += 1,
             Outcome::AlreadyDone { .. }

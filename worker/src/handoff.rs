@@ -27,8 +27,8 @@ use s3_compressor_events::ObjectRef;
 use sha2::{Digest as _, Sha256};
 
 use crate::store::{
-    DeleteCondition, ErrorClass, Location, ObjectInfo, ObjectStore, OutputSpec, StoreError,
-    WriteCondition, Written,
+    ContentHeaders, DeleteCondition, ErrorClass, Location, ObjectInfo, ObjectStore, OutputSpec,
+    StoreError, WriteCondition, Written,
 };
 use crate::Routes;
 
@@ -177,7 +177,7 @@ impl RecordedHandoff {
         let crc = crate::pipeline::crc64nvme_of(&body);
         let spec = OutputSpec {
             location: record.clone(),
-            content_type: "text/plain",
+            headers: ContentHeaders::of_type("text/plain"),
             metadata,
             condition,
         };

@@ -14,6 +14,7 @@ use s3_compressor_events::ObjectRef;
 use s3_compressor_serve::{EmbeddedS3, ServeOptions, Upload, UPLOAD_QUEUE};
 use tokio::task::JoinSet;
 
+use crate::cli::Settings;
 use crate::failures::{self, FailureReports, Recorded};
 use crate::handler::{Handler, ObjectResult, Totals};
 use crate::outcome::saved_percent;
@@ -23,8 +24,8 @@ use crate::{Deadline, Outcome, Pace, Routes, Tuning, Worker};
 /// Objects `serve` compresses at once: uploads from a person's shell are small and many.
 const SERVE_PARALLEL_OBJECTS: usize = 8;
 
-fn handler(store: Arc<dyn ObjectStore>, routes: Arc<Routes>) -> Handler {
-    Handler::new(Worker::new(store, routes, Tuning::default()))
+fn handler(store: Arc<dyn ObjectStore>, routes: Arc<Routes>, tuning: Tuning) -> Handler {
+    Handler::new(Worker::new(store, routes, tuning))
 }
 
 /// The handler of an invocation with a deadline: objects that cannot finish in time go to the
@@ -33,15 +34,16 @@ fn handler(store: Arc<dyn ObjectStore>, routes: Arc<Routes>) -> Handler {
 async fn invocation_handler(
     store: Arc<dyn ObjectStore>,
     routes: Arc<Routes>,
+    tuning: Tuning,
 ) -> anyhow::Result<Handler> {
     let handoff = crate::handoff::from_environment(Arc::clone(&store), &routes).await?;
-    let worker = Worker::new(store, routes, Tuning::default())
+    let worker = Worker::new(store, routes, tuning)
         .with_pace(Pace::from_environment())
         .with_handoff(handoff);
     Ok(Handler::new(worker))
 }
 
-pub(crate) async fn lambda(routes: Arc<Routes>, stall: Duration) -> anyhow::Result<()> {
+pub(crate) async fn lambda(routes: Arc<Routes>, settings: Settings) -> anyhow::Result<()> {
     crate::telemetry::init_logging();
     // Which build and which rules this execution environment runs: with the metadata of each
     // output, what tells one deployment's work from another's.
@@ -52,8 +54,8 @@ pub(crate) async fn lambda(routes: Arc<Routes>, stall: Duration) -> anyhow::Resu
         "starting"
     );
     check_lambda_environment()?;
-    let store = Arc::new(S3Store::from_environment(stall).await);
-    let handler = invocation_handler(store, routes).await?;
+    let store = Arc::new(S3Store::from_environment(settings.stall).await);
+    let handler = invocation_handler(store, routes, settings.tuning).await?;
     crate::lambda::run(handler)
         .await
         .map_err(|error| anyhow::anyhow!("the Lambda runtime loop stopped: {error}"))
@@ -88,7 +90,7 @@ pub(crate) async fn invoke(
     event: &Path,
     timeout: Option<Duration>,
     routes: Arc<Routes>,
-    stall: Duration,
+    settings: Settings,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     crate::telemetry::init_logging();
@@ -97,8 +99,8 @@ pub(crate) async fn invoke(
         .with_context(|| format!("cannot read the event file {}", event.display()))?;
     let payload: serde_json::Value = serde_json::from_reader(std::io::BufReader::new(file))
         .with_context(|| format!("{} is not JSON", event.display()))?;
-    let store = Arc::new(S3Store::from_environment(stall).await);
-    let handler = invocation_handler(store, routes).await?;
+    let store = Arc::new(S3Store::from_environment(settings.stall).await);
+    let handler = invocation_handler(store, routes, settings.tuning).await?;
     let deadline = timeout.map(|timeout| Deadline::after(timeout, crate::lambda::DEADLINE_MARGIN));
     let (response, _totals) = handler.handle(payload, deadline).await;
     // The runtime ends with this function, and any abort still running with it.
@@ -113,13 +115,17 @@ pub(crate) async fn compress(
     version_id: Option<String>,
     handoff_record: Option<String>,
     routes: Arc<Routes>,
-    stall: Duration,
+    settings: Settings,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     crate::telemetry::init_logging();
     let (bucket, key) = parse_s3_url(url)?;
-    let store = Arc::new(S3Store::from_environment(stall).await);
-    let handler = handler(Arc::clone(&store) as Arc<dyn ObjectStore>, routes);
+    let store = Arc::new(S3Store::from_environment(settings.stall).await);
+    let handler = handler(
+        Arc::clone(&store) as Arc<dyn ObjectStore>,
+        routes,
+        settings.tuning,
+    );
     let object = ObjectRef {
         bucket,
         key,
@@ -183,7 +189,7 @@ pub(crate) const DEFAULT_SECRET_KEY: &str = "s3-compressor-secret";
 pub(crate) async fn serve(
     options: ServeOptions,
     routes: Arc<Routes>,
-    stall: Duration,
+    settings: Settings,
     settle: Duration,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
@@ -197,10 +203,14 @@ pub(crate) async fn serve(
         &endpoint,
         &access_key,
         &secret_key,
-        stall,
+        settings.stall,
     ));
     let prefixes = routes.source_prefixes();
-    let handler = handler(Arc::clone(&store) as Arc<dyn ObjectStore>, routes);
+    let handler = handler(
+        Arc::clone(&store) as Arc<dyn ObjectStore>,
+        routes,
+        settings.tuning,
+    );
     let reports = Arc::new(FailureReports::load(Arc::clone(&store), &bucket).await);
 
     writeln!(
@@ -393,10 +403,18 @@ fn object_of(upload: Upload) -> ObjectRef {
     }
 }
 
-/// The line `serve` ends with: what this run compressed and the storage that freed.
+/// The line `serve` ends with: what this run compressed and the storage that freed, and what
+/// it moved unchanged (which freed nothing).
 fn run_summary(totals: &Totals) -> String {
+    let moved = match totals.moved {
+        0 => String::new(),
+        moved => format!(
+            " {moved} moved unchanged, {}, saved 0.",
+            HumanBytes(totals.bytes_moved)
+        ),
+    };
     if totals.compressed == 0 {
-        return "Stopped: nothing compressed in this run.".to_owned();
+        return format!("Stopped: nothing compressed in this run.{moved}");
     }
     let outcome = match totals.bytes_saved {
         grown @ ..0 => format!("{} larger", HumanBytes(grown.unsigned_abs())),
@@ -407,7 +425,7 @@ fn run_summary(totals: &Totals) -> String {
         ),
     };
     format!(
-        "Stopped: {} compressed in this run, {} -> {}, {outcome}.",
+        "Stopped: {} compressed in this run, {} -> {}, {outcome}.{moved}",
         totals.compressed,
         HumanBytes(totals.bytes_in),
         HumanBytes(totals.bytes_out)

@@ -130,6 +130,15 @@ pub enum Outcome {
     /// The rule leaves the object where it is, untouched, since compressing it would not pay;
     /// nothing was written. A success: nothing is left to do.
     Kept(NotWorthIt),
+    /// The rule moves what would not pay: the object was copied unchanged, server-side, to
+    /// `output_key`, proven identical, and its source dealt with as `source` says.
+    Moved {
+        output_key: String,
+        reason: NotWorthIt,
+        bytes: u64,
+        source: SourceFate,
+        proof: Proof,
+    },
     /// Nothing to do, with the reason.
     Skipped(String),
     /// The source is not there and no output was made from it: for an event, one that came
@@ -176,6 +185,8 @@ impl Outcome {
                 bytes_out,
                 ..
             } => Some(saved_bytes(*bytes_in, *bytes_out)),
+            // The copy takes what the source took.
+            Self::Moved { .. } => Some(0),
             _ => None,
         }
     }
@@ -190,6 +201,7 @@ impl Outcome {
             Self::Superseded { .. } => "superseded",
             Self::HandedOff { .. } => "handed_off",
             Self::Kept(_) => "kept",
+            Self::Moved { .. } => "moved",
             Self::Skipped(_) => "skipped",
             Self::SourceMissing => "missing",
             Self::Failed { retry: true, .. } => "failed_transient",
@@ -260,6 +272,17 @@ impl fmt::Display for Outcome {
                 "kept: {reason}; compressing it would not pay, so it is left where it is and \
                  nothing is written"
             ),
+            Self::Moved {
+                output_key,
+                reason,
+                bytes,
+                source,
+                ..
+            } => write!(
+                f,
+                "moved: {reason}; copied unchanged to {output_key} ({bytes} bytes, nothing \
+                 saved); {source}"
+            ),
             Self::Skipped(reason) => write!(f, "skipped: {reason}"),
             Self::SourceMissing => {
                 f.write_str("missing: the source no longer exists and no output was made from it")
@@ -321,5 +344,26 @@ pub(crate) mod tests {
         );
         assert_eq!(compressed(0, 120).saved_bytes(), Some(-120));
         assert_eq!(Outcome::SourceMissing.saved_bytes(), None);
+    }
+
+    /// A move says why, where to, and that it saved nothing.
+    #[test]
+    fn a_moved_outcome_says_why_and_where() {
+        let moved = Outcome::Moved {
+            output_key: "processed/a/x.jpg".into(),
+            reason: s3_compressor_config::NotWorthIt::AlreadyCompressed { kind: "jpeg" },
+            bytes: 4096,
+            source: SourceFate::Deleted,
+            proof: Proof {
+                source: SourceProof::Crc64Nvme,
+                output: OutputProof::StoredChecksum,
+            },
+        };
+        assert_eq!(
+            moved.to_string(),
+            "moved: already compressed (jpeg); copied unchanged to processed/a/x.jpg (4096 \
+             bytes, nothing saved); source deleted"
+        );
+        assert_eq!((moved.label(), moved.saved_bytes()), ("moved", Some(0)));
     }
 }

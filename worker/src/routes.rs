@@ -40,7 +40,7 @@ pub struct RuleSummary<'a> {
     /// Left out when 0, for the same reason.
     #[serde(skip_serializing_if = "is_zero")]
     pub min_size: u64,
-    /// `"keep"`, or left out for `"compress"`, for the same reason.
+    /// `"keep"` or `"move"`, or left out for `"compress"`, for the same reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub if_not_worth_it: Option<&'static str>,
 }
@@ -60,6 +60,12 @@ pub enum Decision<'a> {
     /// The rule leaves the object where it is: compressing it would not pay.
     Keep {
         rule: &'a Rule,
+        reason: NotWorthIt,
+    },
+    /// The rule moves the object unchanged to the plan's output key: compressing it would not
+    /// pay.
+    Move {
+        plan: Plan<'a>,
         reason: NotWorthIt,
     },
     Skip(SkipReason),
@@ -189,8 +195,8 @@ impl Routes {
             // `route` only returns rules of this config, each of which has a compressor.
             return Decision::Skip(SkipReason::NoMatchingRule);
         };
-        if let Some(reason) = rule.keeps_by_size(size) {
-            return Decision::Keep { rule, reason };
+        if let Some(reason) = rule.spares_by_size(size) {
+            return self.spare(key, rule, compressor, reason);
         }
         let registration = compressor.registration();
         let naming = match registration.kind {
@@ -198,8 +204,40 @@ impl Routes {
             Kind::Stream => Naming::AppendExtension,
         };
         let output_key = rule.output_key(key, registration.extension, naming);
+        match self.plan(key, rule, compressor, output_key) {
+            Ok(plan) => Decision::Compress(plan),
+            Err(refused) => refused,
+        }
+    }
+
+    /// What becomes of `key`, which `rule` spares its compression for `reason`: kept, or moved
+    /// under its own name to the rule's output prefix.
+    pub(crate) fn spare<'a>(
+        &'a self,
+        key: &str,
+        rule: &'a Rule,
+        compressor: &'a Arc<Compressor>,
+        reason: NotWorthIt,
+    ) -> Decision<'a> {
+        if rule.if_not_worth_it != IfNotWorthIt::Move {
+            return Decision::Keep { rule, reason };
+        }
+        match self.plan(key, rule, compressor, rule.moved_key(key)) {
+            Ok(plan) => Decision::Move { plan, reason },
+            Err(refused) => refused,
+        }
+    }
+
+    /// A plan to write `output_key`, or the refusal of one S3 would not take.
+    fn plan<'a>(
+        &'a self,
+        key: &str,
+        rule: &'a Rule,
+        compressor: &'a Arc<Compressor>,
+        output_key: String,
+    ) -> Result<Plan<'a>, Decision<'a>> {
         if output_key.len() > MAX_KEY_BYTES {
-            return Decision::Refuse(format!(
+            return Err(Decision::Refuse(format!(
                 "the output key would be {} bytes ({} -> {}), over S3's limit of \
                  {MAX_KEY_BYTES}; the source is kept: shorten its key, or the rule's output \
                  prefix \"{}\"",
@@ -207,12 +245,12 @@ impl Routes {
                 rule.prefix,
                 rule.output_prefix,
                 rule.output_prefix,
-            ));
+            )));
         }
         if let Err(error) = SourceIdentity::check_fits(key, &rule.prefix, &self.hash) {
-            return Decision::Refuse(error.to_string());
+            return Err(Decision::Refuse(error.to_string()));
         }
-        Decision::Compress(Plan {
+        Ok(Plan {
             rule,
             compressor,
             output_key,

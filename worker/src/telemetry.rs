@@ -74,6 +74,7 @@ pub fn metrics_line(totals: &Totals, duration: Duration, function: &str) -> Stri
                 "Metrics": [
                     { "Name": "Objects", "Unit": "Count" },
                     { "Name": "Compressed", "Unit": "Count" },
+                    { "Name": "Moved", "Unit": "Count" },
                     { "Name": "Failures", "Unit": "Count" },
                     { "Name": "BytesIn", "Unit": "Bytes" },
                     { "Name": "BytesOut", "Unit": "Bytes" },
@@ -85,6 +86,9 @@ pub fn metrics_line(totals: &Totals, duration: Duration, function: &str) -> Stri
         "FunctionName": function,
         "Objects": totals.objects,
         "Compressed": totals.compressed,
+        // Moved unchanged (if_not_worth_it = "move"): their bytes are in no BytesIn, and
+        // saved nothing.
+        "Moved": totals.moved,
         "Failures": totals.failures,
         "BytesIn": totals.bytes_in,
         "BytesOut": totals.bytes_out,

@@ -290,6 +290,15 @@ fn a_bad_config_stops_explain_before_anything_else() {
     assert!(stdout(&output).is_empty());
 }
 
+/// What every command's `--help` shows, documented once in the section of their own.
+const GLOBAL_OPTIONS: [&str; 5] = [
+    "--help",
+    "--config",
+    "--stall-secs",
+    "--copy-threshold",
+    "--copy-part-size",
+];
+
 /// Every option `--help` shows is in docs/commands.md, in the command's own section, so the
 /// reference cannot fall behind the command line.
 #[test]
@@ -322,7 +331,7 @@ fn the_command_reference_lists_every_option_of_every_command() {
             .split_whitespace()
             .filter(|word| word.starts_with("--"))
             .map(|word| word.trim_end_matches([',', '.']).to_owned())
-            .filter(|option| !["--help", "--config", "--stall-secs"].contains(&option.as_str()))
+            .filter(|option| !GLOBAL_OPTIONS.contains(&option.as_str()))
             .collect();
         for option in options {
             assert!(
@@ -338,6 +347,8 @@ fn the_command_reference_lists_every_option_of_every_command() {
         .expect("docs/commands.md has a section for the options every command takes");
     assert!(global.contains("`--config PATH`"));
     assert!(global.contains("`--stall-secs SECONDS`"));
+    assert!(global.contains("`--copy-threshold BYTES`"));
+    assert!(global.contains("`--copy-part-size BYTES`"));
 }
 
 fn check_config_json(args: &[&str]) -> serde_json::Value {
@@ -481,6 +492,48 @@ fn the_not_worth_it_policy_shows_in_check_config_and_explain() {
     assert!(
         no_size.contains("(give --size to judge this object's size)"),
         "{no_size}"
+    );
+}
+
+/// A rule that moves what does not pay says so in check-config (text and JSON) and explain,
+/// with the key a moved object is copied to.
+#[test]
+fn the_move_policy_shows_in_check_config_and_explain() {
+    let (_dir, path) = config_file(
+        "[[rule]]\nprefix = \"incoming/\"\noutput_prefix = \"processed/\"\n\
+         if_not_worth_it = \"move\"\nmin_size = 4096\n",
+    );
+    let report = check_config_json(&["check-config", &path, "--json"]);
+    assert_eq!(report["rules"][0]["if_not_worth_it"], "move", "{report}");
+    let table = stdout(&run(&["check-config", &path]));
+    assert!(
+        table.contains(
+            "already-compressed content and objects under 4096 bytes are moved unchanged to the \
+             output prefix"
+        ),
+        "{table}"
+    );
+    let small = stdout(&run(&[
+        "explain",
+        "--config",
+        &path,
+        "incoming/a/x.jpg",
+        "--size",
+        "100",
+    ]));
+    for said in [
+        "moved:   below min_size 4096 (100 bytes); copied unchanged, server-side, to the output \
+         prefix\n",
+        "output:  processed/a/x.jpg\n",
+        "source:  deleted once the copy is verified\n",
+    ] {
+        assert!(small.contains(said), "{said}: {small}");
+    }
+    let large = stdout(&run(&["explain", "--config", &path, "incoming/a/x.jpg"]));
+    assert!(large.contains("output:  processed/a/x.zip"), "{large}");
+    assert!(
+        large.contains("(to processed/a/x.jpg) (give --size to judge this object's size)"),
+        "{large}"
     );
 }
 

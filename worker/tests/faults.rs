@@ -49,6 +49,9 @@ struct Bench {
     proxy: FaultProxy,
     /// What each output seen so far (bucket, key, ETag, version) was found to be.
     decoded: RefCell<HashMap<OutputSeen, Option<String>>>,
+    /// The config of a rule that moves what does not pay, when the bench runs moves: its
+    /// sources are random bytes, copied unchanged to `processed/` under their own names.
+    moves: Option<std::path::PathBuf>,
 }
 
 type OutputSeen = (String, String, String, Option<String>);
@@ -61,6 +64,22 @@ impl Bench {
             moto,
             proxy,
             decoded: RefCell::default(),
+            moves: None,
+        }
+    }
+
+    /// A bench whose runs move what does not pay (`if_not_worth_it = "move"`), copying objects
+    /// over 5 MiB in parts of 5 MiB, S3's smallest.
+    fn start_moving() -> Self {
+        let bench = Self::start();
+        let config = bench.moto.write_file(
+            "move.toml",
+            b"[[rule]]\nprefix = \"incoming/\"\noutput_prefix = \"processed/\"\n\
+              if_not_worth_it = \"move\"\n",
+        );
+        Self {
+            moves: Some(config),
+            ..bench
         }
     }
 
@@ -68,6 +87,14 @@ impl Bench {
     fn command(&self, bucket: &str, key: &str) -> Command {
         let mut command = self.moto.s3_compressor();
         command.env("AWS_ENDPOINT_URL", self.proxy.endpoint());
+        if let Some(config) = &self.moves {
+            command.arg("--config").arg(config).args([
+                "--copy-threshold",
+                &(5 * MIB).to_string(),
+                "--copy-part-size",
+                &(5 * MIB).to_string(),
+            ]);
+        }
         command.arg("compress").arg(format!("s3://{bucket}/{key}"));
         command
     }
@@ -167,11 +194,16 @@ impl Bench {
             "{}: versioning as created",
             bucket.name
         );
+        let (output, moved) = match self.moves {
+            Some(_) => (key.replacen("incoming/", "processed/", 1), true),
+            None => (output_key(key), false),
+        };
         Source {
             bucket: bucket.name,
             versioned: bucket.versioned,
             key: key.to_owned(),
-            output: output_key(key),
+            output,
+            moved,
             content,
             stored,
         }
@@ -348,6 +380,8 @@ struct Source {
     versioned: bool,
     key: String,
     output: String,
+    /// Moved unchanged rather than compressed: the output is the source's bytes.
+    moved: bool,
     content: Vec<u8>,
     stored: Stored,
 }
@@ -359,17 +393,19 @@ fn output_problem(
     metadata: &HashMap<String, String>,
 ) -> Option<String> {
     let name = source.key.rsplit('/').next().unwrap_or_default();
-    match unzip(bytes) {
-        Err(error) => return Some(format!("does not unzip: {error}")),
-        Ok((names, _)) if names != [name] => return Some(format!("holds {names:?}")),
-        Ok((_, decoded)) if decoded != source.content => {
-            return Some(format!(
-                "unzips to {} bytes that are not the source's {}",
-                decoded.len(),
+    let unzipped = if source.moved {
+        (bytes != source.content).then(|| {
+            format!(
+                "is {} bytes that are not the source's {}",
+                bytes.len(),
                 source.content.len()
-            ))
-        }
-        Ok(_) => {}
+            )
+        })
+    } else {
+        zip_problem(name, bytes, &source.content)
+    };
+    if unzipped.is_some() {
+        return unzipped;
     }
     let expected = source_metadata(&source.key, &source.stored, source.content.len());
     let recorded: HashMap<&str, &str> = metadata
@@ -382,6 +418,20 @@ fn output_problem(
         .map(|(name, value)| (*name, value.as_str()))
         .collect();
     (recorded != expected).then(|| format!("metadata {recorded:?}, expected {expected:?}"))
+}
+
+/// Why `bytes` is not a zip of one entry `name` holding `content`, if it is not.
+fn zip_problem(name: &str, bytes: &[u8], content: &[u8]) -> Option<String> {
+    match unzip(bytes) {
+        Err(error) => Some(format!("does not unzip: {error}")),
+        Ok((names, _)) if names != [name] => Some(format!("holds {names:?}")),
+        Ok((_, decoded)) if decoded != content => Some(format!(
+            "unzips to {} bytes that are not the source's {}",
+            decoded.len(),
+            content.len()
+        )),
+        Ok(_) => None,
+    }
 }
 
 /// The metadata an output made from this upload carries.
@@ -538,6 +588,7 @@ fn outcome(finished: &Finished) -> String {
     let said = line.split_once(": ").map_or(line, |(_, said)| said);
     let kind = [
         ("compressed to", "compressed"),
+        ("moved", "moved"),
         ("already compressed", "already compressed"),
         ("failed (transient", "failed transient"),
         ("failed (trying again will not help)", "failed permanent"),
@@ -624,6 +675,19 @@ enum Size {
     Small,
     /// [`MULTIPART_SIZE`] of random bytes: the output is a multipart upload of two parts.
     Multipart,
+    /// 20 KB of random bytes, moved with one CopyObject (a bench that moves).
+    Moved,
+    /// [`MOVED_IN_PARTS_SIZE`] of random bytes, moved in two parts (UploadPartCopy).
+    MovedInParts,
+}
+
+/// Over the 5 MiB a moving bench copies whole: two parts, of 5 MiB and 1 MiB.
+const MOVED_IN_PARTS_SIZE: usize = 6 * MIB;
+
+impl Size {
+    fn moves(self) -> bool {
+        matches!(self, Self::Moved | Self::MovedInParts)
+    }
 }
 
 /// The faults of the matrix for `op`; a request is cut on its way only if it has a body.
@@ -677,12 +741,14 @@ fn fault_case(
     let slug = fault_name.replace(' ', "-").to_ascii_lowercase();
     let extension = match size {
         Size::Small => "csv",
-        Size::Multipart => "bin",
+        Size::Multipart | Size::Moved | Size::MovedInParts => "bin",
     };
     let key = format!("incoming/{op:?}/{slug}-{times_name}.{extension}");
     let content = match size {
         Size::Small => text(20_000, seed_of(&key) % 1000),
         Size::Multipart => random(MULTIPART_SIZE, seed_of(&key)),
+        Size::Moved => random(20_000, seed_of(&key)),
+        Size::MovedInParts => random(MOVED_IN_PARTS_SIZE, seed_of(&key)),
     };
     let source = bench.put_source(bucket, &key, content);
     let case = format!(
@@ -723,8 +789,10 @@ fn fault_case(
     // A write whose answer is lost every time did happen: the run finds the output made from
     // its source (HEAD after the failed write), proves it by decoding it against the source,
     // and finishes.
-    let write_landed = matches!(op, Op::PutObject | Op::CompleteMultipartUpload)
-        && matches!(fault, Fault::CutResponse | Fault::DropResponse);
+    let write_landed = matches!(
+        op,
+        Op::PutObject | Op::CompleteMultipartUpload | Op::CopyObject
+    ) && matches!(fault, Fault::CutResponse | Fault::DropResponse);
     let expect_success =
         times != Times::Always || matches!(fault, Fault::Latency(_)) || write_landed;
     if expect_success {
@@ -809,7 +877,11 @@ fn fault_case(
 /// Every fault of the matrix on `op`, once and always, in each of `buckets` (versioned or
 /// not); prints the table and fails with every problem found.
 fn fault_matrix(op: Op, size: Size, buckets: &[(&'static str, bool)]) {
-    let bench = Bench::start();
+    let bench = if size.moves() {
+        Bench::start_moving()
+    } else {
+        Bench::start()
+    };
     let mut rows = Vec::new();
     let mut problems = Vec::new();
     for &(name, versioned) in buckets {
@@ -874,27 +946,57 @@ fn faults_on_delete_object_never_lose_the_file() {
     fault_matrix(Op::DeleteObject, Size::Small, &BOTH);
 }
 
+#[test]
+fn faults_on_copy_object_never_lose_a_moved_file() {
+    fault_matrix(Op::CopyObject, Size::Moved, &BOTH);
+}
+
+#[test]
+fn faults_on_upload_part_copy_never_lose_a_moved_file() {
+    fault_matrix(Op::UploadPartCopy, Size::MovedInParts, &VERSIONED);
+}
+
 /// A server that takes the request and never answers: the worker gives up on the attempt
 /// after `S3_COMPRESSOR_STALL_SECS` and tries again. Separate from the other faults so that it
 /// can be run alone.
 #[test]
 fn stalls_on_every_operation_never_lose_the_file() {
-    let bench = Bench::start();
+    stall_matrix(
+        &Bench::start(),
+        &[
+            (Op::GetObject, Size::Small),
+            (Op::HeadObject, Size::Small),
+            (Op::PutObject, Size::Small),
+            (Op::CreateMultipartUpload, Size::Multipart),
+            (Op::UploadPart, Size::Multipart),
+            (Op::CompleteMultipartUpload, Size::Multipart),
+            (Op::DeleteObject, Size::Small),
+        ],
+    );
+}
+
+/// Stalls on the copies of a move, whole and in parts.
+#[test]
+fn stalls_on_copies_never_lose_a_moved_file() {
+    stall_matrix(
+        &Bench::start_moving(),
+        &[
+            (Op::CopyObject, Size::Moved),
+            (Op::UploadPartCopy, Size::MovedInParts),
+        ],
+    );
+}
+
+/// A stall on each of `cases`, once and always, in a versioned bucket; prints the table and
+/// fails with every problem found.
+fn stall_matrix(bench: &Bench, cases: &[(Op, Size)]) {
     let bucket = bench.bucket("stalls", true);
     let mut rows = Vec::new();
     let mut problems = Vec::new();
-    for (op, size) in [
-        (Op::GetObject, Size::Small),
-        (Op::HeadObject, Size::Small),
-        (Op::PutObject, Size::Small),
-        (Op::CreateMultipartUpload, Size::Multipart),
-        (Op::UploadPart, Size::Multipart),
-        (Op::CompleteMultipartUpload, Size::Multipart),
-        (Op::DeleteObject, Size::Small),
-    ] {
+    for &(op, size) in cases {
         for times in [Times::First(1), Times::Always] {
             let (row, found) = fault_case(
-                &bench,
+                bench,
                 &bucket,
                 op,
                 ("Stall", Fault::Stall),
@@ -932,11 +1034,13 @@ const KILL_LATENCY: Duration = Duration::from_millis(100);
 /// reach moto before the state is read, so that the redelivery is judged on its own.
 const SETTLE: Duration = Duration::from_millis(500);
 
-const PIPELINE: [(Op, &str); 7] = [
+const PIPELINE: [(Op, &str); 9] = [
     (Op::HeadObject, "HEAD"),
     (Op::GetObject, "GET"),
     (Op::CreateMultipartUpload, "create"),
     (Op::UploadPart, "part"),
+    (Op::CopyObject, "copy"),
+    (Op::UploadPartCopy, "part-copy"),
     (Op::CompleteMultipartUpload, "complete"),
     (Op::AbortMultipartUpload, "abort"),
     (Op::DeleteObject, "delete"),
@@ -976,6 +1080,27 @@ fn slow_down(proxy: &FaultProxy) {
 
 #[test]
 fn a_run_killed_at_any_moment_loses_nothing_and_a_redelivery_finishes_it() {
+    kill_runs(&Bench::start(), kill_seed(), KILLS, MULTIPART_SIZE);
+}
+
+/// A move in parts (UploadPartCopy) killed at moments spread over its length: the source stays
+/// until the copy is proven, and a redelivery finishes the move. Fewer moments than the
+/// compression's: the stages after the copy are the same code.
+#[test]
+fn a_move_killed_at_any_moment_loses_nothing_and_a_redelivery_finishes_it() {
+    kill_runs(
+        &Bench::start_moving(),
+        kill_seed(),
+        MOVE_KILLS,
+        MOVED_IN_PARTS_SIZE,
+    );
+}
+
+/// How many runs of a move are killed.
+const MOVE_KILLS: usize = 12;
+
+/// The seed of the kill moments: [`KILL_SEED`], or `FAULTS_KILL_SEED`.
+fn kill_seed() -> u64 {
     let seed = std::env::var("FAULTS_KILL_SEED")
         .ok()
         .map(|seed| {
@@ -987,7 +1112,14 @@ fn a_run_killed_at_any_moment_loses_nothing_and_a_redelivery_finishes_it() {
         .unwrap_or(KILL_SEED)
         .max(1);
     eprintln!("kill moments from seed {seed:#x} (FAULTS_KILL_SEED={seed:#x} replays them)");
-    let bench = Bench::start();
+    seed
+}
+
+/// Kills `kills` runs of `bench` (each of a fresh object of `size` random bytes, in a
+/// versioned and a plain bucket by turns) at moments spread over the length of one run, each
+/// followed by a redelivery; fails with every file not kept whole, or not finished by its
+/// redelivery.
+fn kill_runs(bench: &Bench, seed: u64, kills: usize, size: usize) {
     let buckets = [
         bench.bucket("kill-versioned", true),
         bench.bucket("kill-plain", false),
@@ -995,11 +1127,7 @@ fn a_run_killed_at_any_moment_loses_nothing_and_a_redelivery_finishes_it() {
 
     // One run unkilled, as slow as the killed ones: the moments are spread over its length.
     slow_down(&bench.proxy);
-    let measured = bench.put_source(
-        &buckets[0],
-        "incoming/kill/measure.bin",
-        random(MULTIPART_SIZE, seed),
-    );
+    let measured = bench.put_source(&buckets[0], "incoming/kill/measure.bin", random(size, seed));
     let started = Instant::now();
     let finished = bench.compress(measured.bucket, &measured.key);
     let span = started.elapsed();
@@ -1015,20 +1143,20 @@ fn a_run_killed_at_any_moment_loses_nothing_and_a_redelivery_finishes_it() {
     let mut left_open = 0;
     let mut index = 0;
     // A run may end before its moment (the last slices are close to its end, and runs vary):
-    // more moments, in the first nine tenths of a run, until KILLS runs were really killed.
-    while killed < KILLS && index < KILLS + 30 {
-        // Stratified: one moment in each of KILLS equal slices of the run, at a random place
+    // more moments, in the first nine tenths of a run, until `kills` runs were really killed.
+    while killed < kills && index < kills + 30 {
+        // Stratified: one moment in each of `kills` equal slices of the run, at a random place
         // in its slice.
         let place = (xorshift(&mut state) % 1000) as f64 / 1000.0;
-        let fraction = if index < KILLS {
-            (index as f64 + place) / KILLS as f64
+        let fraction = if index < kills {
+            (index as f64 + place) / kills as f64
         } else {
             place * 0.9
         };
         let delay = span.mul_f64(fraction);
         let bucket = &buckets[index % 2];
         let key = format!("incoming/kill/{index:02}.bin");
-        let source = bench.put_source(bucket, &key, random(MULTIPART_SIZE, seed ^ index as u64));
+        let source = bench.put_source(bucket, &key, random(size, seed ^ index as u64));
         let case = format!(
             "kill {index} after {delay:?} ({} bucket, {key})",
             bucket.kind()
@@ -1125,7 +1253,7 @@ fn a_run_killed_at_any_moment_loses_nothing_and_a_redelivery_finishes_it() {
         &problems,
     );
     assert!(
-        killed >= KILLS,
+        killed >= kills,
         "only {killed} of {index} runs were still running when killed (seed {seed:#x})"
     );
 }
@@ -1391,6 +1519,123 @@ fn a_newer_upload_landing_mid_compression_is_never_lost() {
     }
     report(
         "a newer upload mid-compression",
+        &[
+            "bucket",
+            "upload lands during",
+            "run",
+            "output holds",
+            "newer upload",
+            "its delivery",
+            "final",
+        ],
+        &rows,
+        &problems,
+    );
+}
+
+/// A newer upload landing while a move's copy, or its source's delete, waits in the proxy is
+/// never lost: it stays current and untouched unless it is what was moved (moto copies the
+/// current object whatever the copy source's If-Match says: the copy then fails its proof and
+/// is removed), and its own delivery moves it. The older upload is in the output or kept as a
+/// version; in a plain bucket, one replaced before its copy is gone by the upload itself, as
+/// S3 makes it.
+#[test]
+fn a_newer_upload_landing_mid_move_is_never_lost() {
+    let bench = Bench::start_moving();
+    let mut rows = Vec::new();
+    let mut problems = Vec::new();
+    for (name, versioned) in [("newer-versioned", true), ("newer-plain", false)] {
+        let bucket = bench.bucket(name, versioned);
+        for op in [Op::CopyObject, Op::DeleteObject] {
+            let key = format!("incoming/newer/{op:?}.bin");
+            let case = format!(
+                "{} bucket, newer upload during {op:?} ({key})",
+                bucket.kind()
+            );
+            let first = bench.put_source(&bucket, &key, random(20_000, 1));
+            bench.proxy.inject(
+                op,
+                Fault::Latency(Duration::from_millis(1500)),
+                Times::Always,
+            );
+            let before = bench.proxy.count(op);
+            let mut running = Running::spawn(&mut bench.command(name, &key));
+            assert!(
+                wait_for_request(&bench.proxy, op, before, &mut running),
+                "{case}: no {op:?} within {HANG_LIMIT:?}"
+            );
+            let second = bench.put_source(&bucket, &key, random(21_000, 2));
+            let finished = running.finish(HANG_LIMIT);
+            bench.proxy.clear();
+
+            let output = bench.moto.try_get(name, &first.output);
+            let which = match &output {
+                Some(bytes) if *bytes == first.content => "the older",
+                Some(bytes) if *bytes == second.content => "the newer",
+                Some(_) => "NEITHER",
+                None => "no output",
+            };
+            let current = bench.moto.try_get(name, &key);
+            let newer_current = current.as_deref() == Some(second.content.as_slice());
+            let older_version_kept = bench
+                .moto
+                .get_version(name, &key, first.stored.version_id.as_deref())
+                .as_deref()
+                == Some(first.content.as_slice());
+            if which == "NEITHER" {
+                problems.push(format!("{case}: the output is neither upload"));
+            }
+            let newer_moved = which == "the newer" && bench.look(&second).done();
+            if !(newer_current || newer_moved) {
+                problems.push(format!(
+                    "{case}: the newer upload is neither current and untouched nor moved: {:?}",
+                    bench.look(&second)
+                ));
+            }
+            let older_replaced_before_its_copy = !versioned && op == Op::CopyObject;
+            if which != "the older"
+                && !(versioned && older_version_kept)
+                && !older_replaced_before_its_copy
+            {
+                problems.push(format!(
+                    "{case}: the older upload is lost: not in the output and no version of it"
+                ));
+            }
+
+            let again = bench.compress(name, &key);
+            let last = bench.look(&second);
+            let settled = last.done() && last.open_uploads == 0;
+            if !again.success() || !settled {
+                problems.push(format!(
+                    "{case}: the newer upload's delivery: exit {}, {} ({last:?}): {}",
+                    exit(&again),
+                    last.label(),
+                    tail(&again)
+                ));
+            }
+            problems.extend(
+                bench
+                    .other_problem(&bucket)
+                    .map(|why| format!("{case}: {why}")),
+            );
+            rows.push(vec![
+                bucket.kind().to_owned(),
+                format!("{op:?}"),
+                format!("exit {} {}", exit(&finished), outcome(&finished)),
+                which.to_owned(),
+                if newer_current {
+                    "current, untouched".to_owned()
+                } else {
+                    "not current".to_owned()
+                },
+                format!("exit {} {}", exit(&again), outcome(&again)),
+                last.label(),
+            ]);
+            bench.purge(name, &[&key, &first.output]);
+        }
+    }
+    report(
+        "a newer upload mid-move",
         &[
             "bucket",
             "upload lands during",

@@ -2800,3 +2800,167 @@ fn an_estimate_of_a_mixed_bucket_matches_the_backfill_that_follows() {
     });
     println!("{figures:?}");
 }
+
+/// `--copy-threshold` and `--copy-part-size` for a test: objects over 6 MiB are copied in parts
+/// of 5 MiB, S3's smallest.
+const SMALL_COPIES: [&str; 4] = ["--copy-threshold", "6291456", "--copy-part-size", "5242880"];
+
+/// With `if_not_worth_it = "move"`, a real gzip file, a real PNG (uploaded with a CRC-64/NVME,
+/// so its copy is proven without reading it), random bytes of 11 MiB (copied in three parts)
+/// and an object below `min_size` each end byte-identical under the output prefix, under their
+/// own names and with their content type, the source deleted recoverably (its version stays
+/// behind a delete marker); text beside them is compressed, and a `keep` rule's object stays
+/// untouched. `backfill --dry-run` shows the decisions.
+#[test]
+fn a_moving_rule_copies_what_does_not_pay_unchanged_and_deletes_the_source_recoverably() {
+    let moto = Moto::start();
+    let bucket = "moving";
+    moto.create_versioned_bucket(bucket);
+    let config = moto.write_file(
+        "move.toml",
+        b"[[rule]]\nprefix = \"incoming/\"\noutput_prefix = \"processed/\"\n\
+          if_not_worth_it = \"move\"\nmin_size = 1024\n\n\
+          [[rule]]\nprefix = \"incoming/keep/\"\noutput_prefix = \"processed/keep/\"\n\
+          if_not_worth_it = \"keep\"\n",
+    );
+    let plain = moto.write_file("logs.csv", &text(20_000, 3));
+    let gzip = tool("gzip", &["-c", "-6"], &plain);
+    let png = png(&moto);
+    let large = random(11 * MIB, 6);
+    let moved: [(&str, &[u8]); 4] = [
+        ("incoming/a/logs.csv.gz", &gzip),
+        ("incoming/a/scan.png", &png),
+        ("incoming/large.bin", &large),
+        ("incoming/tiny.csv", b"a,b\n1,2\n"),
+    ];
+    for (key, body) in moved {
+        if key.ends_with(".png") {
+            moto.block_on(
+                moto.client()
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .content_type("image/png")
+                    .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc64Nvme)
+                    .body(body.to_vec().into())
+                    .send(),
+            )
+            .expect("PutObject with a CRC-64/NVME");
+        } else {
+            put(&moto, bucket, key, body);
+        }
+    }
+    put(&moto, bucket, "incoming/keep/old.gz", &gzip);
+    let report = text(20_000, 4);
+    put(&moto, bucket, "incoming/report.csv", &report);
+
+    let keys: Vec<&str> = moved
+        .iter()
+        .map(|(key, _)| *key)
+        .chain(["incoming/keep/old.gz", "incoming/report.csv"])
+        .collect();
+    let mut event = s3_event(bucket, &keys);
+    event["Records"][3]["s3"]["object"]["size"] = json!(8);
+    let mut args = vec!["--config", config.to_str().unwrap_or_default()];
+    args.extend(SMALL_COPIES);
+    let started = Instant::now();
+    let finished = invoke_with(&moto, &event, &args);
+    assert!(finished.success(), "{}", finished.describe());
+    let response = response_of(&finished);
+    let expected: Vec<(String, String)> = keys
+        .iter()
+        .map(|key| {
+            let outcome = match *key {
+                "incoming/report.csv" => "compressed",
+                "incoming/keep/old.gz" => "kept",
+                _ => "moved",
+            };
+            ((*key).to_owned(), outcome.to_owned())
+        })
+        .collect();
+    assert_eq!(outcomes(&response), expected, "{response:#}");
+    eprintln!("moved and compressed in {:?}", started.elapsed());
+
+    for (key, body) in moved {
+        let output = key.replacen("incoming/", "processed/", 1);
+        assert!(
+            moto.get(bucket, &output) == body,
+            "{output} is {key}'s bytes"
+        );
+        let head = moto.head(bucket, &output).expect("the copy");
+        assert_eq!(
+            head.metadata.get("source-key").map(String::as_str),
+            Some(key)
+        );
+        let versions = moto.versions(bucket, key);
+        let marker = versions.iter().find(|version| version.is_latest);
+        let source = versions.iter().find(|version| !version.delete_marker);
+        assert!(
+            versions.len() == 2 && marker.is_some_and(|marker| marker.delete_marker),
+            "{key}: its version behind a delete marker: {versions:?}"
+        );
+        let kept = moto
+            .get_version(bucket, key, source.map(|source| source.version_id.as_str()))
+            .expect("the source's version");
+        assert!(kept == body, "{key}'s version is intact");
+    }
+    assert_eq!(
+        moto.head(bucket, "processed/a/scan.png")
+            .and_then(|head| head.content_type)
+            .as_deref(),
+        Some("image/png")
+    );
+    // What each delete rested on: the PNG's own CRC-64/NVME, read nowhere; the others keep a
+    // CRC-32 (the SDK's default), so they were read once and held against it.
+    let logged = |key: &str| {
+        finished
+            .stderr
+            .lines()
+            .find(|line| {
+                line.contains(&format!("key={key} ")) && line.contains("outcome=\"moved\"")
+            })
+            .unwrap_or_else(|| panic!("no log line for {key}: {}", finished.stderr))
+            .to_owned()
+    };
+    assert!(logged("incoming/a/scan.png").contains("source_proof=\"crc64nvme\""));
+    assert!(logged("incoming/large.bin").contains("source_proof=\"crc32\""));
+    assert!(logged("incoming/large.bin").contains("proof=\"stored-checksum\""));
+    let large_copy = moto.head(bucket, "processed/large.bin").expect("the copy");
+    assert!(
+        large_copy.etag.ends_with("-3"),
+        "copied in three parts: {large_copy:?}"
+    );
+    assert!(
+        moto.get(bucket, "incoming/keep/old.gz") == gzip,
+        "kept untouched"
+    );
+    assert_eq!(moto.versions(bucket, "incoming/keep/old.gz").len(), 1);
+    assert!(unzip(&moto, bucket, "processed/report.zip").1 == report);
+    assert!(moto.open_uploads(bucket).is_empty());
+
+    // A dry run shows the move of what its size decides, and what the content may decide.
+    put(&moto, bucket, "incoming/small.txt", b"hello");
+    put(&moto, bucket, "incoming/notes.csv", &text(5_000, 5));
+    let dry = run(&mut backfill(
+        &moto,
+        &config,
+        &[&format!("s3://{bucket}"), "--dry-run"],
+    ));
+    assert!(dry.success(), "{}", dry.describe());
+    for said in [
+        "incoming/small.txt: moved: below min_size 1024 (5 bytes) -> processed/small.txt\n",
+        "incoming/notes.csv -> processed/notes.zip (rule incoming/, zip, level 6, source deleted once the output is verified; moved unchanged to processed/notes.csv instead if its first bytes show compressed content)",
+    ] {
+        assert!(dry.stdout.contains(said), "{said}: {}", dry.describe());
+    }
+    // The run itself counts what it moved, which saved nothing.
+    let done = run(&mut backfill(&moto, &config, &[&format!("s3://{bucket}")]));
+    assert!(done.success(), "{}", done.describe());
+    assert!(
+        done.stdout.contains("moved: below min_size 1024"),
+        "{}",
+        done.stdout
+    );
+    assert!(done.stdout.contains("5 B, saved 0"), "{}", done.stdout);
+    assert!(moto.get(bucket, "processed/small.txt") == b"hello");
+}

@@ -74,6 +74,9 @@ enum Fate {
     /// Its rule keeps it without reading it (smaller than `min_size`), or a rule takes it but
     /// its output cannot exist (refused): either way it stays as it is.
     Unchanged(String),
+    /// Its rule moves it unchanged without reading it (smaller than `min_size`): its bytes stay
+    /// what they are, but the copy is a request paid once.
+    Moved(String),
     /// In Glacier Flexible Retrieval or Deep Archive: the worker fails it until it is restored.
     Archived { rule: usize },
     /// A rule would read it.
@@ -197,6 +200,9 @@ async fn list(
             Decision::Keep { reason, .. } => {
                 Fate::Unchanged(format!("kept: {}", crate::backfill::kept_label(&reason)))
             }
+            Decision::Move { reason, .. } => {
+                Fate::Moved(format!("moved: {}", crate::backfill::kept_label(&reason)))
+            }
             Decision::Refuse(_) => Fate::Unchanged("refused: output key too long".to_owned()),
             Decision::Compress(plan) => {
                 let rule = rule_index(routes, plan.rule);
@@ -302,7 +308,7 @@ async fn sniff(
             continue;
         };
         if rule
-            .keeps_content(s3_compressor_formats::already_compressed(&first))
+            .spares_content(s3_compressor_formats::already_compressed(&first))
             .is_some()
         {
             object.kept_as_compressed = true;
@@ -484,6 +490,7 @@ fn objects_view(objects: &[Object]) -> Vec<report::ObjectView<'_>> {
             fate: match &object.fate {
                 Fate::NotRouted(label) => report::ViewFate::NotRouted(label),
                 Fate::Unchanged(label) => report::ViewFate::Unchanged(label),
+                Fate::Moved(label) => report::ViewFate::Moved(label),
                 Fate::Archived { rule } => report::ViewFate::Archived(*rule),
                 Fate::Candidate { rule } => report::ViewFate::Candidate {
                     rule: *rule,

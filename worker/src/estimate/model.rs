@@ -166,6 +166,27 @@ impl CostModel {
         }
     }
 
+    /// What an object its rule's policy moves unchanged costs: what judging it costs, and
+    /// the server-side copy (PUT-priced; a copy in parts above 5 GiB is several). The delete
+    /// is free.
+    pub fn moved(&self, size: u64, read_first_bytes: bool) -> OneTime {
+        let mut cost = self.judged(read_first_bytes);
+        cost.requests += Self::copy_requests(size) * self.prices.put_per_1000 / 1000.0;
+        cost
+    }
+
+    /// PUT-priced requests to copy `size` bytes as a move does: one CopyObject up to 5 GiB,
+    /// above it a multipart upload's create, 512 MiB part copies and complete.
+    pub fn copy_requests(size: u64) -> f64 {
+        const WHOLE_COPY_MAX: u64 = 5 << 30;
+        const COPY_PART_BYTES: u64 = 512 << 20;
+        if size <= WHOLE_COPY_MAX {
+            1.0
+        } else {
+            2.0 + size.div_ceil(COPY_PART_BYTES) as f64
+        }
+    }
+
     /// Storage a month saved by storing `out` bytes instead of `size`, both in `class`.
     pub fn saved_per_month(&self, size: u64, class: StorageClass, out: f64) -> f64 {
         let out = out.max(0.0).round() as u64;
@@ -229,6 +250,19 @@ mod tests {
         // From Standard-IA, reading costs $0.01 per GB besides.
         let ia = model().one_time(MIB, StorageClass::StandardIa, (256 * KIB) as f64, 0.05);
         assert!(close(ia.retrieval, 0.01 / 1024.0));
+    }
+
+    #[test]
+    fn a_move_pays_one_copy_or_a_multipart_copy_above_five_gib() {
+        let model = model();
+        let put = model.prices.put_per_1000 / 1000.0;
+        let get = model.prices.get_per_1000 / 1000.0;
+        // Judged by its first bytes (one GET), then one CopyObject.
+        assert!(close(model.moved(MIB, true).requests, get + put));
+        // Below min_size nothing is read: the copy alone.
+        assert!(close(model.moved(MIB, false).requests, put));
+        // 6 GiB: create, twelve part copies of 512 MiB, complete.
+        assert!(close(model.moved(6 << 30, false).requests, 14.0 * put));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use indicatif::HumanBytes;
-use s3_compressor_config::StorageClass;
+use s3_compressor_config::{IfNotWorthIt, StorageClass};
 
 use super::model::{extrapolate, gb, payback_months, pays_back, CostModel, Measured, OneTime};
 use super::sample::Sampled;
@@ -23,6 +23,7 @@ pub(crate) struct ObjectView<'a> {
 pub(crate) enum ViewFate<'a> {
     NotRouted(&'a str),
     Unchanged(&'a str),
+    Moved(&'a str),
     Archived(usize),
     Candidate {
         rule: usize,
@@ -52,7 +53,10 @@ pub(crate) struct Row {
     #[serde(skip)]
     variance: f64,
     pub sampled_objects: u64,
+    /// Objects the rule's policy spares: kept in place, or moved unchanged when `moves`.
     pub kept_objects: f64,
+    #[serde(skip)]
+    moves: bool,
     pub storage_usd_per_month_now: f64,
     pub storage_usd_per_month_after: f64,
     pub saved_usd_per_month: f64,
@@ -233,13 +237,12 @@ impl Estimate {
             rates.insert(*key, (rate, variance));
         }
 
-        let rules: Vec<(String, String)> = routes
+        let rules: Vec<RuleView> = routes
             .rules()
-            .map(|(rule, compressor)| {
-                (
-                    rule.prefix.clone(),
-                    crate::commands::describe_compression(compressor),
-                )
+            .map(|(rule, compressor)| RuleView {
+                prefix: rule.prefix.clone(),
+                format: crate::commands::describe_compression(compressor),
+                moves: rule.if_not_worth_it == IfNotWorthIt::Move,
             })
             .collect();
         let mut rows: BTreeMap<RowKey, Row> = BTreeMap::new();
@@ -255,6 +258,13 @@ impl Estimate {
                     .entry((*label).to_owned())
                     .or_insert_with(|| Row::named("", "", label))
                     .add_unchanged(size, class, model),
+                ViewFate::Moved(label) => {
+                    let row = unchanged
+                        .entry((*label).to_owned())
+                        .or_insert_with(|| Row::named("", "", label));
+                    row.add_unchanged(size, class, model);
+                    row.one_time_usd.add(&model.moved(size, false), 1.0);
+                }
                 ViewFate::Archived(rule) => {
                     row_for(
                         &mut rows,
@@ -272,10 +282,15 @@ impl Estimate {
                     sampled,
                 } => {
                     let row = row_for(&mut rows, &rules, *rule, kind.unwrap_or("kind not read"));
+                    let spared = if row.moves {
+                        model.moved(size, true)
+                    } else {
+                        model.judged(true)
+                    };
                     if *kept_as_compressed {
                         row.add_unchanged(size, class, model);
                         row.kept_objects += 1.0;
-                        row.one_time_usd.add(&model.judged(true), 1.0);
+                        row.one_time_usd.add(&spared, 1.0);
                         continue;
                     }
                     let (out, cpu, kept) = match (sampled, rates.get(&(*rule, *size_class, *kind)))
@@ -304,7 +319,7 @@ impl Estimate {
                     row.storage_usd_per_month_now += now;
                     row.storage_usd_per_month_after += now - saved;
                     row.one_time_usd.add(&one_time, compressed);
-                    row.one_time_usd.add(&model.judged(true), kept);
+                    row.one_time_usd.add(&spared, kept);
                     if !pays_back(one_time.total(), saved, horizon_months) {
                         row.below_break_even_objects += compressed;
                         row.below_break_even_bytes += compressed * size as f64;
@@ -338,14 +353,27 @@ impl Estimate {
 /// The row of `rule`'s objects of `kind`, made on first use.
 fn row_for<'r>(
     rows: &'r mut BTreeMap<RowKey, Row>,
-    rules: &[(String, String)],
+    rules: &[RuleView],
     rule: usize,
     kind: &str,
 ) -> &'r mut Row {
-    rows.entry((rule, kind.to_owned())).or_insert_with(|| {
-        let (prefix, format) = rules.get(rule).cloned().unwrap_or_default();
-        Row::named(&prefix, &format, kind)
-    })
+    rows.entry((rule, kind.to_owned()))
+        .or_insert_with(|| match rules.get(rule) {
+            Some(view) => Row {
+                moves: view.moves,
+                ..Row::named(&view.prefix, &view.format, kind)
+            },
+            None => Row::named("", "", kind),
+        })
+}
+
+/// What a row needs of its rule.
+struct RuleView {
+    prefix: String,
+    /// `zip, level 6`, as check-config shows it.
+    format: String,
+    /// What its policy spares is moved (a copy, paid once) rather than kept in place.
+    moves: bool,
 }
 
 /// What the run did, for the report's first line and `--json`.
@@ -437,13 +465,14 @@ pub(crate) fn write_human(
         "PAYBACK",
     ];
     let line = |row: &Row| -> [String; 10] {
+        let spared = if row.moves { "moved" } else { "kept" };
         let kept = if row.kept_objects >= 0.5 && row.kept_objects < row.objects as f64 - 0.5 {
-            format!(" ({:.0} kept)", row.kept_objects)
+            format!(" ({:.0} {spared})", row.kept_objects)
         } else if row.kept_objects >= row.objects as f64 - 0.5
             && row.objects > 0
             && !row.rule.is_empty()
         {
-            " (kept)".to_owned()
+            format!(" ({spared})")
         } else {
             String::new()
         };
@@ -553,6 +582,90 @@ fn months(value: Option<f64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use s3_compressor_config::Prices;
+
+    fn routes(toml: &str) -> Routes {
+        let file = tempfile::NamedTempFile::new().expect("a temporary file");
+        std::fs::write(file.path(), toml).expect("the config is written");
+        let registry = s3_compressor_formats::Registry::from_inventory().expect("the registry");
+        Routes::load(Some(file.path()), &registry).expect("the config loads")
+    }
+
+    /// An already-compressed object a rule spares by its first bytes, as the sniff finds it.
+    fn spared(size: u64) -> ObjectView<'static> {
+        ObjectView {
+            size,
+            class: StorageClass::Standard,
+            fate: ViewFate::Candidate {
+                rule: 0,
+                size_class: 3,
+                kind: Some("gzip"),
+                kept_as_compressed: true,
+                sampled: None,
+            },
+        }
+    }
+
+    #[test]
+    fn what_a_moving_rule_spares_is_called_moved_and_costs_its_copy() {
+        let model = CostModel {
+            prices: Prices::default(),
+            lambda_memory_mb: 512,
+        };
+        let objects = [
+            spared(4 << 20),
+            spared(4 << 20),
+            ObjectView {
+                size: 100,
+                class: StorageClass::Standard,
+                fate: ViewFate::Moved("moved: below min_size 1024"),
+            },
+        ];
+        let rule = "[[rule]]\nprefix = \"incoming/\"\noutput_prefix = \"processed/\"\n\
+                    min_size = 1024\nif_not_worth_it = ";
+        let (get, put) = (model.prices.get_per_1000, model.prices.put_per_1000);
+        let lambda = model.prices.lambda_per_million_requests / 1e6;
+
+        let moving = Estimate::build(&objects, &routes(&format!("{rule}\"move\"")), &model, 12.0);
+        let row = &moving.rows[0];
+        assert_eq!((row.kind.as_str(), row.kept_objects), ("gzip", 2.0));
+        assert_eq!(row.bytes_after, (8 << 20) as f64);
+        let each = get / 1000.0 + put / 1000.0 + lambda;
+        assert!(
+            (row.one_time_usd.total() - 2.0 * each).abs() < 1e-12,
+            "{row:?}"
+        );
+        let small = &moving.unchanged[0];
+        assert_eq!(small.kind, "moved: below min_size 1024");
+        assert!((small.one_time_usd.total() - (put / 1000.0 + lambda)).abs() < 1e-12);
+        assert_eq!(moving.total.saved_usd_per_month, 0.0);
+
+        // The same objects under a keeping rule cost only the read that judged them.
+        let keeping = Estimate::build(
+            &objects[..2],
+            &routes(&format!("{rule}\"keep\"")),
+            &model,
+            12.0,
+        );
+        let each = get / 1000.0 + lambda;
+        assert!((keeping.rows[0].one_time_usd.total() - 2.0 * each).abs() < 1e-12);
+
+        let mut human = Vec::new();
+        let run = Run {
+            place: "s3://mixed".to_owned(),
+            config: "test".to_owned(),
+            budget: 0,
+            bytes_read: 0,
+            requests: 0,
+            failed_reads: 0,
+            seconds: 0.0,
+            lambda_memory_mb: 512,
+            horizon_months: 12.0,
+        };
+        write_human(&mut human, &run, &moving).expect("the report is written");
+        let human = String::from_utf8(human).expect("UTF-8");
+        assert!(human.contains("gzip (moved)"), "{human}");
+    }
 
     #[test]
     fn dollars_keep_the_digits_that_matter() {

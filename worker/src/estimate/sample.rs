@@ -83,11 +83,11 @@ pub(crate) async fn measure(
     if rule.judges_content() {
         let first = windows.first().map_or(&[][..], |window| &window[..]);
         let sample = &first[..first.len().min(SAMPLE_BYTES)];
-        let kept_as_compressed = rule.keeps_content(already_compressed(sample)).is_some();
+        let kept_as_compressed = rule.spares_content(already_compressed(sample)).is_some();
         let sampled = sample.len() as u64;
         let kept = kept_as_compressed
             || match sample_compressed(compressor, sample.to_vec()).await {
-                Some(compressed) => rule.keeps_sample(sampled, compressed).is_some(),
+                Some(compressed) => rule.spares_sample(sampled, compressed).is_some(),
                 None => false,
             };
         if kept {

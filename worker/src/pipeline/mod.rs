@@ -5,6 +5,7 @@
 
 pub(crate) mod identity;
 mod memory;
+mod moving;
 mod pace;
 mod probe;
 mod proof;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt as _;
-use s3_compressor_config::Rule;
+use s3_compressor_config::{NotWorthIt, Rule};
 use s3_compressor_events::ObjectRef;
 use s3_compressor_formats::{
     already_compressed, Compressor, Entry, FormatError, Stats, SNIFF_BYTES,
@@ -25,8 +26,8 @@ use tokio_util::task::TaskTracker;
 use crate::handoff::Handoff;
 use crate::outcome::{Outcome, OutputProof, Proof, SourceFate};
 use crate::store::{
-    DeleteCondition, Deleted, Download, ErrorClass, Location, ObjectInfo, ObjectStore, OutputSpec,
-    StoreError, WriteCondition,
+    ContentHeaders, DeleteCondition, Deleted, Download, ErrorClass, Location, ObjectInfo,
+    ObjectStore, OutputSpec, StoreError, WriteCondition,
 };
 use crate::{Decision, Plan, Routes};
 use identity::SourceIdentity;
@@ -44,6 +45,11 @@ pub struct Tuning {
     pub parts_in_flight: usize,
     /// Bytes of the download buffered ahead of the compressor.
     pub read_ahead_bytes: usize,
+    /// The largest object a move copies with one CopyObject; a larger one is copied in parts
+    /// (UploadPartCopy). S3 copies at most 5 GiB in one request.
+    pub copy_threshold: u64,
+    /// The smallest part of a copy in parts (S3's least is 5 MiB, but for the last part).
+    pub copy_part_size: u64,
 }
 
 impl Default for Tuning {
@@ -57,6 +63,9 @@ impl Default for Tuning {
             min_part_size: 8 * 1024 * 1024,
             parts_in_flight: 2,
             read_ahead_bytes: 4 * 1024 * 1024,
+            copy_threshold: 5 * 1024 * 1024 * 1024,
+            // Parts of a copy hold no memory here, and S3 copies each in well under a minute.
+            copy_part_size: 512 * 1024 * 1024,
         }
     }
 }
@@ -149,6 +158,18 @@ impl Worker {
                 );
                 return outcome;
             }
+            Decision::Move { plan, reason } => {
+                let work = self.move_object(object, &plan, reason, None);
+                let outcome = within(deadline, work).await;
+                report(
+                    object,
+                    Some((plan.rule, None)),
+                    &outcome,
+                    started,
+                    self.routes.config().prices(),
+                );
+                return outcome;
+            }
             Decision::Skip(reason) => {
                 let outcome = Outcome::Skipped(reason.to_string());
                 report(
@@ -172,22 +193,15 @@ impl Worker {
                 return outcome;
             }
         };
-        let work = self.compress_object(object, &plan, deadline);
-        let outcome = match deadline {
-            None => work.await,
-            Some(deadline) => tokio::time::timeout_at(deadline.at.into(), work)
-                .await
-                .unwrap_or_else(|_| {
-                    Outcome::transient(
-                        "stopped at the invocation deadline before the output was verified; \
-                         the source is untouched and the next attempt starts over",
-                    )
-                }),
+        let outcome = within(deadline, self.compress_object(object, &plan, deadline)).await;
+        // A moved object was judged by its first bytes, never compressed.
+        let format = match outcome {
+            Outcome::Moved { .. } => None,
+            _ => Some(plan.compressor.registration().name),
         };
-        let format = plan.compressor.registration().name;
         report(
             object,
-            Some((plan.rule, Some(format))),
+            Some((plan.rule, format)),
             &outcome,
             started,
             self.routes.config().prices(),
@@ -238,17 +252,34 @@ impl Worker {
         let download = match download {
             Ok(download) => download,
             Err(error) if error.is(ErrorClass::NotFound) => {
-                return Err(Box::new(source_gone(
-                    &source,
-                    &output,
-                    existing_output.as_ref(),
-                )))
+                return Err(Box::new(
+                    self.gone(plan, &source, &output, existing_output.as_ref())
+                        .await,
+                ))
             }
             Err(error) => return Err(failed(error)),
         };
         // Whether it pays, on the size read (an event may not say) and the first bytes, before
         // any compression work.
-        let mut download = self.judge(plan, download).await?;
+        let mut download = match self.judge(plan, download).await? {
+            Ok(download) => download,
+            Err((reason, judged)) => {
+                drop(reservation);
+                return match self
+                    .routes
+                    .spare(&object.key, plan.rule, plan.compressor, reason)
+                {
+                    Decision::Move { plan, reason } => Ok(Box::new(
+                        self.move_object(object, &plan, reason, Some(judged)).await,
+                    )),
+                    Decision::Keep { reason, .. } => Err(Box::new(Outcome::Kept(reason))),
+                    Decision::Refuse(reason) => Err(Box::new(Outcome::permanent(reason))),
+                    Decision::Compress(_) | Decision::Skip(_) => Err(Box::new(Outcome::permanent(
+                        "the rule neither keeps nor moves what it spares",
+                    ))),
+                };
+            }
+        };
         let reservation = self
             .memory
             .refit(reservation, cost(Some(download.info.size)))
@@ -298,7 +329,7 @@ impl Worker {
         let source_proof = proof::source_proof(&download.info);
         let spec = OutputSpec {
             location: output.clone(),
-            content_type: plan.compressor.registration().content_type,
+            headers: ContentHeaders::of_type(plan.compressor.registration().content_type),
             metadata,
             condition,
         };
@@ -367,17 +398,48 @@ impl Worker {
         }))
     }
 
-    /// Stops with [`Outcome::Kept`] when the rule keeps what `download` holds: by its size, by
-    /// the kind of compressed content its first bytes show, or by how little a sample of them
-    /// shrinks (content no signature names: brotli, encrypted data, an unknown archive). Hands
-    /// the download back whole otherwise. Only a rule that keeps what does not pay reads ahead.
-    async fn judge(&self, plan: &Plan<'_>, mut download: Download) -> Result<Download, Stop> {
-        let kept = |reason| Box::new(Outcome::Kept(reason));
-        if let Some(reason) = plan.rule.keeps_by_size(Some(download.info.size)) {
-            return Err(kept(reason));
+    /// [`source_gone`], where a rule that moves what does not pay may have moved the source
+    /// (under its own name) rather than compressed it.
+    async fn gone(
+        &self,
+        plan: &Plan<'_>,
+        source: &Location,
+        output: &Location,
+        existing_output: Option<&ObjectInfo>,
+    ) -> Outcome {
+        let outcome = source_gone(source, output, existing_output);
+        if outcome != Outcome::SourceMissing
+            || plan.rule.if_not_worth_it != s3_compressor_config::IfNotWorthIt::Move
+        {
+            return outcome;
+        }
+        let moved = Location {
+            bucket: source.bucket.clone(),
+            key: plan.rule.moved_key(&source.key),
+        };
+        match self.store.head(&moved, None).await {
+            Ok(moved_output) => source_gone(source, &moved, moved_output.as_ref()),
+            Err(error) => *failed(error),
+        }
+    }
+
+    /// Says why the rule spares what `download` holds its compression, with the source as it
+    /// was read: by its size, by the kind of compressed content its first bytes show, or by
+    /// how little a sample of them shrinks (content no signature names: brotli, encrypted
+    /// data, an unknown archive). Hands the download back whole otherwise. Only a rule that
+    /// keeps or moves what does not pay reads ahead.
+    async fn judge(
+        &self,
+        plan: &Plan<'_>,
+        mut download: Download,
+    ) -> Result<Result<Download, (NotWorthIt, ObjectInfo)>, Stop> {
+        let info = download.info.clone();
+        let kept = |reason| Ok(Err((reason, info)));
+        if let Some(reason) = plan.rule.spares_by_size(Some(download.info.size)) {
+            return kept(reason);
         }
         if !plan.rule.judges_content() {
-            return Ok(download);
+            return Ok(Ok(download));
         }
         let wanted = usize::try_from(download.info.size)
             .unwrap_or(usize::MAX)
@@ -393,17 +455,17 @@ impl Worker {
             sample.extend_from_slice(&chunk[..take]);
             chunks.push(Ok(chunk));
         }
-        if let Some(reason) = plan.rule.keeps_content(already_compressed(&sample)) {
-            return Err(kept(reason));
+        if let Some(reason) = plan.rule.spares_content(already_compressed(&sample)) {
+            return kept(reason);
         }
         let sampled = sample.len() as u64;
         if let Some(compressed) = sample_compressed(plan.compressor, sample).await {
-            if let Some(reason) = plan.rule.keeps_sample(sampled, compressed) {
-                return Err(kept(reason));
+            if let Some(reason) = plan.rule.spares_sample(sampled, compressed) {
+                return kept(reason);
             }
         }
         download.body = futures::stream::iter(chunks).chain(download.body).boxed();
-        Ok(download)
+        Ok(Ok(download))
     }
 
     /// Does not start an object that cannot finish before `deadline`, since it would be stopped
@@ -989,6 +1051,24 @@ impl Worker {
     }
 }
 
+/// `work`, stopped at `deadline` (the source untouched, any multipart upload aborted).
+async fn within(
+    deadline: Option<Deadline>,
+    work: impl std::future::Future<Output = Outcome>,
+) -> Outcome {
+    match deadline {
+        None => work.await,
+        Some(deadline) => tokio::time::timeout_at(deadline.at.into(), work)
+            .await
+            .unwrap_or_else(|_| {
+                Outcome::transient(
+                    "stopped at the invocation deadline before the output was verified; \
+                     the source is untouched and the next attempt starts over",
+                )
+            }),
+    }
+}
+
 /// One log line per object, with the fields a dashboard filters on: the rule that took it,
 /// and the format it was to be compressed in (none for an object kept by its size alone).
 fn report(
@@ -1014,6 +1094,7 @@ fn report(
             Some(*stored),
             Some(*proof),
         ),
+        Outcome::Moved { bytes, proof, .. } => (Some(*bytes), Some(*bytes), None, Some(*proof)),
         _ => (None, None, None, None),
     };
     // What the source's delete rested on: see docs/how-it-works.md, Guarantees.

@@ -14,8 +14,8 @@ use bytes::Bytes;
 use tokio::sync::OnceCell;
 
 use crate::store::{
-    DeleteCondition, Deleted, ErrorClass, Location, ObjectStore, OutputSpec, StoreError,
-    WriteCondition, Written,
+    ContentHeaders, DeleteCondition, Deleted, ErrorClass, Location, ObjectStore, OutputSpec,
+    StoreError, WriteCondition, Written,
 };
 
 /// What the probe object holds, for whoever finds one a failed cleanup left behind.
@@ -66,7 +66,7 @@ async fn probe(
     };
     let spec = OutputSpec {
         location: location.clone(),
-        content_type: "text/plain",
+        headers: ContentHeaders::of_type("text/plain"),
         metadata: HashMap::new(),
         condition: WriteCondition::Absent,
     };

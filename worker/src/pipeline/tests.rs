@@ -55,6 +55,7 @@ fn small_parts() -> Tuning {
         min_part_size: 64 * 1024,
         parts_in_flight: 2,
         read_ahead_bytes: 64 * 1024,
+        ..Tuning::default()
     }
 }
 
@@ -1307,5 +1308,246 @@ async fn a_keeping_rule_of_a_format_that_does_not_compress_judges_no_sample() {
     assert_eq!(
         store.keys_under(BUCKET, "processed/"),
         ["processed/notes.tar"]
+    );
+}
+
+const MOVING: &str = "[[rule]]\nprefix = \"incoming/\"\noutput_prefix = \"processed/\"\n\
+                      if_not_worth_it = \"move\"\nmin_size = 100\n";
+
+/// A worker with the moving rule and `tuning`.
+fn moving_worker(store: &Arc<MemoryStore>, tuning: Tuning) -> Worker {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), MOVING).unwrap();
+    let registry = Registry::from_inventory().unwrap();
+    let routes = Arc::new(Routes::load(Some(file.path()), &registry).unwrap());
+    Worker::new(store.clone(), routes, tuning)
+}
+
+/// A JPEG's first bytes, then noise.
+fn jpeg_like(len: usize) -> Vec<u8> {
+    [b"\xff\xd8\xff\xe0\x00\x10JFIF\x00".as_slice(), &noise(len)].concat()
+}
+
+/// What a move must end with: the output byte-identical under its own name, the source gone
+/// behind a delete marker that restores it.
+fn assert_moved(store: &MemoryStore, key: &str, body: &[u8]) {
+    let output_key = key.replacen("incoming/", "processed/", 1);
+    let output = store.current(BUCKET, &output_key).unwrap();
+    assert_eq!(&output.body[..], body, "{output_key}");
+    assert_eq!(
+        output.info.metadata.get("source-key").map(String::as_str),
+        Some(key)
+    );
+    assert!(store.current(BUCKET, key).is_none(), "{key} is deleted");
+    assert_eq!(store.versions(BUCKET, key), 1, "{key} stays as a version");
+}
+
+/// A moving rule copies what does not pay, unchanged and server-side, to the output prefix
+/// under its own name; proves the copy by the stored CRC-64/NVME without reading the source;
+/// and deletes the source recoverably. What pays is still compressed.
+#[tokio::test]
+async fn a_moving_rule_copies_what_does_not_pay_and_deletes_the_source_recoverably() {
+    let store = Arc::new(MemoryStore::versioned());
+    let photo = jpeg_like(200_000);
+    let gzip = gzip_like(3000);
+    let sealed = noise(100_000);
+    store.insert(BUCKET, "incoming/a/photo.jpg", &photo);
+    store.insert(BUCKET, "incoming/logs.gz", &gzip);
+    store.insert(BUCKET, "incoming/sealed.bin", &sealed);
+    store.insert(BUCKET, "incoming/tiny.csv", b"a,b\n1,2\n");
+    let worker = moving_worker(&store, Tuning::default());
+
+    for (key, body, said) in [
+        ("incoming/a/photo.jpg", &photo[..], "moved: already compressed (jpeg); copied unchanged to processed/a/photo.jpg (200011 bytes, nothing saved); source deleted"),
+        ("incoming/logs.gz", &gzip[..], "moved: already compressed (gzip); "),
+        ("incoming/sealed.bin", &sealed[..], "moved: does not shrink (its first 65536 bytes compress to "),
+        ("incoming/tiny.csv", b"a,b\n1,2\n", "moved: below min_size 100 (8 bytes); "),
+    ] {
+        let read_before = store.bytes_read();
+        let outcome = worker.process(&object(key), None).await;
+        let Outcome::Moved { source, proof, .. } = &outcome else {
+            panic!("{key}: {outcome}");
+        };
+        assert!(outcome.to_string().starts_with(said), "{outcome}");
+        assert_eq!(*source, SourceFate::Deleted);
+        assert_eq!(
+            *proof,
+            Proof {
+                source: SourceProof::Crc64Nvme,
+                output: OutputProof::StoredChecksum,
+            }
+        );
+        // Only the GET that judged the first bytes: no download of the body for the copy.
+        let read = store.bytes_read() - read_before;
+        assert!(read <= body.len().min(2 * 65536) as u64, "{key}: {read} bytes read");
+        assert_moved(&store, key, body);
+    }
+    assert_eq!(store.copies(), 4);
+    assert!(store.remove_delete_marker(BUCKET, "incoming/a/photo.jpg"));
+    assert_eq!(
+        &store.current(BUCKET, "incoming/a/photo.jpg").unwrap().body[..],
+        &photo[..]
+    );
+
+    // An object its event says is small is moved with no GET at all.
+    store.insert(BUCKET, "incoming/b/small.txt", b"hello");
+    let sized = ObjectRef {
+        size: Some(5),
+        ..object("incoming/b/small.txt")
+    };
+    let read_before = store.bytes_read();
+    let outcome = worker.process(&sized, None).await;
+    assert!(matches!(outcome, Outcome::Moved { .. }), "{outcome}");
+    assert_eq!(store.bytes_read(), read_before, "nothing was downloaded");
+    assert_moved(&store, "incoming/b/small.txt", b"hello");
+
+    // What pays is compressed as ever.
+    let text = b"date,amount\n2024-01-01,3\n".repeat(4000);
+    store.insert(BUCKET, "incoming/report.csv", &text);
+    let outcome = worker.process(&object("incoming/report.csv"), None).await;
+    assert!(matches!(outcome, Outcome::Compressed { .. }), "{outcome}");
+}
+
+/// Above the copy threshold the copy goes in parts (UploadPartCopy over byte ranges), and is
+/// proven and completed with the source's CRC-64/NVME as any copy.
+#[tokio::test]
+async fn a_move_above_the_threshold_copies_in_parts() {
+    let store = Arc::new(MemoryStore::versioned());
+    let photo = jpeg_like(1_100_000);
+    store.insert(BUCKET, "incoming/big.jpg", &photo);
+    let tuning = Tuning {
+        copy_threshold: 512 * 1024,
+        copy_part_size: 256 * 1024,
+        ..Tuning::default()
+    };
+    let outcome = moving_worker(&store, tuning)
+        .process(&object("incoming/big.jpg"), None)
+        .await;
+    assert!(matches!(outcome, Outcome::Moved { .. }), "{outcome}");
+    assert_eq!(store.completed_multipart(), 1);
+    assert_eq!(store.copies(), 5, "five parts of 256 KiB, the last short");
+    assert_eq!(store.open_uploads(), 0);
+    assert_moved(&store, "incoming/big.jpg", &photo);
+}
+
+/// A source that keeps another checksum, or none, is read once for its CRC-64/NVME (held
+/// against what it keeps); a store that keeps no checksum of the copy has it read back.
+#[tokio::test]
+async fn a_source_without_a_crc64nvme_is_read_once_for_it() {
+    let store = Arc::new(MemoryStore::versioned());
+    let photo = jpeg_like(150_000);
+    store.insert_keeping(BUCKET, "incoming/crc32.jpg", &photo, SourceProof::Crc32);
+    let outcome = moving_worker(&store, Tuning::default())
+        .process(&object("incoming/crc32.jpg"), None)
+        .await;
+    let Outcome::Moved { proof, .. } = &outcome else {
+        panic!("{outcome}");
+    };
+    assert_eq!(proof.source, SourceProof::Crc32);
+    assert_eq!(proof.output, OutputProof::StoredChecksum);
+    assert_moved(&store, "incoming/crc32.jpg", &photo);
+
+    let bare = Arc::new(MemoryStore::without_checksums());
+    bare.insert(BUCKET, "incoming/bare.jpg", &photo);
+    let outcome = moving_worker(&bare, Tuning::default())
+        .process(&object("incoming/bare.jpg"), None)
+        .await;
+    let Outcome::Moved { proof, .. } = &outcome else {
+        panic!("{outcome}");
+    };
+    assert_eq!(
+        *proof,
+        Proof {
+            source: SourceProof::SizeOnly,
+            output: OutputProof::ReadBack,
+        }
+    );
+    assert_eq!(
+        &bare.current(BUCKET, "processed/bare.jpg").unwrap().body[..],
+        &photo[..]
+    );
+    assert!(bare.current(BUCKET, "incoming/bare.jpg").is_none());
+}
+
+/// A newer upload landing between the judgement and the copy is never copied nor deleted:
+/// the copy source's If-Match refuses it; the next delivery moves the newer one.
+#[tokio::test]
+async fn a_newer_upload_during_a_move_is_never_lost() {
+    let store = Arc::new(MemoryStore::default());
+    let older = jpeg_like(1000);
+    let newer = jpeg_like(2000);
+    store.insert(BUCKET, "incoming/x.jpg", &older);
+    store.replace_after_get("incoming/x.jpg", &newer);
+    let worker = moving_worker(&store, Tuning::default());
+    let outcome = worker.process(&object("incoming/x.jpg"), None).await;
+    assert!(outcome.should_retry(), "{outcome}");
+    assert_eq!(
+        &store.current(BUCKET, "incoming/x.jpg").unwrap().body[..],
+        &newer[..]
+    );
+    assert!(store.current(BUCKET, "processed/x.jpg").is_none());
+
+    let outcome = worker.process(&object("incoming/x.jpg"), None).await;
+    assert!(matches!(outcome, Outcome::Moved { .. }), "{outcome}");
+    assert_eq!(
+        &store.current(BUCKET, "processed/x.jpg").unwrap().body[..],
+        &newer[..]
+    );
+}
+
+/// A run stopped after its copy (here, its delete failed) leaves the copy; the next delivery
+/// proves it and deletes the source, without copying again.
+#[tokio::test]
+async fn a_redelivery_proves_an_earlier_copy_and_finishes_the_move() {
+    let store = Arc::new(MemoryStore::versioned());
+    let photo = jpeg_like(5000);
+    store.insert(BUCKET, "incoming/x.jpg", &photo);
+    let worker = moving_worker(&store, Tuning::default());
+    // The first move finds out that the store honours If-Match, so the failure below hits the
+    // source's delete.
+    store.insert(BUCKET, "incoming/first.jpg", &photo);
+    let first = worker.process(&object("incoming/first.jpg"), None).await;
+    assert!(matches!(first, Outcome::Moved { .. }), "{first}");
+    store.fail_once("DeleteObject", ErrorClass::Transient);
+    let outcome = worker.process(&object("incoming/x.jpg"), None).await;
+    assert!(outcome.should_retry(), "{outcome}");
+    assert!(store.current(BUCKET, "incoming/x.jpg").is_some());
+    let copies = store.copies();
+
+    let outcome = worker.process(&object("incoming/x.jpg"), None).await;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Moved {
+                source: SourceFate::Deleted,
+                ..
+            }
+        ),
+        "{outcome}"
+    );
+    assert_eq!(store.copies(), copies, "no second copy");
+    assert_moved(&store, "incoming/x.jpg", &photo);
+}
+
+/// A copy the store keeps other than the source (its CRC-64/NVME differs) is removed, and the
+/// source kept.
+#[tokio::test]
+async fn a_copy_stored_damaged_is_removed_and_the_source_kept() {
+    let store = Arc::new(MemoryStore::default());
+    let photo = jpeg_like(5000);
+    store.insert(BUCKET, "incoming/x.jpg", &photo);
+    store.damage_next_write();
+    let outcome = moving_worker(&store, Tuning::default())
+        .process(&object("incoming/x.jpg"), None)
+        .await;
+    assert!(outcome.is_failure() && !outcome.should_retry(), "{outcome}");
+    assert!(
+        outcome.to_string().contains("verification failed"),
+        "{outcome}"
+    );
+    assert!(store.current(BUCKET, "processed/x.jpg").is_none());
+    assert_eq!(
+        &store.current(BUCKET, "incoming/x.jpg").unwrap().body[..],
+        &photo[..]
     );
 }

@@ -300,7 +300,7 @@ pub(crate) enum UploadError {
 pub(crate) struct PendingUpload(Arc<Mutex<Option<String>>>);
 
 impl PendingUpload {
-    fn set(&self, id: Option<String>) {
+    pub(crate) fn set(&self, id: Option<String>) {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner) = id;
     }
 
@@ -399,7 +399,7 @@ pub(crate) async fn upload_output(
 /// without failing its write condition, so aborting them loses nothing: at worst a
 /// concurrent delivery of the same object fails transiently and finds the output on its
 /// retry. Best effort: the bucket's lifecycle rule is the backstop.
-async fn abort_strays(store: &dyn ObjectStore, location: &Location) {
+pub(crate) async fn abort_strays(store: &dyn ObjectStore, location: &Location) {
     match store.open_uploads(location).await {
         Ok(ids) => {
             for id in ids {
@@ -481,7 +481,7 @@ async fn upload_parts(
 
 /// The output as this upload would have completed it, if that is what is there now: the
 /// size, the full-object checksum and the source identity all match.
-async fn completed_meanwhile(
+pub(crate) async fn completed_meanwhile(
     store: &dyn ObjectStore,
     spec: &OutputSpec,
     bytes: u64,
@@ -540,7 +540,7 @@ mod tests {
 
     use super::*;
     use crate::store::memory::MemoryStore;
-    use crate::store::WriteCondition;
+    use crate::store::{ContentHeaders, WriteCondition};
 
     const MIB: usize = 1024 * 1024;
 
@@ -593,7 +593,7 @@ mod tests {
                 bucket: "files".to_owned(),
                 key: "processed/big.zst".to_owned(),
             },
-            content_type: "application/zstd",
+            headers: ContentHeaders::of_type("application/zstd"),
             metadata: HashMap::new(),
             condition: WriteCondition::Absent,
         };

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::{
-    DeleteCondition, Deleted, Download, ErrorClass, Location, ObjectInfo, ObjectStore, OutputSpec,
-    Part, StoreError, WriteCondition, Written,
+    Copied, CopySource, DeleteCondition, Deleted, Download, ErrorClass, Location, ObjectInfo,
+    ObjectStore, OutputSpec, Part, StoreError, WriteCondition, Written,
 };
 
 #[derive(Debug, Clone)]
@@ -50,6 +50,8 @@ struct State {
     part_sizes_asked: usize,
     completed: usize,
     parts_uploaded: usize,
+    /// Server-side copies made, whole objects and parts.
+    copies: usize,
 }
 
 /// How a damaged read differs from the object it claims to be.
@@ -70,6 +72,8 @@ pub(crate) struct MemoryStore {
     /// How long each UploadPart takes: an upload slower than the codec.
     part_latency: Duration,
     state: Mutex<State>,
+    /// Body bytes GETs delivered, as they were taken: what a move must not download.
+    bytes_read: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl MemoryStore {
@@ -100,6 +104,43 @@ impl MemoryStore {
 
     pub(crate) fn parts_uploaded(&self) -> usize {
         self.lock().parts_uploaded
+    }
+
+    pub(crate) fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(crate) fn copies(&self) -> usize {
+        self.lock().copies
+    }
+
+    /// The object a copy reads, if it is still the one named.
+    fn copy_source(
+        &self,
+        source: &CopySource,
+        operation: &'static str,
+    ) -> Result<StoredObject, StoreError> {
+        self.check_failure(operation, &source.location)?;
+        let object = self
+            .find(&source.location, source.version_id.as_deref())
+            .ok_or_else(|| {
+                error(
+                    ErrorClass::NotFound,
+                    operation,
+                    &source.location,
+                    "NoSuchKey",
+                )
+            })?;
+        if source.etag.is_some() && object.info.etag != source.etag {
+            return Err(error(
+                ErrorClass::PreconditionFailed,
+                operation,
+                &source.location,
+                "PreconditionFailed (x-amz-copy-source-if-match)",
+            ));
+        }
+        self.lock().copies += 1;
+        Ok(object)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -370,13 +411,21 @@ impl MemoryStore {
         } else {
             body
         };
-        let info = self.store(
+        let mut info = self.store(
             &mut state,
             &location.bucket,
             &location.key,
             body,
             spec.metadata.clone(),
         );
+        info.headers = spec.headers.clone();
+        if let Some(stored) = state
+            .objects
+            .get_mut(&(location.bucket.clone(), location.key.clone()))
+            .and_then(|versions| versions.last_mut())
+        {
+            stored.info.headers = info.headers.clone();
+        }
         Ok(Written {
             etag: info.etag,
             version_id: info.version_id,
@@ -460,13 +509,15 @@ impl ObjectStore for MemoryStore {
             Some(damage) => damaged(&object.body, damage),
         };
         // Small chunks, so the reader's reassembly is exercised.
-        let chunks: Vec<Result<Bytes, StoreError>> = body
-            .chunks(1000)
-            .map(|chunk| Ok(Bytes::copy_from_slice(chunk)))
-            .collect();
+        let chunks: Vec<Bytes> = body.chunks(1000).map(Bytes::copy_from_slice).collect();
+        let read = std::sync::Arc::clone(&self.bytes_read);
+        let body = futures::stream::iter(chunks).map(move |chunk| {
+            read.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::SeqCst);
+            Ok(chunk)
+        });
         Ok(Download {
             info: as_told(object.info),
-            body: futures::stream::iter(chunks).boxed(),
+            body: body.boxed(),
         })
     }
 
@@ -647,6 +698,54 @@ impl ObjectStore for MemoryStore {
                     .clone()
                     .unwrap_or_else(|| "null".to_owned())
             }))
+    }
+
+    async fn copy(&self, source: &CopySource, spec: &OutputSpec) -> Result<Copied, StoreError> {
+        let object = self.copy_source(source, "CopyObject")?;
+        let written = self.write(spec, object.body, "CopyObject")?;
+        Ok(Copied {
+            written,
+            source_version_id: object.info.version_id,
+        })
+    }
+
+    async fn copy_part(
+        &self,
+        source: &CopySource,
+        location: &Location,
+        upload_id: &str,
+        number: i32,
+        range: std::ops::Range<u64>,
+    ) -> Result<Part, StoreError> {
+        let object = self.copy_source(source, "UploadPartCopy")?;
+        let bytes = usize::try_from(range.start)
+            .ok()
+            .zip(usize::try_from(range.end).ok())
+            .and_then(|(start, end)| object.body.get(start..end))
+            .map(Bytes::copy_from_slice)
+            .ok_or_else(|| {
+                error(
+                    ErrorClass::Permanent,
+                    "UploadPartCopy",
+                    location,
+                    "InvalidRange",
+                )
+            })?;
+        let mut state = self.lock();
+        let (_, parts) = state.uploads.get_mut(upload_id).ok_or_else(|| {
+            error(
+                ErrorClass::NotFound,
+                "UploadPartCopy",
+                location,
+                "NoSuchUpload",
+            )
+        })?;
+        parts.push((number, bytes));
+        Ok(Part {
+            number,
+            etag: format!("part-{number}"),
+            crc64nvme: None,
+        })
     }
 
     async fn delete(

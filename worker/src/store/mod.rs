@@ -77,6 +77,19 @@ pub struct ObjectInfo {
     pub md5: Option<String>,
     /// A multipart upload's values over its parts, when it is one.
     pub multipart: Option<Multipart>,
+    /// The headers it is served with, which a move carries over to its copy.
+    pub headers: ContentHeaders,
+}
+
+/// The headers an object is served with besides its metadata: what a copy made with new
+/// metadata must be given again, or it would be served differently from its source.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContentHeaders {
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_disposition: Option<String>,
+    pub content_language: Option<String>,
+    pub cache_control: Option<String>,
 }
 
 /// What a multipart upload's ETag and composite checksum are computed over: each part's
@@ -126,9 +139,37 @@ pub enum WriteCondition {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputSpec {
     pub location: Location,
-    pub content_type: &'static str,
+    /// A compressed output's format's type; a moved object's own headers, its type among them.
+    pub headers: ContentHeaders,
     pub metadata: HashMap<String, String>,
     pub condition: WriteCondition,
+}
+
+impl ContentHeaders {
+    /// Only a content type, as a compressed output (or the worker's own object) has.
+    pub fn of_type(content_type: &str) -> Self {
+        Self {
+            content_type: Some(content_type.to_owned()),
+            ..Self::default()
+        }
+    }
+}
+
+/// The object a server-side copy reads: that version, and only while it has that ETag, so
+/// that a newer upload landing meanwhile is never what is copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopySource {
+    pub location: Location,
+    pub version_id: Option<String>,
+    pub etag: Option<String>,
+}
+
+/// What a completed server-side copy reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copied {
+    pub written: Written,
+    /// The version the store says it copied, where it says one.
+    pub source_version_id: Option<String>,
 }
 
 /// What a completed write reports back.
@@ -237,6 +278,21 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
         location: &Location,
         source: &ObjectInfo,
     ) -> Result<Vec<u64>, String>;
+
+    /// Copies `source` whole, server-side, to the spec's location with the spec's headers and
+    /// metadata, under its write condition; the store computes the copy's CRC-64/NVME.
+    async fn copy(&self, source: &CopySource, spec: &OutputSpec) -> Result<Copied, StoreError>;
+
+    /// Copies the bytes `range` of `source` (end exclusive), server-side, as part `number`
+    /// (from 1) of a multipart upload started by [`ObjectStore::create_multipart`].
+    async fn copy_part(
+        &self,
+        source: &CopySource,
+        location: &Location,
+        upload_id: &str,
+        number: i32,
+        range: std::ops::Range<u64>,
+    ) -> Result<Part, StoreError>;
 
     /// Deletes under `condition`. An object that is already gone is not an error.
     async fn delete(

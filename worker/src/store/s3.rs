@@ -7,7 +7,7 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart,
-    ObjectAttributes, ServerSideEncryption,
+    MetadataDirective, ObjectAttributes, ServerSideEncryption, TaggingDirective,
 };
 use aws_sdk_s3::Client;
 use aws_smithy_http_client::proxy::ProxyConfig;
@@ -18,8 +18,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::{
-    DeleteCondition, Deleted, Download, ErrorClass, Listed, Location, Multipart, ObjectInfo,
-    ObjectStore, OutputSpec, Part, StoreError, WriteCondition, Written,
+    ContentHeaders, Copied, CopySource, DeleteCondition, Deleted, Download, ErrorClass, Listed,
+    Location, Multipart, ObjectInfo, ObjectStore, OutputSpec, Part, StoreError, WriteCondition,
+    Written,
 };
 
 #[derive(Debug, Clone)]
@@ -348,7 +349,28 @@ macro_rules! object_info {
                 sha256: composite($output.checksum_sha256(), kind, parts),
                 part_sizes: Vec::new(),
             }),
+            headers: ContentHeaders {
+                content_type: $output.content_type().map(str::to_owned),
+                content_encoding: $output.content_encoding().map(str::to_owned),
+                content_disposition: $output.content_disposition().map(str::to_owned),
+                content_language: $output.content_language().map(str::to_owned),
+                cache_control: $output.cache_control().map(str::to_owned),
+            },
         }
+    }};
+}
+
+/// Sets an output's headers on any request that takes them (PutObject, CopyObject,
+/// CreateMultipartUpload share the setters).
+macro_rules! with_headers {
+    ($request:expr, $headers:expr) => {{
+        let headers: &ContentHeaders = $headers;
+        $request
+            .set_content_type(headers.content_type.clone())
+            .set_content_encoding(headers.content_encoding.clone())
+            .set_content_disposition(headers.content_disposition.clone())
+            .set_content_language(headers.content_language.clone())
+            .set_cache_control(headers.cache_control.clone())
     }};
 }
 
@@ -422,6 +444,26 @@ fn parts_md5(
     let etag = etag.map(unquoted)?;
     let (md5, _) = etag.rsplit_once('-')?;
     (etag_is_md5(encryption, customer_key) && is_md5_hex(md5)).then(|| md5.to_ascii_lowercase())
+}
+
+/// What `x-amz-copy-source` names: the bucket and the URL-encoded key, and the version.
+fn copy_source(source: &CopySource) -> String {
+    /// Everything but what S3 keys and paths keep as they are.
+    const KEY_UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'/')
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    let key = percent_encoding::utf8_percent_encode(&source.location.key, KEY_UNSAFE);
+    match &source.version_id {
+        Some(version_id) => format!(
+            "{}/{key}?versionId={}",
+            source.location.bucket,
+            percent_encoding::utf8_percent_encode(version_id, KEY_UNSAFE)
+        ),
+        None => format!("{}/{key}", source.location.bucket),
+    }
 }
 
 /// `If-Match` and `If-None-Match` take HTTP entity tags, which are quoted.
@@ -598,12 +640,9 @@ impl ObjectStore for S3Store {
     ) -> Result<Written, StoreError> {
         let location = &spec.location;
         let size = body.len();
-        let request = self
-            .client
-            .put_object()
+        let request = with_headers!(self.client.put_object(), &spec.headers)
             .bucket(&location.bucket)
             .key(&location.key)
-            .content_type(spec.content_type)
             .set_metadata(Some(spec.metadata.clone()))
             .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
             .checksum_crc64_nvme(crc64nvme)
@@ -629,12 +668,9 @@ impl ObjectStore for S3Store {
 
     async fn create_multipart(&self, spec: &OutputSpec) -> Result<String, StoreError> {
         let location = &spec.location;
-        let output = self
-            .client
-            .create_multipart_upload()
+        let output = with_headers!(self.client.create_multipart_upload(), &spec.headers)
             .bucket(&location.bucket)
             .key(&location.key)
-            .content_type(spec.content_type)
             .set_metadata(Some(spec.metadata.clone()))
             .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
             .checksum_type(ChecksumType::FullObject)
@@ -901,6 +937,78 @@ impl ObjectStore for S3Store {
                 Ok(sizes)
             }
         }
+    }
+
+    async fn copy(&self, source: &CopySource, spec: &OutputSpec) -> Result<Copied, StoreError> {
+        let location = &spec.location;
+        let request = with_headers!(self.client.copy_object(), &spec.headers)
+            .bucket(&location.bucket)
+            .key(&location.key)
+            .copy_source(copy_source(source))
+            .set_copy_source_if_match(source.etag.as_deref().map(quoted))
+            .metadata_directive(MetadataDirective::Replace)
+            .set_metadata(Some(spec.metadata.clone()))
+            // No tags, as on every output: copying the source's would need s3:GetObjectTagging
+            // on the sources and s3:PutObjectTagging on the outputs, which the role lacks.
+            .tagging_directive(TaggingDirective::Replace)
+            .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme);
+        let request = match &spec.condition {
+            WriteCondition::Absent => request.if_none_match("*"),
+            WriteCondition::Matches(etag) => request.if_match(quoted(etag)),
+        };
+        let output = request
+            .send()
+            .await
+            .map_err(|error| classify(&error, "CopyObject", location))?;
+        Ok(Copied {
+            written: Written {
+                etag: output
+                    .copy_object_result()
+                    .and_then(|result| result.e_tag())
+                    .map(unquoted),
+                version_id: version(output.version_id()),
+            },
+            source_version_id: version(output.copy_source_version_id()),
+        })
+    }
+
+    async fn copy_part(
+        &self,
+        source: &CopySource,
+        location: &Location,
+        upload_id: &str,
+        number: i32,
+        range: std::ops::Range<u64>,
+    ) -> Result<Part, StoreError> {
+        let output = self
+            .client
+            .upload_part_copy()
+            .bucket(&location.bucket)
+            .key(&location.key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .copy_source(copy_source(source))
+            .set_copy_source_if_match(source.etag.as_deref().map(quoted))
+            // HTTP ranges end inclusive.
+            .copy_source_range(format!(
+                "bytes={}-{}",
+                range.start,
+                range.end.saturating_sub(1)
+            ))
+            .send()
+            .await
+            .map_err(|error| classify(&error, "UploadPartCopy", location))?;
+        let result = output.copy_part_result();
+        Ok(Part {
+            number,
+            etag: result
+                .and_then(|result| result.e_tag())
+                .map(unquoted)
+                .unwrap_or_default(),
+            crc64nvme: result
+                .and_then(|result| result.checksum_crc64_nvme())
+                .map(str::to_owned),
+        })
     }
 
     async fn delete(
