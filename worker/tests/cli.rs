@@ -86,7 +86,7 @@ fn check_config_without_a_file_describes_the_builtin_default() {
         text.contains("incoming/") && text.contains("processed/"),
         "{text}"
     );
-    assert!(text.contains("zip, level 6"), "{text}");
+    assert!(text.contains("zip, level 7"), "{text}");
 }
 
 #[test]
@@ -197,7 +197,7 @@ fn explain_with_the_builtin_default_zips_into_processed() {
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(text.contains("output:  processed/a/b/report.zip"), "{text}");
-    assert!(text.contains("format:  zip, level 6"), "{text}");
+    assert!(text.contains("format:  zip, level 7"), "{text}");
     assert!(
         text.contains("deleted once the output is verified"),
         "{text}"

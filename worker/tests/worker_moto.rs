@@ -2765,7 +2765,7 @@ fn a_keeping_rule_leaves_compressed_and_small_objects_untouched_and_compresses_t
         dry.describe()
     );
     assert!(
-        dry.stdout.contains("incoming/scan.bin -> processed/scan.zip (rule incoming/, zip, level 6, source deleted once the output is verified; kept instead if its first bytes show compressed content)"),
+        dry.stdout.contains("incoming/scan.bin -> processed/scan.zip (rule incoming/, zip, level 7, source deleted once the output is verified; kept instead if its first bytes show compressed content)"),
         "{}",
         dry.describe()
     );

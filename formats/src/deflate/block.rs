@@ -1,5 +1,5 @@
 //! One block of input, compressed on its own: by libdeflate, or kept as stored blocks when a
-//! sample shows it will not shrink.
+//! sample shows it will not shrink and the block holds no run of zeros.
 
 use std::io;
 
@@ -17,6 +17,14 @@ const SAMPLE_LEVEL: i32 = 1;
 /// (in thousandths) marks its block as incompressible: JPEGs, videos, archives and encrypted
 /// data, where full deflate effort buys a fraction of a percent.
 const INCOMPRESSIBLE_PER_MILLE: usize = 980;
+
+/// A block whose sample does not shrink is still compressed when it holds this many zero bytes
+/// in a row at an aligned offset (so any run of twice as many): tar headers and padding, file
+/// system images, the tables of executables. Compressed content and random bytes practically
+/// never do (a run of 32 zeros in random bytes has odds of 2^-256), so storing them stays a copy
+/// after this scan. A tar of `.gz` files stored whole was 3.9% larger than `zip -6`'s output;
+/// compressed, it is smaller.
+const ZERO_RUN: usize = 32;
 
 /// A stored block holds at most this many bytes (its length field is 16 bits).
 const STORED_BLOCK_MAX: usize = 0xFFFF;
@@ -58,7 +66,7 @@ impl BlockCompressor {
     /// Compresses `input` as DEFLATE blocks that end on a byte boundary. Unless `last`, the
     /// blocks are not final, so the next block's output can follow them in the same stream.
     pub(crate) fn compress(&mut self, input: &[u8], last: bool) -> io::Result<Block> {
-        if self.is_incompressible(input) {
+        if self.is_incompressible(input) && !has_zero_run(input) {
             return Ok(Block {
                 bytes: stored_blocks(input, last),
                 stored: true,
@@ -107,6 +115,12 @@ impl BlockCompressor {
             .unwrap_or(usize::MAX);
         compressed.saturating_mul(1000) >= sample.len() * INCOMPRESSIBLE_PER_MILLE
     }
+}
+
+fn has_zero_run(input: &[u8]) -> bool {
+    input
+        .chunks_exact(ZERO_RUN)
+        .any(|chunk| chunk.iter().all(|&byte| byte == 0))
 }
 
 /// `input` as stored blocks, byte-aligned from the start: each is a header byte (BFINAL,
