@@ -117,10 +117,12 @@ impl BlockCompressor {
     }
 }
 
+/// The OR of a whole chunk rather than a test per byte: the compiler makes it a few vector
+/// instructions, so the scan of a random block runs at memory speed.
 fn has_zero_run(input: &[u8]) -> bool {
     input
         .chunks_exact(ZERO_RUN)
-        .any(|chunk| chunk.iter().all(|&byte| byte == 0))
+        .any(|chunk| chunk.iter().fold(0, |any, &byte| any | byte) == 0)
 }
 
 /// `input` as stored blocks, byte-aligned from the start: each is a header byte (BFINAL,
