@@ -4,13 +4,16 @@
 //! ```sh
 //! cargo build --profile image -p s3-compressor-bench --example engines
 //! taskset -c 0 target/image/examples/engines /tmp/s3-compressor-corpus/logs.jsonl [FILE...]
+//! ENGINES=libdeflate:8:2048,zlib-rs:6:512 taskset -c 0 target/image/examples/engines FILE
 //! ```
 //!
 //! Each engine compresses the file in blocks the way a parallel deflate would (on one thread
-//! here, so its CPU time is the cost per core): zlib-rs with each block primed by the 32 KiB
-//! before it and ended by a sync flush (the engine before libdeflate), libdeflate on blocks of
-//! their own (no dictionary, which libdeflate does not take), and the zip format as the worker
-//! runs it (libdeflate, the join of the blocks, the incompressible-sample check, CRC-32).
+//! here, so its CPU time is the cost per core): `zlib-rs` with each block primed by the 32 KiB
+//! before it and ended by a sync flush (history carried across blocks, as pigz does),
+//! `libdeflate` on blocks of their own (no dictionary, which libdeflate does not take), and the
+//! zip format as the worker runs it at its default level (libdeflate, the join of the blocks,
+//! the incompressible-sample check, CRC-32). `ENGINES` lists `ENGINE:LEVEL:BLOCK_KIB`, comma
+//! separated (block 0: the whole file as one block); left out, [`DEFAULT_ENGINES`].
 
 use std::io::{self, Write};
 use std::num::NonZeroUsize;
@@ -23,6 +26,11 @@ use s3_compressor_formats::{Entry, Options, Registry};
 
 const KIB: usize = 1024;
 const DICTIONARY: usize = 32 * KIB;
+
+/// The comparison behind the default level and block size (bench/README.md, "Real data").
+const DEFAULT_ENGINES: &str = "libdeflate:6:512,libdeflate:6:4096,libdeflate:7:1024,\
+    libdeflate:7:2048,libdeflate:7:4096,libdeflate:8:2048,zlib-rs:6:512,zlib-rs:7:512,\
+    zlib-rs:9:512";
 
 fn main() -> anyhow::Result<()> {
     let paths: Vec<String> = std::env::args().skip(1).collect();
@@ -40,41 +48,32 @@ fn engines(path: &str, input: &[u8]) -> anyhow::Result<()> {
     println!("{path}: {} bytes, one thread\n", input.len());
     println!("| engine | level | block | CPU s/GB | ratio |");
     println!("|---|---:|---:|---:|---:|");
-    for (level, block) in [(5, 128 * KIB), (6, 128 * KIB)] {
-        let out = timed(input, |input| zlib_rs(input, level, block))?;
-        row(
-            "zlib-rs, dictionary + sync flush",
-            level,
-            &kib(block),
-            input,
-            out,
-        );
-    }
-    for (level, block) in [
-        (1, 512 * KIB),
-        (6, 512 * KIB),
-        (6, 1024 * KIB),
-        (7, 512 * KIB),
-        (7, 1024 * KIB),
-        (7, 2048 * KIB),
-        (7, 4096 * KIB),
-        (7, input.len().max(1)),
-        (8, 1024 * KIB),
-    ] {
-        let out = timed(input, |input| libdeflate(input, level, block))?;
-        row(
-            "libdeflate, blocks on their own",
-            level,
-            &kib(block),
-            input,
-            out,
-        );
+    let spec = std::env::var("ENGINES").unwrap_or_else(|_| DEFAULT_ENGINES.to_owned());
+    for item in spec.split(',').filter(|item| !item.is_empty()) {
+        let fields: Vec<&str> = item.split(':').collect();
+        let [engine, level, block] = fields[..] else {
+            bail!("ENGINES: {item} is not ENGINE:LEVEL:BLOCK_KIB");
+        };
+        let level: i32 = level.parse().with_context(|| format!("level in {item}"))?;
+        let block = match block
+            .parse::<usize>()
+            .with_context(|| format!("block in {item}"))?
+        {
+            0 => input.len().max(1),
+            kib => kib * KIB,
+        };
+        let out = match engine {
+            "zlib-rs" => timed(input, |input| zlib_rs(input, level, block))?,
+            "libdeflate" => timed(input, |input| libdeflate(input, level, block))?,
+            _ => bail!("ENGINES: no engine {engine} (zlib-rs, libdeflate)"),
+        };
+        row(engine, &level.to_string(), &kib(block), input, out);
     }
     let out = timed(input, zip_format)?;
     row(
         "s3-compressor zip (libdeflate + join)",
-        6,
-        "1024 KiB",
+        "default",
+        "default",
         input,
         out,
     );
@@ -86,11 +85,11 @@ fn kib(bytes: usize) -> String {
     format!("{} KiB", bytes / KIB)
 }
 
-fn row(engine: &str, level: i32, block: &str, input: &[u8], (out, cpu): (usize, Duration)) {
+fn row(engine: &str, level: &str, block: &str, input: &[u8], (out, cpu): (usize, Duration)) {
     let gb = input.len() as f64 / 1e9;
     let ratio = input.len() as f64 / out as f64;
     let cpu = cpu.as_secs_f64() / gb;
-    println!("| {engine} | {level} | {block} | {cpu:.2} | {ratio:.3} |");
+    println!("| {engine} | {level} | {block} | {cpu:.2} | {ratio:.4} |");
 }
 
 /// Runs `compress` and returns its output size with the CPU time the process spent on it
@@ -164,7 +163,7 @@ impl Write for Count {
 fn zip_format(input: &[u8]) -> anyhow::Result<usize> {
     let registry = Registry::from_inventory()?;
     let options = Options {
-        level: Some(6),
+        level: None,
         threads: Some(NonZeroUsize::MIN.get()),
     };
     let compressor = registry.get("zip")?.compressor(&options)?;

@@ -800,7 +800,7 @@ fn levels_are_the_documented_ranges() {
     let deflate = Some(Levels {
         min: 1,
         max: 12,
-        default: 6,
+        default: 7,
     });
     let zstd = Some(Levels {
         min: 1,

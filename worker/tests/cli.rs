@@ -86,7 +86,7 @@ fn check_config_without_a_file_describes_the_builtin_default() {
         text.contains("incoming/") && text.contains("processed/"),
         "{text}"
     );
-    assert!(text.contains("zip, level 6"), "{text}");
+    assert!(text.contains("zip, level 7"), "{text}");
 }
 
 #[test]
@@ -197,7 +197,7 @@ fn explain_with_the_builtin_default_zips_into_processed() {
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     assert!(text.contains("output:  processed/a/b/report.zip"), "{text}");
-    assert!(text.contains("format:  zip, level 6"), "{text}");
+    assert!(text.contains("format:  zip, level 7"), "{text}");
     assert!(
         text.contains("deleted once the output is verified"),
         "{text}"
@@ -392,7 +392,7 @@ threads = 2
         report["rules"],
         serde_json::json!([
             {"prefix": "incoming/", "output_prefix": "processed/", "format": "zip",
-             "level": 6, "threads": null, "delete_source": true},
+             "level": 7, "threads": null, "delete_source": true},
             {"prefix": "incoming/month end/", "output_prefix": "processed/month end/",
              "format": "tar", "level": null, "threads": null, "delete_source": false},
             {"prefix": "logs/", "output_prefix": "archive/logs/", "format": "zstd",
@@ -544,7 +544,7 @@ fn check_config_json_of_the_builtin_default_and_from_the_environment() {
     assert_eq!(
         builtin["rules"],
         serde_json::json!([{"prefix": "incoming/", "output_prefix": "processed/",
-            "format": "zip", "level": 6, "threads": null, "delete_source": true}])
+            "format": "zip", "level": 7, "threads": null, "delete_source": true}])
     );
     let config = shipped_config();
     let output = s3_compressor()

@@ -3011,7 +3011,7 @@ fn deploy_a_config_of_twelve_rules_some_with_spaces_against_moto() {
             .stderr
             .contains("the live version records no config")
             && deployed.stderr.contains(
-                "  + 'in month end/' -> 'out month end/' (zip, level 6, delete the source)"
+                "  + 'in month end/' -> 'out month end/' (zip, level 7, delete the source)"
             ),
         "{}",
         deployed.stderr
@@ -3045,8 +3045,8 @@ fn deploy_a_config_of_twelve_rules_some_with_spaces_against_moto() {
     let again = deploy_config(&moto, &env, "v2", &changed_path.display().to_string(), &[]);
     for line in [
         "  ~ 'in alpha/': format 'zip' -> 'gzip'",
-        "  - 'in nu/' -> 'out nu/' (zip, level 6, delete the source)",
-        "  + 'in xi/' -> 'out xi/' (zip, level 6, delete the source)",
+        "  - 'in nu/' -> 'out nu/' (zip, level 7, delete the source)",
+        "  + 'in xi/' -> 'out xi/' (zip, level 7, delete the source)",
     ] {
         assert!(again.stderr.contains(line), "{line}: {}", again.stderr);
     }

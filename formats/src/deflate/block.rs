@@ -1,5 +1,5 @@
 //! One block of input, compressed on its own: by libdeflate, or kept as stored blocks when a
-//! sample shows it will not shrink.
+//! sample shows it will not shrink and the block holds no run of zeros.
 
 use std::io;
 
@@ -18,6 +18,14 @@ const SAMPLE_LEVEL: i32 = 1;
 /// data, where full deflate effort buys a fraction of a percent.
 const INCOMPRESSIBLE_PER_MILLE: usize = 980;
 
+/// A block whose sample does not shrink is still compressed when it holds this many zero bytes
+/// in a row at an aligned offset (so any run of twice as many): tar headers and padding, file
+/// system images, the tables of executables. Compressed content and random bytes practically
+/// never do (a run of 32 zeros in random bytes has odds of 2^-256), so storing them stays a copy
+/// after this scan. A tar of `.gz` files stored whole was 3.9% larger than `zip -6`'s output;
+/// compressed, it is smaller.
+const ZERO_RUN: usize = 32;
+
 /// A stored block holds at most this many bytes (its length field is 16 bits).
 const STORED_BLOCK_MAX: usize = 0xFFFF;
 
@@ -33,7 +41,10 @@ pub(crate) struct Block {
 pub(crate) struct BlockCompressor {
     compressor: Compressor,
     /// libdeflate's output for one block, sized for the worst case once: a buffer of that
-    /// size per block would be zeroed and made resident for every block.
+    /// size per block would be zeroed and made resident for every block. Allocated zeroed
+    /// rather than filled with zeros, so that its pages are the kernel's zero pages until
+    /// libdeflate writes them: a 4 MiB block of text touches the few hundred KiB it
+    /// compresses to.
     output: Vec<u8>,
     /// The sample's compressor and output, and the join's window: made on first use, since
     /// an object of one small block (most of them) needs neither.
@@ -58,7 +69,7 @@ impl BlockCompressor {
     /// Compresses `input` as DEFLATE blocks that end on a byte boundary. Unless `last`, the
     /// blocks are not final, so the next block's output can follow them in the same stream.
     pub(crate) fn compress(&mut self, input: &[u8], last: bool) -> io::Result<Block> {
-        if self.is_incompressible(input) {
+        if self.is_incompressible(input) && !has_zero_run(input) {
             return Ok(Block {
                 bytes: stored_blocks(input, last),
                 stored: true,
@@ -66,7 +77,7 @@ impl BlockCompressor {
         }
         let bound = self.compressor.deflate_compress_bound(input.len());
         if self.output.len() < bound {
-            self.output.resize(bound, 0);
+            self.output = vec![0; bound];
         }
         let size = self
             .compressor
@@ -107,6 +118,14 @@ impl BlockCompressor {
             .unwrap_or(usize::MAX);
         compressed.saturating_mul(1000) >= sample.len() * INCOMPRESSIBLE_PER_MILLE
     }
+}
+
+/// The OR of a whole chunk rather than a test per byte: the compiler makes it a few vector
+/// instructions, so the scan of a random block runs at memory speed.
+fn has_zero_run(input: &[u8]) -> bool {
+    input
+        .chunks_exact(ZERO_RUN)
+        .any(|chunk| chunk.iter().fold(0, |any, &byte| any | byte) == 0)
 }
 
 /// `input` as stored blocks, byte-aligned from the start: each is a header byte (BFINAL,

@@ -4,12 +4,12 @@
 //!
 //! Each block is compressed by libdeflate, which compresses about twice as fast per core as
 //! zlib at a smaller output (bench/README.md compares the engines). libdeflate takes whole
-//! buffers and no dictionary, so a block starts with an empty window; at 512 KiB per block
-//! that costs about 2% of the output against one libdeflate stream (on JSON logs: ratio 6.33
-//! against 6.45; `zip -6` reaches 5.99). It also always ends a buffer with a final block, which
-//! [`join`] turns into a block others can follow. A block that a quick sample shows will not
-//! shrink (random bytes, JPEGs, archives) is written as stored blocks instead, at the cost
-//! of a copy.
+//! buffers and no dictionary, so a block starts with an empty window; at 4 MiB per block that
+//! costs about 0.3% of the output against one libdeflate stream (HTML pages, which repeat
+//! their boilerplate from file to file, lose most: ratio 7.53 against 7.62 at level 7). It
+//! also always ends a buffer with a final block, which [`join`] turns into a block others can
+//! follow. A block that a quick sample shows will not shrink (random bytes, JPEGs, archives)
+//! is written as stored blocks instead, at the cost of a copy.
 //!
 //! Written here rather than taken from `gzp`: zip needs the raw stream ended by a final block,
 //! and the worker hands over a borrowed, non-`'static` writer (the upload's), which
@@ -27,16 +27,17 @@ use std::thread;
 
 use block::{Block, BlockCompressor};
 
-/// Input per block. Large enough that starting each block with an empty window costs little
-/// (on JSON logs, single core: ratio 6.22 at 256 KiB, 6.33 at 512 KiB, 6.39 at 1 MiB, 6.42 at
-/// 2 MiB, at the same speed), small enough that the blocks in flight stay a few MiB (a zip of
-/// random bytes end to end peaked at 64 MiB with 1 MiB blocks and three parts uploading, at
-/// 57 MiB with 512 KiB blocks and two).
-const BLOCK_SIZE: usize = 512 * 1024;
+/// Input per block. Large enough that starting each block with an empty window costs little:
+/// at level 7 on real files (bench/README.md, "Real data"), AWS's JSON service models reach
+/// ratio 7.86 at 1 MiB, 7.89 at 2 MiB and 7.90 at 4 MiB against `zip -6`'s 7.898, HTML 7.40,
+/// 7.49 and 7.53 against 7.32, at the same speed. Memory holds one block per thread and the
+/// one being filled, each with its output, whatever the object's size.
+const BLOCK_SIZE: usize = 4 * 1024 * 1024;
 
-/// Blocks in flight per thread: one being compressed, one waiting, so a thread never idles
-/// while the next block is read.
-const BLOCKS_IN_FLIGHT_PER_THREAD: usize = 2;
+/// Blocks in flight per thread, besides the one being filled: a thread compresses a block in
+/// about the time the next one is read, and a second block each would cost a block of memory
+/// per thread.
+const BLOCKS_IN_FLIGHT_PER_THREAD: usize = 1;
 
 /// A libdeflate compressor's own state: hash chains up to level 9; from 10 its near-optimal
 /// parser's match cache (1.5 M matches of 4 bytes) and optimum nodes, about 9 MiB.
@@ -86,6 +87,17 @@ pub(crate) fn deflate<T>(
     threads: NonZeroUsize,
     produce: impl FnOnce(&mut dyn Write) -> io::Result<T>,
 ) -> io::Result<(T, Deflated)> {
+    deflate_in_blocks(dst, level, threads, BLOCK_SIZE, produce)
+}
+
+/// [`deflate`] with blocks of `block_size` bytes of input (tests join many small ones).
+fn deflate_in_blocks<T>(
+    dst: &mut dyn Write,
+    level: u32,
+    threads: NonZeroUsize,
+    block_size: usize,
+    produce: impl FnOnce(&mut dyn Write) -> io::Result<T>,
+) -> io::Result<(T, Deflated)> {
     thread::scope(|scope| {
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
@@ -103,6 +115,7 @@ pub(crate) fn deflate<T>(
             jobs,
             &start_threads,
             threads.get() * BLOCKS_IN_FLIGHT_PER_THREAD,
+            block_size,
         );
         let produced = produce(&mut writer)?;
         let deflated = writer.finish()?;
@@ -153,6 +166,7 @@ struct BlockWriter<'a> {
     start_threads: Option<&'a dyn Fn()>,
     in_flight: VecDeque<Receiver<io::Result<Done>>>,
     max_in_flight: usize,
+    block_size: usize,
     block: Vec<u8>,
     /// Input buffers back from the threads, for the next blocks.
     spare: Vec<Vec<u8>>,
@@ -168,6 +182,7 @@ impl<'a> BlockWriter<'a> {
         jobs: Sender<Job>,
         start_threads: &'a dyn Fn(),
         max_in_flight: usize,
+        block_size: usize,
     ) -> Self {
         Self {
             dst,
@@ -176,7 +191,8 @@ impl<'a> BlockWriter<'a> {
             start_threads: Some(start_threads),
             in_flight: VecDeque::with_capacity(max_in_flight),
             max_in_flight,
-            block: Vec::with_capacity(BLOCK_SIZE),
+            block_size,
+            block: Vec::with_capacity(block_size),
             spare: Vec::new(),
             crc: crc32fast::Hasher::new(),
             size: 0,
@@ -195,7 +211,7 @@ impl<'a> BlockWriter<'a> {
         let next = self
             .spare
             .pop()
-            .unwrap_or_else(|| Vec::with_capacity(BLOCK_SIZE));
+            .unwrap_or_else(|| Vec::with_capacity(self.block_size));
         let input = std::mem::replace(&mut self.block, next);
         let (done, compressed) = mpsc::sync_channel(1);
         self.jobs
@@ -244,10 +260,10 @@ impl<'a> BlockWriter<'a> {
 
 impl Write for BlockWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.block.len() == BLOCK_SIZE {
+        if self.block.len() == self.block_size {
             self.dispatch(false)?;
         }
-        let taken = buf.len().min(BLOCK_SIZE - self.block.len());
+        let taken = buf.len().min(self.block_size - self.block.len());
         self.block.extend_from_slice(&buf[..taken]);
         self.crc.update(&buf[..taken]);
         self.size += taken as u64;
@@ -271,6 +287,9 @@ mod tests {
 
     use super::*;
 
+    /// Blocks small enough that the tests join many of them quickly.
+    const TEST_BLOCK: usize = 256 * 1024;
+
     fn inflate(stream: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         flate2::read::DeflateDecoder::new(stream)
@@ -282,8 +301,10 @@ mod tests {
     fn deflate_at(input: &[u8], level: u32, threads: usize) -> (Vec<u8>, Deflated) {
         let mut stream = Vec::new();
         let threads = NonZeroUsize::new(threads).expect("at least one thread");
-        let ((), deflated) =
-            deflate(&mut stream, level, threads, |w| w.write_all(input)).expect("deflate succeeds");
+        let ((), deflated) = deflate_in_blocks(&mut stream, level, threads, TEST_BLOCK, |w| {
+            w.write_all(input)
+        })
+        .expect("deflate succeeds");
         (stream, deflated)
     }
 
@@ -327,10 +348,10 @@ mod tests {
         for size in [
             0,
             1,
-            BLOCK_SIZE - 1,
-            BLOCK_SIZE,
-            BLOCK_SIZE + 1,
-            3 * BLOCK_SIZE + 77,
+            TEST_BLOCK - 1,
+            TEST_BLOCK,
+            TEST_BLOCK + 1,
+            3 * TEST_BLOCK + 77,
         ] {
             for threads in [1, 2, 4] {
                 let input = text(size);
@@ -350,7 +371,7 @@ mod tests {
     fn blocks_whose_final_bit_is_mid_stream_join_at_every_bit_offset() {
         for seed in 1..=24u64 {
             let mut input = Vec::new();
-            while input.len() < 2 * BLOCK_SIZE + 1000 {
+            while input.len() < 2 * TEST_BLOCK + 1000 {
                 let run = 7_000 + (seed as usize * 7_919 + input.len()) % 90_000;
                 if input.len() / run % 2 == 0 {
                     input.extend_from_slice(&text(run));
@@ -365,7 +386,7 @@ mod tests {
 
     #[test]
     fn every_level_from_1_to_12_round_trips() {
-        let input = text(2 * BLOCK_SIZE + 5);
+        let input = text(2 * TEST_BLOCK + 5);
         let mut sizes = Vec::new();
         for level in 1..=12 {
             let (stream, _) = deflate_at(&input, level, 2);
@@ -380,14 +401,14 @@ mod tests {
 
     #[test]
     fn an_input_of_one_block_starts_no_threads() {
-        let input = text(BLOCK_SIZE);
+        let input = text(TEST_BLOCK);
         let starts = std::cell::Cell::new(0);
         let count_starts = || starts.set(starts.get() + 1);
         // No thread serves this queue: sending a block to it fails.
         let (jobs, queue) = mpsc::channel();
         drop(queue);
         let mut stream = Vec::new();
-        let mut writer = BlockWriter::new(&mut stream, 6, jobs, &count_starts, 4);
+        let mut writer = BlockWriter::new(&mut stream, 6, jobs, &count_starts, 4, TEST_BLOCK);
         writer.write_all(&input).expect("buffered");
         let deflated = writer.finish().expect("compressed in place");
         assert_eq!(starts.get(), 0);
@@ -397,8 +418,10 @@ mod tests {
 
     #[test]
     fn blocks_on_their_own_keep_the_ratio_of_a_single_stream() {
-        let input = text(16 * BLOCK_SIZE);
-        let (parallel, _) = deflate_all(&input, 2);
+        let input = text(3 * BLOCK_SIZE);
+        let mut parallel = Vec::new();
+        let two = NonZeroUsize::new(2).expect("two");
+        deflate(&mut parallel, 6, two, |w| w.write_all(&input)).expect("deflate succeeds");
         let mut single = libdeflater::Compressor::new(libdeflater::CompressionLvl::default());
         let mut whole = vec![0; single.deflate_compress_bound(input.len())];
         let whole_size = single
@@ -413,11 +436,11 @@ mod tests {
 
     #[test]
     fn incompressible_input_is_stored_at_the_cost_of_its_block_headers() {
-        let input = random(3 * BLOCK_SIZE + 5, 0x9E37_79B9_7F4A_7C15);
+        let input = random(3 * TEST_BLOCK + 5, 0x9E37_79B9_7F4A_7C15);
         let (stream, deflated) = deflate_all(&input, 2);
         assert_eq!(inflate(&stream), input);
         // All but the last 5 bytes, which are too few to judge by a sample and compressed.
-        assert_eq!(deflated.stored, 3 * BLOCK_SIZE as u64);
+        assert_eq!(deflated.stored, 3 * TEST_BLOCK as u64);
         let headers = 5 * input.len().div_ceil(0xFFFF) + 16;
         assert!(
             stream.len() <= input.len() + headers,
@@ -429,12 +452,32 @@ mod tests {
 
     #[test]
     fn stored_and_compressed_blocks_mix_in_one_stream() {
-        let mut input = text(BLOCK_SIZE);
-        input.extend_from_slice(&random(BLOCK_SIZE, 7));
-        input.extend_from_slice(&text(BLOCK_SIZE / 2));
+        let mut input = text(TEST_BLOCK);
+        input.extend_from_slice(&random(TEST_BLOCK, 7));
+        input.extend_from_slice(&text(TEST_BLOCK / 2));
         let (stream, deflated) = deflate_all(&input, 2);
         assert_eq!(inflate(&stream), input);
-        assert_eq!(deflated.stored, BLOCK_SIZE as u64, "only the random block");
+        assert_eq!(deflated.stored, TEST_BLOCK as u64, "only the random block");
+    }
+
+    /// A tar of compressed files: its sample does not shrink, but the headers and padding
+    /// between the members do.
+    #[test]
+    fn incompressible_content_with_runs_of_zeros_is_compressed() {
+        let mut input = Vec::new();
+        for member in 0..3 * TEST_BLOCK / 62_464 {
+            input.extend_from_slice(&random(61_440, member as u64 + 1));
+            input.extend_from_slice(&[0; 1024]);
+        }
+        let (stream, deflated) = deflate_all(&input, 2);
+        assert_eq!(inflate(&stream), input);
+        assert_eq!(deflated.stored, 0);
+        assert!(
+            stream.len() < input.len() - input.len() / 100,
+            "{} bytes for {} bytes of input",
+            stream.len(),
+            input.len()
+        );
     }
 
     #[test]
@@ -449,8 +492,8 @@ mod tests {
     fn a_failing_producer_fails_the_stream_and_stops_the_threads() {
         let mut stream = Vec::new();
         let threads = NonZeroUsize::new(2).expect("two");
-        let failed = deflate(&mut stream, 6, threads, |w| {
-            w.write_all(&text(3 * BLOCK_SIZE))?;
+        let failed = deflate_in_blocks(&mut stream, 6, threads, TEST_BLOCK, |w| {
+            w.write_all(&text(3 * TEST_BLOCK))?;
             Err::<(), _>(io::Error::other("source broke"))
         });
         let error = failed.expect_err("the producer's error comes back");
@@ -469,8 +512,8 @@ mod tests {
             }
         }
         let threads = NonZeroUsize::new(2).expect("two");
-        let failed = deflate(&mut Broken, 6, threads, |w| {
-            w.write_all(&text(6 * BLOCK_SIZE))
+        let failed = deflate_in_blocks(&mut Broken, 6, threads, TEST_BLOCK, |w| {
+            w.write_all(&text(6 * TEST_BLOCK))
         });
         assert_eq!(
             failed.expect_err("the write error comes back").to_string(),

@@ -41,7 +41,7 @@ pub(crate) enum ViewFate<'a> {
 pub(crate) struct Row {
     /// The rule's source prefix; empty for objects no rule compresses.
     pub rule: String,
-    /// The rule's format and level, e.g. `zip, level 6`; empty for objects no rule compresses.
+    /// The rule's format and level, e.g. `zip, level 7`; empty for objects no rule compresses.
     pub format: String,
     /// The content kind, or why the objects stay as they are.
     pub kind: String,
@@ -370,7 +370,7 @@ fn row_for<'r>(
 /// What a row needs of its rule.
 struct RuleView {
     prefix: String,
-    /// `zip, level 6`, as check-config shows it.
+    /// `zip, level 7`, as check-config shows it.
     format: String,
     /// What its policy spares is moved (a copy, paid once) rather than kept in place.
     moves: bool,
