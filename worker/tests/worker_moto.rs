@@ -2160,7 +2160,7 @@ fn backfill_compresses_what_is_there_and_resumes_after_an_interrupt() {
         &[&format!("s3://{bucket}"), "--dry-run"],
     ));
     assert!(dry.success(), "{}", dry.describe());
-    let example = "incoming/logs/app-7.log -> processed-logs/app-7.log.gz (rule incoming/logs/, gzip, level 6, source deleted once the output is verified)";
+    let example = "incoming/logs/app-7.log -> processed-logs/app-7.log.gz (rule incoming/logs/, gzip, level 7, source deleted once the output is verified)";
     assert!(
         dry.stdout.lines().any(|line| line == example),
         "{}",
