@@ -1706,18 +1706,57 @@ fn deliver(bench: &Bench, source: &Source, config: Option<&std::path::Path>) -> 
 /// A store that ignores If-Match on DeleteObject (the proxy drops it, as several S3-compatible
 /// stores do) would delete a newer upload landing during compression with the older one's
 /// delete. The worker finds that out and keeps the sources: the newer upload stays current,
-/// and its own event compresses it.
+/// and its own event compresses it. The same on the weakest store, which also keeps and
+/// returns no checksums (the proxy strips them both ways), where the proofs fall back to
+/// reading the output back.
 #[test]
 fn on_a_store_ignoring_if_match_a_newer_upload_is_never_lost() {
-    let bench = Bench::start();
-    bench.proxy.ignore_delete_conditions(true);
     let mut rows = Vec::new();
     let mut problems = Vec::new();
+    for (store, without_checksums) in [("ignores If-Match", false), ("and no checksums", true)] {
+        let bench = Bench::start();
+        bench.proxy.ignore_delete_conditions(true);
+        if without_checksums {
+            bench.proxy.strip_checksums();
+        }
+        // What the output's proof rests on: the store's checksum, else reading it back.
+        let proof = if without_checksums {
+            "read-back"
+        } else {
+            "stored-checksum"
+        };
+        race_on_a_store_ignoring_if_match(&bench, store, proof, &mut rows, &mut problems);
+    }
+    report(
+        "a newer upload mid-compression, on a store ignoring If-Match on DeleteObject",
+        &[
+            "store",
+            "bucket",
+            "run",
+            "newer upload",
+            "its delivery",
+            "final",
+        ],
+        &rows,
+        &problems,
+    );
+}
+
+/// The race of [`on_a_store_ignoring_if_match_a_newer_upload_is_never_lost`] in a versioned
+/// and a plain bucket of `bench`, whose proxy plays the weaker store; the newer upload's
+/// output is proven by `proof`.
+fn race_on_a_store_ignoring_if_match(
+    bench: &Bench,
+    store: &str,
+    proof: &str,
+    rows: &mut Vec<Vec<String>>,
+    problems: &mut Vec<String>,
+) {
     for (name, versioned) in [("weak-versioned", true), ("weak-plain", false)] {
         let bucket = bench.bucket(name, versioned);
-        let case = format!("{} bucket", bucket.kind());
+        let case = format!("store that {store}, {} bucket", bucket.kind());
         let (finished, first, second) =
-            race_on_a_weak_store(&bench, &bucket, "incoming/weak/race.csv", None);
+            race_on_a_weak_store(bench, &bucket, "incoming/weak/race.csv", None);
         let newer_current =
             bench.moto.try_get(name, &second.key).as_deref() == Some(second.content.as_slice());
         if !newer_current {
@@ -1737,12 +1776,19 @@ fn on_a_store_ignoring_if_match_a_newer_upload_is_never_lost() {
             ));
         }
         // Its own delivery compresses the newer upload, which stays (sources are kept here).
-        let again = deliver(&bench, &second, None);
+        let again = deliver(bench, &second, None);
+        if !again.stderr.contains(proof) {
+            problems.push(format!(
+                "{case}: the newer upload's output was not proven by {proof}: {}",
+                tail(&again)
+            ));
+        }
         let last = bench.look(&second);
         let settled = matches!(last.output, OutputState::Made) && last.kept();
         problems
             .extend(bench.after_the_newer_delivery(&case, &bucket, &first, &again, &last, settled));
         rows.push(vec![
+            store.to_owned(),
             bucket.kind().to_owned(),
             format!("exit {} {}", exit(&finished), outcome(&finished)),
             if newer_current {
@@ -1754,12 +1800,6 @@ fn on_a_store_ignoring_if_match_a_newer_upload_is_never_lost() {
             last.label(),
         ]);
     }
-    report(
-        "a newer upload mid-compression, on a store ignoring If-Match on DeleteObject",
-        &["bucket", "run", "newer upload", "its delivery", "final"],
-        &rows,
-        &problems,
-    );
 }
 
 /// `delete_without_if_match = true` deletes sources on such a store all the same: a plain
