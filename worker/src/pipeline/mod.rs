@@ -145,51 +145,28 @@ impl Worker {
     /// left alone.
     pub async fn process(&self, object: &ObjectRef, deadline: Option<Deadline>) -> Outcome {
         let started = Instant::now();
+        let prices = self.routes.config().prices();
         let plan = match self.routes.decide(&object.key, object.size) {
             Decision::Compress(plan) => plan,
             Decision::Keep { rule, reason } => {
                 let outcome = Outcome::Kept(reason);
-                report(
-                    object,
-                    Some((rule, None)),
-                    &outcome,
-                    started,
-                    self.routes.config().prices(),
-                );
+                report(object, Some((rule, None)), &outcome, started, prices);
                 return outcome;
             }
             Decision::Move { plan, reason } => {
                 let work = self.move_object(object, &plan, reason, None);
                 let outcome = within(deadline, work).await;
-                report(
-                    object,
-                    Some((plan.rule, None)),
-                    &outcome,
-                    started,
-                    self.routes.config().prices(),
-                );
+                report(object, Some((plan.rule, None)), &outcome, started, prices);
                 return outcome;
             }
             Decision::Skip(reason) => {
                 let outcome = Outcome::Skipped(reason.to_string());
-                report(
-                    object,
-                    None,
-                    &outcome,
-                    started,
-                    self.routes.config().prices(),
-                );
+                report(object, None, &outcome, started, prices);
                 return outcome;
             }
             Decision::Refuse(reason) => {
                 let outcome = Outcome::permanent(reason);
-                report(
-                    object,
-                    None,
-                    &outcome,
-                    started,
-                    self.routes.config().prices(),
-                );
+                report(object, None, &outcome, started, prices);
                 return outcome;
             }
         };
@@ -199,13 +176,7 @@ impl Worker {
             Outcome::Moved { .. } => None,
             _ => Some(plan.compressor.registration().name),
         };
-        report(
-            object,
-            Some((plan.rule, format)),
-            &outcome,
-            started,
-            self.routes.config().prices(),
-        );
+        report(object, Some((plan.rule, format)), &outcome, started, prices);
         outcome
     }
 
