@@ -151,6 +151,10 @@ pub enum Fault {
     InternalError,
     /// HTTP 503 with S3's XML error body, code `SlowDown`; moto never sees the request.
     SlowDown,
+    /// HTTP 409 with S3's XML error body, code `ConditionalRequestConflict`: what S3 answers a
+    /// conditional write or delete while another operation on the key is in progress. Moto
+    /// never sees the request.
+    Conflict,
     /// Reads about half the request body (nothing if it has none), then closes the connection
     /// without an answer: the request broke on its way, moto never sees it.
     CutRequest,
@@ -216,6 +220,8 @@ struct State {
     rules: Mutex<Vec<Rule>>,
     /// Set by [`FaultProxy::strip_checksums`].
     strip_checksums: AtomicBool,
+    /// Set by [`FaultProxy::ignore_ranges`].
+    ignore_ranges: AtomicBool,
     seen: [AtomicUsize; Op::ALL.len()],
     applied: [AtomicUsize; Op::ALL.len()],
     /// Body bytes of the GetObject answers passed through unspoiled.
@@ -337,6 +343,12 @@ impl FaultProxy {
     /// [`FaultProxy::clear`]: it is what the store is, not a fault.
     pub fn strip_checksums(&self) {
         self.state.strip_checksums.store(true, Ordering::SeqCst);
+    }
+
+    /// From now on, stands for a store that ignores Range: a GET asking for part of an object
+    /// gets all of it (200, no Content-Range). Not undone by [`FaultProxy::clear`].
+    pub fn ignore_ranges(&self) {
+        self.state.ignore_ranges.store(true, Ordering::SeqCst);
     }
 
     /// Makes the store behind the proxy one that ignores conditions on DeleteObject, as several
@@ -515,7 +527,7 @@ impl Proxy {
                 tokio::time::sleep(delay).await;
                 Ok(self.pass(request).await)
             }
-            Fault::InternalError | Fault::SlowDown => {
+            Fault::InternalError | Fault::SlowDown | Fault::Conflict => {
                 let resource = request.uri().path().to_owned();
                 // Read before answering: an answer while the client still sends would close a
                 // socket with unread bytes, a reset that may reach the client before the
@@ -592,6 +604,9 @@ impl Proxy {
         let strip_checksums = self.state.strip_checksums.load(Ordering::SeqCst);
         if strip_checksums {
             remove_checksums(&mut parts.headers);
+        }
+        if parts.method == Method::GET && self.state.ignore_ranges.load(Ordering::SeqCst) {
+            parts.headers.remove(header::RANGE);
         }
         let path_and_query = parts
             .uri
@@ -730,13 +745,21 @@ async fn read_part(mut body: Incoming) {
     }
 }
 
-/// The answer S3 gives for `fault` (500 InternalError or 503 SlowDown).
+/// The answer S3 gives for `fault` (500 InternalError, 503 SlowDown or 409
+/// ConditionalRequestConflict).
 fn s3_error(fault: Fault, resource: &str) -> Response<ProxyBody> {
     let (status, code, message) = match fault {
         Fault::SlowDown => (
             StatusCode::SERVICE_UNAVAILABLE,
             "SlowDown",
             "Please reduce your request rate.",
+        ),
+        Fault::Conflict => (
+            StatusCode::CONFLICT,
+            "ConditionalRequestConflict",
+            "A conflicting operation occurred. If using PutObject you can retry the request. \
+             If using multipart upload you should initiate another CreateMultipartUpload \
+             request and re-upload each part.",
         ),
         _ => (
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -1843,6 +1843,56 @@ fn with_delete_without_if_match_sources_are_deleted_on_a_store_ignoring_it() {
     }
 }
 
+/// S3 answers 409 ConditionalRequestConflict to a conditional delete while another operation
+/// on the key is in progress. Should that operation fail, the object read is still current:
+/// the run fails transiently, so that the object is delivered again, rather than taking the
+/// 409 for a newer upload and ending with the source beside its output for good. The
+/// redelivery then deletes it.
+#[test]
+fn a_409_on_the_source_delete_fails_transiently_and_the_redelivery_finishes() {
+    let bench = Bench::start();
+    for (name, versioned) in BOTH {
+        let bucket = bench.bucket(name, versioned);
+        let source = bench.put_source(&bucket, "incoming/conflict/report.csv", text(20_000, 409));
+        let conflicts_before = bench.proxy.faults_applied_to(Op::DeleteObject);
+        bench
+            .proxy
+            .inject_for_key(Op::DeleteObject, &source.key, Fault::Conflict, 1);
+        let first = bench.compress(bucket.name, &source.key);
+        assert_eq!(
+            bench.proxy.faults_applied_to(Op::DeleteObject),
+            conflicts_before + 1,
+            "the source's delete met the 409"
+        );
+        let after = bench.look(&source);
+        assert!(
+            first.status.code() == Some(1) && first.stdout.contains(": failed (transient"),
+            "{name}: expected a transient failure (exit 1), got exit {}: {}",
+            exit(&first),
+            first.describe()
+        );
+        assert!(
+            after.kept() && matches!(after.output, OutputState::Made),
+            "{name}: expected the source kept beside its proven output, found {} ({after:?})",
+            after.label()
+        );
+        bench.proxy.clear();
+        let second = bench.compress(bucket.name, &source.key);
+        let last = bench.look(&source);
+        assert!(
+            second.success() && last.done(),
+            "{name}: the redelivery deletes the source: exit {}, {} ({last:?}): {}",
+            exit(&second),
+            last.label(),
+            second.describe()
+        );
+        if let Some(why) = bench.other_problem(&bucket) {
+            panic!("{name}: {why}");
+        }
+        bench.purge(bucket.name, &[&source.key, &source.output]);
+    }
+}
+
 /// How long the second source's write is held in the proxy while the first is compressed.
 const HOLD: Duration = Duration::from_secs(5);
 

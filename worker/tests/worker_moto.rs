@@ -1855,6 +1855,33 @@ fn a_download_cut_mid_body_resumes_where_it_stopped() {
     }
 }
 
+/// A store that ignores Range answers a resumed download with the whole object again: the
+/// download passes over what it had read and goes on from there, instead of reading more than
+/// the object holds and failing the run each time a connection breaks.
+#[test]
+fn a_download_resumed_on_a_store_ignoring_range_goes_on_where_it_stopped() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(moto.endpoint());
+    proxy.ignore_ranges();
+    let bucket = "no-ranges";
+    moto.create_bucket(bucket);
+    let key = "incoming/whole.bin";
+    let content = random(6 * MIB, 6);
+    put(&moto, bucket, key, &content);
+    proxy.inject_for_key(Op::GetObject, key, Fault::CutResponse, 1);
+
+    let finished = compress_through(&proxy, &moto, bucket, key);
+
+    assert_eq!(proxy.faults_applied(), 1, "the cut fired");
+    assert_eq!(proxy.count(Op::GetObject), 2, "one GET and one resume");
+    assert!(finished.success(), "{}", finished.describe());
+    assert!(
+        unzip(&moto, bucket, "processed/whole.zip").1 == content,
+        "the output is the whole source, once"
+    );
+    assert!(moto.head(bucket, key).is_none(), "source deleted");
+}
+
 /// A store that keeps no checksums (the proxy strips them from requests and answers): a
 /// source is proven by the MD5 its ETag is, the output by reading it back. An output damaged
 /// on its way to the store, and a download whose resumed range came back altered, are both

@@ -215,13 +215,22 @@ impl S3Store {
 /// A download that survives a broken or stalled connection: it asks again for the same
 /// version (or, unversioned, the same ETag) from the byte where it stopped, instead of failing
 /// the object and compressing it again from the start.
+///
+/// A resumed answer must say it holds the bytes asked for (its Content-Range), because for a
+/// source with no stored checksum nothing else checks them: a store that answers another range
+/// fails the read. One that ignores Range and sends the whole object again is read past what
+/// was already read.
 struct Resumable {
     client: Client,
     location: Location,
     version_id: Option<String>,
     etag: Option<String>,
+    /// The object's size, as the first answer gave it.
+    size: u64,
     body: ByteStream,
     offset: u64,
+    /// Bytes at the start of `body` read before: a store that ignored the resume's Range.
+    skip: u64,
     resumes: u32,
     stall: Duration,
 }
@@ -230,7 +239,15 @@ impl Resumable {
     async fn next_chunk(&mut self) -> Option<Result<Bytes, StoreError>> {
         loop {
             let problem = match tokio::time::timeout(self.stall, self.body.next()).await {
-                Ok(Some(Ok(chunk))) => {
+                Ok(Some(Ok(mut chunk))) => {
+                    if self.skip > 0 {
+                        let skipped = self.skip.min(chunk.len() as u64);
+                        self.skip -= skipped;
+                        chunk = chunk.slice(usize::try_from(skipped).unwrap_or(usize::MAX)..);
+                        if chunk.is_empty() {
+                            continue;
+                        }
+                    }
                     self.offset += chunk.len() as u64;
                     return Some(Ok(chunk));
                 }
@@ -265,7 +282,28 @@ impl Resumable {
                 .send()
                 .await;
             match resumed {
-                Ok(output) => self.body = output.body,
+                Ok(output) => {
+                    let range = output.content_range();
+                    match resumed_at(range, output.content_length(), self.offset, self.size) {
+                        Ok(skip) => {
+                            self.skip = skip;
+                            self.body = output.body;
+                        }
+                        Err(answered) => {
+                            return Some(Err(StoreError {
+                                class: ErrorClass::Transient,
+                                operation: "GetObject (resuming the download)",
+                                bucket: self.location.bucket.clone(),
+                                key: self.location.key.clone(),
+                                message: format!(
+                                    "asked for bytes {}- of {} bytes, the store answered \
+                                     {answered}",
+                                    self.offset, self.size
+                                ),
+                            }));
+                        }
+                    }
+                }
                 Err(error) => {
                     // Whatever stopped the resume (the object replaced or deleted meanwhile, a
                     // server still down), the next attempt reads the object afresh.
@@ -276,6 +314,35 @@ impl Resumable {
                 }
             }
         }
+    }
+}
+
+/// How many bytes of a resumed answer to pass over before the byte at `offset` of an object
+/// of `size` bytes: none for the range asked for, `offset` for the whole object (a store that
+/// ignores Range). Anything else is the answer's description, for the error.
+fn resumed_at(
+    content_range: Option<&str>,
+    content_length: Option<i64>,
+    offset: u64,
+    size: u64,
+) -> Result<u64, String> {
+    let Some(range) = content_range else {
+        return match content_length {
+            Some(length) if u64::try_from(length) == Ok(size) => Ok(offset),
+            Some(length) => Err(format!("{length} bytes without a Content-Range")),
+            None => Err("without a Content-Range or a length".to_owned()),
+        };
+    };
+    let parsed = range.strip_prefix("bytes ").and_then(|rest| {
+        let (span, total) = rest.split_once('/')?;
+        let (first, _) = span.split_once('-')?;
+        Some((first.parse::<u64>().ok()?, total))
+    });
+    match parsed {
+        Some((first, total)) if first == offset && (total == "*" || total == size.to_string()) => {
+            Ok(0)
+        }
+        _ => Err(format!("Content-Range {range:?}")),
     }
 }
 
@@ -592,8 +659,10 @@ impl ObjectStore for S3Store {
             location: location.clone(),
             version_id: info.version_id.clone(),
             etag: info.etag.clone(),
+            size: info.size,
             body: output.body,
             offset: 0,
+            skip: 0,
             resumes: 0,
             stall: self.stall,
         };
@@ -1048,6 +1117,26 @@ impl ObjectStore for S3Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resumed_answer_must_hold_the_bytes_asked_for_or_the_whole_object() {
+        let asked = |range: Option<&str>, length: Option<i64>| resumed_at(range, length, 100, 1000);
+        assert_eq!(asked(Some("bytes 100-999/1000"), Some(900)), Ok(0));
+        assert_eq!(asked(Some("bytes 100-999/*"), Some(900)), Ok(0));
+        // A store that ignores Range: the 100 bytes read already are passed over.
+        assert_eq!(asked(None, Some(1000)), Ok(100));
+        for (range, length) in [
+            (Some("bytes 99-998/1000"), Some(900)),
+            (Some("bytes 0-899/1000"), Some(900)),
+            (Some("bytes 100-999/2000"), Some(900)),
+            (Some("items 100-999/1000"), Some(900)),
+            (Some("bytes 100-999"), Some(900)),
+            (None, Some(900)),
+            (None, None),
+        ] {
+            assert!(asked(range, length).is_err(), "{range:?} {length:?}");
+        }
+    }
 
     #[test]
     fn an_etag_is_an_md5_only_for_a_single_part_upload_unencrypted_or_under_sse_s3() {
