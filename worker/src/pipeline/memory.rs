@@ -1,18 +1,20 @@
 //! One memory budget for every object a worker processes at once.
 //!
 //! A batch of 10,000 small objects should run many at a time and a 5 GiB one alone, within
-//! the same memory. Each object reserves what it can hold at most ([`MemoryBudget::cost`]:
-//! its buffers at the part size its size needs, and its codec's state for its format, level
-//! and size) before its download starts, and gives it back once those are gone: when the
-//! compressor's thread ends, not when the deadline gives up on it.
+//! bounded memory, and the small ones should not wait for the large one. Each object reserves
+//! what it can hold at most ([`MemoryBudget::cost`]: its buffers at the part size its size
+//! needs, and its codec's state for its format, level and size) before its download starts,
+//! and gives it back once those are gone: when the compressor's thread ends, not when the
+//! deadline gives up on it.
 //!
-//! The budget is what an object with 8 MiB parts (up to about 80 GiB) and a deflate codec
-//! holds. An object that costs more waits until it runs alone and widens the budget to its
-//! cost: the process has to hold that much for it anyway, so the budget never exceeds the
-//! largest single object's cost, and that is what the machine must have
+//! The shared budget is what an object with 8 MiB parts (up to about 80 GiB) and a deflate
+//! codec holds. Objects that cost at most half of it share it. A larger one would hold most
+//! of it alone and keep every small object behind it waiting, so it runs in a lane of its own
+//! beside the shared budget instead, one such object at a time: the process holds at most the
+//! shared budget plus the largest object's cost, and that is what the machine must have
 //! (docs/how-it-works.md, "Memory").
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use s3_compressor_formats::Compressor;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -34,11 +36,13 @@ const WAIT_WORTH_LOGGING: std::time::Duration = std::time::Duration::from_secs(1
 
 #[derive(Debug)]
 pub(crate) struct MemoryBudget {
-    permits: Arc<Semaphore>,
-    /// The KiB the semaphore holds when every reservation is back: the base, or the cost of
-    /// the largest object that ran, or is running, alone.
-    total_kib: Mutex<u32>,
-    /// What the budget starts at.
+    /// KiB of the shared budget, for the objects that fit beside others.
+    shared: Arc<Semaphore>,
+    /// The one place for an object that does not fit beside others.
+    lane: Arc<Semaphore>,
+    /// The most KiB an object may cost and still share the budget: half of it.
+    beside_kib: u32,
+    /// What the shared budget holds.
     base: u64,
     tuning: Tuning,
 }
@@ -46,31 +50,31 @@ pub(crate) struct MemoryBudget {
 /// An object's place in the budget, given back on drop.
 #[derive(Debug)]
 pub(crate) struct Reservation {
-    /// `None` only if the semaphore were closed, which it never is.
+    /// KiB of the shared budget, or the lane. `None` only if a semaphore were closed, which
+    /// they never are.
     permit: Option<OwnedSemaphorePermit>,
-    /// An object larger than the budget holds all of it and this many KiB beyond, which
-    /// join the budget when it ends.
-    widened: Option<(Arc<Semaphore>, u32)>,
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        if let Some((permits, kib)) = self.widened.take() {
-            permits.add_permits(kib as usize);
-        }
-    }
+    /// In the lane: the KiB the object costs, which the lane's one permit stands for.
+    lane_kib: Option<u32>,
 }
 
 impl Reservation {
     /// Bytes held.
     #[cfg(test)]
     pub(crate) fn bytes(&self) -> u64 {
-        let permits = self
-            .permit
-            .as_ref()
-            .map_or(0, |permit| permit.num_permits());
-        let widened = self.widened.as_ref().map_or(0, |(_, kib)| *kib as usize);
-        (permits + widened) as u64 * KIB
+        let kib = match self.lane_kib {
+            Some(kib) => kib as usize,
+            None => self
+                .permit
+                .as_ref()
+                .map_or(0, |permit| permit.num_permits()),
+        };
+        kib as u64 * KIB
+    }
+
+    /// Whether it holds the lane rather than a share of the budget.
+    #[cfg(test)]
+    pub(crate) fn in_lane(&self) -> bool {
+        self.lane_kib.is_some()
     }
 }
 
@@ -78,10 +82,11 @@ impl MemoryBudget {
     pub(crate) fn new(tuning: Tuning) -> Self {
         let parts = (tuning.parts_in_flight as u64 + 2) * tuning.min_part_size as u64;
         let base = tuning.read_ahead_bytes as u64 + parts + BASE_CODEC + REQUESTS;
-        let total_kib = kib(base);
+        let base_kib = kib(base);
         Self {
-            permits: Arc::new(Semaphore::new(total_kib as usize)),
-            total_kib: Mutex::new(total_kib),
+            shared: Arc::new(Semaphore::new(base_kib as usize)),
+            lane: Arc::new(Semaphore::new(1)),
+            beside_kib: base_kib / 2,
             base,
             tuning,
         }
@@ -110,21 +115,22 @@ impl MemoryBudget {
         size.min(read_ahead) + parts_held * part
     }
 
-    /// Bytes of the budget no object holds now.
+    /// Bytes of the shared budget no object holds now.
     #[cfg(test)]
     pub(crate) fn free_bytes(&self) -> u64 {
-        self.permits.available_permits() as u64 * KIB
+        self.shared.available_permits() as u64 * KIB
     }
 
-    /// Bytes of the budget in all.
+    /// Bytes of the shared budget in all.
     #[cfg(test)]
     pub(crate) fn total_bytes(&self) -> u64 {
-        u64::from(
-            *self
-                .total_kib
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        ) * KIB
+        self.base.div_ceil(KIB) * KIB
+    }
+
+    /// Whether an object holds the lane now.
+    #[cfg(test)]
+    pub(crate) fn lane_taken(&self) -> bool {
+        self.lane.available_permits() == 0
     }
 
     /// [`Self::reserve`] for the object `key`, saying in the log when it had to wait a while
@@ -139,69 +145,59 @@ impl MemoryBudget {
                 %key,
                 waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
                 bytes,
+                in_lane = reservation.lane_kib.is_some(),
                 "waited for memory while other objects held the budget"
             );
         }
         reservation
     }
 
-    /// Waits until `bytes` fit: beside others if they fit in the budget, else alone, with the
-    /// budget widened to them.
+    /// Waits until `bytes` fit: in the shared budget if they fit beside others, else in the
+    /// lane, once the object before in it has finished.
     pub(crate) async fn reserve(&self, bytes: u64) -> Reservation {
         let wanted = kib(bytes);
-        loop {
-            let total = *self
-                .total_kib
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            // The semaphore is never closed, so acquiring cannot fail; should it ever, the
-            // object runs without a place in the budget rather than not at all.
-            let Ok(permit) = Arc::clone(&self.permits)
-                .acquire_many_owned(wanted.min(total))
+        // The semaphores are never closed, so acquiring cannot fail; should it ever, the
+        // object runs without a place in the budget rather than not at all.
+        if wanted <= self.beside_kib {
+            let permit = Arc::clone(&self.shared)
+                .acquire_many_owned(wanted)
                 .await
-            else {
-                return Reservation {
-                    permit: None,
-                    widened: None,
-                };
-            };
-            if wanted <= total {
-                return Reservation {
-                    permit: Some(permit),
-                    widened: None,
-                };
+                .ok();
+            Reservation {
+                permit,
+                lane_kib: None,
             }
-            let mut current = self
-                .total_kib
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            // Another object widened the budget while this one waited: what it holds is not
-            // all of the budget any more.
-            if *current != total {
-                continue;
+        } else {
+            let permit = Arc::clone(&self.lane).acquire_owned().await.ok();
+            Reservation {
+                permit,
+                lane_kib: Some(wanted),
             }
-            *current = wanted;
-            return Reservation {
-                permit: Some(permit),
-                widened: Some((Arc::clone(&self.permits), wanted - total)),
-            };
         }
     }
 
-    /// Makes `reservation` hold `bytes`, now that the object's size is known: the excess goes
-    /// back at once, so that an object reserved as "size unknown" does not keep small ones
-    /// waiting. One that is too small (or widened the budget) is given back whole before the
-    /// new amount is waited for, so two objects never wait for each other's share.
+    /// Makes `reservation` hold `bytes`, now that the object's size is known: the excess of a
+    /// share goes back at once, so that an object reserved as "size unknown" does not keep
+    /// small ones waiting, and an object in the lane that turns out small leaves it. One whose
+    /// place no longer fits is given back whole before the new one is waited for, so two
+    /// objects never wait for each other's share.
     pub(crate) async fn refit(&self, mut reservation: Reservation, bytes: u64) -> Reservation {
-        let wanted = kib(bytes) as usize;
-        if reservation.widened.is_none() {
-            if let Some(permit) = &mut reservation.permit {
+        let wanted = kib(bytes);
+        let beside = wanted <= self.beside_kib;
+        match (&mut reservation.permit, reservation.lane_kib) {
+            (Some(_), Some(_)) if !beside => {
+                reservation.lane_kib = Some(wanted);
+                return reservation;
+            }
+            (Some(permit), None) if beside => {
                 let held = permit.num_permits();
+                let wanted = wanted as usize;
                 if held >= wanted {
                     drop(permit.split(held - wanted));
                     return reservation;
                 }
             }
+            _ => {}
         }
         drop(reservation);
         self.reserve(bytes).await
@@ -215,6 +211,8 @@ fn kib(bytes: u64) -> u32 {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+
+    use std::sync::Mutex;
 
     use s3_compressor_formats::{Options, Registry};
 
@@ -233,7 +231,7 @@ mod tests {
 
     /// A 1 TiB object needs parts of 106 MiB to stay within 10,000: its reservation holds
     /// four of them (two uploading, one filling, one being decoded), the read-ahead and the
-    /// codec, though that is ten times the base budget, which it then runs alone in.
+    /// codec, though that is ten times the shared budget: it runs in the lane beside it.
     #[tokio::test]
     async fn a_one_tebibyte_object_reserves_what_its_parts_and_codec_hold() {
         let tuning = Tuning::default();
@@ -250,19 +248,54 @@ mod tests {
             reservation.bytes() / MIB,
             held / MIB
         );
-        // It runs alone: nothing is left for a small object until it is done.
-        let small = budget.cost(Some(1000), &zip);
-        assert!(
-            tokio::time::timeout(std::time::Duration::from_millis(50), budget.reserve(small))
-                .await
-                .is_err()
+        assert!(reservation.in_lane());
+        assert_eq!(
+            budget.free_bytes(),
+            budget.total_bytes(),
+            "the shared budget is whole"
         );
-        drop(reservation);
-        assert!(budget.reserve(small).await.bytes() >= small);
+    }
+
+    /// Small objects run beside a large one instead of waiting for it; a second large one
+    /// waits for the lane, and an object reserved before its size was known and then found
+    /// small leaves the lane to the next.
+    #[tokio::test]
+    async fn small_objects_run_beside_a_large_one_and_large_ones_take_turns() {
+        let budget = MemoryBudget::new(Tuning::default());
+        let zstd_19 = compressor("zstd", Some(19));
+        let zip = compressor("zip", None);
+        let large_cost = budget.cost(Some(30_000_000), &zstd_19);
+        assert!(large_cost > budget.total_bytes(), "{large_cost}");
+        let large = budget.reserve(large_cost).await;
+        assert!(large.in_lane() && budget.lane_taken());
+
+        let soon = |bytes| {
+            tokio::time::timeout(std::time::Duration::from_millis(50), budget.reserve(bytes))
+        };
+        let mut small = Vec::new();
+        for size in [35, 100_000, 2_500_000] {
+            let cost = budget.cost(Some(size), &zip);
+            let reservation = soon(cost).await.expect("a small object fits beside");
+            assert!(!reservation.in_lane() && reservation.bytes() >= cost);
+            small.push(reservation);
+        }
+        assert!(
+            soon(large_cost).await.is_err(),
+            "a second large object waits for the lane"
+        );
+        drop(large);
+        let unknown = soon(budget.cost(None, &zip))
+            .await
+            .expect("the lane is free");
+        assert!(unknown.in_lane());
+        let known = budget.refit(unknown, budget.cost(Some(35), &zip)).await;
+        assert!(!known.in_lane() && !budget.lane_taken());
+        drop((small, known));
+        assert_eq!(budget.free_bytes(), budget.total_bytes());
     }
 
     /// An object kept waiting behind a large one says so in the log, with its key and how
-    /// long it waited; one that did not wait says nothing.
+    /// long it waited; one that did not wait, such as a small one beside it, says nothing.
     #[tokio::test]
     async fn a_wait_for_memory_is_logged_with_the_key_and_how_long() {
         #[derive(Clone, Default)]
@@ -289,15 +322,18 @@ mod tests {
         let large = budget
             .reserve_for("incoming/large.bin", budget.cost(Some(1 << 40), &zip))
             .await;
-        let small = budget.cost(Some(1000), &zip);
+        let small = budget
+            .reserve_for("incoming/small.csv", budget.cost(Some(1000), &zip))
+            .await;
+        let second = budget.cost(Some(1 << 40), &zip);
         let waiting = {
             let budget = Arc::clone(&budget);
-            tokio::spawn(async move { budget.reserve_for("incoming/small.csv", small).await })
+            tokio::spawn(async move { budget.reserve_for("incoming/second.bin", second).await })
         };
         tokio::time::sleep(WAIT_WORTH_LOGGING + std::time::Duration::from_millis(100)).await;
         drop(large);
         let reservation = waiting.await.unwrap();
-        drop(reservation);
+        drop((reservation, small));
 
         let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = log
@@ -305,7 +341,7 @@ mod tests {
             .filter(|l| l.contains("waited for memory"))
             .collect();
         assert_eq!(lines.len(), 1, "{log}");
-        assert!(lines[0].contains("key=incoming/small.csv"), "{log}");
+        assert!(lines[0].contains("key=incoming/second.bin"), "{log}");
         let waited_ms: u64 = lines[0]
             .split("waited_ms=")
             .nth(1)
@@ -329,7 +365,7 @@ mod tests {
 
     /// The task `--large-objects fargate` starts gets the largest object S3 allows, 5 TiB, in
     /// whatever format and level a rule names: its default memory holds what that costs on
-    /// its default CPU, with room for the rest of the process.
+    /// its default CPU, beside the shared budget, with room for the rest of the process.
     #[test]
     fn the_fargate_task_holds_the_largest_object_s3_allows() {
         const PROCESS: u64 = 64 * MIB;
@@ -345,7 +381,7 @@ mod tests {
             let compressor = registration.compressor(&options).unwrap();
             let cost = budget.cost(Some(5 << 40), &compressor);
             assert!(
-                cost + PROCESS <= memory,
+                cost + budget.total_bytes() + PROCESS <= memory,
                 "{} at level {:?}: {} MiB, the task has {} MiB",
                 registration.name,
                 options.level,
