@@ -14,6 +14,7 @@
 //! share: the servers, the processes and the events, and [`FaultProxy`], which stands between
 //! a client and moto_server and spoils the S3 operations a fault test picks.
 
+pub mod aws_cli;
 pub mod estimate;
 pub mod events;
 pub mod faults;

@@ -2102,10 +2102,14 @@ fn stack_resource(moto: &Moto, stack: &str, logical_id: &str) -> Option<String> 
         .map(|resource| resource["PhysicalResourceId"].as_str().unwrap().to_owned())
 }
 
+/// `aws ARGS --output json` against moto, for the test's own checks: through the AWS CLI
+/// shell, which pays Python's start-up once per test instead of once per call.
 fn try_aws(moto: &Moto, args: &[&str]) -> Finished {
-    let mut command = Command::new("aws");
-    moto.point_at(&mut command);
-    run(command.args(args).args(["--output", "json"]))
+    let mut environment = Command::new("aws");
+    moto.point_at(&mut environment);
+    let mut args = args.to_vec();
+    args.extend(["--output", "json"]);
+    s3_compressor_tests::aws_cli::aws(&environment, &args)
 }
 
 fn run_script(moto: &Moto, name: &str, args: &[&str], env: &[(&str, &str)]) -> Finished {
