@@ -29,6 +29,11 @@ use clap::Parser as _;
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    // As `s3-compressor` itself does, so that the worker measured here holds what it holds
+    // there.
+    if !s3_compressor_allocator::return_large_allocations_when_freed() {
+        eprintln!("s3-compressor-bench: warning: glibc refused a fixed mmap threshold");
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(&args),

@@ -1662,7 +1662,8 @@ const GIB: u64 = 1024 * 1024 * 1024;
 /// The most the worker's resident set may reach while compressing any object: about 52 MiB
 /// of buffers (see `Tuning` and the memory budget; deflate's 4 MiB blocks are 12 MiB of it on
 /// two threads: the one being filled and one in flight per thread), the decoder that proves
-/// the output, and the program itself. Measured: 83 MiB for 1 GiB of JSON logs as zip.
+/// the output, and the program itself. Measured: 65 MiB for 1 GiB of JSON logs as zip (83 MiB
+/// before freed buffers went back to the system: see the s3-compressor-allocator crate).
 const PEAK_RSS_LIMIT_KIB: u64 = 96 * 1024;
 
 /// JSON-lines-like text of exactly `len` bytes, generated as it is read: a 4 MiB block of
