@@ -223,7 +223,8 @@ impl Handler {
     }
 
     /// Processes objects at once, at most [`OBJECTS_AT_ONCE`], within the worker's memory
-    /// budget (large objects take turns in a lane of their own, small ones share the rest); the results in their order.
+    /// budget (large objects take turns in a lane of their own, small ones share the rest);
+    /// the results in their order.
     async fn process_all(
         &self,
         notices: Vec<&Notice>,

@@ -256,13 +256,10 @@ impl Resumable {
                 Err(_) => format!("no data for {} s", self.stall.as_secs()),
             };
             if self.resumes == MAX_RESUMES {
-                return Some(Err(StoreError {
-                    class: ErrorClass::Transient,
-                    operation: "GetObject (reading the body)",
-                    bucket: self.location.bucket.clone(),
-                    key: self.location.key.clone(),
-                    message: format!("{problem} (after {MAX_RESUMES} resumed downloads)"),
-                }));
+                return Some(Err(self.transient(
+                    "GetObject (reading the body)",
+                    format!("{problem} (after {MAX_RESUMES} resumed downloads)"),
+                )));
             }
             self.resumes += 1;
             tracing::warn!(
@@ -290,17 +287,14 @@ impl Resumable {
                             self.body = output.body;
                         }
                         Err(answered) => {
-                            return Some(Err(StoreError {
-                                class: ErrorClass::Transient,
-                                operation: "GetObject (resuming the download)",
-                                bucket: self.location.bucket.clone(),
-                                key: self.location.key.clone(),
-                                message: format!(
+                            return Some(Err(self.transient(
+                                "GetObject (resuming the download)",
+                                format!(
                                     "asked for bytes {}- of {} bytes, the store answered \
                                      {answered}",
                                     self.offset, self.size
                                 ),
-                            }));
+                            )));
                         }
                     }
                 }
@@ -313,6 +307,17 @@ impl Resumable {
                     return Some(Err(error));
                 }
             }
+        }
+    }
+
+    /// A failure of this download that the next attempt, reading afresh, may not meet.
+    fn transient(&self, operation: &'static str, message: String) -> StoreError {
+        StoreError {
+            class: ErrorClass::Transient,
+            operation,
+            bucket: self.location.bucket.clone(),
+            key: self.location.key.clone(),
+            message,
         }
     }
 }
@@ -336,12 +341,14 @@ fn resumed_at(
     let parsed = range.strip_prefix("bytes ").and_then(|rest| {
         let (span, total) = rest.split_once('/')?;
         let (first, _) = span.split_once('-')?;
+        let total = match total {
+            "*" => None,
+            total => Some(total.parse::<u64>().ok()?),
+        };
         Some((first.parse::<u64>().ok()?, total))
     });
     match parsed {
-        Some((first, total)) if first == offset && (total == "*" || total == size.to_string()) => {
-            Ok(0)
-        }
+        Some((first, total)) if first == offset && total.is_none_or(|total| total == size) => Ok(0),
         _ => Err(format!("Content-Range {range:?}")),
     }
 }
