@@ -1,118 +1,177 @@
-//! The AWS CLI for a test's own checks, run in one Python process for the whole test.
+//! An `aws` command for the deployment tests that pays Python's start-up once per test.
 //!
 //! Each `aws` process spends most of a CPU second importing botocore and the CLI before it
-//! sends a request. The deployment tests check what `deploy.sh` made with about a hundred such
-//! calls each, which was minutes of CPU on a 2-core machine. Here the same CLI code (awscli's
-//! own `clidriver`, the entry point of the `aws` script) runs each call in a process started
-//! once, with that call's arguments and environment. What users run, `deploy.sh` and
-//! `cleanup.sh`, still start `aws` as a process for every call.
+//! sends a request, and a deployment test makes well over a hundred calls: `deploy.sh` and
+//! `cleanup.sh` about thirty a run, the test's own checks the rest. That was minutes of CPU on a
+//! 2-core machine. [`bin_dir`] holds an `aws` that hands its arguments, environment, working
+//! folder and standard streams over a Unix socket to a process that imported the CLI once; that
+//! process forks, and the child runs awscli's own `clidriver` (the entry point of the real `aws`
+//! script) on the caller's streams and answers with its exit code. The scripts and the checks
+//! run the same CLI code on the same arguments; only the imports are shared.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::Mutex;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
 
-use crate::process::Finished;
+use crate::process::{Finished, Running, HANG_LIMIT};
 
-/// Reads one request a line, `{"args": [...], "env": {"NAME": "value" or null}}`, and answers
-/// each with one line, `{"rc": N, "stdout": "...", "stderr": "..."}`.
-const SHELL: &str = r#"
-import contextlib, io, json, os, sys
+/// The process that imported the CLI: `python3 -c ZYGOTE SOCKET`. It prints `ready` once it
+/// listens, forks a child for each connection, and exits when its stdin closes (when the test's
+/// process ends), removing the socket's folder.
+const ZYGOTE: &str = r#"
+import json, os, selectors, shutil, signal, socket, sys
+before = dict(os.environ)
 from awscli.clidriver import create_clidriver
-base = dict(os.environ)
-answers = sys.stdout
-for line in sys.stdin:
-    request = json.loads(line)
+create_clidriver()  # imports the modules of every command now, not in each child
+# What importing the CLI set (AWS_DATA_PATH, where it finds its own data): every call needs it.
+imported = {name: value for name, value in os.environ.items() if before.get(name) != value}
+listener = socket.socket(socket.AF_UNIX)
+listener.bind(sys.argv[1])
+listener.listen(64)
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+events = selectors.DefaultSelector()
+events.register(listener, selectors.EVENT_READ)
+events.register(sys.stdin.fileno(), selectors.EVENT_READ)
+print("ready", flush=True)
+
+def serve(connection):
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    _, streams, _, _ = socket.recv_fds(connection, 1, 3)
+    request = b""
+    while chunk := connection.recv(1 << 16):
+        request += chunk
+    request = json.loads(request)
+    for target, stream in enumerate(streams):
+        os.dup2(stream, target)
+        os.close(stream)
+    os.chdir(request["cwd"])
     os.environ.clear()
-    os.environ.update(base)
-    for name, value in request["env"].items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = create_clidriver().main(request["args"])
-        except SystemExit as stop:
-            rc = stop.code if isinstance(stop.code, int) else 1
-    answers.write(json.dumps({"rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue()}) + "\n")
-    answers.flush()
+    os.environ.update(request["env"])
+    os.environ.update(imported)
+    try:
+        code = create_clidriver().main(request["args"])
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    connection.sendall(str(code or 0).encode())
+    os._exit(0)
+
+while True:
+    for key, _ in events.select():
+        if key.fileobj != listener:
+            if not os.read(sys.stdin.fileno(), 4096):
+                shutil.rmtree(os.path.dirname(sys.argv[1]), ignore_errors=True)
+                sys.exit(0)
+            continue
+        connection, _ = listener.accept()
+        if os.fork() == 0:
+            listener.close()
+            try:
+                serve(connection)
+            finally:
+                os._exit(70)
+        connection.close()
 "#;
 
-struct Shell {
-    // Kept so that the process is not reaped early; it ends when its stdin closes, with the
-    // test's process.
+/// The `aws` in [`bin_dir`]: `-S` skips the virtualenv's site-packages, and with them most of
+/// Python's start-up; it needs only the standard library.
+const CLIENT: &str = r#"
+import json, os, socket, sys
+streams = []
+for fd in (0, 1, 2):
+    try:
+        os.fstat(fd)
+        streams.append(fd)
+    except OSError:
+        streams.append(os.open(os.devnull, os.O_RDWR))
+zygote = socket.socket(socket.AF_UNIX)
+zygote.connect(SOCKET)
+socket.send_fds(zygote, [b"-"], streams)
+zygote.sendall(json.dumps({"args": sys.argv[1:], "env": dict(os.environ), "cwd": os.getcwd()}).encode())
+zygote.shutdown(socket.SHUT_WR)
+answer = b""
+while chunk := zygote.recv(64):
+    answer += chunk
+if not answer.isdigit():
+    sys.exit("aws (the tests' preloaded AWS CLI) ended without an exit code; run the real aws to see why")
+sys.exit(int(answer))
+"#;
+
+struct Zygote {
+    // Kept so that its stdin closes, and it exits, only when the test's process ends.
     _child: Child,
-    requests: ChildStdin,
-    answers: BufReader<ChildStdout>,
+    _stdin: ChildStdin,
+    /// Removed by the zygote as it exits: a static is never dropped.
+    dir: PathBuf,
 }
 
-static RUNNING: Mutex<Option<Shell>> = Mutex::new(None);
+static STARTED: OnceLock<Zygote> = OnceLock::new();
 
-/// `aws ARGS` with the environment `command` was given (its `env` and `env_remove`), as if
-/// `command` were the `aws` process.
+/// A folder holding an `aws` that runs the CLI in a child of the preloaded process: put it
+/// first on `PATH` for `deploy.sh` and `cleanup.sh`.
+pub fn bin_dir() -> &'static Path {
+    &STARTED.get_or_init(start).dir
+}
+
+/// `aws ARGS` run by the `aws` of [`bin_dir`], with `command`'s environment (its `env` and
+/// `env_remove`).
 pub fn aws(command: &Command, args: &[&str]) -> Finished {
-    let env: serde_json::Map<String, serde_json::Value> = command
-        .get_envs()
-        .map(|(name, value)| {
-            (
-                name.to_string_lossy().into_owned(),
-                value.map_or(serde_json::Value::Null, |value| {
-                    serde_json::Value::String(value.to_string_lossy().into_owned())
-                }),
-            )
-        })
-        .collect();
-    let request = serde_json::json!({ "args": args, "env": env });
-    let mut running = RUNNING
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let shell = running.get_or_insert_with(start);
-    writeln!(shell.requests, "{request}").expect("send a request to the AWS CLI shell");
-    shell
-        .requests
-        .flush()
-        .expect("send a request to the AWS CLI shell");
-    let mut line = String::new();
-    shell
-        .answers
-        .read_line(&mut line)
-        .expect("read the AWS CLI shell's answer");
-    assert!(
-        !line.is_empty(),
-        "the AWS CLI shell stopped on aws {args:?}; run that command as a process to see why"
-    );
-    let answer: serde_json::Value = serde_json::from_str(&line)
-        .unwrap_or_else(|error| panic!("the AWS CLI shell answered {line:?}: {error}"));
-    let text = |name: &str| answer[name].as_str().unwrap_or_default().to_owned();
-    let code = answer["rc"].as_i64().unwrap_or(1);
-    Finished {
-        status: ExitStatus::from_raw(i32::try_from(code & 0xff).unwrap_or(1) << 8),
-        stdout: text("stdout"),
-        stderr: text("stderr"),
+    let mut aws = Command::new(bin_dir().join("aws"));
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => aws.env(name, value),
+            None => aws.env_remove(name),
+        };
     }
+    Running::spawn(aws.args(args)).finish(HANG_LIMIT)
 }
 
-/// The Python that the first `aws` script on PATH runs (its `#!` line), running [`SHELL`].
-fn start() -> Shell {
+/// The Python that the first `aws` script on PATH runs (its `#!` line), running [`ZYGOTE`].
+fn start() -> Zygote {
     let python = python_of_aws().expect("the AWS CLI (an aws script run by Python) on PATH");
+    let dir = tempfile::tempdir()
+        .expect("a temporary folder for the AWS CLI's socket")
+        .keep();
+    let socket = dir.join("aws.sock");
     let mut child = Command::new(&python)
-        .args(["-c", SHELL])
+        .args(["-c", ZYGOTE])
+        .arg(&socket)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         // Not the test's: a process still holding the test's output when it ends is a leak
-        // to the test runner. Each call's own stderr comes back in its answer.
+        // to the test runner. Each call's own stderr is the caller's.
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|error| panic!("cannot start {python} for the AWS CLI: {error}"));
-    let requests = child.stdin.take().expect("piped stdin");
-    let answers = BufReader::new(child.stdout.take().expect("piped stdout"));
-    Shell {
+    let stdin = child.stdin.take().expect("piped stdin");
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().expect("piped stdout"))
+        .read_line(&mut ready)
+        .expect("read whether the AWS CLI started");
+    assert_eq!(
+        ready.trim(),
+        "ready",
+        "the preloaded AWS CLI did not start; does `{python} -c 'import awscli'` work?"
+    );
+    let client = format!(
+        "#!{python} -S\nSOCKET = {:?}\n{CLIENT}",
+        socket.display().to_string()
+    );
+    write_executable(&dir.join("aws"), &client);
+    Zygote {
         _child: child,
-        requests,
-        answers,
+        _stdin: stdin,
+        dir,
     }
+}
+
+fn write_executable(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).expect("write the tests' aws");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .expect("make the tests' aws executable");
 }
 
 fn python_of_aws() -> Option<String> {

@@ -2102,8 +2102,8 @@ fn stack_resource(moto: &Moto, stack: &str, logical_id: &str) -> Option<String> 
         .map(|resource| resource["PhysicalResourceId"].as_str().unwrap().to_owned())
 }
 
-/// `aws ARGS --output json` against moto, for the test's own checks: through the AWS CLI
-/// shell, which pays Python's start-up once per test instead of once per call.
+/// `aws ARGS --output json` against moto, for the test's own checks: through the preloaded
+/// AWS CLI, which pays Python's start-up once per test instead of once per call.
 fn try_aws(moto: &Moto, args: &[&str]) -> Finished {
     let mut environment = Command::new("aws");
     moto.point_at(&mut environment);
@@ -2121,6 +2121,13 @@ fn run_script(moto: &Moto, name: &str, args: &[&str], env: &[(&str, &str)]) -> F
         .env("DEPLOY_WITHOUT_ALIAS", "1")
         .env_remove("S3_COMPRESSOR_BIN")
         .envs(env.iter().copied());
+    // The scripts' `aws` calls go to the preloaded AWS CLI, first on the PATH they are given.
+    let path = env.iter().find(|(name, _)| *name == "PATH").map_or_else(
+        || std::env::var("PATH").unwrap(),
+        |(_, path)| (*path).to_owned(),
+    );
+    let aws = s3_compressor_tests::aws_cli::bin_dir();
+    command.env("PATH", format!("{}:{path}", aws.display()));
     Running::spawn(&mut command).finish(BUILD_LIMIT)
 }
 
