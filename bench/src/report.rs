@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use crate::contenders::{codec_name, end_to_end_name, proven_name, Kind, FORMATS};
 use crate::lambda::{compute_usd_per_tb, request_usd_per_tb, wall_s, MEMORIES_MB};
-use crate::results::{InputResult, Results};
+use crate::results::{InputResult, LoadResult, Results};
 use crate::stats::{KIB, MB, MIB};
 use crate::targets::Target;
 
@@ -82,12 +82,7 @@ fn write_markdown(md: &mut String, results: &Results) -> std::fmt::Result {
             small
                 .objects_per_s
                 .map_or("n/a".to_owned(), |v| format!("{v:.0}")),
-            small
-                .serve_peak_rss_kib
-                .map_or("n/a".to_owned(), |kib| format!(
-                    "{:.1}",
-                    kib as f64 * KIB / MIB
-                )),
+            mib_or_na(small.serve_peak_rss_kib),
             small
                 .runs
                 .iter()
@@ -95,6 +90,10 @@ fn write_markdown(md: &mut String, results: &Results) -> std::fmt::Result {
                 .collect::<Vec<_>>()
                 .join(", ")
         )?;
+    }
+
+    if let Some(load) = &results.eight_clients {
+        load_table(md, load, worker_peak_rss_kib(results))?;
     }
 
     if let Some(startup) = &results.startup {
@@ -129,6 +128,48 @@ fn write_markdown(md: &mut String, results: &Results) -> std::fmt::Result {
         writeln!(md, "- {note}")?;
     }
     Ok(())
+}
+
+fn load_table(md: &mut String, load: &LoadResult, worker_kib: Option<u64>) -> std::fmt::Result {
+    writeln!(
+        md,
+        "## {} clients at once (`s3-compressor serve`)\n",
+        load.clients
+    )?;
+    writeln!(
+        md,
+        "| files | MB | seconds | MB/s | serve peak RSS MiB (VmHWM) | the worker's own peak RSS MiB (largest end-to-end run above) |"
+    )?;
+    writeln!(md, "|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(
+        md,
+        "| {} | {:.1} | {:.1} | {:.1} | {} | {} |\n",
+        load.files,
+        load.bytes as f64 / MB,
+        load.seconds,
+        load.bytes as f64 / MB / load.seconds,
+        mib_or_na(load.serve_peak_rss_kib),
+        mib_or_na(worker_kib),
+    )
+}
+
+fn mib_or_na(kib: Option<u64>) -> String {
+    kib.map_or("n/a".to_owned(), |kib| {
+        format!("{:.1}", kib as f64 * KIB / MIB)
+    })
+}
+
+/// The most any end-to-end run of the worker held resident: what `serve` adds under load is
+/// measured against it.
+fn worker_peak_rss_kib(results: &Results) -> Option<u64> {
+    results
+        .inputs
+        .iter()
+        .flat_map(|input| &input.contenders)
+        .filter(|contender| contender.kind == Kind::EndToEnd)
+        .flat_map(|contender| &contender.runs)
+        .map(|run| run.maxrss_kib)
+        .max()
 }
 
 fn input_table(md: &mut String, input: &InputResult) -> std::fmt::Result {

@@ -18,6 +18,7 @@ pub struct Results {
     pub runs_per_measurement: u32,
     pub inputs: Vec<InputResult>,
     pub small_objects: Option<SmallResult>,
+    pub eight_clients: Option<LoadResult>,
     pub startup: Option<StartupResult>,
     pub targets: Vec<Target>,
     /// Measurements that failed: the rest of the run went on without them.
@@ -142,6 +143,18 @@ pub struct SmallRun {
     /// From the first upload's start to the moment the last output was seen.
     pub seconds: f64,
     pub objects_per_s: f64,
+}
+
+/// Every file of the corpus uploaded to `s3-compressor serve` by several clients at once.
+#[derive(Debug, Serialize)]
+pub struct LoadResult {
+    pub clients: usize,
+    pub files: usize,
+    pub bytes: u64,
+    /// From the first upload's start to the moment the last output was seen.
+    pub seconds: f64,
+    /// The serve process's VmHWM (peak RSS) at the end.
+    pub serve_peak_rss_kib: Option<u64>,
 }
 
 /// `s3-compressor lambda` from spawn to its first connection to the Runtime API.

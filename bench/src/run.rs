@@ -172,19 +172,39 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             runtime.handle(),
             &mut progress,
         );
-        match measured {
-            Ok(result) => Some(result),
-            Err(error) => {
-                let kept = args.out.join("small-objects-serve.log");
-                let error = match std::fs::copy(work.path().join(crate::small::LOG), &kept) {
-                    Ok(_) => error.context(format!("serve's log is in {}", kept.display())),
-                    Err(_) => error,
-                };
-                failed(&mut progress, &mut failures, "many small objects", &error);
-                None
-            }
-        }
+        serve_scenario(
+            measured,
+            crate::small::SMALL_OBJECTS,
+            (work.path(), &args.out),
+            &mut progress,
+            &mut failures,
+        )
     };
+    let every_file: Vec<PathBuf> = corpus
+        .inputs
+        .iter()
+        .map(|input| input.path.clone())
+        .chain(corpus.small.iter().cloned())
+        .collect();
+    progress.line(format_args!(
+        "{} clients: starting s3-compressor serve for {} files",
+        crate::small::CLIENTS,
+        every_file.len()
+    ));
+    let measured = crate::small::eight_clients(
+        &binary,
+        &every_file,
+        work.path(),
+        runtime.handle(),
+        &mut progress,
+    );
+    let eight_clients = serve_scenario(
+        measured,
+        crate::small::EIGHT_CLIENTS,
+        (work.path(), &args.out),
+        &mut progress,
+        &mut failures,
+    );
     for input in &inputs {
         for contender in &input.contenders {
             if let Some(error) = &contender.error {
@@ -203,6 +223,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         targets: targets(&inputs, small.as_ref(), startup.as_ref()),
         inputs,
         small_objects: small,
+        eight_clients,
         startup,
         failures,
         notes,
@@ -225,6 +246,29 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
 }
 
 /// Reports a measurement that failed; the run goes on without it.
+/// A serve scenario's result; or, if it failed, `None`, with the failure recorded and serve's
+/// log copied from the work folder to the output folder, where the error says it is.
+fn serve_scenario<T>(
+    measured: anyhow::Result<T>,
+    scenario: &str,
+    (work, out): (&Path, &Path),
+    progress: &mut Progress,
+    failures: &mut Vec<String>,
+) -> Option<T> {
+    let error = match measured {
+        Ok(result) => return Some(result),
+        Err(error) => error,
+    };
+    let name = crate::small::log_name(scenario);
+    let kept = out.join(&name);
+    let error = match std::fs::copy(work.join(&name), &kept) {
+        Ok(_) => error.context(format!("serve's log is in {}", kept.display())),
+        Err(_) => error,
+    };
+    failed(progress, failures, scenario, &error);
+    None
+}
+
 fn failed(progress: &mut Progress, failures: &mut Vec<String>, what: &str, error: &anyhow::Error) {
     progress.line(format_args!("FAILED: {what}: {error:#}"));
     failures.push(format!("{what}: {error:#}"));
@@ -615,6 +659,15 @@ fn method_notes(runs: u32, one_core: &OneCore) -> Vec<String> {
          shows every output); a run with no new output for 60 s is reported as stalled. Its \
          peak RSS is VmHWM from /proc/PID/status after all runs."
             .to_owned(),
+        format!(
+            "{} clients at once: a fresh `s3-compressor serve`; {0} threads, each with an S3 \
+             client of its own, upload every file of the corpus (the large inputs first, in \
+             parts of {} MiB, then the small files), each thread one file at a time, timed \
+             until a listing shows every output. serve's peak RSS is VmHWM from \
+             /proc/PID/status at the end.",
+            crate::small::CLIENTS,
+            crate::s3::PART_SIZE >> 20
+        ),
         "Start-up: `s3-compressor lambda` with AWS_LAMBDA_RUNTIME_API pointing at a socket the \
          bench listens on, from spawn to the first accepted connection; median of 5 after one \
          uncounted run; measured first, before anything else loads the machine."

@@ -1,5 +1,6 @@
-//! Many small objects through `s3-compressor serve`: uploads in parallel, outputs watched by
-//! listing, as a user of `serve` would see them appear.
+//! `s3-compressor serve` under load: many small objects uploaded in parallel, and every file of
+//! the corpus uploaded by eight clients at once; outputs watched by listing, as a user of
+//! `serve` would see them appear.
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -18,7 +19,7 @@ use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::results::{SmallResult, SmallRun};
+use crate::results::{LoadResult, SmallResult, SmallRun};
 use crate::run::Progress;
 use crate::s3::{point_at, S3};
 use crate::stats::median;
@@ -28,14 +29,18 @@ const ACCESS_KEY: &str = "bench-serve";
 const SECRET_KEY: &str = "bench-serve-secret";
 /// Uploads in flight at once.
 const IN_FLIGHT: usize = 16;
+/// Clients uploading at once in the mixed load: as many as in `serve`'s load test.
+pub const CLIENTS: usize = 8;
 /// How often the outputs are listed: the measured time is at most this much late.
 const POLL: Duration = Duration::from_millis(50);
 /// How long one run may take before the bench gives up on it.
 const RUN_LIMIT: Duration = Duration::from_secs(600);
 /// How long the number of outputs may stay the same before the run is called stalled.
 const STALL_LIMIT: Duration = Duration::from_secs(60);
-/// serve's stderr, in the work folder.
-pub const LOG: &str = "serve.log";
+/// The names of the two scenarios: serve's data folder is `NAME-data` in the work folder and
+/// its stderr `NAME-serve.log` (see [`log_name`]).
+pub const SMALL_OBJECTS: &str = "small-objects";
+pub const EIGHT_CLIENTS: &str = "eight-clients";
 const START_LIMIT: Duration = Duration::from_secs(60);
 /// serve stops within a second when healthy; one stuck on its own objects never does.
 const STOP_LIMIT: Duration = Duration::from_secs(15);
@@ -50,9 +55,9 @@ struct ServeProcess {
 }
 
 impl ServeProcess {
-    fn start(binary: &Path, work: &Path) -> anyhow::Result<Self> {
+    fn start(binary: &Path, work: &Path, scenario: &str) -> anyhow::Result<Self> {
         let port = free_port()?;
-        let log = work.join(LOG);
+        let log = work.join(log_name(scenario));
         let stderr =
             File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
         let url = format!("http://127.0.0.1:{port}");
@@ -62,7 +67,7 @@ impl ServeProcess {
             .arg("serve")
             .args(["--addr", &format!("127.0.0.1:{port}")])
             .arg("--data")
-            .arg(work.join("serve-data"))
+            .arg(work.join(format!("{scenario}-data")))
             .args(["--bucket", BUCKET])
             .env("S3_COMPRESSOR_ACCESS_KEY", ACCESS_KEY)
             .env("S3_COMPRESSOR_SECRET_KEY", SECRET_KEY)
@@ -152,6 +157,11 @@ impl Drop for ServeProcess {
     }
 }
 
+/// serve's stderr during `scenario`, in the work folder.
+pub fn log_name(scenario: &str) -> String {
+    format!("{scenario}-serve.log")
+}
+
 /// A port on 127.0.0.1 that was free a moment ago.
 fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("no free port")?;
@@ -179,7 +189,7 @@ pub fn run(
     }
     let bytes: u64 = bodies.iter().map(|(_, body)| body.len() as u64).sum();
 
-    let mut serve = ServeProcess::start(binary, work)?;
+    let mut serve = ServeProcess::start(binary, work, SMALL_OBJECTS)?;
     let s3 = S3::new(handle, &serve.url, ACCESS_KEY, SECRET_KEY);
     let mut results = Vec::new();
     for run in 1..=runs {
@@ -286,4 +296,78 @@ async fn wait_for_outputs(
         }
         tokio::time::sleep(POLL).await;
     }
+}
+
+/// Every file of `files` (the corpus's large inputs and its small files) uploaded at once by
+/// [`CLIENTS`] clients, each with its own connections, as a team's jobs would; large files in
+/// parts. Timed until a listing shows every output; `serve`'s peak RSS is this load's alone.
+pub fn eight_clients(
+    binary: &Path,
+    files: &[PathBuf],
+    work: &Path,
+    handle: &Handle,
+    progress: &mut Progress,
+) -> anyhow::Result<LoadResult> {
+    let bytes = files
+        .iter()
+        .map(|path| std::fs::metadata(path).map(|meta| meta.len()))
+        .sum::<std::io::Result<u64>>()
+        .context("cannot size the corpus's files")?;
+    let mut serve = ServeProcess::start(binary, work, EIGHT_CLIENTS)?;
+    let started = Instant::now();
+    let uploads = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|client| {
+                let s3 = S3::new(handle, &serve.url, ACCESS_KEY, SECRET_KEY);
+                let share = files.iter().skip(client).step_by(CLIENTS);
+                scope.spawn(move || upload_files(&s3, share))
+            })
+            .collect();
+        clients.into_iter().try_for_each(|client| {
+            client
+                .join()
+                .map_err(|_| anyhow::anyhow!("an upload thread panicked"))?
+        })
+    });
+    uploads?;
+    let s3 = S3::new(handle, &serve.url, ACCESS_KEY, SECRET_KEY);
+    let seen = handle.block_on(wait_for_outputs(
+        s3.client(),
+        LOAD_OUTPUTS,
+        files.len(),
+        started,
+    ))?;
+    let seconds = seen.duration_since(started).as_secs_f64();
+    let serve_peak_rss_kib = serve.peak_rss_kib();
+    serve.stop();
+    progress.line(format_args!(
+        "{CLIENTS} clients  s3-compressor serve: {} files, {:.0} MB in {seconds:.1} s, serve peak RSS {} KiB",
+        files.len(),
+        bytes as f64 / 1e6,
+        serve_peak_rss_kib.map_or("n/a".to_owned(), |kib| kib.to_string())
+    ));
+    Ok(LoadResult {
+        clients: CLIENTS,
+        files: files.len(),
+        bytes,
+        seconds,
+        serve_peak_rss_kib,
+    })
+}
+
+/// Where [`eight_clients`] uploads, and where its outputs appear.
+const LOAD_SOURCES: &str = "incoming/load/";
+const LOAD_OUTPUTS: &str = "processed/load/";
+
+fn upload_files<'a>(s3: &S3, files: impl Iterator<Item = &'a PathBuf>) -> anyhow::Result<()> {
+    for path in files {
+        let name = path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .with_context(|| format!("{} has no file name", path.display()))?;
+        let mut file =
+            File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        s3.upload(BUCKET, &format!("{LOAD_SOURCES}{name}"), &mut file)?;
+    }
+    Ok(())
 }

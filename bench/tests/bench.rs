@@ -225,7 +225,12 @@ fn the_benchmark_measures_every_contender_on_a_tiny_corpus() {
         let usd: Vec<f64> = cells[3..5].iter().map(|c| c.parse().unwrap()).collect();
         assert!(usd[0] > 0.0 && usd[0] == usd[1], "{row}");
     }
-    for heading in ["## Many small objects", "## Start-up", "## Targets"] {
+    for heading in [
+        "## Many small objects",
+        "## 8 clients at once",
+        "## Start-up",
+        "## Targets",
+    ] {
         assert!(!section(&markdown, heading).is_empty(), "{heading}");
     }
     // What the proof costs, per input and format: a percentage in the last column.
@@ -279,6 +284,15 @@ fn the_benchmark_measures_every_contender_on_a_tiny_corpus() {
     }
     assert_eq!(json["small_objects"]["files"], SMALL_FILES, "{json:#}");
     assert!(json["small_objects"]["objects_per_s"].as_f64().unwrap() > 0.0);
+    // Every file of the corpus, uploaded by eight clients at once; serve's peak is measured.
+    let load = &json["eight_clients"];
+    assert_eq!(load["clients"], 8, "{json:#}");
+    assert_eq!(load["files"], INPUTS.len() + SMALL_FILES, "{json:#}");
+    assert!(load["seconds"].as_f64().unwrap() > 0.0, "{json:#}");
+    let serve_kib = load["serve_peak_rss_kib"].as_u64().unwrap();
+    assert!(serve_kib > 0 && serve_kib < 1 << 20, "{json:#}");
+    let load_row = table_rows(&section(&markdown, "## 8 clients at once"))[0];
+    assert_eq!(cells(load_row).len(), 6, "{load_row}");
     assert_eq!(json["startup"]["runs_ms"].as_array().unwrap().len(), 5);
     assert!(!json["targets"].as_array().unwrap().is_empty());
 
