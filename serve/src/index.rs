@@ -231,7 +231,7 @@ mod tests {
     fn a_prefix_lists_only_its_keys_even_long_ones() {
         let long = format!("p/{}", "k".repeat(1022));
         let all = keys(&["o", "p", long.as_str(), "p0", "q"]);
-        assert_eq!(names(&list(&all, &query("p/", None, None))), [long.clone()]);
+        assert_eq!(names(&list(&all, &query("p/", None, None))), [long]);
         assert_eq!(
             names(&list(&all, &query("/", None, None))),
             Vec::<String>::new()
