@@ -21,7 +21,6 @@ mod conditions;
 mod disk;
 mod error;
 mod index;
-mod keys;
 mod listing;
 mod locks;
 mod migrate;

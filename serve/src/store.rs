@@ -6,8 +6,8 @@
 //! - DeleteObject and DeleteObjects honour `If-Match` (and `x-amz-if-match-size`), GetObject and
 //!   HeadObject honour `If-Match`, `If-None-Match` and the date conditions, PutObject and
 //!   CompleteMultipartUpload `If-None-Match: *` (create-only) and `If-Match`;
-//! - keys of up to 1,024 bytes of UTF-8 are stored, a longer one is KeyTooLongError as on S3;
-//!   keys that would alias another on a file system are refused (see [`crate::keys`]);
+//! - every key of up to 1,024 bytes of UTF-8 is stored (`a//b`, `../x`, `a` beside `a/b`), a
+//!   longer one is KeyTooLongError, as on S3;
 //! - a body is checked against its `Content-MD5` (malformed: InvalidDigest; wrong: BadDigest)
 //!   and the `x-amz-checksum-*` the client sent, before it replaces anything;
 //! - a write that finds the disk full is answered 503 ServiceUnavailable, saying so, once the
@@ -38,7 +38,6 @@ use crate::conditions::{etag_matches, ReadConditions};
 use crate::disk::{self, hex, Disk, PartRecord, Scratch, UploadRecord};
 use crate::error::{disk_full, is_disk_full};
 use crate::index::{self, Item, Query};
-use crate::keys::check_key;
 use crate::listing;
 use crate::record::{Attributes, Checksums, Record};
 use crate::{Removal, Upload};
@@ -682,7 +681,6 @@ impl S3 for Store {
             trailing_headers,
             ..
         } = req;
-        check_key(&input.key)?;
         let content_md5 = check_content_md5(input.content_md5.as_deref())?;
         if let Some(class) = &input.storage_class {
             if !["STANDARD", "REDUCED_REDUNDANCY"].contains(&class.as_str()) {
@@ -756,7 +754,6 @@ impl S3 for Store {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
-        check_key(&input.key)?;
         if names_another_version(input.version_id.as_deref()) {
             return Err(no_such_version());
         }
@@ -829,7 +826,6 @@ impl S3 for Store {
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let input = req.input;
-        check_key(&input.key)?;
         if names_another_version(input.version_id.as_deref()) {
             return Err(no_such_version());
         }
@@ -874,7 +870,6 @@ impl S3 for Store {
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let input = req.input;
-        check_key(&input.key)?;
         if input.if_match_last_modified_time.is_some() {
             return Err(s3_error!(
                 NotImplemented,
@@ -942,11 +937,6 @@ impl S3 for Store {
         let mut deleted = Vec::new();
         let mut removed = Vec::new();
         for object in requested {
-            if let Err(error) = check_key(&object.key) {
-                let message = error.message().unwrap_or_default().to_owned();
-                refused.push(delete_refusal(&object.key, error.code().clone(), &message));
-                continue;
-            }
             if object.last_modified_time.is_some() {
                 refused.push(delete_refusal(
                     &object.key,
@@ -1026,9 +1016,7 @@ impl S3 for Store {
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let input = req.input;
-        check_key(&input.key)?;
         let (src_bucket, src_key) = copy_source_object(&input.copy_source)?;
-        check_key(src_key)?;
         // Both keys, in (bucket, key) order like every other multi-key lock, so none deadlock.
         let source = (src_bucket, src_key);
         let target = (input.bucket.as_str(), input.key.as_str());
@@ -1103,7 +1091,6 @@ impl S3 for Store {
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
         let input = req.input;
-        check_key(&input.key)?;
         // Checked again on completion; refusing now spares uploading every part first.
         self.check_writable(&input.bucket, &input.key)?;
         let (bucket, key) = (input.bucket.clone(), input.key.clone());
@@ -1177,7 +1164,6 @@ impl S3 for Store {
         self.open_upload(&input.upload_id, &input.bucket, &input.key)
             .await?;
         let (src_bucket, src_key) = copy_source_object(&input.copy_source)?;
-        check_key(src_key)?;
         let (scratch, md5) = {
             let _guard = self.disk.locks.lock(src_bucket, src_key).await;
             let src = self.object(src_bucket, src_key).await?;
@@ -1263,7 +1249,6 @@ impl S3 for Store {
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let input = req.input;
-        check_key(&input.key)?;
         let bucket = input.bucket.clone();
         let key = input.key.clone();
         let guard = self.disk.locks.lock(&bucket, &key).await;

@@ -1157,27 +1157,28 @@ async fn a_completion_checks_its_parts_and_may_be_repeated_and_a_copy_onto_itsel
     f.server.shutdown().await;
 }
 
+/// Keys no file system could name one-to-one are S3 keys like any other, each its own object.
 #[tokio::test]
-async fn keys_a_directory_cannot_hold_faithfully_are_refused_with_a_reason() {
+async fn keys_with_empty_dot_or_leading_segments_are_distinct_objects_as_on_s3() {
     let mut f = start().await;
-    let refused = f
-        .client
-        .put_object()
-        .bucket(BUCKET)
-        .key("incoming//double-slash.csv")
-        .body(ByteStream::from_static(b"x"))
-        .send()
-        .await
-        .expect_err("an empty path segment would alias incoming/double-slash.csv");
-    assert_eq!(status(&refused), 400);
-    assert_eq!(refused.code(), Some("InvalidArgument"));
-    assert!(
-        refused
-            .message()
-            .is_some_and(|m| m.contains("empty path segment")),
-        "{refused:?}"
-    );
-    assert_no_upload(&mut f.uploads);
+    let keys = [
+        "incoming/double-slash.csv",
+        "incoming//double-slash.csv",
+        "incoming/./dot.csv",
+        "incoming/../up.csv",
+        "/leading.csv",
+    ];
+    for key in keys {
+        put(&f.client, key, key.as_bytes()).await;
+        assert_eq!(next_upload(&mut f.uploads).await.key, key);
+    }
+    for key in keys {
+        assert_eq!(get(&f.client, key).await, key.as_bytes(), "{key}");
+    }
+    let mut sorted = keys.map(str::to_owned).to_vec();
+    sorted.sort();
+    assert_eq!(listed(&f.client, "", None, 2).await, sorted);
+    assert_eq!(listed(&f.client, "/", None, 1000).await, ["/leading.csv"]);
     f.server.shutdown().await;
 }
 
@@ -1557,7 +1558,7 @@ async fn an_empty_delimiter_lists_every_key_and_a_slash_prefix_none_as_on_s3() {
         .collect();
     assert_eq!(prefixes, ["incoming/deep/"]);
     assert_eq!(grouped.contents().len(), 1);
-    // No key starts with "/", so the prefix "/" lists nothing.
+    // No key starts with "/" here, so the prefix "/" lists nothing.
     let slash = f
         .client
         .list_objects_v2()
