@@ -444,13 +444,17 @@ impl Scratch {
         Ok(tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file))
     }
 
-    fn disarm(self) {
-        std::mem::forget(self);
+    /// The file was renamed into place: nothing to remove.
+    fn disarm(mut self) {
+        self.path = PathBuf::new();
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        if self.path.as_os_str().is_empty() {
+            return;
+        }
         match std::fs::remove_file(&self.path) {
             Ok(()) => {}
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
