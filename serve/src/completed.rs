@@ -2,8 +2,8 @@
 //!
 //! S3 answers a CompleteMultipartUpload of an upload it has just completed with the same
 //! result: a client that lost the first answer (a timeout, a dropped connection) retries, and
-//! must not be told the upload does not exist. `s3s-fs` forgets the upload when it completes
-//! it. The last [`REMEMBERED`] completions are kept in memory; a repeat after a restart, or
+//! must not be told the upload does not exist, though the upload's parts are gone once it is
+//! completed. The last [`REMEMBERED`] completions are kept in memory; a repeat after a restart, or
 //! after many other completions, is `NoSuchUpload`.
 
 use std::collections::{HashMap, VecDeque};

@@ -1,9 +1,7 @@
-//! The preconditions `s3s-fs` ignores, evaluated as S3 evaluates them.
+//! Preconditions on an object's ETag and date, evaluated as S3 evaluates them.
 //!
-//! `s3s-fs` honours `If-Match`/`If-None-Match` on PutObject, CompleteMultipartUpload and
-//! CopyObject, but not on GetObject, HeadObject or DeleteObject. A reader that asks for
-//! "exactly the version I was told about" and a delete that must spare a newer upload both
-//! depend on them, so they are checked here against the object's current ETag.
+//! A reader that asks for "exactly the version I was told about" and a delete that must spare
+//! a newer upload both depend on them; a copy checks its source with the same rules.
 
 use s3s::dto::{ETag, ETagCondition, Timestamp};
 use s3s::{s3_error, S3Result};
@@ -18,13 +16,6 @@ pub(crate) struct ReadConditions<'a> {
 }
 
 impl ReadConditions<'_> {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.if_match.is_none()
-            && self.if_none_match.is_none()
-            && self.if_modified_since.is_none()
-            && self.if_unmodified_since.is_none()
-    }
-
     /// S3's rules (RFC 9110 §13.2.2): `If-Match` decides and `If-Unmodified-Since` is ignored
     /// when both are sent; likewise `If-None-Match` over `If-Modified-Since`. A failed
     /// `If-Match`/`If-Unmodified-Since` is 412, a failed `If-None-Match`/`If-Modified-Since` 304.

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use s3s::{s3_error, S3Error};
 
+use crate::disk::DiskError;
+
 /// Why the embedded endpoint could not start. Each message says what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -38,10 +40,14 @@ pub enum ServeError {
         source: io::Error,
     },
 
-    /// `s3s-fs` refused the directory (it canonicalizes it and sweeps leftover temporary files);
-    /// its error type is not a `std::error::Error`, so only its text is kept.
-    #[error("cannot serve objects from {}: {reason}; check the directory's permissions", path.display())]
-    OpenStore { path: PathBuf, reason: String },
+    /// The directory's objects could not be read, or its scratch files swept, or a layout of
+    /// `s3s-fs` migrated.
+    #[error("cannot serve objects from {}: {source}; check the directory's permissions", path.display())]
+    OpenStore {
+        path: PathBuf,
+        #[source]
+        source: DiskError,
+    },
 
     #[error(
         "address {addr} is already in use; stop whatever listens there or choose another port \
@@ -58,23 +64,12 @@ pub enum ServeError {
 }
 
 /// Whether a failed write failed because the data directory's file system is full (or the
-/// user's quota is): an I/O error with that kind anywhere in its chain of causes.
-pub(crate) fn is_disk_full(error: &S3Error) -> bool {
-    let mut cause = error
-        .source()
-        .map(|source| source as &(dyn std::error::Error + 'static));
-    while let Some(current) = cause {
-        if let Some(io) = current.downcast_ref::<io::Error>() {
-            if matches!(
-                io.kind(),
-                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-            ) {
-                return true;
-            }
-        }
-        cause = current.source();
-    }
-    false
+/// user's quota is).
+pub(crate) fn is_disk_full(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// The answer to a write the disk had no room for. S3 has no error for a full disk; 503

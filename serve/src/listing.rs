@@ -1,9 +1,9 @@
-//! Object listings as S3 answers them where `s3s-fs` does not: an empty delimiter, a prefix
-//! starting with `/`, and `encoding-type=url`.
+//! What a listing answers besides its keys (see [`crate::index`]): the delimiter echoed, and
+//! `encoding-type=url`.
 //!
-//! `s3s-fs` echoes `EncodingType: url` but returns the keys as they are. The AWS CLI (botocore)
-//! always asks for URL encoding and decodes what it gets, so `report+1.csv` was listed as
-//! `report 1.csv` and `a%41` as `aA`. We encode the fields S3 documents as encoded.
+//! The AWS CLI (botocore) always asks for URL encoding and decodes what it gets: keys returned
+//! as they are would list `report+1.csv` as `report 1.csv` and `a%41` as `aA`. We encode the
+//! fields S3 documents as encoded.
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use s3s::dto::{CommonPrefix, EncodingType, ListObjectsOutput, ListObjectsV2Output, Object};
@@ -16,38 +16,10 @@ const KEY: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~')
     .remove(b'/');
 
-/// S3 reads `delimiter=` (empty, as rclone and `--delimiter ''` send it) as no delimiter and
-/// lists every key under the prefix; `s3s-fs` would split at each `/` and list one common
-/// prefix per folder and no object.
-pub(crate) fn no_empty_delimiter(delimiter: &mut Option<String>) {
-    if delimiter.as_deref() == Some("") {
-        *delimiter = None;
-    }
-}
-
-/// No key here starts with `/` (`check_key` refuses them), so a prefix that does lists
-/// nothing, as on S3; `s3s-fs` drops the leading `/` and would list every key.
-fn under_no_key(prefix: Option<&str>) -> bool {
-    prefix.is_some_and(|prefix| prefix.starts_with('/'))
-}
-
-pub(crate) fn empty_for_slash_prefix_v2(output: &mut ListObjectsV2Output) {
-    if under_no_key(output.prefix.as_deref()) {
-        output.contents = None;
-        output.common_prefixes = None;
-        output.key_count = Some(0);
-        output.is_truncated = Some(false);
-        output.next_continuation_token = None;
-    }
-}
-
-pub(crate) fn empty_for_slash_prefix_v1(output: &mut ListObjectsOutput) {
-    if under_no_key(output.prefix.as_deref()) {
-        output.contents = None;
-        output.common_prefixes = None;
-        output.is_truncated = Some(false);
-        output.next_marker = None;
-    }
+/// S3 reads `delimiter=` (empty, as rclone and `--delimiter ''` send it) as no delimiter, and
+/// answers none.
+pub(crate) fn delimiter(delimiter: Option<String>) -> Option<String> {
+    delimiter.filter(|d| !d.is_empty())
 }
 
 fn encode(value: &mut String) {

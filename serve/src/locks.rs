@@ -1,7 +1,7 @@
 //! One lock per object key.
 //!
-//! `s3s-fs` checks a precondition (`If-None-Match: *`, `If-Match`) and then writes or deletes in
-//! separate steps, and reads an object's bytes and its ETag from different files. Without a lock
+//! A precondition (`If-None-Match: *`, `If-Match`) is checked, and then the write or delete done,
+//! in separate steps, and an object's bytes and its record are different files. Without a lock
 //! a new upload can land between the check and the action: a conditional delete would remove
 //! the new object, two create-only writes could both succeed, and a GET could pair the old bytes
 //! with the new ETag. Holding the key's lock across every write, delete and read of that key

@@ -8,13 +8,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnectionBuilder;
 use hyper_util::server::graceful::GracefulShutdown;
 use s3s::service::{S3Service, S3ServiceBuilder};
-use s3s_fs::FileSystem;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::auth::SingleKey;
-use crate::layout::Layout;
+use crate::disk::Disk;
 use crate::store::Store;
 use crate::{Removal, ServeError, Upload};
 
@@ -35,8 +34,9 @@ pub struct ServeOptions {
     /// The address to listen on; port 0 picks a free port (see [`EmbeddedS3::local_addr`]).
     /// Only this address is bound: `127.0.0.1` keeps the endpoint private to the machine.
     pub addr: SocketAddr,
-    /// Holds one folder per bucket, the objects as files below it, and `s3s-fs`'s hidden
-    /// bookkeeping files. Created if missing.
+    /// Holds one folder per bucket, and the objects in it under names of their own (see the
+    /// layout in `disk.rs`). Created if missing; a folder written by the previous storage,
+    /// `s3s-fs`, is migrated on start.
     pub data_dir: PathBuf,
     /// Created (as the folder `data_dir/bucket`) if missing. Clients may create more buckets.
     pub bucket: String,
@@ -114,20 +114,23 @@ impl EmbeddedS3 {
             return Err(ServeError::EmptyCredential { which: "secret" });
         }
 
-        let root = prepare_dirs(&data_dir, &bucket).await?;
-        let fs = FileSystem::new(&root).map_err(|error| ServeError::OpenStore {
-            path: root.clone(),
-            reason: format!("{error:?}"),
-        })?;
+        let root = prepare_dir(&data_dir).await?;
+        let disk = Disk::open(root.clone())
+            .await
+            .map_err(|source| ServeError::OpenStore {
+                path: root.clone(),
+                source,
+            })?;
+        disk.create_bucket(&bucket)
+            .await
+            .map_err(|source| ServeError::CreateBucket {
+                bucket: bucket.clone(),
+                path: root.join(&bucket),
+                source,
+            })?;
         let (uploads, received) = mpsc::channel(UPLOAD_QUEUE);
         let (removals, removed) = mpsc::channel(UPLOAD_QUEUE);
-        let store = Store::new(
-            fs,
-            Layout::new(root.clone()),
-            uploads,
-            removals,
-            announce_prefixes,
-        );
+        let store = Store::new(disk, uploads, removals, announce_prefixes);
         let service = {
             let mut builder = S3ServiceBuilder::new(store);
             builder.set_auth(SingleKey::new(access_key, secret_key));
@@ -191,9 +194,9 @@ impl EmbeddedS3 {
     }
 }
 
-/// Creates the data directory and the bucket's folder; returns the directory's canonical path,
-/// the one `s3s-fs` works in.
-async fn prepare_dirs(data_dir: &Path, bucket: &str) -> Result<PathBuf, ServeError> {
+/// Creates the data directory; returns its canonical path, the one its storage is known by
+/// in this process.
+async fn prepare_dir(data_dir: &Path) -> Result<PathBuf, ServeError> {
     let data_dir_error = |source| ServeError::CreateDataDir {
         path: data_dir.to_owned(),
         source,
@@ -201,18 +204,9 @@ async fn prepare_dirs(data_dir: &Path, bucket: &str) -> Result<PathBuf, ServeErr
     tokio::fs::create_dir_all(data_dir)
         .await
         .map_err(data_dir_error)?;
-    let root = tokio::fs::canonicalize(data_dir)
+    tokio::fs::canonicalize(data_dir)
         .await
-        .map_err(data_dir_error)?;
-    let bucket_dir = root.join(bucket);
-    tokio::fs::create_dir_all(&bucket_dir)
-        .await
-        .map_err(|source| ServeError::CreateBucket {
-            bucket: bucket.to_owned(),
-            path: bucket_dir,
-            source,
-        })?;
-    Ok(root)
+        .map_err(data_dir_error)
 }
 
 /// Accepts connections until `stop` fires (or its sender is dropped), then waits for the

@@ -1520,8 +1520,8 @@ impl Serve {
     }
 }
 
-/// Keys S3 or the folder cannot hold and bodies that do not match their checksum are refused
-/// with S3's own errors, nothing of them is kept, and the next upload is compressed as usual.
+/// Keys over S3's limit and bodies that do not match their checksum are refused with S3's own
+/// errors, nothing of them is kept, and the next upload is compressed as usual.
 #[test]
 fn serve_refuses_long_keys_and_bad_checksums_as_s3_does_and_keeps_serving() {
     let serve = Serve::start(None);
@@ -1545,35 +1545,16 @@ fn serve_refuses_long_keys_and_bad_checksums_as_s3_does_and_keeps_serving() {
     assert_eq!((code.as_str(), status), ("KeyTooLongError", 400));
     serve.still_compresses(&runtime, "after-s3-limit");
 
-    // Within S3's limit, but longer than the file names serve makes of a key allow.
-    let (code, status, message) =
-        refusal(runtime.block_on(put(format!("incoming/{}.csv", "ü".repeat(100))).send()));
-    assert_eq!(
-        (code.as_str(), status),
-        ("KeyTooLongError", 400),
-        "{message}"
-    );
-    assert!(message.contains("to 130 bytes"), "{message}");
     let (code, _, _) = refusal(
         runtime.block_on(
             client
                 .create_multipart_upload()
                 .bucket(BUCKET)
-                .key(format!("incoming/{}", "k".repeat(200)))
+                .key(format!("incoming/{}", "ü".repeat(508)))
                 .send(),
         ),
     );
     assert_eq!(code, "KeyTooLongError");
-    // The longest key it can hold is compressed (its output key is one byte longer).
-    let longest = format!("incoming/{}.csv", "k".repeat(130 - 9 - 4 - 1));
-    assert_eq!(longest.len(), 129);
-    runtime.block_on(put(longest.clone()).send()).unwrap();
-    serve.still_compresses(&runtime, "after-long-key");
-    assert!(serve.keys().contains(
-        &longest
-            .replace("incoming/", "processed/")
-            .replace(".csv", ".zip")
-    ));
 
     // A CRC32 that is not the body's.
     let (code, status, _) = refusal(
@@ -1603,8 +1584,48 @@ fn serve_refuses_long_keys_and_bad_checksums_as_s3_does_and_keeps_serving() {
         keys.iter().all(|key| key.starts_with("processed/")),
         "nothing refused was kept: {keys:?}"
     );
-    assert_eq!(keys.len(), 5, "{keys:?}");
+    assert_eq!(keys.len(), 3, "{keys:?}");
     assert!(serve.interrupt().success());
+}
+
+/// Through `serve`, a source whose output key is exactly S3's 1,024 bytes (with a segment of
+/// 300, longer than a file name may be) is compressed, proven and deleted, and its output reads
+/// back; a source of 1,024 bytes, whose output would be one byte over, is refused by the worker
+/// in words and kept.
+#[test]
+fn keys_up_to_s3s_limit_are_compressed_through_serve_and_one_whose_output_would_pass_it_is_kept() {
+    let serve = Serve::start(None);
+    let sdk = serve.sdk();
+    // `incoming/NAME.csv` becomes `processed/NAME.zip`, one byte longer.
+    let name = |len: usize| format!("{}/{}", "s".repeat(300), "t".repeat(len - 301));
+    let fits = format!("incoming/{}.csv", name(1_010));
+    let output = format!("processed/{}.zip", name(1_010));
+    assert_eq!((fits.len(), output.len()), (1_023, 1_024));
+    let original = text(2_000);
+    sdk.put(&fits, &original);
+    sdk.wait_for("compressed", |sdk| sdk.only(&[output.as_str()]));
+    let zip = serve.dir.path().join("long.zip");
+    std::fs::write(&zip, sdk.get(&output).unwrap()).unwrap();
+    assert_eq!(unzip(&zip), original);
+
+    let too_long = format!("incoming/{}.csv", name(1_011));
+    assert_eq!(too_long.len(), 1_024);
+    sdk.put(&too_long, &original);
+    sdk.put("incoming/after.csv", &original);
+    sdk.wait_for("the next upload compressed", |sdk| {
+        let keys = sdk.runtime.block_on(list_keys(&sdk.client, BUCKET));
+        keys.contains(&"processed/after.zip".to_owned())
+            && !keys.contains(&"incoming/after.csv".to_owned())
+    });
+    assert_eq!(sdk.get(&too_long).unwrap(), original, "the source is kept");
+    let finished = serve.interrupt();
+    assert!(finished.success(), "{}", finished.describe());
+    assert!(
+        finished.stdout.contains("over S3's limit of 1024")
+            || finished.stderr.contains("over S3's limit of 1024"),
+        "the refusal names the limit: {}",
+        finished.describe()
+    );
 }
 
 /// A tmpfs of `size` mounted on a new folder of `dir`, unmounted on drop. `None` where mounting
