@@ -299,17 +299,40 @@ fn the_readme_quick_start_works_as_written() {
         );
     }
 
-    // serve kept the bucket in ./data, which git ignores.
-    assert!(checkout.join("data/files/processed/report.zip").is_file());
-    let ignored = Command::new("git")
-        .args(["check-ignore", "-q", "data/files/processed/report.zip"])
-        .current_dir(workspace_root())
-        .status()
-        .unwrap();
-    assert!(
-        ignored.success(),
-        ".gitignore does not cover serve's ./data"
-    );
+    // serve kept the bucket in ./data, which git ignores: every file it wrote there.
+    let written = files_under(&checkout.join("data/files"));
+    assert!(!written.is_empty(), "nothing kept in ./data/files");
+    for file in written {
+        let relative = file.strip_prefix(&checkout).unwrap();
+        let ignored = Command::new("git")
+            .args(["check-ignore", "-q"])
+            .arg(relative)
+            .current_dir(workspace_root())
+            .status()
+            .unwrap();
+        assert!(
+            ignored.success(),
+            ".gitignore does not cover {} in serve's ./data",
+            relative.display()
+        );
+    }
+}
+
+fn files_under(folder: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                files_under(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
 }
 
 /// Everything `.ci/run` installs is named in the Tests section of docs/development.md, which
