@@ -30,14 +30,10 @@ where
         .and_then(|level| level.to_lowercase().parse::<Targets>().ok())
         // The SDK warns on every read of an object uploaded in parts that its per-part checksum
         // cannot be validated; that is how S3 works, not something an operator can act on.
-        // s3s-fs (the store of `serve`) opens an info-level span on every request that formats
-        // the whole request with `Debug`, and logs nothing itself below warn: 2% of `serve`'s
-        // CPU for spans no line ever shows.
         .unwrap_or_else(|| {
             Targets::new()
                 .with_default(default)
                 .with_target("aws_sdk_s3::http_response_checksum", tracing::Level::ERROR)
-                .with_target("s3s_fs", tracing::Level::WARN)
         });
     let json = std::env::var("AWS_LAMBDA_LOG_FORMAT")
         .is_ok_and(|format| format.eq_ignore_ascii_case("json"));
